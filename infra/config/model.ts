@@ -1,0 +1,161 @@
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * The checked, typed form of a stack's configuration. `loadFleetConfig` (config/load.ts)
+ * is the only code that reads Pulumi config; everything else receives a FleetConfig.
+ */
+
+export type MachineProviderName = "equinix-metal" | "aws";
+export const MACHINE_PROVIDERS: readonly MachineProviderName[] = ["equinix-metal", "aws"];
+
+export type CiAgentKind = "github-actions" | "buildkite";
+export const CI_AGENTS: readonly CiAgentKind[] = ["github-actions", "buildkite"];
+
+/** A provider-neutral machine size: the instance type to use on each provider. */
+export interface PlanSpec {
+  "equinix-metal"?: string;
+  aws?: string;
+}
+
+export interface EquinixSite {
+  projectId: string;
+  metro: string;
+  /** OS slug, passed to Equinix as a plain string (the SDK enum stops at ubuntu_20_04). */
+  os: string;
+}
+
+export interface AwsSite {
+  region: string;
+  vpcCidr: string;
+  /** Keyed by availability zone; never a list, so adding a zone moves nothing. */
+  subnets: Record<string, { privateCidr: string; publicCidr: string }>;
+  /** Pinned machine image (Debian 12 / Ubuntu 24.04 AMI id) for every machine. */
+  imageId: string;
+}
+
+export interface ControlMachine {
+  /** Key into `plans`. */
+  plan: string;
+}
+
+export interface TeleportSettings extends ControlMachine {
+  /** Cluster name: cannot change after the first start of the auth service. */
+  clusterName: string;
+  /** Public DNS name of the proxy (port 443, ACME certificate). */
+  publicAddr: string;
+  acmeEmail: string;
+  /** GitHub organisation whose teams grant access. */
+  githubOrg: string;
+  /** GitHub team slug -> Teleport role names (roles defined by the program). Teams only, never users. */
+  teamsToRoles: Record<string, string[]>;
+  /** How long audit events and session recordings are kept (days). */
+  auditRetentionDays: number;
+}
+
+export interface DeployTarget {
+  accountId: string;
+  roleName: string;
+  managedPolicyArns: string[];
+  permissionsBoundaryArn?: string;
+}
+
+export interface RunnerSpec {
+  /** Key into `plans`. */
+  plan: string;
+  /** OS override (Equinix slug); defaults to the site's OS. */
+  os?: string;
+}
+
+export interface QueueSpec {
+  agent: CiAgentKind;
+  /** Trusted queues run only main-branch pipelines; untrusted ones run pull requests. */
+  trusted: boolean;
+  labels: string[];
+  /** GitHub Actions runner group (github-actions queues only). */
+  runnerGroup?: string;
+  /** Keyed by runner name (a DNS label); the machine is `<stack>-<queue>-<runner>`. */
+  runners: Record<string, RunnerSpec>;
+  /** Keyed by a target name; each becomes a role in the target account. */
+  deployTargets: Record<string, DeployTarget>;
+}
+
+export interface IdentitySettings {
+  /** Account and region that hold the fleet's KMS key, SSM parameters and agent roles. */
+  accountId: string;
+  region: string;
+  /** Role in each deploy-target account that `pulumi up` assumes to create deploy roles. */
+  bootstrapRoleName: string;
+  /** Validity of the per-runner Roles Anywhere certificates (equinix-metal), hours. */
+  runnerCertificateHours: number;
+}
+
+export interface SaltSettings extends ControlMachine {
+  /** Git repository holding this project's `salt/` tree, and the ref the master serves. */
+  repository: string;
+  ref: string;
+}
+
+export interface GithubSettings {
+  /** Organisation the GitHub Actions runners register to. */
+  organization: string;
+  /** GitHub App that mints runner registration tokens (its private key is a secret). */
+  appId: string;
+  installationId: string;
+}
+
+export interface BuildkiteSettings {
+  organization: string;
+}
+
+export interface AuditArchiveSettings {
+  enabled: boolean;
+  /** Buildkite's EventBridge partner event source name, e.g. aws.partner/buildkite.com/<org>/<uuid>. */
+  partnerEventSource?: string;
+}
+
+/** A secret read from config: always a Pulumi secret Output. */
+export type SecretString = pulumi.Output<string>;
+
+export interface FleetSecrets {
+  /** GitHub OAuth app of the Teleport GitHub connector. */
+  teleportGithubClientId: SecretString;
+  teleportGithubClientSecret: SecretString;
+  /** Only when a github-actions queue exists. */
+  githubAppPrivateKey?: SecretString;
+  /** Read-only deploy key for a private `salt.repository` (optional). */
+  saltRepositoryDeployKey?: SecretString;
+  /**
+   * Per queue: SSM parameters relative to `/ci-fleet/<stack>/<queue>/`,
+   * e.g. `buildkite/agent-token`, `global/env/NPM_TOKEN`, `my-pipeline/ssh/key`.
+   */
+  queueParameters: Record<string, Record<string, SecretString>>;
+}
+
+export interface FleetConfig {
+  project: "ci-fleet";
+  stack: string;
+  provider: MachineProviderName;
+  equinix?: EquinixSite;
+  aws?: AwsSite;
+  plans: Record<string, PlanSpec>;
+  saltMaster: SaltSettings;
+  teleport: TeleportSettings;
+  identity: IdentitySettings;
+  github?: GithubSettings;
+  buildkite?: BuildkiteSettings;
+  auditArchive: AuditArchiveSettings;
+  queues: Record<string, QueueSpec>;
+  secrets: FleetSecrets;
+  /** Secret config keys that were unset or undecryptable in the offline preview. */
+  missingSecrets: string[];
+}
+
+/** Machine role, used in names, tags, Salt targeting and Teleport labels. */
+export type MachineRole = "salt-master" | "teleport" | "runner";
+
+/** Names derived from config keys, never from list positions. */
+export const machineNames = {
+  saltMaster: (stack: string) => `${stack}-salt-master`,
+  teleport: (stack: string) => `${stack}-teleport`,
+  runner: (stack: string, queue: string, runner: string) => `${stack}-${queue}-${runner}`,
+};
