@@ -1,0 +1,314 @@
+import { createHash } from "crypto";
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * Pulumi mock runtime for the offline preview and the tests: records every resource
+ * registration with realistic, deterministic outputs, and refuses every data-source
+ * call so a lookup can never silently return nothing.
+ */
+
+/** The value written wherever a secret would be. */
+export const SECRET_MASK = "[secret]";
+
+export interface ReplacementOptions {
+  ignoreChanges?: string[];
+  replaceOnChanges?: string[];
+  deleteBeforeReplace?: boolean;
+  protect?: boolean;
+}
+
+/** One registered resource, as resources.json stores it. */
+export interface CapturedResource {
+  type: string;
+  name: string;
+  /** Name of the parent resource; absent for children of the stack. */
+  parent?: string;
+  /** Inputs as the program passed them, every secret replaced by SECRET_MASK. */
+  inputs: Record<string, unknown>;
+  /** What the mock returned, every secret replaced by SECRET_MASK. */
+  outputs: Record<string, unknown>;
+  options: ReplacementOptions;
+}
+
+export interface MockAccount {
+  accountId: string;
+  region: string;
+}
+
+type Plain = Record<string, unknown>;
+
+export function isSecretEnvelope(v: unknown): v is { value: unknown } {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    (v as Plain)[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig
+  );
+}
+
+function wrapSecret(value: unknown): Plain {
+  return { [pulumi.runtime.specialSigKey]: pulumi.runtime.specialSecretSig, value };
+}
+
+/** Replaces every secret envelope by SECRET_MASK (for files) and collects the plain values. */
+export function maskSecrets(v: unknown, found?: Set<string>): unknown {
+  if (isSecretEnvelope(v)) {
+    if (found) collectStrings(v.value, found);
+    return SECRET_MASK;
+  }
+  if (Array.isArray(v)) return v.map((x) => maskSecrets(x, found));
+  if (typeof v === "object" && v !== null) {
+    const out: Plain = {};
+    for (const [k, x] of Object.entries(v as Plain)) out[k] = maskSecrets(x, found);
+    return out;
+  }
+  return v;
+}
+
+/** Unwraps secret envelopes, keeping plain values (for in-memory checks only). */
+export function unwrapSecrets(v: unknown): unknown {
+  if (isSecretEnvelope(v)) return unwrapSecrets(v.value);
+  if (Array.isArray(v)) return v.map(unwrapSecrets);
+  if (typeof v === "object" && v !== null) {
+    const out: Plain = {};
+    for (const [k, x] of Object.entries(v as Plain)) out[k] = unwrapSecrets(x);
+    return out;
+  }
+  return v;
+}
+
+function collectStrings(v: unknown, into: Set<string>): void {
+  if (typeof v === "string") {
+    if (v.length > 0) into.add(v);
+  } else if (Array.isArray(v)) v.forEach((x) => collectStrings(x, into));
+  else if (typeof v === "object" && v !== null) Object.values(v as Plain).forEach((x) => collectStrings(x, into));
+}
+
+function digest(...parts: string[]): string {
+  return createHash("sha256").update(parts.join("\u0000")).digest("hex");
+}
+
+function uuidFrom(seed: string): string {
+  const h = digest(seed);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** A deterministic, syntactically valid PEM block (not a real key: the mock never needs one). */
+export function fakePem(label: string, seed: string, bodyBytes = 270): string {
+  let bytes = Buffer.alloc(0);
+  for (let i = 0; bytes.length < bodyBytes; i++) bytes = Buffer.concat([bytes, Buffer.from(digest(seed, String(i)), "hex")]);
+  const b64 = bytes.subarray(0, bodyBytes).toString("base64");
+  const lines = b64.match(/.{1,64}/g) ?? [];
+  return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
+}
+
+function ipv4ToInt(ip: string): number {
+  return ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join(".");
+}
+/** A deterministic host address inside `cidr`, skipping the first 4 and the last (AWS reserves them). */
+export function hostIn(cidr: string, seed: string): string {
+  const [base, bitsText] = cidr.split("/");
+  const bits = Number(bitsText);
+  const size = 2 ** (32 - bits);
+  const usable = Math.max(size - 5, 1);
+  const offset = 4 + (parseInt(digest(seed).slice(0, 8), 16) % usable);
+  return intToIpv4(ipv4ToInt(base) + offset);
+}
+
+export class RecordingMocks implements pulumi.runtime.Mocks {
+  readonly resources: CapturedResource[] = [];
+  /** Every plain value that was secret anywhere: config secrets, secret inputs, secret outputs. */
+  readonly secretValues = new Set<string>();
+  private readonly options = new Map<string, ReplacementOptions>();
+  private readonly subnetCidrs = new Map<string, string>();
+
+  constructor(private readonly account: MockAccount) {}
+
+  /**
+   * Resource options are invisible to mocks; an in-process stack transformation sees them
+   * (engine-side transforms are not available under mocks). Call before the program runs.
+   */
+  captureOptions(): void {
+    pulumi.runtime.registerStackTransformation((args) => {
+      const o = args.opts;
+      const picked: ReplacementOptions = {};
+      if (o.ignoreChanges?.length) picked.ignoreChanges = [...o.ignoreChanges];
+      if (o.replaceOnChanges?.length) picked.replaceOnChanges = [...o.replaceOnChanges];
+      if (o.deleteBeforeReplace !== undefined) picked.deleteBeforeReplace = o.deleteBeforeReplace;
+      if (o.protect !== undefined) picked.protect = o.protect;
+      const parent = (o.parent as unknown as { __name?: string } | undefined)?.__name;
+      this.options.set(`${args.type}::${args.name}`, picked);
+      if (parent) this.parents.set(`${args.type}::${args.name}`, parent);
+      return undefined;
+    });
+  }
+  private readonly parents = new Map<string, string>();
+  /** Provider name -> the account its assumed role lives in. */
+  private readonly providerAccounts = new Map<string, string>();
+
+  /** Resources created through a provider that assumes a role in another account live in that account. */
+  private accountOf(args: pulumi.runtime.MockResourceArgs): string {
+    // A provider reference is "<urn>::<id>"; the URN ends with "::<name>".
+    const parts = (args.provider ?? "").split("::");
+    const providerName = parts.length >= 2 ? parts[parts.length - 2] : "";
+    return this.providerAccounts.get(providerName) ?? this.account.accountId;
+  }
+
+  call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
+    throw new Error(`unmocked call ${args.token}: the program must not depend on data-source lookups`);
+  }
+
+  newResource(args: pulumi.runtime.MockResourceArgs): { id: string | undefined; state: Record<string, unknown> } {
+    // Components have no provider-side state: their outputs are whatever they register.
+    const computed = args.custom === false ? {} : this.outputsFor(args);
+    const id = (computed.id as string | undefined) ?? `${args.name}-id`;
+    delete computed.id;
+    const state: Plain = { ...(args.inputs as Plain), ...computed };
+    const key = `${args.type}::${args.name}`;
+    const captured: CapturedResource = {
+      type: args.type,
+      name: args.name,
+      inputs: maskSecrets(args.inputs, this.secretValues) as Plain,
+      outputs: maskSecrets(args.custom === false ? state : { id, ...state }, this.secretValues) as Plain,
+      options: this.options.get(key) ?? {},
+    };
+    const parent = this.parents.get(key);
+    if (parent) captured.parent = parent;
+    this.resources.push(captured);
+    return { id: args.custom === false ? undefined : id, state };
+  }
+
+  private outputsFor(args: pulumi.runtime.MockResourceArgs): Plain {
+    const { accountId, region } = this.account;
+    const inputs = unwrapSecrets(args.inputs) as Plain;
+    const seed = `${args.type}::${args.name}`;
+    const h = digest(seed);
+    const named = (inputs.name as string | undefined) ?? args.name;
+    switch (args.type) {
+      case "aws:iam/role:Role":
+        return { id: named, name: named, arn: `arn:aws:iam::${this.accountOf(args)}:role/${named}`, uniqueId: `AROA${h.slice(0, 17).toUpperCase()}` };
+      case "aws:iam/instanceProfile:InstanceProfile":
+        return { id: named, name: named, arn: `arn:aws:iam::${accountId}:instance-profile/${named}` };
+      case "aws:iam/rolePolicy:RolePolicy":
+        return { id: `${inputs.role}:${named}`, name: named };
+      case "aws:kms/key:Key": {
+        const keyId = uuidFrom(seed);
+        return { id: keyId, keyId, arn: `arn:aws:kms:${region}:${accountId}:key/${keyId}` };
+      }
+      case "aws:kms/alias:Alias":
+        return { id: named, arn: `arn:aws:kms:${region}:${accountId}:${named}` };
+      case "aws:ssm/parameter:Parameter":
+        return { id: named, arn: `arn:aws:ssm:${region}:${accountId}:parameter${named}`, version: 1 };
+      case "aws:rolesanywhere/trustAnchor:TrustAnchor": {
+        const u = uuidFrom(seed);
+        return { id: u, arn: `arn:aws:rolesanywhere:${region}:${accountId}:trust-anchor/${u}` };
+      }
+      case "aws:rolesanywhere/profile:Profile": {
+        const u = uuidFrom(seed);
+        return { id: u, arn: `arn:aws:rolesanywhere:${region}:${accountId}:profile/${u}` };
+      }
+      case "aws:ec2/vpc:Vpc":
+        return { id: `vpc-${h.slice(0, 17)}`, arn: `arn:aws:ec2:${region}:${accountId}:vpc/vpc-${h.slice(0, 17)}` };
+      case "aws:ec2/subnet:Subnet": {
+        const id = `subnet-${h.slice(0, 17)}`;
+        if (typeof inputs.cidrBlock === "string") this.subnetCidrs.set(id, inputs.cidrBlock);
+        return { id, arn: `arn:aws:ec2:${region}:${accountId}:subnet/${id}` };
+      }
+      case "aws:ec2/securityGroup:SecurityGroup":
+        return { id: `sg-${h.slice(0, 17)}`, arn: `arn:aws:ec2:${region}:${accountId}:security-group/sg-${h.slice(0, 17)}` };
+      case "aws:ec2/internetGateway:InternetGateway":
+        return { id: `igw-${h.slice(0, 17)}` };
+      case "aws:ec2/natGateway:NatGateway":
+        return { id: `nat-${h.slice(0, 17)}` };
+      case "aws:ec2/eip:Eip":
+        return { id: `eipalloc-${h.slice(0, 17)}`, publicIp: `203.0.113.${parseInt(h.slice(0, 2), 16) % 250 + 2}` };
+      case "aws:ec2/routeTable:RouteTable":
+        return { id: `rtb-${h.slice(0, 17)}` };
+      case "aws:ec2/instance:Instance": {
+        const cidr = this.subnetCidrs.get(String(inputs.subnetId)) ?? "10.0.0.0/16";
+        const out: Plain = { id: `i-${h.slice(0, 17)}`, arn: `arn:aws:ec2:${region}:${accountId}:instance/i-${h.slice(0, 17)}`, privateIp: hostIn(cidr, seed) };
+        out.publicIp = inputs.associatePublicIpAddress ? `198.51.100.${parseInt(h.slice(2, 4), 16) % 250 + 2}` : "";
+        return out;
+      }
+      case "equinix-metal:index/device:Device":
+        return {
+          id: uuidFrom(seed),
+          accessPrivateIpv4: hostIn("10.70.0.0/16", seed),
+          accessPublicIpv4: `147.75.${parseInt(h.slice(0, 2), 16)}.${parseInt(h.slice(2, 4), 16) % 250 + 2}`,
+          state: "active",
+        };
+      case "aws:s3/bucket:Bucket":
+      case "aws:s3/bucketV2:BucketV2":
+        return { id: named, bucket: inputs.bucket ?? named, arn: `arn:aws:s3:::${inputs.bucket ?? named}` };
+      case "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
+        return { id: named, arn: `arn:aws:firehose:${region}:${accountId}:deliverystream/${named}` };
+      case "aws:cloudwatch/eventBus:EventBus":
+        return { id: named, arn: `arn:aws:events:${region}:${accountId}:event-bus/${named}` };
+      case "aws:cloudwatch/eventRule:EventRule":
+        return { id: named, arn: `arn:aws:events:${region}:${accountId}:rule/${inputs.eventBusName ?? "default"}/${named}` };
+      case "tls:index/privateKey:PrivateKey": {
+        const pem = fakePem(inputs.algorithm === "RSA" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY", `${seed}:private`, inputs.algorithm === "RSA" ? 1190 : 121);
+        return {
+          id: h.slice(0, 40),
+          privateKeyPem: wrapSecret(pem),
+          privateKeyPemPkcs8: wrapSecret(pem),
+          privateKeyOpenssh: wrapSecret(pem),
+          publicKeyPem: fakePem("PUBLIC KEY", `${seed}:public`, inputs.algorithm === "RSA" ? 294 : 91),
+          publicKeyFingerprintSha256: `SHA256:${Buffer.from(h, "hex").toString("base64").replace(/=+$/, "")}`,
+        };
+      }
+      case "tls:index/certRequest:CertRequest":
+        return { id: h.slice(0, 40), certRequestPem: fakePem("CERTIFICATE REQUEST", seed, 400) };
+      case "tls:index/selfSignedCert:SelfSignedCert":
+      case "tls:index/locallySignedCert:LocallySignedCert":
+        return {
+          id: BigInt(`0x${h.slice(0, 30)}`).toString(),
+          certPem: fakePem("CERTIFICATE", seed, 560),
+          validityStartTime: "2026-01-01T00:00:00Z",
+          validityEndTime: "2026-01-08T00:00:00Z",
+          readyForRenewal: false,
+        };
+      default:
+        if (args.type.startsWith("pulumi:providers:")) {
+          // Provider inputs may arrive JSON-encoded; look for the assumed role's ARN anywhere in them.
+          const account = /arn:aws:iam::(\d{12}):role\//.exec(JSON.stringify(inputs))?.[1];
+          if (account) this.providerAccounts.set(args.name, account);
+          return { id: `${args.name}-provider` };
+        }
+        return { id: `${args.name}-id`, arn: `arn:aws:${args.type.split(":")[1]?.split("/")[0] ?? "x"}:${region}:${accountId}:${named}` };
+    }
+  }
+}
+
+
+export interface MockRunOptions {
+  project?: string;
+  stack: string;
+  account: MockAccount;
+  /** Full config map, keys as `<project>:<key>`; values as strings (objects JSON-encoded). */
+  config?: Record<string, string>;
+  /** Keys of `config` that are secret. */
+  secretKeys?: string[];
+}
+
+/**
+ * Runs `program` inside a root stack under the recording mocks and waits until every
+ * registration has been recorded.
+ */
+export async function runUnderMocks<T>(options: MockRunOptions, program: () => T): Promise<{ result: T; mocks: RecordingMocks }> {
+  const project = options.project ?? "ci-fleet";
+  const mocks = new RecordingMocks(options.account);
+  pulumi.runtime.setAllConfig(options.config ?? {}, options.secretKeys ?? []);
+  await pulumi.runtime.setMocks(mocks, project, options.stack, true);
+  let result: T | undefined;
+  await pulumi.runtime.runInPulumiStack(async () => {
+    mocks.captureOptions();
+    result = program();
+    return {};
+  });
+  // runInPulumiStack resolves before the registrations it started have reached the mocks.
+  await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+  return { result: result as T, mocks };
+}
