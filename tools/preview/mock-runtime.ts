@@ -94,9 +94,9 @@ function uuidFrom(seed: string): string {
 
 /** A deterministic, syntactically valid PEM block (not a real key: the mock never needs one). */
 export function fakePem(label: string, seed: string, bodyBytes = 270): string {
-  let bytes = Buffer.alloc(0);
-  for (let i = 0; bytes.length < bodyBytes; i++) bytes = Buffer.concat([bytes, Buffer.from(digest(seed, String(i)), "hex")]);
-  const b64 = bytes.subarray(0, bodyBytes).toString("base64");
+  let hex = "";
+  for (let i = 0; hex.length < bodyBytes * 2; i++) hex += digest(seed, String(i));
+  const b64 = Buffer.from(hex.slice(0, bodyBytes * 2), "hex").toString("base64");
   const lines = b64.match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
 }
@@ -132,7 +132,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
    */
   captureOptions(): void {
     pulumi.runtime.registerStackTransformation((args) => {
-      const o = args.opts;
+      const o = args.opts as pulumi.CustomResourceOptions;
       const picked: ReplacementOptions = {};
       if (o.ignoreChanges?.length) picked.ignoreChanges = [...o.ignoreChanges];
       if (o.replaceOnChanges?.length) picked.replaceOnChanges = [...o.replaceOnChanges];
