@@ -1,0 +1,13 @@
+import { Policies } from "@pulumi/policy";
+import { iamPolicies } from "./iam";
+import { machinePolicies } from "./machines";
+import { networkPolicies } from "./network";
+import { storagePolicies } from "./storage";
+
+/**
+ * Every ci-fleet policy, in one list: the pack (index.ts) serves it to `pulumi preview`, and the
+ * offline preview (offline.ts) runs the same objects over the resources it captured.
+ * All of them block a deployment: "mandatory", or "remediate" for the userData check, whose
+ * violations @pulumi/policy reports as mandatory.
+ */
+export const policies: Policies = [...iamPolicies, ...storagePolicies, ...machinePolicies, ...networkPolicies];
