@@ -29,6 +29,8 @@ export interface AwsSite {
   vpcCidr: string;
   /** Keyed by availability zone; never a list, so adding a zone moves nothing. */
   subnets: Record<string, { privateCidr: string; publicCidr: string }>;
+  /** Zone (a key of `subnets`) the machines are placed in. */
+  defaultZone: string;
   /** Pinned machine image (Debian 12 / Ubuntu 24.04 AMI id) for every machine. */
   imageId: string;
 }

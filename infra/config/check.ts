@@ -1,0 +1,518 @@
+import {
+  AuditArchiveSettings,
+  AwsSite,
+  BuildkiteSettings,
+  CI_AGENTS,
+  CiAgentKind,
+  DeployTarget,
+  EquinixSite,
+  GithubSettings,
+  IdentitySettings,
+  MACHINE_PROVIDERS,
+  MachineProviderName,
+  PlanSpec,
+  QueueSpec,
+  RunnerSpec,
+  SaltSettings,
+  TeleportSettings,
+  machineNames,
+} from "./model";
+
+/**
+ * Pure checking of a stack's plain (non-secret) settings: every problem is collected,
+ * with its config path and what was expected, so one run reports all of them.
+ */
+
+export interface ConfigProblem {
+  /** Config path, e.g. `ci-fleet:queues.default.runners.r1.plan`. */
+  path: string;
+  message: string;
+}
+
+export class FleetConfigError extends Error {
+  constructor(readonly problems: ConfigProblem[]) {
+    super(
+      `ci-fleet: invalid stack configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n` +
+        problems.map((p) => `  - ${p.path}: ${p.message}`).join("\n"),
+    );
+    this.name = "FleetConfigError";
+  }
+}
+
+/** The plain settings after checking; secrets are read separately (config/load.ts). */
+export interface PlainFleetSettings {
+  provider: MachineProviderName;
+  equinix?: EquinixSite;
+  aws?: AwsSite;
+  plans: Record<string, PlanSpec>;
+  saltMaster: SaltSettings;
+  teleport: TeleportSettings;
+  identity: IdentitySettings;
+  github?: GithubSettings;
+  buildkite?: BuildkiteSettings;
+  auditArchive: AuditArchiveSettings;
+  queues: Record<string, QueueSpec>;
+}
+
+/** Plain config keys of the `ci-fleet` namespace. Secret keys live in SECRET_KEYS. */
+export const PLAIN_KEYS = [
+  "provider",
+  "equinix",
+  "aws",
+  "plans",
+  "saltMaster",
+  "teleport",
+  "identity",
+  "github",
+  "buildkite",
+  "auditArchive",
+  "queues",
+  "deployTargets",
+] as const;
+
+export const SECRET_KEYS = [
+  "teleportGithubClientId",
+  "teleportGithubClientSecret",
+  "githubAppPrivateKey",
+  "saltRepositoryDeployKey",
+  "queueSecrets",
+] as const;
+export type SecretKey = (typeof SECRET_KEYS)[number];
+
+/** Teleport roles the program defines; `teleport.teamsToRoles` may name only these. */
+export const TELEPORT_ROLE_NAMES = ["fleet-admin", "runner-operator"] as const;
+
+const RESERVED_QUEUE_NAMES = ["salt", "teleport"];
+const RESERVED_RUNNER_NAMES = ["teleport"];
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
+const ACCOUNT_ID = /^\d{12}$/;
+const AWS_REGION = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const EQUINIX_PLAN = /^[a-z][a-z0-9]*\.[a-z0-9]+\.[a-z0-9]+$/;
+const AWS_INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9-]+$/;
+const AWS_METAL_TYPE = /^[a-z][a-z0-9-]*\.metal(-\d+xl)?$/;
+const IAM_ROLE_NAME = /^[\w+=,.@-]{1,64}$/;
+const POLICY_ARN = /^arn:aws(-[a-z]+)*:iam::(aws|\d{12}):policy\/[\w+=,.@/-]{1,512}$/;
+const AMI_ID = /^ami-[0-9a-f]{8,17}$/;
+const OS_SLUG = /^[a-z0-9][a-z0-9_.-]*$/;
+const GIT_REF = /^(?!.*\.\.)(?!\/)[A-Za-z0-9._/-]{1,200}$/;
+const LABEL = /^[A-Za-z0-9][A-Za-z0-9._:=/-]{0,99}$/;
+const GITHUB_SLUG = /^[A-Za-z0-9]([A-Za-z0-9-]{0,98}[A-Za-z0-9])?$/;
+const EMAIL = /^[^@\s]+@[^@\s]+\.[a-z]{2,}$/i;
+const NUMERIC_ID = /^\d{1,20}$/;
+const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+type Obj = Record<string, unknown>;
+
+function describe(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "a map";
+  const s = JSON.stringify(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+function parseCidr(v: string): { base: number; bits: number } | undefined {
+  const m = CIDR.exec(v);
+  if (!m) return undefined;
+  const octets = m.slice(1, 5).map(Number);
+  const bits = Number(m[5]);
+  if (octets.some((o) => o > 255) || bits > 32) return undefined;
+  const base = octets.reduce((a, o) => a * 256 + o, 0);
+  if (base % 2 ** (32 - bits) !== 0) return undefined;
+  return { base, bits };
+}
+
+function cidrWithin(inner: string, outer: string): boolean {
+  const a = parseCidr(inner);
+  const b = parseCidr(outer);
+  if (!a || !b || a.bits < b.bits) return false;
+  return Math.floor(a.base / 2 ** (32 - b.bits)) === Math.floor(b.base / 2 ** (32 - b.bits));
+}
+
+function cidrsOverlap(x: string, y: string): boolean {
+  return cidrWithin(x, y) || cidrWithin(y, x);
+}
+
+/** Accumulates problems while reading a raw config tree. */
+class Checker {
+  readonly problems: ConfigProblem[] = [];
+
+  constructor(private readonly ns: string) {}
+
+  problem(path: string, message: string): void {
+    this.problems.push({ path: `${this.ns}:${path}`, message });
+  }
+
+  /** A map whose keys are all known; reports unknown and missing required keys. */
+  object(path: string, v: unknown, keys: { required: string[]; optional?: string[] }): Obj | undefined {
+    if (typeof v !== "object" || v === null || Array.isArray(v)) {
+      this.problem(path, `expected a map with keys ${keys.required.join(", ")}, got ${describe(v)}`);
+      return undefined;
+    }
+    const o = v as Obj;
+    const known = new Set([...keys.required, ...(keys.optional ?? [])]);
+    for (const k of Object.keys(o)) {
+      if (!known.has(k)) this.problem(`${path}.${k}`, `unknown key; expected one of ${[...known].join(", ")}`);
+    }
+    for (const k of keys.required) {
+      if (o[k] === undefined) this.problem(`${path}.${k}`, "is required");
+    }
+    return o;
+  }
+
+  /** A map keyed by names (DNS labels unless told otherwise). */
+  map(path: string, v: unknown, what: string, keyPattern = DNS_LABEL, keyDesc = "a DNS label (a-z, 0-9, '-', at most 63)"): Obj | undefined {
+    if (typeof v !== "object" || v === null || Array.isArray(v)) {
+      this.problem(path, `expected a map of ${what} keyed by name, got ${describe(v)}`);
+      return undefined;
+    }
+    const o = v as Obj;
+    for (const k of Object.keys(o)) {
+      if (!keyPattern.test(k)) this.problem(`${path}.${k}`, `name must be ${keyDesc}`);
+    }
+    return o;
+  }
+
+  string(path: string, v: unknown, pattern: RegExp, expected: string): string | undefined {
+    if (typeof v !== "string" || !pattern.test(v)) {
+      if (v !== undefined) this.problem(path, `expected ${expected}, got ${describe(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  oneOf<T extends string>(path: string, v: unknown, options: readonly T[]): T | undefined {
+    if (typeof v !== "string" || !(options as readonly string[]).includes(v)) {
+      if (v !== undefined) this.problem(path, `expected one of ${options.join(" | ")}, got ${describe(v)}`);
+      return undefined;
+    }
+    return v as T;
+  }
+
+  boolean(path: string, v: unknown): boolean | undefined {
+    if (typeof v !== "boolean") {
+      if (v !== undefined) this.problem(path, `expected true or false, got ${describe(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  integer(path: string, v: unknown, min: number, max: number): number | undefined {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+      if (v !== undefined) this.problem(path, `expected a whole number from ${min} to ${max}, got ${describe(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  strings(path: string, v: unknown, pattern: RegExp, expected: string): string[] | undefined {
+    if (!Array.isArray(v)) {
+      if (v !== undefined) this.problem(path, `expected a list of ${expected}, got ${describe(v)}`);
+      return undefined;
+    }
+    const out: string[] = [];
+    v.forEach((x, i) => {
+      const s = this.string(`${path}[${i}]`, x, pattern, expected);
+      if (s !== undefined) out.push(s);
+      else if (x === undefined) this.problem(`${path}[${i}]`, `expected ${expected}`);
+    });
+    const dup = out.filter((x, i) => out.indexOf(x) !== i);
+    if (dup.length) this.problem(path, `duplicate entries: ${[...new Set(dup)].join(", ")}`);
+    return out.length === v.length ? out : undefined;
+  }
+}
+
+export interface CheckInput {
+  stack: string;
+  /** Plain config values of the namespace, keyed without the namespace; objects already parsed. */
+  values: Record<string, unknown>;
+  /** Secret keys (or `queueSecrets` leaf paths) that are present, set or placeholder. */
+  secretsPresent: ReadonlySet<string>;
+  /** Relative SSM paths under each queue given in `queueSecrets`. */
+  queueSecretPaths: Record<string, string[]>;
+}
+
+export interface CheckResult {
+  settings?: PlainFleetSettings;
+  problems: ConfigProblem[];
+  /** Secret keys the settings require (e.g. the GitHub App key when a github-actions queue exists). */
+  requiredSecrets: string[];
+}
+
+const QUEUE_SECRET_PATH = /^(buildkite\/agent-token|[a-z0-9][a-z0-9._-]{0,127}\/(env\/[A-Za-z_][A-Za-z0-9_-]{0,127}|ssh\/key|allowed_pipelines|allowed_teams))$/;
+
+/** Checks every plain setting; pure, so it is table- and property-tested. */
+export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckResult {
+  const c = new Checker(ns);
+  const v = input.values;
+  const stack = input.stack;
+
+  if (!DNS_LABEL.test(stack)) c.problem("(stack)", `stack name ${describe(stack)} must be a DNS label: it prefixes every machine name`);
+  for (const k of Object.keys(v)) {
+    if (!(PLAIN_KEYS as readonly string[]).includes(k) && !(SECRET_KEYS as readonly string[]).includes(k)) {
+      c.problem(k, `unknown key; expected one of ${[...PLAIN_KEYS, ...SECRET_KEYS].join(", ")}`);
+    }
+  }
+  for (const k of ["provider", "plans", "saltMaster", "teleport", "identity", "queues"]) {
+    if (v[k] === undefined) c.problem(k, "is required");
+  }
+
+  const provider = c.oneOf("provider", v.provider, MACHINE_PROVIDERS);
+
+  // --- sites: both may be present; only the selected one is required.
+  let equinix: EquinixSite | undefined;
+  if (v.equinix !== undefined || provider === "equinix-metal") {
+    if (v.equinix === undefined) c.problem("equinix", "is required when provider is equinix-metal");
+    else {
+      const o = c.object("equinix", v.equinix, { required: ["projectId", "metro"], optional: ["os"] });
+      if (o) {
+        const projectId = c.string("equinix.projectId", o.projectId, UUID, "an Equinix project UUID");
+        const metro = c.string("equinix.metro", o.metro, /^[a-z]{2}$/, "a two-letter metro code such as da or sv");
+        const os = o.os === undefined ? "ubuntu_24_04" : c.string("equinix.os", o.os, OS_SLUG, "an OS slug such as ubuntu_24_04");
+        if (projectId && metro && os) equinix = { projectId, metro, os };
+      }
+    }
+  }
+
+  let aws: AwsSite | undefined;
+  if (v.aws !== undefined || provider === "aws") {
+    if (v.aws === undefined) c.problem("aws", "is required when provider is aws");
+    else {
+      const o = c.object("aws", v.aws, { required: ["region", "vpcCidr", "subnets", "defaultZone", "imageId"] });
+      if (o) {
+        const region = c.string("aws.region", o.region, AWS_REGION, "an AWS region such as us-east-2");
+        const vpcCidr = c.string("aws.vpcCidr", o.vpcCidr, CIDR, "an IPv4 CIDR such as 10.40.0.0/16");
+        if (vpcCidr && !parseCidr(vpcCidr)) c.problem("aws.vpcCidr", `expected a valid network address, got ${describe(vpcCidr)}`);
+        const imageId = c.string("aws.imageId", o.imageId, AMI_ID, "a pinned AMI id such as ami-0123456789abcdef0");
+        const subnetsRaw = c.map("aws.subnets", o.subnets, "subnets", /^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$/, "an availability zone such as us-east-2a");
+        const subnets: AwsSite["subnets"] = {};
+        const allCidrs: [string, string][] = [];
+        for (const [az, s] of Object.entries(subnetsRaw ?? {})) {
+          const so = c.object(`aws.subnets.${az}`, s, { required: ["privateCidr", "publicCidr"] });
+          if (!so) continue;
+          const privateCidr = c.string(`aws.subnets.${az}.privateCidr`, so.privateCidr, CIDR, "an IPv4 CIDR");
+          const publicCidr = c.string(`aws.subnets.${az}.publicCidr`, so.publicCidr, CIDR, "an IPv4 CIDR");
+          for (const [kind, cidr] of [["privateCidr", privateCidr], ["publicCidr", publicCidr]] as const) {
+            if (!cidr) continue;
+            if (vpcCidr && !cidrWithin(cidr, vpcCidr)) c.problem(`aws.subnets.${az}.${kind}`, `${cidr} is not inside aws.vpcCidr ${vpcCidr}`);
+            for (const [otherPath, other] of allCidrs) {
+              if (cidrsOverlap(cidr, other)) c.problem(`aws.subnets.${az}.${kind}`, `${cidr} overlaps ${other} (${otherPath})`);
+            }
+            allCidrs.push([`aws.subnets.${az}.${kind}`, cidr]);
+          }
+          if (region && !az.startsWith(region)) c.problem(`aws.subnets.${az}`, `zone is not in aws.region ${region}`);
+          if (privateCidr && publicCidr) subnets[az] = { privateCidr, publicCidr };
+        }
+        if (subnetsRaw && Object.keys(subnetsRaw).length === 0) c.problem("aws.subnets", "expected at least one availability zone");
+        const defaultZone = typeof o.defaultZone === "string" ? o.defaultZone : undefined;
+        if (o.defaultZone !== undefined && (!defaultZone || !subnetsRaw || !(defaultZone in subnetsRaw))) {
+          c.problem("aws.defaultZone", `expected one of the zones in aws.subnets (${Object.keys(subnetsRaw ?? {}).join(", ")}), got ${describe(o.defaultZone)}`);
+        }
+        if (region && vpcCidr && imageId && defaultZone && Object.keys(subnets).length) aws = { region, vpcCidr, subnets, defaultZone, imageId };
+      }
+    }
+  }
+
+  // --- plans: provider-neutral sizes, one instance type per provider.
+  const plans: Record<string, PlanSpec> = {};
+  const plansRaw = c.map("plans", v.plans, "plans");
+  for (const [name, p] of Object.entries(plansRaw ?? {})) {
+    const o = c.object(`plans.${name}`, p, { required: [], optional: ["equinix-metal", "aws"] });
+    if (!o) continue;
+    const spec: PlanSpec = {};
+    if (o["equinix-metal"] !== undefined) spec["equinix-metal"] = c.string(`plans.${name}.equinix-metal`, o["equinix-metal"], EQUINIX_PLAN, "an Equinix Metal plan such as c3.small.x86");
+    if (o.aws !== undefined) spec.aws = c.string(`plans.${name}.aws`, o.aws, AWS_INSTANCE_TYPE, "an EC2 instance type such as c5.metal");
+    if (provider && o[provider] === undefined) c.problem(`plans.${name}.${provider}`, `is required: provider is ${provider}`);
+    plans[name] = spec;
+  }
+
+  const planRef = (path: string, v: unknown, runner: boolean): string | undefined => {
+    if (typeof v !== "string" || !plansRaw || !(v in plansRaw)) {
+      c.problem(path, `expected one of the plans (${Object.keys(plansRaw ?? {}).join(", ") || "none defined"}), got ${describe(v)}`);
+      return undefined;
+    }
+    const type = plans[v]?.aws;
+    if (runner && provider === "aws" && type && !AWS_METAL_TYPE.test(type)) {
+      c.problem(path, `plan ${v} is ${type} on aws; runners need a bare-metal type (*.metal) for /dev/kvm`);
+    }
+    return v;
+  };
+
+  // --- control plane
+  let saltMaster: SaltSettings | undefined;
+  const so = v.saltMaster === undefined ? undefined : c.object("saltMaster", v.saltMaster, { required: ["plan", "repository", "ref"] });
+  if (so) {
+    const plan = planRef("saltMaster.plan", so.plan, false);
+    const repository = c.string("saltMaster.repository", so.repository, /^(https:\/\/|git@|ssh:\/\/)[^\s]+$/, "a git URL (https://, ssh:// or git@host:path)");
+    const ref = c.string("saltMaster.ref", so.ref, GIT_REF, "a git branch, tag or commit");
+    if (plan && repository && ref) saltMaster = { plan, repository, ref };
+  }
+
+  let teleport: TeleportSettings | undefined;
+  const to = v.teleport === undefined ? undefined : c.object("teleport", v.teleport, {
+    required: ["plan", "clusterName", "publicAddr", "acmeEmail", "githubOrg", "teamsToRoles"],
+    optional: ["auditRetentionDays"],
+  });
+  if (to) {
+    const plan = planRef("teleport.plan", to.plan, false);
+    const clusterName = c.string("teleport.clusterName", to.clusterName, DNS_NAME, "a DNS name (it cannot change later)");
+    const publicAddr = c.string("teleport.publicAddr", to.publicAddr, DNS_NAME, "the proxy's public DNS name");
+    const acmeEmail = c.string("teleport.acmeEmail", to.acmeEmail, EMAIL, "an email address for ACME");
+    const githubOrg = c.string("teleport.githubOrg", to.githubOrg, GITHUB_SLUG, "a GitHub organisation name");
+    const auditRetentionDays = to.auditRetentionDays === undefined ? 365 : c.integer("teleport.auditRetentionDays", to.auditRetentionDays, 30, 3650);
+    const teamsRaw = c.map("teleport.teamsToRoles", to.teamsToRoles, "GitHub team slugs", /^[a-z0-9][a-z0-9_-]{0,99}$/, "a GitHub team slug (never a user)");
+    const teamsToRoles: Record<string, string[]> = {};
+    for (const [team, roles] of Object.entries(teamsRaw ?? {})) {
+      const list = c.strings(`teleport.teamsToRoles.${team}`, roles, /^.+$/, "Teleport role names");
+      for (const r of list ?? []) {
+        if (!(TELEPORT_ROLE_NAMES as readonly string[]).includes(r)) c.problem(`teleport.teamsToRoles.${team}`, `unknown Teleport role ${describe(r)}; expected ${TELEPORT_ROLE_NAMES.join(" | ")}`);
+      }
+      if (list && list.length === 0) c.problem(`teleport.teamsToRoles.${team}`, "expected at least one role");
+      if (list) teamsToRoles[team] = list;
+    }
+    if (teamsRaw && !Object.values(teamsToRoles).some((r) => r.includes("fleet-admin"))) {
+      c.problem("teleport.teamsToRoles", "expected at least one team with the fleet-admin role (or nobody can administer the fleet)");
+    }
+    if (plan && clusterName && publicAddr && acmeEmail && githubOrg && auditRetentionDays !== undefined && teamsRaw) {
+      teleport = { plan, clusterName, publicAddr, acmeEmail, githubOrg, teamsToRoles, auditRetentionDays };
+    }
+  }
+
+  let identity: IdentitySettings | undefined;
+  const io = v.identity === undefined ? undefined : c.object("identity", v.identity, { required: ["accountId", "region", "bootstrapRoleName"], optional: ["runnerCertificateHours"] });
+  if (io) {
+    const accountId = c.string("identity.accountId", io.accountId, ACCOUNT_ID, "a 12-digit AWS account id");
+    const region = c.string("identity.region", io.region, AWS_REGION, "an AWS region such as us-east-2");
+    const bootstrapRoleName = c.string("identity.bootstrapRoleName", io.bootstrapRoleName, IAM_ROLE_NAME, "an IAM role name (at most 64 characters of [A-Za-z0-9+=,.@_-])");
+    const runnerCertificateHours = io.runnerCertificateHours === undefined ? 168 : c.integer("identity.runnerCertificateHours", io.runnerCertificateHours, 24, 720);
+    if (accountId && region && bootstrapRoleName && runnerCertificateHours !== undefined) identity = { accountId, region, bootstrapRoleName, runnerCertificateHours };
+  }
+
+  let github: GithubSettings | undefined;
+  if (v.github !== undefined) {
+    const o = c.object("github", v.github, { required: ["organization", "appId", "installationId"] });
+    if (o) {
+      const organization = c.string("github.organization", o.organization, GITHUB_SLUG, "a GitHub organisation name");
+      const appId = c.string("github.appId", typeof o.appId === "number" ? String(o.appId) : o.appId, NUMERIC_ID, "the GitHub App's numeric id");
+      const installationId = c.string("github.installationId", typeof o.installationId === "number" ? String(o.installationId) : o.installationId, NUMERIC_ID, "the App installation's numeric id");
+      if (organization && appId && installationId) github = { organization, appId, installationId };
+    }
+  }
+
+  let buildkite: BuildkiteSettings | undefined;
+  if (v.buildkite !== undefined) {
+    const o = c.object("buildkite", v.buildkite, { required: ["organization"] });
+    const organization = o && c.string("buildkite.organization", o.organization, /^[a-z0-9][a-z0-9-]{0,99}$/, "a Buildkite organisation slug");
+    if (organization) buildkite = { organization };
+  }
+
+  let auditArchive: AuditArchiveSettings = { enabled: false };
+  if (v.auditArchive !== undefined) {
+    const o = c.object("auditArchive", v.auditArchive, { required: ["enabled"], optional: ["partnerEventSource"] });
+    if (o) {
+      const enabled = c.boolean("auditArchive.enabled", o.enabled);
+      const partnerEventSource =
+        o.partnerEventSource === undefined ? undefined : c.string("auditArchive.partnerEventSource", o.partnerEventSource, /^aws\.partner\/buildkite\.com\/[A-Za-z0-9._/-]+$/, "a Buildkite partner event source (aws.partner/buildkite.com/<org>/<id>)");
+      if (enabled && partnerEventSource === undefined && o.partnerEventSource === undefined) c.problem("auditArchive.partnerEventSource", "is required when auditArchive.enabled is true");
+      auditArchive = { enabled: enabled ?? false, partnerEventSource };
+    }
+  }
+
+  // --- queues and runners
+  const queues: Record<string, QueueSpec> = {};
+  const queuesRaw = c.map("queues", v.queues, "queues");
+  if (queuesRaw && Object.keys(queuesRaw).length === 0) c.problem("queues", "expected at least one queue");
+  const runnerOwner = new Map<string, string>();
+  for (const [q, qv] of Object.entries(queuesRaw ?? {})) {
+    if (RESERVED_QUEUE_NAMES.includes(q)) c.problem(`queues.${q}`, `queue name ${q} is reserved (it would collide with the control plane's machine names)`);
+    const o = c.object(`queues.${q}`, qv, { required: ["agent", "trusted", "runners"], optional: ["labels", "runnerGroup"] });
+    if (!o) continue;
+    const agent = c.oneOf<CiAgentKind>(`queues.${q}.agent`, o.agent, CI_AGENTS);
+    const trusted = c.boolean(`queues.${q}.trusted`, o.trusted);
+    const labels = o.labels === undefined ? [] : c.strings(`queues.${q}.labels`, o.labels, LABEL, "labels (letters, digits, . _ : = / -)");
+    const runnerGroup = o.runnerGroup === undefined ? undefined : c.string(`queues.${q}.runnerGroup`, o.runnerGroup, /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$/, "a GitHub runner group name");
+    if (runnerGroup !== undefined && agent === "buildkite") c.problem(`queues.${q}.runnerGroup`, "applies only to github-actions queues");
+    const runnersRaw = c.map(`queues.${q}.runners`, o.runners, "runners");
+    if (runnersRaw && Object.keys(runnersRaw).length === 0) c.problem(`queues.${q}.runners`, "expected at least one runner (a queue with no runners runs nothing)");
+    const runners: Record<string, RunnerSpec> = {};
+    for (const [r, rv] of Object.entries(runnersRaw ?? {})) {
+      const path = `queues.${q}.runners.${r}`;
+      if (RESERVED_RUNNER_NAMES.includes(r)) c.problem(path, `runner name ${r} is reserved`);
+      const previous = runnerOwner.get(r);
+      if (previous) c.problem(path, `runner name ${r} is already used in queue ${previous}; runner names must be unique across queues`);
+      else runnerOwner.set(r, q);
+      const machine = machineNames.runner(stack, q, r);
+      if (machine.length > 63) c.problem(path, `machine name ${machine} is ${machine.length} characters; hostnames allow at most 63`);
+      const ro = c.object(path, rv, { required: ["plan"], optional: ["os"] });
+      if (!ro) continue;
+      const plan = planRef(`${path}.plan`, ro.plan, true);
+      const os = ro.os === undefined ? undefined : c.string(`${path}.os`, ro.os, OS_SLUG, "an OS slug such as ubuntu_24_04");
+      if (plan) runners[r] = os ? { plan, os } : { plan };
+    }
+    const roleName = `ci-fleet-${stack}-agent-${q}`;
+    if (roleName.length > 64) c.problem(`queues.${q}`, `agent role name ${roleName} is ${roleName.length} characters; IAM allows at most 64`);
+    if (agent && trusted !== undefined && labels && runnersRaw) {
+      queues[q] = { agent, trusted, labels, ...(runnerGroup ? { runnerGroup } : {}), runners, deployTargets: {} };
+    }
+  }
+  const agents = new Set(Object.values(queuesRaw ?? {}).map((q) => (q as Obj | undefined)?.agent));
+  if (agents.has("github-actions") && v.github === undefined) c.problem("github", "is required: a queue uses the github-actions agent");
+  if (agents.has("buildkite") && v.buildkite === undefined) c.problem("buildkite", "is required: a queue uses the buildkite agent");
+
+  // --- deploy targets: top level, each naming its queue.
+  const targetsRaw = v.deployTargets === undefined ? {} : c.map("deployTargets", v.deployTargets, "deploy targets");
+  const roleInAccount = new Map<string, string>();
+  for (const [t, tv] of Object.entries(targetsRaw ?? {})) {
+    const path = `deployTargets.${t}`;
+    const o = c.object(path, tv, { required: ["queue", "accountId", "roleName"], optional: ["managedPolicyArns", "permissionsBoundaryArn"] });
+    if (!o) continue;
+    const queue = typeof o.queue === "string" && queuesRaw && o.queue in queuesRaw ? o.queue : undefined;
+    if (!queue && o.queue !== undefined) c.problem(`${path}.queue`, `expected one of the queues (${Object.keys(queuesRaw ?? {}).join(", ")}), got ${describe(o.queue)}`);
+    const accountId = c.string(`${path}.accountId`, o.accountId, ACCOUNT_ID, "a 12-digit AWS account id");
+    const roleName = c.string(`${path}.roleName`, o.roleName, IAM_ROLE_NAME, "an IAM role name (at most 64 characters of [A-Za-z0-9+=,.@_-])");
+    const managedPolicyArns = o.managedPolicyArns === undefined ? [] : c.strings(`${path}.managedPolicyArns`, o.managedPolicyArns, POLICY_ARN, "IAM managed policy ARNs (arn:aws:iam::aws:policy/... or arn:aws:iam::<account>:policy/...)");
+    const permissionsBoundaryArn = o.permissionsBoundaryArn === undefined ? undefined : c.string(`${path}.permissionsBoundaryArn`, o.permissionsBoundaryArn, POLICY_ARN, "an IAM managed policy ARN");
+    if (accountId && roleName) {
+      const key = `${accountId}/${roleName}`;
+      const other = roleInAccount.get(key);
+      if (other) c.problem(path, `role ${roleName} in account ${accountId} is already deploy target ${other}`);
+      roleInAccount.set(key, t);
+    }
+    if (queue && accountId && roleName && managedPolicyArns && queues[queue]) {
+      const target: DeployTarget = { accountId, roleName, managedPolicyArns, ...(permissionsBoundaryArn ? { permissionsBoundaryArn } : {}) };
+      queues[queue].deployTargets[t] = target;
+    }
+  }
+
+  // --- secrets: presence only (values are never read here).
+  const requiredSecrets = ["teleportGithubClientId", "teleportGithubClientSecret"];
+  if (agents.has("github-actions")) requiredSecrets.push("githubAppPrivateKey");
+  for (const [q, qv] of Object.entries(queuesRaw ?? {})) {
+    if ((qv as Obj | undefined)?.agent === "buildkite") requiredSecrets.push(`queueSecrets.${q}.buildkite.agent-token`);
+  }
+  if (typeof (v.saltMaster as Obj | undefined)?.repository === "string" && String((v.saltMaster as Obj).repository).match(/^(git@|ssh:\/\/)/)) {
+    requiredSecrets.push("saltRepositoryDeployKey");
+  }
+  for (const [q, paths] of Object.entries(input.queueSecretPaths)) {
+    if (!queuesRaw || !(q in queuesRaw)) c.problem(`queueSecrets.${q}`, `expected one of the queues (${Object.keys(queuesRaw ?? {}).join(", ")})`);
+    for (const p of paths) {
+      if (!QUEUE_SECRET_PATH.test(p)) {
+        c.problem(`queueSecrets.${q}.${p.split("/").join(".")}`, "expected buildkite.agent-token or <global|repo-slug|pipeline-slug>.{env.<NAME>, ssh.key, allowed_pipelines, allowed_teams}");
+      } else if (p === "buildkite/agent-token" && (queuesRaw?.[q] as Obj | undefined)?.agent !== "buildkite") {
+        c.problem(`queueSecrets.${q}.buildkite.agent-token`, "applies only to buildkite queues");
+      }
+    }
+  }
+
+  const problems = c.problems;
+  if (problems.length || !provider || !saltMaster || !teleport || !identity) return { problems, requiredSecrets };
+  return {
+    problems,
+    requiredSecrets,
+    settings: { provider, equinix, aws, plans, saltMaster, teleport, identity, github, buildkite, auditArchive, queues },
+  };
+}

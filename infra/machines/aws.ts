@@ -1,0 +1,121 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { AwsSite, MachineRole } from "../config/model";
+import { IGNORE_USER_DATA, Machine, MachineRequest, MachineSite, machineTags } from "./site";
+
+/** Ports a machine role accepts, and from where (egress is open: jobs fetch dependencies). */
+const SALT_PORTS = { fromPort: 4505, toPort: 4506 };
+const TELEPORT_AUTH_PORT = 3025;
+const TELEPORT_NODE_PORT = 3022;
+
+export interface AwsNetworkArgs {
+  stack: string;
+  site: AwsSite;
+}
+
+/**
+ * The fleet's VPC: per availability zone (map keys, never positions) a public subnet with
+ * a NAT gateway and a private subnet; machines live in private subnets, only the Teleport
+ * machine in a public one. One security group per machine role.
+ */
+export class AwsNetwork extends pulumi.ComponentResource {
+  readonly vpcId: pulumi.Output<string>;
+  readonly privateSubnetIds: Record<string, pulumi.Output<string>> = {};
+  readonly publicSubnetIds: Record<string, pulumi.Output<string>> = {};
+  readonly securityGroupIds: Record<MachineRole, pulumi.Output<string>>;
+
+  constructor(name: string, args: AwsNetworkArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("ci-fleet:machines:AwsNetwork", name, {}, opts);
+    const { stack, site } = args;
+    const tags = (extra: string) => ({ Name: `${stack}-${extra}`, "ci-fleet:stack": stack });
+    const child = { parent: this };
+
+    const vpc = new aws.ec2.Vpc(`${name}-vpc`, { cidrBlock: site.vpcCidr, enableDnsHostnames: true, enableDnsSupport: true, tags: tags("vpc") }, child);
+    this.vpcId = vpc.id;
+    const igw = new aws.ec2.InternetGateway(`${name}-igw`, { vpcId: vpc.id, tags: tags("igw") }, child);
+    const publicRoutes = new aws.ec2.RouteTable(`${name}-public`, { vpcId: vpc.id, routes: [{ cidrBlock: "0.0.0.0/0", gatewayId: igw.id }], tags: tags("public") }, child);
+
+    for (const [zone, cidrs] of Object.entries(site.subnets)) {
+      const pub = new aws.ec2.Subnet(`${name}-public-${zone}`, { vpcId: vpc.id, availabilityZone: zone, cidrBlock: cidrs.publicCidr, mapPublicIpOnLaunch: false, tags: tags(`public-${zone}`) }, child);
+      new aws.ec2.RouteTableAssociation(`${name}-public-${zone}`, { subnetId: pub.id, routeTableId: publicRoutes.id }, child);
+      const eip = new aws.ec2.Eip(`${name}-nat-${zone}`, { domain: "vpc", tags: tags(`nat-${zone}`) }, child);
+      const nat = new aws.ec2.NatGateway(`${name}-nat-${zone}`, { subnetId: pub.id, allocationId: eip.id, tags: tags(`nat-${zone}`) }, child);
+      const priv = new aws.ec2.Subnet(`${name}-private-${zone}`, { vpcId: vpc.id, availabilityZone: zone, cidrBlock: cidrs.privateCidr, mapPublicIpOnLaunch: false, tags: tags(`private-${zone}`) }, child);
+      const privateRoutes = new aws.ec2.RouteTable(`${name}-private-${zone}`, { vpcId: vpc.id, routes: [{ cidrBlock: "0.0.0.0/0", natGatewayId: nat.id }], tags: tags(`private-${zone}`) }, child);
+      new aws.ec2.RouteTableAssociation(`${name}-private-${zone}`, { subnetId: priv.id, routeTableId: privateRoutes.id }, child);
+      this.publicSubnetIds[zone] = pub.id;
+      this.privateSubnetIds[zone] = priv.id;
+    }
+
+    const egress = [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"], ipv6CidrBlocks: ["::/0"], description: "jobs and package installs reach the internet" }];
+    const teleport = new aws.ec2.SecurityGroup(`${name}-teleport`, {
+      vpcId: vpc.id,
+      description: "Teleport proxy (public 443) and auth (private 3025)",
+      ingress: [
+        { protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["0.0.0.0/0"], ipv6CidrBlocks: ["::/0"], description: "Teleport proxy: the only public entry point" },
+        { protocol: "tcp", fromPort: TELEPORT_AUTH_PORT, toPort: TELEPORT_AUTH_PORT, cidrBlocks: [site.vpcCidr], description: "Teleport auth, for agents joining over private IPv4" },
+      ],
+      egress,
+      tags: tags("teleport"),
+    }, child);
+    const nodeFromTeleport = { protocol: "tcp", fromPort: TELEPORT_NODE_PORT, toPort: TELEPORT_NODE_PORT, securityGroups: [teleport.id], description: "Teleport proxy to the node's SSH service" };
+    const saltMaster = new aws.ec2.SecurityGroup(`${name}-salt-master`, {
+      vpcId: vpc.id,
+      description: "Salt master: ZeroMQ from the fleet only",
+      ingress: [{ protocol: "tcp", ...SALT_PORTS, cidrBlocks: [site.vpcCidr], description: "Salt minions (ZeroMQ publish and return)" }, nodeFromTeleport],
+      egress,
+      tags: tags("salt-master"),
+    }, child);
+    const runner = new aws.ec2.SecurityGroup(`${name}-runner`, {
+      vpcId: vpc.id,
+      description: "Runners: nothing inbound but Teleport",
+      ingress: [nodeFromTeleport],
+      egress,
+      tags: tags("runner"),
+    }, child);
+    this.securityGroupIds = { teleport: teleport.id, "salt-master": saltMaster.id, runner: runner.id };
+    this.registerOutputs({ vpcId: this.vpcId });
+  }
+}
+
+/** EC2 machines: bare-metal types for runners (they expose /dev/kvm), IMDSv2 only, hop limit 1. */
+export class AwsSiteMachines implements MachineSite {
+  readonly provider = "aws" as const;
+
+  constructor(
+    private readonly stack: string,
+    private readonly site: AwsSite,
+    private readonly network: AwsNetwork,
+  ) {}
+
+  createMachine(name: string, request: MachineRequest, parent: pulumi.Resource): Machine {
+    const isPublic = request.role === "teleport";
+    const zone = this.site.defaultZone;
+    const instance = new aws.ec2.Instance(
+      name,
+      {
+        ami: this.site.imageId,
+        instanceType: request.instanceType,
+        subnetId: isPublic ? this.network.publicSubnetIds[zone] : this.network.privateSubnetIds[zone],
+        vpcSecurityGroupIds: [this.network.securityGroupIds[request.role]],
+        associatePublicIpAddress: isPublic,
+        iamInstanceProfile: request.instanceProfileName,
+        userData: request.userData,
+        userDataReplaceOnChange: false,
+        // Hop limit 1: containers and VMs a job starts cannot reach the metadata service.
+        metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1, instanceMetadataTags: "disabled" },
+        rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: request.role === "runner" ? 200 : 50, deleteOnTermination: true },
+        tags: { Name: request.hostname, ...machineTags(this.stack, request) },
+      },
+      { parent, ...IGNORE_USER_DATA },
+    );
+    return {
+      hostname: request.hostname,
+      role: request.role,
+      ...(request.queue ? { queue: request.queue } : {}),
+      id: instance.id,
+      privateIpv4: instance.privateIp,
+      ...(isPublic ? { publicIpv4: instance.publicIp } : {}),
+    };
+  }
+}
