@@ -1,0 +1,269 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { SESSION_RECORDINGS_PREFIX, type TeleportAuditBackend } from "./config";
+
+/**
+ * Where Teleport's audit log outlives the Teleport machine, in the fleet's AWS account
+ * (on both providers; on equinix-metal the Teleport machine reaches it with its Roles
+ * Anywhere credentials):
+ *
+ * - session recordings: an S3 bucket, SSE-KMS with the fleet key, versioned (Teleport
+ *   plays the OLDEST version of a recording, so an overwrite cannot hide a session),
+ *   public access blocked, owner-enforced, TLS-only, expired after the retention;
+ * - audit events: a DynamoDB table in the schema Teleport's `dynamodb://` backend uses,
+ *   encrypted with the fleet key, point-in-time recovery on, TTL on `Expires` (Teleport
+ *   sets it from `audit_retention_period`), deletion-protected;
+ * - an inline policy on the Teleport machine's role granting what Teleport calls on the
+ *   two (and nothing that deletes or reconfigures them: Pulumi owns their settings).
+ */
+
+export interface TeleportAuditStorageArgs {
+  stack: string;
+  /** Account and region of the fleet's identity (config `identity`). */
+  accountId: string;
+  region: string;
+  /** The fleet KMS key that encrypts the bucket and the table. */
+  kmsKeyArn: pulumi.Input<string>;
+  /** NAME of the Teleport machine's IAM role (an EC2 instance role, or the Roles Anywhere role). */
+  teleportRoleName: pulumi.Input<string>;
+  /** Config `teleport.auditRetentionDays`. */
+  retentionDays: number;
+  tags?: Record<string, string>;
+}
+
+/** DynamoDB schema of Teleport's audit events backend (lib/events/dynamoevents). */
+export const TELEPORT_EVENTS_TABLE_SCHEMA = {
+  hashKey: "SessionID",
+  rangeKey: "EventIndex",
+  attributes: [
+    { name: "SessionID", type: "S" },
+    { name: "EventIndex", type: "N" },
+    { name: "CreatedAtDate", type: "S" },
+    { name: "CreatedAt", type: "N" },
+  ],
+  timeSearchIndex: { name: "timesearchV2", hashKey: "CreatedAtDate", rangeKey: "CreatedAt" },
+  ttlAttribute: "Expires",
+} as const;
+
+/** Unfinished multipart uploads (a crashed upload) are cleaned up after this many days. */
+export const ABORT_INCOMPLETE_UPLOAD_DAYS = 7;
+
+export function teleportAuditBucketName(stack: string, accountId: string): string {
+  return `ci-fleet-${stack}-teleport-audit-${accountId}`;
+}
+
+export function teleportEventsTableName(stack: string): string {
+  return `ci-fleet-${stack}-teleport-events`;
+}
+
+export interface AuditAccessPolicyInput {
+  bucketArn: string;
+  tableArn: string;
+  kmsKeyArn: string;
+  region: string;
+}
+
+/**
+ * The Teleport machine's permissions on its audit storage: what the `s3://` session
+ * uploader and the `dynamodb://` events backend call on an existing, Pulumi-managed
+ * bucket and table. Deliberately absent: every Delete*, bucket/table configuration
+ * (CreateBucket, PutBucketVersioning, PutEncryptionConfiguration, CreateTable,
+ * UpdateTable, UpdateTimeToLive, UpdateContinuousBackups) — Teleport skips those when
+ * the bucket and table already exist and are configured.
+ */
+export function teleportAuditAccessPolicy(input: AuditAccessPolicyInput): object {
+  return {
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "SessionRecordingsBucket",
+        Effect: "Allow",
+        // HeadBucket (ListBucket), finding a recording's oldest version, resuming uploads.
+        Action: ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions"],
+        Resource: input.bucketArn,
+      },
+      {
+        Sid: "SessionRecordingsObjects",
+        Effect: "Allow",
+        Action: ["s3:AbortMultipartUpload", "s3:GetObject", "s3:GetObjectVersion", "s3:ListMultipartUploadParts", "s3:PutObject"],
+        Resource: `${input.bucketArn}/${SESSION_RECORDINGS_PREFIX}/*`,
+      },
+      {
+        Sid: "AuditEventsTable",
+        Effect: "Allow",
+        Action: [
+          "dynamodb:BatchWriteItem",
+          "dynamodb:DescribeTable",
+          "dynamodb:DescribeTimeToLive",
+          "dynamodb:GetItem",
+          "dynamodb:PutItem",
+          "dynamodb:Query",
+          "dynamodb:Scan",
+        ],
+        Resource: [input.tableArn, `${input.tableArn}/index/*`],
+      },
+      {
+        Sid: "FleetKeyThroughS3",
+        Effect: "Allow",
+        Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+        Resource: input.kmsKeyArn,
+        Condition: { StringEquals: { "kms:ViaService": `s3.${input.region}.amazonaws.com` } },
+      },
+      {
+        Sid: "FleetKeyThroughDynamoDB",
+        Effect: "Allow",
+        Action: ["kms:Decrypt", "kms:DescribeKey"],
+        Resource: input.kmsKeyArn,
+        Condition: { StringEquals: { "kms:ViaService": `dynamodb.${input.region}.amazonaws.com` } },
+      },
+    ],
+  };
+}
+
+/** Bucket policy: nothing reaches the recordings over plain HTTP. */
+export function auditBucketPolicy(bucketArn: string): object {
+  return {
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "DenyInsecureTransport",
+        Effect: "Deny",
+        Principal: "*",
+        Action: "s3:*",
+        Resource: [bucketArn, `${bucketArn}/*`],
+        Condition: { Bool: { "aws:SecureTransport": "false" } },
+      },
+    ],
+  };
+}
+
+export class TeleportAuditStorage extends pulumi.ComponentResource {
+  public readonly bucketName: pulumi.Output<string>;
+  public readonly bucketArn: pulumi.Output<string>;
+  public readonly eventsTableName: pulumi.Output<string>;
+  public readonly eventsTableArn: pulumi.Output<string>;
+  /** Ready for `buildAuthProxyConfig({..., audit})`. */
+  public readonly auditBackend: pulumi.Output<TeleportAuditBackend>;
+
+  constructor(name: string, args: TeleportAuditStorageArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("ci-fleet:teleport:AuditStorage", name, {}, opts);
+    if (!Number.isInteger(args.retentionDays) || args.retentionDays < 1) {
+      throw new Error(`TeleportAuditStorage ${name}: retentionDays must be a positive whole number, got ${args.retentionDays}`);
+    }
+    const bucketName = teleportAuditBucketName(args.stack, args.accountId);
+    if (!/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(bucketName)) {
+      throw new Error(`TeleportAuditStorage ${name}: bucket name ${bucketName} is not a valid S3 bucket name (3-63 chars)`);
+    }
+    const tags = { ...args.tags, "ci-fleet:stack": args.stack, "ci-fleet:purpose": "teleport-audit" };
+    const child: pulumi.CustomResourceOptions = { parent: this };
+    const childAfter = (dependsOn: pulumi.Resource[]) => pulumi.mergeOptions(child, { dependsOn });
+
+    const bucket = new aws.s3.Bucket(`${name}-recordings`, { bucket: bucketName, forceDestroy: false, tags }, child);
+    const ownership = new aws.s3.BucketOwnershipControls(
+      `${name}-recordings-ownership`,
+      { bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } },
+      child,
+    );
+    const publicAccess = new aws.s3.BucketPublicAccessBlock(
+      `${name}-recordings-public-access`,
+      { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
+      child,
+    );
+    const versioning = new aws.s3.BucketVersioning(
+      `${name}-recordings-versioning`,
+      { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } },
+      child,
+    );
+    new aws.s3.BucketServerSideEncryptionConfiguration(
+      `${name}-recordings-encryption`,
+      {
+        bucket: bucket.id,
+        rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: args.kmsKeyArn }, bucketKeyEnabled: true }],
+      },
+      child,
+    );
+    new aws.s3.BucketLifecycleConfiguration(
+      `${name}-recordings-retention`,
+      {
+        bucket: bucket.id,
+        rules: [
+          {
+            id: "expire-after-retention",
+            status: "Enabled",
+            filter: { prefix: "" },
+            expiration: { days: args.retentionDays },
+            // The original of an overwritten recording is kept as long as any recording.
+            noncurrentVersionExpiration: { noncurrentDays: args.retentionDays },
+            abortIncompleteMultipartUpload: { daysAfterInitiation: ABORT_INCOMPLETE_UPLOAD_DAYS },
+          },
+        ],
+      },
+      childAfter([versioning]),
+    );
+    new aws.s3.BucketPolicy(
+      `${name}-recordings-policy`,
+      { bucket: bucket.id, policy: bucket.arn.apply((arn) => JSON.stringify(auditBucketPolicy(arn))) },
+      childAfter([publicAccess, ownership]),
+    );
+
+    const schema = TELEPORT_EVENTS_TABLE_SCHEMA;
+    const table = new aws.dynamodb.Table(
+      `${name}-events`,
+      {
+        name: teleportEventsTableName(args.stack),
+        billingMode: "PAY_PER_REQUEST",
+        hashKey: schema.hashKey,
+        rangeKey: schema.rangeKey,
+        attributes: schema.attributes.map((a) => ({ ...a })),
+        globalSecondaryIndexes: [
+          {
+            name: schema.timeSearchIndex.name,
+            keySchemas: [
+              { attributeName: schema.timeSearchIndex.hashKey, keyType: "HASH" },
+              { attributeName: schema.timeSearchIndex.rangeKey, keyType: "RANGE" },
+            ],
+            projectionType: "ALL",
+          },
+        ],
+        ttl: { attributeName: schema.ttlAttribute, enabled: true },
+        pointInTimeRecovery: { enabled: true },
+        serverSideEncryption: { enabled: true, kmsKeyArn: args.kmsKeyArn },
+        deletionProtectionEnabled: true,
+        tags,
+      },
+      child,
+    );
+
+    new aws.iam.RolePolicy(
+      `${name}-teleport-access`,
+      {
+        role: args.teleportRoleName,
+        name: "teleport-audit-storage",
+        policy: pulumi
+          .all([bucket.arn, table.arn, args.kmsKeyArn])
+          .apply(([bucketArn, tableArn, kmsKeyArn]) => JSON.stringify(teleportAuditAccessPolicy({ bucketArn, tableArn, kmsKeyArn, region: args.region }))),
+      },
+      child,
+    );
+
+    this.bucketName = bucket.bucket;
+    this.bucketArn = bucket.arn;
+    this.eventsTableName = table.name;
+    this.eventsTableArn = table.arn;
+    this.auditBackend = pulumi.all([bucket.bucket, table.name]).apply(
+      ([sessionsBucket, eventsTable]): TeleportAuditBackend => ({
+        kind: "aws",
+        region: args.region,
+        sessionsBucket,
+        eventsTable,
+        retentionDays: args.retentionDays,
+      }),
+    );
+    this.registerOutputs({
+      bucketName: this.bucketName,
+      bucketArn: this.bucketArn,
+      eventsTableName: this.eventsTableName,
+      eventsTableArn: this.eventsTableArn,
+    });
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * Teleport role resources (`kind: role`, `version: v7`), the only source of truth for
+ * who may log in where: `tctl create -f` applies them on the Teleport machine; nobody
+ * edits roles in the web UI.
+ *
+ * Logins are named users Salt creates, never `root`:
+ * - `ci-admin` (fleet-admin): sudo is allowed, and every `sudo` is logged with the
+ *   Teleport user's session, so "who became root when" stays answerable;
+ * - `ci-operator` (runner-operator): reads logs and restarts the CI agent through a
+ *   narrow sudoers rule; it is NOT the CI agent's user, so an operator never holds the
+ *   job's credentials, and a job never holds the operator's.
+ */
+
+export const ROLE_FLEET_ADMIN = "fleet-admin";
+export const ROLE_FLEET_AUDITOR = "fleet-auditor";
+export const ROLE_RUNNER_OPERATOR = "runner-operator";
+/** `runner-operator-<queue>`: the runners of one queue only. */
+export function runnerOperatorRoleName(queue: string): string {
+  return `${ROLE_RUNNER_OPERATOR}-${queue}`;
+}
+
+export const LOGIN_ADMIN = "ci-admin";
+export const LOGIN_OPERATOR = "ci-operator";
+/**
+ * Users no Teleport role may log in as: root (admins use sudo) and the CI agents' users
+ * (their sessions would hold job credentials). Salt must create the agents under these names.
+ */
+export const FORBIDDEN_LOGINS: readonly string[] = ["root", "buildkite-agent", "github-runner"];
+
+/** Machine roles that form the control plane; operators are denied them outright. */
+export const CONTROL_PLANE_ROLES: readonly string[] = ["salt-master", "teleport"];
+
+/** A Teleport label selector: every key must match; any of a key's values may match. */
+export type LabelSelector = Record<string, string | string[]>;
+
+export interface RoleRule {
+  resources: string[];
+  verbs: string[];
+}
+
+export interface RoleConditions {
+  logins?: string[];
+  node_labels?: LabelSelector;
+  rules?: RoleRule[];
+}
+
+export interface RoleOptions {
+  max_session_ttl: string;
+  client_idle_timeout: string;
+  disconnect_expired_cert: boolean;
+  forward_agent: boolean;
+  port_forwarding: boolean;
+  permit_x11_forwarding: boolean;
+  ssh_file_copy: boolean;
+  create_host_user_mode: "off";
+  /** `strict`: a session whose recording fails is closed, never run unrecorded. */
+  record_session: { default: "strict"; desktop: boolean };
+}
+
+export interface TeleportRole {
+  kind: "role";
+  version: "v7";
+  metadata: { name: string; description: string };
+  spec: { options: RoleOptions; allow: RoleConditions; deny: RoleConditions };
+}
+
+export interface RolesInput {
+  /** Queue names from config; each gets its own `runner-operator-<queue>` role. */
+  queues: readonly string[];
+}
+
+const AUDIT_READ_RULES: RoleRule[] = [
+  // Recordings and the audit log, read-only: `tsh recordings ls`, `tsh play`, the Audit Log page.
+  { resources: ["event", "session"], verbs: ["list", "read"] },
+  // Who is connected right now (`tsh sessions ls`).
+  { resources: ["session_tracker"], verbs: ["list", "read"] },
+];
+
+function options(overrides: Pick<RoleOptions, "max_session_ttl" | "ssh_file_copy">): RoleOptions {
+  return {
+    max_session_ttl: overrides.max_session_ttl,
+    client_idle_timeout: "30m",
+    disconnect_expired_cert: true,
+    // An engineer's agent forwarded to a runner could be used by a job on that runner.
+    forward_agent: false,
+    port_forwarding: false,
+    permit_x11_forwarding: false,
+    ssh_file_copy: overrides.ssh_file_copy,
+    create_host_user_mode: "off",
+    record_session: { default: "strict", desktop: true },
+  };
+}
+
+function operatorRole(name: string, description: string, nodeLabels: LabelSelector): TeleportRole {
+  return {
+    kind: "role",
+    version: "v7",
+    metadata: { name, description },
+    spec: {
+      options: options({ max_session_ttl: "4h", ssh_file_copy: false }),
+      allow: { logins: [LOGIN_OPERATOR], node_labels: nodeLabels },
+      // Belt and braces: even if an allow rule were widened by mistake, the control plane
+      // stays out of reach. Teleport applies a deny from ANY of a user's roles.
+      deny: { logins: [...FORBIDDEN_LOGINS], node_labels: { role: [...CONTROL_PLANE_ROLES] } },
+    },
+  };
+}
+
+export function buildRoles(input: RolesInput): TeleportRole[] {
+  const queues = [...new Set(input.queues)].sort();
+  for (const queue of queues) {
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(queue)) throw new Error(`teleport roles: queue name ${JSON.stringify(queue)} is not a DNS label`);
+  }
+  const admin: TeleportRole = {
+    kind: "role",
+    version: "v7",
+    metadata: { name: ROLE_FLEET_ADMIN, description: "Every machine of the fleet as ci-admin (sudo), and read access to the audit log and recordings." },
+    spec: {
+      options: options({ max_session_ttl: "8h", ssh_file_copy: true }),
+      allow: { logins: [LOGIN_ADMIN], node_labels: { "*": "*" }, rules: AUDIT_READ_RULES },
+      deny: { logins: [...FORBIDDEN_LOGINS] },
+    },
+  };
+  const auditor: TeleportRole = {
+    kind: "role",
+    version: "v7",
+    metadata: { name: ROLE_FLEET_AUDITOR, description: "Read the audit log and session recordings; no machine access." },
+    spec: {
+      options: options({ max_session_ttl: "8h", ssh_file_copy: false }),
+      allow: { rules: AUDIT_READ_RULES },
+      deny: { logins: [...FORBIDDEN_LOGINS] },
+    },
+  };
+  return [
+    admin,
+    auditor,
+    operatorRole(ROLE_RUNNER_OPERATOR, "Every runner, as ci-operator; never the Salt master or the Teleport machine.", { role: "runner" }),
+    ...queues.map((queue) =>
+      operatorRole(runnerOperatorRoleName(queue), `The runners of queue ${queue}, as ci-operator; never the Salt master or the Teleport machine.`, {
+        queue,
+        role: "runner",
+      }),
+    ),
+  ];
+}
