@@ -1,4 +1,4 @@
-import { Policies } from "@pulumi/policy";
+import { EnforcementLevel, Policies } from "@pulumi/policy";
 import { iamPolicies } from "./iam";
 import { machinePolicies } from "./machines";
 import { networkPolicies } from "./network";
@@ -11,3 +11,9 @@ import { storagePolicies } from "./storage";
  * violations @pulumi/policy reports as mandatory.
  */
 export const policies: Policies = [...iamPolicies, ...storagePolicies, ...machinePolicies, ...networkPolicies];
+
+export const PACK_NAME = "ci-fleet";
+/** The Pulumi project the pack guards (URNs: urn:pulumi:<stack>::ci-fleet::<type>::<name>). */
+export const PROJECT = "ci-fleet";
+/** Default level of the pack; every policy also sets its own. */
+export const PACK_ENFORCEMENT_LEVEL: EnforcementLevel = "mandatory";
