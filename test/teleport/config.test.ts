@@ -1,0 +1,196 @@
+import { parse } from "yaml";
+import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
+import { documentKeyPaths, isDocumentedPath, TELEPORT_CONFIG_V3_FIELDS, TELEPORT_VERSION, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
+import { renderYaml } from "../../infra/teleport/yaml";
+import { AUTH_ADDRESS, authConfig, authInput, MACHINES, nodeConfigs } from "./fixtures";
+
+/** Every key named `name` anywhere in a document, with its path. */
+function findKeys(doc: unknown, name: string, path = ""): string[] {
+  if (Array.isArray(doc)) return doc.flatMap((item, i) => findKeys(item, name, `${path}[${i}]`));
+  if (doc !== null && typeof doc === "object") {
+    return Object.entries(doc).flatMap(([key, value]) => [
+      ...(key === name ? [`${path}.${key}`] : []),
+      ...findKeys(value, name, `${path}.${key}`),
+    ]);
+  }
+  return [];
+}
+
+describe("teleport.yaml of the Teleport machine (auth + proxy)", () => {
+  test("auth listens on the machine's private IPv4 only, never on all interfaces", () => {
+    const rendered = renderYaml(authConfig());
+    const config = parse(rendered);
+    const [host, port] = config.auth_service.listen_addr.split(":");
+    expect(isRfc1918Ipv4(host)).toBe(true);
+    expect(port).toBe("3025");
+    expect(config.ssh_service.listen_addr).toBe("10.0.0.6:3022");
+    // Only the proxy's web listener (ACME, web UI, tsh) is public.
+    const wildcardListeners = rendered.split("\n").filter((line) => line.includes("0.0.0.0"));
+    expect(wildcardListeners).toEqual(["  web_listen_addr: 0.0.0.0:443"]);
+  });
+
+  test.each(["0.0.0.0", "203.0.113.7", "100.64.0.1", "172.32.0.1", "10.0.0.256", "010.0.0.1", "teleport.internal"])(
+    "a non-RFC 1918 auth address (%s) is rejected",
+    (privateIpv4) => {
+      expect(() => authConfig({ privateIpv4 })).toThrow(/privateIpv4 .* is not a private \(RFC 1918\) IPv4 address/);
+    },
+  );
+
+  test("GitHub is the only authentication, with no local users; recordings never touch a node's disk", () => {
+    const config = authConfig();
+    expect(config.auth_service.authentication).toEqual({ type: "github", connector_name: "github", local_auth: false });
+    expect(config.auth_service.session_recording).toBe("node-sync");
+    expect(config.auth_service.proxy_listener_mode).toBe("multiplex");
+    expect(config.auth_service.cluster_name).toBe("ci.example.org");
+    expect(config.proxy_service).toEqual({
+      enabled: true,
+      web_listen_addr: "0.0.0.0:443",
+      public_addr: "teleport.example.org:443",
+      acme: { enabled: true, email: "ops@example.org" },
+    });
+  });
+
+  test("on aws the audit log is durable: events in DynamoDB, recordings in S3, retention in hours", () => {
+    expect(authConfig().teleport.storage).toEqual({
+      type: "dir",
+      audit_events_uri: ["dynamodb://ci-fleet-production-teleport-events?region=us-east-1"],
+      audit_sessions_uri: "s3://ci-fleet-production-teleport-audit-123456789012/records?region=us-east-1",
+      audit_retention_period: "8760h",
+    });
+  });
+
+  test("the local audit backend is refused on aws and accepted on equinix-metal", () => {
+    const audit = { kind: "local", eventsDir: "/var/lib/teleport/audit/events", sessionsDir: "/var/lib/teleport/audit/sessions" } as const;
+    expect(() => authConfig({ provider: "aws", audit })).toThrow(/never on the machine's disk/);
+    expect(authConfig({ provider: "equinix-metal", audit }).teleport.storage).toEqual({
+      type: "dir",
+      audit_events_uri: ["file:///var/lib/teleport/audit/events"],
+      audit_sessions_uri: "file:///var/lib/teleport/audit/sessions",
+    });
+  });
+
+  test("every problem in the input is reported at once", () => {
+    expect(() =>
+      buildAuthProxyConfig(authInput({ privateIpv4: "0.0.0.0", publicAddr: "https://teleport.example.org", acmeEmail: "nobody", clusterName: "Bad Name" })),
+    ).toThrow(
+      expect.objectContaining({
+        message: expect.stringMatching(/privateIpv4[\s\S]*publicAddr[\s\S]*clusterName[\s\S]*acmeEmail/),
+      }),
+    );
+  });
+
+  test("a non-positive or fractional retention is rejected", () => {
+    const audit = authInput().audit;
+    if (audit.kind !== "aws") throw new Error("fixture: expected the aws audit backend");
+    for (const retentionDays of [0, -1, 1.5]) {
+      expect(() => authConfig({ audit: { ...audit, retentionDays } })).toThrow(/retentionDays/);
+    }
+  });
+});
+
+describe("teleport.yaml of every other machine (SSH service only)", () => {
+  test("exactly one of auth_server / proxy_server, pointing at the auth's private address", () => {
+    for (const config of nodeConfigs()) {
+      const teleport = parse(renderYaml(config)).teleport;
+      const targets = ["auth_server", "auth_servers", "proxy_server"].filter((key) => key in teleport);
+      expect(targets).toEqual(["auth_server"]);
+      expect(teleport.auth_server).toBe(AUTH_ADDRESS);
+    }
+  });
+
+  test("joins with a token read from a file, never a token in the config", () => {
+    for (const config of nodeConfigs()) {
+      expect(config.teleport.join_params).toEqual({ method: "token", token_name: TELEPORT_JOIN_TOKEN_PATH });
+      expect(TELEPORT_JOIN_TOKEN_PATH.startsWith("/")).toBe(true);
+    }
+  });
+
+  test("runs only the SSH service, with the static labels roles select on", () => {
+    const runner = nodeConfigs().find((config) => config.teleport.nodename === "production-release-r1")!;
+    expect(runner.auth_service).toEqual({ enabled: false });
+    expect(runner.proxy_service).toEqual({ enabled: false });
+    expect(runner.ssh_service.labels).toEqual({ queue: "release", role: "runner", stack: "production" });
+  });
+
+  test.each([
+    ["0.0.0.0:3025", "a wildcard address"],
+    ["203.0.113.7:3025", "a public address"],
+    ["10.0.0.6:443", "the proxy port"],
+    ["10.0.0.6", "no port"],
+    ["teleport.example.org:3025", "a DNS name"],
+  ])("an auth address of %s (%s) is rejected", (authAddress) => {
+    expect(() => buildNodeConfig({ nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress, labels: MACHINES["production-default-r1"] })).toThrow(
+      /authAddress .* must be <private IPv4>:3025/,
+    );
+  });
+
+  test("CA pins are rendered sorted, and must be sha256 pins", () => {
+    const pins = ["sha256:" + "b".repeat(64), "sha256:" + "a".repeat(64)];
+    const labels = MACHINES["production-default-r1"];
+    const config = buildNodeConfig({ nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: pins });
+    expect(config.teleport.ca_pin).toEqual([pins[1], pins[0]]);
+    expect(() => buildNodeConfig({ nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: ["md5:00"] })).toThrow(/caPins/);
+  });
+
+  test("labels: a queue label on runners and only on runners", () => {
+    expect(teleportNodeLabels({ stack: "staging", role: "runner", queue: "infra" })).toEqual({ queue: "infra", role: "runner", stack: "staging" });
+    expect(() => teleportNodeLabels({ stack: "staging", role: "runner" })).toThrow(/queue label/);
+    expect(() => teleportNodeLabels({ stack: "staging", role: "salt-master", queue: "infra" })).toThrow(/queue label/);
+  });
+});
+
+describe("every rendered teleport.yaml uses only fields Teleport documents", () => {
+  const named: Array<readonly [string, object]> = [
+    ["auth + proxy, audit in AWS", authConfig()],
+    ["auth + proxy, audit on local disk", authConfig({ provider: "equinix-metal", audit: { kind: "local", eventsDir: "/a", sessionsDir: "/b" } })],
+    ...nodeConfigs().map((config) => [config.teleport.nodename, config] as const),
+  ];
+  const documents = named.map(([, doc]) => doc);
+
+  test(`pinned to a Teleport 17 release (${TELEPORT_VERSION})`, () => {
+    expect(TELEPORT_VERSION).toMatch(/^17\.\d+\.\d+$/);
+  });
+
+  test.each(named)("%s", (_name, doc) => {
+    const reparsed = parse(renderYaml(doc));
+    expect(undocumentedPaths(reparsed, TELEPORT_CONFIG_V3_FIELDS)).toEqual([]);
+  });
+
+  test("no static tokens anywhere: neither auth_service.tokens nor teleport.auth_token", () => {
+    for (const doc of documents) {
+      expect(findKeys(doc, "tokens")).toEqual([]);
+      expect(findKeys(doc, "auth_token")).toEqual([]);
+    }
+    // ...and the whitelist itself would refuse them.
+    expect(isDocumentedPath("auth_service.tokens[]", TELEPORT_CONFIG_V3_FIELDS)).toBe(false);
+    expect(isDocumentedPath("teleport.auth_token", TELEPORT_CONFIG_V3_FIELDS)).toBe(false);
+  });
+
+  test.each([
+    [{ ssh_service: { enabled: true, lables: { role: "runner" } } }, ["ssh_service.lables.role"]],
+    [{ auth_service: { session_recordings: "node-sync" } }, ["auth_service.session_recordings"]],
+    [{ teleport: { storage: { audit_events_uri: ["file:///x"], audit_session_uri: "s3://b" } } }, ["teleport.storage.audit_session_uri"]],
+    [{ ssh_service: { labels: { role: ["runner"] } } }, ["ssh_service.labels.role[]"]],
+    [{ ssh_service: { labels: { role: "runner" }, enabled: true } }, []],
+  ])("the check catches a typo or an invented field: %j", (doc, expected) => {
+    expect(undocumentedPaths(doc, TELEPORT_CONFIG_V3_FIELDS)).toEqual(expected);
+  });
+
+  test("key paths name leaves, list elements and empty maps", () => {
+    expect(documentKeyPaths({ a: { b: 1, c: [] }, d: [{ e: "x" }, { e: "y", f: {} }] })).toEqual(["a.b", "a.c", "d[].e", "d[].f"]);
+  });
+});
+
+describe("rendered text (snapshots)", () => {
+  test("auth + proxy", () => {
+    expect(renderYaml(authConfig())).toMatchSnapshot();
+  });
+
+  test("a runner", () => {
+    expect(renderYaml(nodeConfigs().find((c) => c.teleport.nodename === "production-default-r1"))).toMatchSnapshot();
+  });
+
+  test("same input, same bytes", () => {
+    expect(renderYaml(authConfig())).toBe(renderYaml(authConfig()));
+  });
+});
