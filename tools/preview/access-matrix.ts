@@ -1,0 +1,454 @@
+/**
+ * The fleet's access matrix, proven with a real IAM evaluator on the policies the
+ * program actually registered: who can assume which role, who can read which SSM path.
+ *
+ * Uses @cloud-copilot/iam-simulate (AGPL-3.0-or-later): a devDependency for this dev
+ * tool and the tests only. Nothing under infra/ may import this file.
+ */
+import { runSimulation, runUnsafeSimulation, type Simulation } from "@cloud-copilot/iam-simulate";
+import type { CapturedResource } from "./mock-runtime";
+import { SALT_MASTER_OU, TELEPORT_OU, arns, fleetTag, kmsAliasName, roleNames, ssmPaths, ssmViaService } from "../../infra/identity/names";
+
+export interface AccessMatrixContext {
+  stack: string;
+  accountId: string;
+  region: string;
+  queues: string[];
+}
+
+export type Decision = "Allowed" | "ImplicitlyDenied" | "ExplicitlyDenied" | "Error";
+
+/** `agent` roles are per queue; `salt-master` and `teleport` are the control machines. */
+export type FleetRoleKind = "agent" | "salt-master" | "teleport";
+
+export interface AssumeRow {
+  /** The agent role's queue. */
+  queue: string;
+  agentRoleArn: string;
+  targetRoleArn: string;
+  /** `deploy` (tagged with its queue), `fleet` (another fleet role) or `other`. */
+  targetKind: "deploy" | "fleet" | "other";
+  /** Queue and target name the deploy role is tagged with. */
+  targetQueue?: string;
+  targetName?: string;
+  /** Allowed iff the role is one of this queue's deploy roles. */
+  expected: boolean;
+  decision: Decision;
+  ok: boolean;
+}
+
+export interface ReadRow {
+  /** `agent:<queue>`, `salt-master` or `teleport`. */
+  role: string;
+  roleArn: string;
+  /** The SSM prefix probed: `/ci-fleet/<stack>/<queue>/` or `/ci-fleet/<stack>/pillar/`. */
+  path: string;
+  expected: boolean;
+  /** ssm:GetParameter on a parameter under the prefix. */
+  getParameter: Decision;
+  /** ssm:GetParametersByPath on the prefix itself. */
+  getByPath: Decision;
+  /** kms:Decrypt of that parameter, asked by SSM for the role (identity + key policy). */
+  decrypt: Decision;
+  ok: boolean;
+}
+
+export interface AccessCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface AccessMatrix {
+  assume: AssumeRow[];
+  read: ReadRow[];
+  checks: AccessCheck[];
+}
+
+interface Statement {
+  Sid?: string;
+  Effect?: string;
+  Principal?: unknown;
+  NotPrincipal?: unknown;
+  Action?: string | string[];
+  NotAction?: string | string[];
+  Resource?: string | string[];
+  NotResource?: string | string[];
+  Condition?: unknown;
+}
+interface Document {
+  Version?: string;
+  Statement: Statement[];
+}
+
+interface RoleInfo {
+  name: string;
+  arn: string;
+  accountId: string;
+  tags: Record<string, string>;
+  trust?: Document;
+  identityPolicies: { name: string; policy: Document }[];
+  attachedPolicyArns: string[];
+}
+
+const asArray = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+
+/** Policies may be JSON strings or objects; a masked or unreadable one is a problem (fail closed). */
+function parsePolicy(value: unknown, where: string, problems: string[]): Document | undefined {
+  let parsed: unknown = value;
+  if (typeof value === "string") {
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      problems.push(`${where}: not JSON (${value.length > 20 ? `${value.slice(0, 20)}...` : value})`);
+      return undefined;
+    }
+  }
+  if (typeof parsed !== "object" || parsed === null || !("Statement" in parsed)) {
+    problems.push(`${where}: not a policy document`);
+    return undefined;
+  }
+  const doc = parsed as { Version?: string; Statement: Statement | Statement[] };
+  return { Version: doc.Version, Statement: asArray(doc.Statement) };
+}
+
+function roleArnOf(resource: CapturedResource, fallbackAccount: string): string {
+  const arn = str(resource.outputs.arn);
+  if (arn && /^arn:aws:iam::\d{12}:role\//.test(arn)) return arn;
+  return arns.role(fallbackAccount, str(resource.outputs.name) ?? str(resource.inputs.name) ?? resource.name);
+}
+
+const accountOfArn = (arn: string) => arn.split(":")[4];
+/** Calls come from a session of the role; trust statements name the role itself. */
+const sessionOf = (roleArn: string) => {
+  const [, , , , account, resource] = roleArn.split(":");
+  return `arn:aws:sts::${account}:assumed-role/${resource.split("/").pop()}/access-matrix`;
+};
+
+function collectRoles(resources: CapturedResource[], ctx: AccessMatrixContext, problems: string[]): RoleInfo[] {
+  const roles: RoleInfo[] = [];
+  for (const r of resources.filter((x) => x.type === "aws:iam/role:Role")) {
+    const arn = roleArnOf(r, ctx.accountId);
+    const name = arn.split("/").pop() as string;
+    const inline = asArray(r.inputs.inlinePolicies as { name?: string; policy?: unknown }[] | undefined);
+    roles.push({
+      name,
+      arn,
+      accountId: accountOfArn(arn),
+      tags: (r.inputs.tags as Record<string, string> | undefined) ?? {},
+      trust: parsePolicy(r.inputs.assumeRolePolicy, `trust of role ${name}`, problems),
+      identityPolicies: inline.flatMap((p, i) => {
+        const doc = parsePolicy(p.policy, `inline policy ${p.name ?? i} of role ${name}`, problems);
+        return doc ? [{ name: `${name}/${p.name ?? i}`, policy: doc }] : [];
+      }),
+      attachedPolicyArns: [],
+    });
+  }
+  const find = (ref: unknown) => roles.find((role) => role.name === ref || role.arn === ref);
+  for (const r of resources.filter((x) => x.type === "aws:iam/rolePolicy:RolePolicy")) {
+    const role = find(r.inputs.role);
+    const doc = parsePolicy(r.inputs.policy, `role policy ${r.name}`, problems);
+    if (!role) problems.push(`role policy ${r.name}: role ${String(r.inputs.role)} is not registered`);
+    else if (doc) role.identityPolicies.push({ name: `${role.name}/${str(r.inputs.name) ?? r.name}`, policy: doc });
+  }
+  for (const r of resources.filter((x) => x.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment")) {
+    find(r.inputs.role)?.attachedPolicyArns.push(String(r.inputs.policyArn));
+  }
+  return roles;
+}
+
+function statementsOf(resources: CapturedResource[]): { where: string; statement: Statement }[] {
+  const found: { where: string; statement: Statement }[] = [];
+  const add = (where: string, value: unknown) => {
+    const doc = parsePolicy(value, where, []);
+    doc?.Statement.forEach((statement) => found.push({ where: `${where}${statement.Sid ? ` (${statement.Sid})` : ""}`, statement }));
+  };
+  for (const r of resources) {
+    for (const field of ["policy", "assumeRolePolicy"]) {
+      if (r.inputs[field] !== undefined && /^aws:/.test(r.type)) add(`${r.type.split(":").pop()} ${r.name} ${field}`, r.inputs[field]);
+    }
+    for (const p of asArray(r.inputs.inlinePolicies as { policy?: unknown }[] | undefined)) add(`${r.name} inline`, p.policy);
+  }
+  return found;
+}
+
+const isStar = (v: unknown) => v === "*" || (Array.isArray(v) && v.includes("*"));
+const principalIsWildcard = (p: unknown): boolean =>
+  isStar(p) || (typeof p === "object" && p !== null && Object.values(p as Record<string, unknown>).some(isStar));
+
+/** Runs the evaluator; a simulation error (a misspelled action, an invalid policy) is recorded. */
+async function decide(simulation: Simulation, label: string, errors: string[]): Promise<Decision> {
+  const result = await runSimulation(simulation, {});
+  if (result.resultType === "error") {
+    errors.push(`${label}: ${JSON.stringify(result.errors)}`);
+    return "Error";
+  }
+  return result.overallResult;
+}
+
+function simulation(principal: string, action: string, resource: string, identity: { name: string; policy: Document }[], resourcePolicy?: Document, context: Record<string, string> = {}): Simulation {
+  return {
+    request: { principal, action, resource: { resource, accountId: accountOfArn(resource) }, contextVariables: context },
+    identityPolicies: identity,
+    serviceControlPolicies: [],
+    resourceControlPolicies: [],
+    resourcePolicy,
+  };
+}
+
+/**
+ * kms:Decrypt with an encryption context. iam-simulate 0.1.173 drops
+ * `kms:EncryptionContext:<key>` from the request (it only matches `/`-separated
+ * variable keys), so the validated entry point would never satisfy those conditions:
+ * the same request is validated with runSimulation first (policies, action), then
+ * decided by runUnsafeSimulation, which keeps every context key.
+ */
+class KmsDecryptEvaluator {
+  private readonly validated = new Map<string, boolean>();
+  constructor(
+    private readonly key: { arn: string; policy: Document },
+    private readonly errors: string[],
+  ) {}
+
+  async decide(roleArn: string, identity: { name: string; policy: Document }[], context: Record<string, string>): Promise<Decision> {
+    const sim = simulation(sessionOf(roleArn), "kms:Decrypt", this.key.arn, identity, this.key.policy, context);
+    if (!this.validated.has(roleArn)) {
+      this.validated.set(roleArn, (await decide(sim, `kms:Decrypt by ${roleArn}`, this.errors)) !== "Error");
+    }
+    if (!this.validated.get(roleArn)) return "Error";
+    // A validated policy object carries the name runUnsafeSimulation needs for a resource policy.
+    const resourcePolicy = { __validated: true, policyDocument: this.key.policy, metadata: { name: "kms-key-policy" }, errors: [] };
+    return runUnsafeSimulation({ ...sim, resourcePolicy }, {});
+  }
+}
+
+export async function computeAccessMatrix(resources: CapturedResource[], ctx: AccessMatrixContext): Promise<AccessMatrix> {
+  const problems: string[] = [];
+  const errors: string[] = [];
+  const checks: AccessCheck[] = [];
+  const check = (name: string, failures: string[], okDetail: string) =>
+    checks.push({ name, ok: failures.length === 0, detail: failures.length === 0 ? okDetail : failures.join("; ") });
+
+  const roles = collectRoles(resources, ctx, problems);
+  const roleNamed = (name: string) => roles.find((r) => r.name === name && r.accountId === ctx.accountId);
+  const queues = [...ctx.queues].sort();
+
+  // The fleet's own roles, found by the names of docs/contracts.md.
+  const missing: string[] = [];
+  const fleetRoles: { kind: FleetRoleKind; label: string; queue?: string; role: RoleInfo; path?: string }[] = [];
+  for (const queue of queues) {
+    const role = roleNamed(roleNames.agent(ctx.stack, queue));
+    if (role) fleetRoles.push({ kind: "agent", label: `agent:${queue}`, queue, role, path: ssmPaths.queue(ctx.stack, queue) });
+    else missing.push(`agent role of queue ${queue}`);
+  }
+  const master = roleNamed(roleNames.saltMaster(ctx.stack));
+  if (master) fleetRoles.push({ kind: "salt-master", label: SALT_MASTER_OU, role: master, path: ssmPaths.pillar(ctx.stack) });
+  else missing.push("Salt master role");
+  const teleport = roleNamed(roleNames.teleport(ctx.stack));
+  if (teleport) fleetRoles.push({ kind: "teleport", label: TELEPORT_OU, role: teleport });
+  else missing.push("Teleport role");
+
+  // The fleet key: the one behind alias/ci-fleet-<stack>, else the only key registered.
+  const keys = resources.filter((r) => r.type === "aws:kms/key:Key");
+  const alias = resources.find((r) => r.type === "aws:kms/alias:Alias" && r.inputs.name === kmsAliasName(ctx.stack));
+  const keyResource =
+    keys.find((k) => alias && [k.outputs.keyId, k.outputs.id, k.outputs.arn].includes(alias.inputs.targetKeyId)) ??
+    (keys.length === 1 ? keys[0] : undefined);
+  const keyPolicy = keyResource ? parsePolicy(keyResource.inputs.policy, `key policy of ${keyResource.name}`, problems) : undefined;
+  const keyArn = keyResource ? str(keyResource.outputs.arn) : undefined;
+  if (!keyResource || !keyArn) missing.push(`KMS key behind ${kmsAliasName(ctx.stack)}`);
+  check("fleet identity registered", missing, `${fleetRoles.length} fleet roles and the fleet key found`);
+  check("every policy is readable", problems, "every trust, inline and key policy parsed");
+
+  const fleetArns = new Set(fleetRoles.map((f) => f.role.arn));
+  const agentArnOf = new Map(fleetRoles.filter((f) => f.queue).map((f) => [f.queue as string, f.role.arn]));
+
+  // Who can assume what: every agent role against every other role.
+  const assume: AssumeRow[] = [];
+  for (const agent of fleetRoles.filter((f) => f.kind === "agent")) {
+    for (const target of roles) {
+      if (target.arn === agent.role.arn) continue;
+      const isDeploy = target.tags[fleetTag.role] === "deploy";
+      const targetQueue = isDeploy ? target.tags[fleetTag.queue] : undefined;
+      const expected = isDeploy && targetQueue === agent.queue;
+      const decision = target.trust
+        ? await decide(simulation(sessionOf(agent.role.arn), "sts:AssumeRole", target.arn, agent.role.identityPolicies, target.trust), `sts:AssumeRole ${agent.label} -> ${target.arn}`, errors)
+        : "Error";
+      assume.push({
+        queue: agent.queue as string,
+        agentRoleArn: agent.role.arn,
+        targetRoleArn: target.arn,
+        targetKind: isDeploy ? "deploy" : fleetArns.has(target.arn) ? "fleet" : "other",
+        ...(targetQueue !== undefined ? { targetQueue } : {}),
+        ...(isDeploy && target.tags[fleetTag.deployTarget] ? { targetName: target.tags[fleetTag.deployTarget] } : {}),
+        expected,
+        decision,
+        ok: (decision === "Allowed") === expected && decision !== "Error",
+      });
+    }
+  }
+  check(
+    "agent roles assume exactly their queue's deploy roles",
+    assume.filter((r) => !r.ok).map((r) => `agent:${r.queue} -> ${r.targetRoleArn}: ${r.decision}, expected ${r.expected ? "Allowed" : "denied"}`),
+    `${assume.length} (agent role, role) pairs evaluated`,
+  );
+
+  // Deploy role trust: the exact agent role ARN as the only principal, and nobody else gets in.
+  const deployRoles = roles.filter((r) => r.tags[fleetTag.role] === "deploy");
+  const trustFailures: string[] = [];
+  const probeFailures: string[] = [];
+  const anyRole = (name: string) => ({ name, policy: { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "sts:AssumeRole", Resource: "*" }] } });
+  for (const deploy of deployRoles) {
+    const queue = deploy.tags[fleetTag.queue];
+    const expectedPrincipal = queue !== undefined ? agentArnOf.get(queue) : undefined;
+    for (const s of deploy.trust?.Statement ?? []) {
+      if (s.Effect !== "Allow") continue;
+      const principal = s.Principal as { AWS?: unknown } | undefined;
+      const keys = typeof principal === "object" && principal !== null ? Object.keys(principal) : [];
+      const actions = asArray(s.Action);
+      if (s.NotPrincipal || s.NotAction || keys.length !== 1 || principal?.AWS !== expectedPrincipal || expectedPrincipal === undefined) {
+        trustFailures.push(`${deploy.arn} trusts ${JSON.stringify(s.Principal ?? s.NotPrincipal)}, expected exactly ${expectedPrincipal ?? `the agent role of queue ${queue}`}`);
+      }
+      if (actions.length === 0 || actions.some((a) => a !== "sts:AssumeRole" && a !== "sts:TagSession")) {
+        trustFailures.push(`${deploy.arn} trust allows ${JSON.stringify(s.Action ?? s.NotAction)}`);
+      }
+    }
+    // Probes: a role of the fleet account and a role of the target account, each allowed
+    // sts:AssumeRole on everything by its own IAM, must still be refused by the trust.
+    for (const probeAccount of [...new Set([ctx.accountId, deploy.accountId])]) {
+      const probeArn = arns.role(probeAccount, "access-matrix-probe");
+      const decision = deploy.trust
+        ? await decide(simulation(sessionOf(probeArn), "sts:AssumeRole", deploy.arn, [anyRole("probe-assume-anything")], deploy.trust), `probe ${probeArn} -> ${deploy.arn}`, errors)
+        : "Error";
+      if (decision !== "ImplicitlyDenied" && decision !== "ExplicitlyDenied") probeFailures.push(`${probeArn} -> ${deploy.arn}: ${decision}`);
+    }
+  }
+  check("deploy roles trust only their queue's exact agent role ARN", trustFailures, `${deployRoles.length} deploy role trust policies checked`);
+  check("no other principal can assume a deploy role", probeFailures, `${deployRoles.length} deploy roles probed from the fleet and target accounts`);
+
+  // Who can read which path: every fleet role against every queue prefix and the pillar prefix.
+  const read: ReadRow[] = [];
+  const kms = keyResource && keyArn && keyPolicy ? new KmsDecryptEvaluator({ arn: keyArn, policy: keyPolicy }, errors) : undefined;
+  const probedPaths = [...queues.map((q) => ssmPaths.queue(ctx.stack, q)), ssmPaths.pillar(ctx.stack)];
+  const viaSsm = ssmViaService(ctx.region);
+  for (const f of fleetRoles) {
+    const principal = sessionOf(f.role.arn);
+    for (const path of probedPaths) {
+      const parameterArn = arns.ssmParameter(ctx.region, ctx.accountId, `${path}/access-matrix/probe`);
+      const pathArn = arns.ssmParameter(ctx.region, ctx.accountId, path);
+      const getParameter = await decide(simulation(principal, "ssm:GetParameter", parameterArn, f.role.identityPolicies), `ssm:GetParameter ${f.label} ${path}`, errors);
+      const getByPath = await decide(simulation(principal, "ssm:GetParametersByPath", pathArn, f.role.identityPolicies), `ssm:GetParametersByPath ${f.label} ${path}`, errors);
+      const decrypt = kms
+        ? await kms.decide(f.role.arn, f.role.identityPolicies, { "kms:ViaService": viaSsm, "kms:EncryptionContext:PARAMETER_ARN": parameterArn })
+        : "Error";
+      const expected = f.path === path;
+      const allowed = (d: Decision) => d === "Allowed";
+      read.push({
+        role: f.label,
+        roleArn: f.role.arn,
+        path: `${path}/`,
+        expected,
+        getParameter,
+        getByPath,
+        decrypt,
+        ok: [getParameter, getByPath, decrypt].every((d) => d !== "Error" && allowed(d) === expected),
+      });
+    }
+  }
+  check(
+    "each role reads only its own SSM prefix",
+    read.filter((r) => !r.ok).map((r) => `${r.role} on ${r.path}: GetParameter ${r.getParameter}, GetParametersByPath ${r.getByPath}, Decrypt ${r.decrypt}, expected ${r.expected ? "Allowed" : "denied"}`),
+    `${read.length} (role, path) pairs evaluated`,
+  );
+
+  // kms:Decrypt outside SSM (a stolen ciphertext sent to KMS directly) is denied.
+  const directFailures: string[] = [];
+  if (kms) {
+    for (const f of fleetRoles.filter((x) => x.path)) {
+      const parameterArn = arns.ssmParameter(ctx.region, ctx.accountId, `${f.path}/access-matrix/probe`);
+      const contexts: Record<string, string>[] = [
+        { "kms:ViaService": `ec2.${ctx.region}.amazonaws.com`, "kms:EncryptionContext:PARAMETER_ARN": parameterArn },
+        { "kms:EncryptionContext:PARAMETER_ARN": parameterArn },
+      ];
+      for (const context of contexts) {
+        const d = await kms.decide(f.role.arn, f.role.identityPolicies, context);
+        if (d !== "ImplicitlyDenied" && d !== "ExplicitlyDenied") directFailures.push(`${f.label} with ${context["kms:ViaService"] ?? "no kms:ViaService"}: ${d}`);
+      }
+    }
+  } else directFailures.push("no fleet key to evaluate");
+  check("kms:Decrypt is denied unless kms:ViaService is SSM", directFailures, "every reading role refused outside SSM");
+
+  // Structural: no wildcard principal, no Action "*" on Resource "*", no Not* in an Allow.
+  const wildcardFailures = statementsOf(resources).flatMap(({ where, statement: s }) => {
+    const found: string[] = [];
+    if (principalIsWildcard(s.Principal) || principalIsWildcard(s.NotPrincipal)) found.push(`${where}: Principal "*"`);
+    if (isStar(s.Action) && (isStar(s.Resource) || s.Resource === undefined)) found.push(`${where}: Action "*" on Resource "*"`);
+    if (s.Effect === "Allow" && (s.NotAction || s.NotResource || s.NotPrincipal)) found.push(`${where}: Allow with NotAction/NotResource/NotPrincipal`);
+    return found;
+  });
+  check("no wildcard principal and no Action \"*\" on Resource \"*\"", wildcardFailures, "every statement names its principal and actions");
+
+  // Attached managed policies are not evaluated here, so a fleet role has none (fail closed).
+  check(
+    "fleet roles have only inline policies the matrix evaluated",
+    fleetRoles.flatMap((f) => f.role.attachedPolicyArns.map((arn) => `${f.role.name} has ${arn} attached`)),
+    "no managed policy attached to a fleet role",
+  );
+  check("the evaluator accepted every request", [...new Set(errors)], "no simulation error (actions and policies valid)");
+  return { assume, read, checks };
+}
+
+const CELL: Record<Decision, string> = { Allowed: "allow", ImplicitlyDenied: "-", ExplicitlyDenied: "deny", Error: "ERROR" };
+const cell = (d: Decision, ok: boolean) => (ok ? CELL[d] : `**${CELL[d]} (unexpected)**`);
+const escapeCell = (s: string) => s.replace(/\|/g, "\\|");
+
+/** Two tables (who can assume which deploy role; who can read which path) and the checks. */
+export function renderAccessMatrixMarkdown(result: AccessMatrix): string {
+  const lines: string[] = [];
+  const deployLabel = (arn: string) => {
+    const row = result.assume.find((r) => r.targetRoleArn === arn);
+    return `${row?.targetQueue ?? "?"}/${row?.targetName ?? "?"} (${accountOfArn(arn)})`;
+  };
+  const deployArns = [...new Set(result.assume.filter((r) => r.targetKind === "deploy").map((r) => r.targetRoleArn))].sort((a, b) =>
+    deployLabel(a).localeCompare(deployLabel(b)),
+  );
+  const agents = [...new Set(result.assume.map((r) => r.queue))].sort();
+  lines.push("## Who can assume which deploy role", "");
+  if (deployArns.length === 0) lines.push("No deploy roles.", "");
+  else {
+    lines.push(`| agent role \\ deploy role | ${deployArns.map((a) => escapeCell(deployLabel(a))).join(" | ")} |`);
+    lines.push(`|---|${deployArns.map(() => "---").join("|")}|`);
+    for (const queue of agents) {
+      const cells = deployArns.map((arn) => {
+        const row = result.assume.find((r) => r.queue === queue && r.targetRoleArn === arn);
+        return row ? cell(row.decision, row.ok) : "";
+      });
+      lines.push(`| ${queue} | ${cells.join(" | ")} |`);
+    }
+    const others = result.assume.filter((r) => r.targetKind !== "deploy");
+    lines.push("", `Other roles: ${others.filter((r) => r.decision === "Allowed").length} of ${others.length} (agent, role) pairs allowed.`, "");
+  }
+  lines.push("## Who can read which SSM path", "", "Each cell: GetParameter / GetParametersByPath / kms:Decrypt via SSM.", "");
+  const paths = [...new Set(result.read.map((r) => r.path))];
+  const readers = [...new Set(result.read.map((r) => r.role))];
+  lines.push(`| role \\ path | ${paths.map((p) => `\`${p}\``).join(" | ")} |`);
+  lines.push(`|---|${paths.map(() => "---").join("|")}|`);
+  for (const role of readers) {
+    const cells = paths.map((path) => {
+      const row = result.read.find((r) => r.role === role && r.path === path);
+      if (!row) return "";
+      const text = [row.getParameter, row.getByPath, row.decrypt].map((d) => CELL[d]).join(" / ");
+      return row.ok ? text : `**${text} (unexpected)**`;
+    });
+    lines.push(`| ${role} | ${cells.join(" | ")} |`);
+  }
+  lines.push("", "## Checks", "", "| check | result | detail |", "|---|---|---|");
+  for (const c of result.checks) lines.push(`| ${escapeCell(c.name)} | ${c.ok ? "ok" : "**FAILED**"} | ${escapeCell(c.detail)} |`);
+  return `${lines.join("\n")}\n`;
+}
+
+/** True when every check passed: the preview fails otherwise. */
+export function accessMatrixPassed(result: AccessMatrix): boolean {
+  return result.checks.every((c) => c.ok);
+}
