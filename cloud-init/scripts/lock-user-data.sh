@@ -1,0 +1,9 @@
+# ci-fleet: cloud-init's copies of user-data (and the caches `cloud-init query` reads)
+# hold the minion key: root only.
+# Runs from bootcmd (every boot) and again as the first runcmd.
+set -eu
+for f in /var/lib/cloud/instances/*/user-data.txt* /var/lib/cloud/instances/*/cloud-config.txt \
+  /var/lib/cloud/instances/*/vendor-data*.txt* /var/lib/cloud/instances/*/obj.pkl \
+  /run/cloud-init/instance-data-sensitive.json /run/cloud-init/combined-cloud-config.json; do
+  [ ! -e "$f" ] || chmod 0600 "$f"
+done

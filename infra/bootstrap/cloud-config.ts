@@ -1,0 +1,603 @@
+/**
+ * cloud-init user-data for every ci-fleet machine: a typed model, pure builders and a
+ * deterministic renderer. No Pulumi in here: plain strings in, typed values out; the
+ * program calls these inside `pulumi.all(...).apply(...)` so the result stays secret.
+ *
+ * User-data is readable from the metadata service by any process that can reach it, so
+ * it carries only bootstrap material (Salt key pairs, the master's fingerprint and
+ * address, and on the master what it needs before Salt runs). Everything else is Salt's.
+ *
+ * How a document is assembled (deterministic, documented in cloud-init/common.yaml):
+ *   1. `cloud-init/common.yaml`, then `cloud-init/<role>.yaml` (read once at load):
+ *      lists are concatenated (common first; `packages` de-duplicated), a scalar set
+ *      in both must agree (else the module fails to load).
+ *   2. `bootcmd` = [metadata guard, OpenSSH masking, user-data lock, role guards...]
+ *      followed by the base `bootcmd`: the guards always run first, on every boot.
+ *   3. `write_files` = base files, then per-machine files in builder order.
+ *   4. `runcmd` = [user-data lock], base `runcmd`, then the per-machine sequence.
+ */
+import { createHash, createPublicKey } from "crypto";
+import { readFileSync } from "fs";
+import * as path from "path";
+import * as YAML from "yaml";
+import { MachineProviderName, MachineRole, machineNames } from "../config/model";
+import { SALT_PATHS, buildSaltMasterConfig, buildSaltMinionConfig } from "./salt-config";
+
+// ---------------------------------------------------------------------------------------
+// The typed subset of cloud-config (cloud-init 22.4) this project uses.
+
+/** A command: a string runs through `sh -c`; a list is exec'd with each element quoted. */
+export type CloudCommand = string | string[];
+
+export interface WriteFile {
+  path: string;
+  content: string;
+  /** Always explicit: cloud-init's default is 0644. */
+  permissions: string;
+  owner: string;
+  /** Write in the final stage (after packages), e.g. when the owner is created later. */
+  defer?: boolean;
+}
+
+export interface CloudConfig {
+  ssh_pwauth?: boolean;
+  disable_root?: boolean;
+  allow_public_ssh_keys?: boolean;
+  ssh_deletekeys?: boolean;
+  package_update?: boolean;
+  package_upgrade?: boolean;
+  packages?: string[];
+  bootcmd?: CloudCommand[];
+  write_files?: WriteFile[];
+  runcmd?: CloudCommand[];
+}
+
+/** Rendering order of the top-level keys (the renderer never relies on insertion order). */
+const CLOUD_CONFIG_KEY_ORDER: readonly (keyof CloudConfig)[] = [
+  "ssh_pwauth",
+  "disable_root",
+  "allow_public_ssh_keys",
+  "ssh_deletekeys",
+  "package_update",
+  "package_upgrade",
+  "packages",
+  "bootcmd",
+  "write_files",
+  "runcmd",
+];
+const WRITE_FILE_KEY_ORDER: readonly (keyof WriteFile)[] = ["path", "owner", "permissions", "defer", "content"];
+
+// ---------------------------------------------------------------------------------------
+// Constants that other code and tests refer to.
+
+/**
+ * Metadata service addresses, per provider: only root may reach them.
+ * - aws: IMDS, IPv4 and the IPv6 endpoint (Nitro instances).
+ * - equinix-metal: `metadata.platformequinix.com` resolves to 192.80.8.124 (Equinix's
+ *   documented metadata address). nftables needs an address when the rule is loaded,
+ *   and a rule that depends on DNS at boot could be skipped or spoofed, so the address
+ *   is pinned here; if Equinix ever moved it, the metadata fetch would break loudly
+ *   rather than the guard silently failing open.
+ */
+export const METADATA_SERVICE_ADDRESSES: Readonly<Record<MachineProviderName, readonly string[]>> = {
+  aws: ["169.254.169.254", "fd00:ec2::254"],
+  "equinix-metal": ["192.80.8.124"],
+};
+
+export const SALT_PORTS = [4505, 4506] as const;
+export const EC2_USER_DATA_LIMIT_BYTES = 16384;
+/** What a secret looks like in masked output (preview files, snapshots). */
+export const SECRET_MASK = "[secret]";
+
+/** Paths of the files written by bootstrap. */
+export const BOOTSTRAP_PATHS = {
+  masterConfig: "/etc/salt/master.d/ci-fleet.conf",
+  masterPrivateKey: "/etc/salt/pki/master/master.pem",
+  masterPublicKey: "/etc/salt/pki/master/master.pub",
+  acceptedMinionKey: (minionId: string) => `/etc/salt/pki/master/minions/${minionId}`,
+  minionConfig: "/etc/salt/minion.d/ci-fleet.conf",
+  grains: "/etc/salt/grains",
+  minionPrivateKey: "/etc/salt/pki/minion/minion.pem",
+  minionPublicKey: "/etc/salt/pki/minion/minion.pub",
+  saltRepositoryDeployKey: "/etc/ci-fleet/salt-repo-deploy-key",
+  saltRepositoryKnownHosts: "/etc/ci-fleet/salt-repo-known-hosts",
+  awsEnvironment: "/etc/ci-fleet/aws/environment",
+  awsConfig: "/etc/ci-fleet/aws/config",
+  rolesAnywhereCertificate: "/etc/ci-fleet/aws/roles-anywhere.crt",
+  rolesAnywherePrivateKey: "/etc/ci-fleet/aws/roles-anywhere.key",
+  awsSigningHelper: "/usr/local/bin/aws_signing_helper",
+  installSalt: "/usr/local/sbin/ci-fleet-install-salt",
+  waitForMasterAndHighstate: "/usr/local/sbin/ci-fleet-wait-for-master-and-highstate",
+  bootstrapSaltMaster: "/usr/local/sbin/ci-fleet-bootstrap-salt-master",
+} as const;
+
+/** The only files whose content is secret; everything else in user-data is not. */
+export const SECRET_FILE_PATHS: readonly string[] = [
+  BOOTSTRAP_PATHS.masterPrivateKey,
+  BOOTSTRAP_PATHS.minionPrivateKey,
+  BOOTSTRAP_PATHS.saltRepositoryDeployKey,
+  BOOTSTRAP_PATHS.rolesAnywherePrivateKey,
+];
+
+// ---------------------------------------------------------------------------------------
+// Base documents, scripts and pins: read once, synchronously, at module load.
+
+const CLOUD_INIT_DIR = path.join(__dirname, "..", "..", "cloud-init");
+const readCloudInitFile = (name: string) => readFileSync(path.join(CLOUD_INIT_DIR, name), "utf8");
+
+function loadBase(name: string): CloudConfig {
+  const parsed = YAML.parse(readCloudInitFile(name)) as unknown;
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new Error(`cloud-init/${name}: expected a mapping`);
+  }
+  return parsed as CloudConfig;
+}
+
+interface Pins {
+  salt: { version: string; repository: string; key_url: string; key_fingerprint: string };
+  aws_signing_helper: { version: string; url: string; sha256: string };
+  salt_repository_known_hosts: string;
+}
+
+function loadPins(): Pins {
+  const pins = YAML.parse(readCloudInitFile("pins.yaml")) as Pins;
+  const problems: string[] = [];
+  if (!/^3007\.\d+$/.test(pins.salt?.version ?? "")) problems.push("salt.version must be an exact 3007.x version");
+  if (!/^[0-9A-F]{40}$/.test(pins.salt?.key_fingerprint ?? "")) {
+    problems.push("salt.key_fingerprint must be 40 upper-case hex digits");
+  }
+  for (const url of [pins.salt?.repository, pins.salt?.key_url, pins.aws_signing_helper?.url]) {
+    if (!/^https:\/\/[^\s]+$/.test(url ?? "")) problems.push(`not an https URL: ${url}`);
+  }
+  if (!/^[0-9a-f]{64}$/.test(pins.aws_signing_helper?.sha256 ?? "")) {
+    problems.push("aws_signing_helper.sha256 must be 64 lower-case hex digits");
+  }
+  if (problems.length > 0) throw new Error(`cloud-init/pins.yaml: ${problems.join("; ")}`);
+  return pins;
+}
+
+export const PINS: Readonly<Pins> = loadPins();
+
+const script = (name: string) => readCloudInitFile(path.join("scripts", name));
+const SCRIPTS = {
+  metadataGuard: script("metadata-guard.sh"),
+  disableOpenSsh: script("disable-openssh.sh"),
+  lockUserData: script("lock-user-data.sh"),
+  saltMasterFirewall: script("salt-master-firewall.sh"),
+  installPinnedDownload: script("install-pinned-download.sh"),
+  installSalt: script("install-salt.sh"),
+  waitForMasterAndHighstate: script("wait-for-master-and-highstate.sh"),
+  bootstrapSaltMaster: script("bootstrap-salt-master.sh"),
+};
+
+/** An inline `sh -c` command: $0 names it in logs, the rest are its arguments. */
+const inlineScript = (name: string, text: string, args: readonly string[] = []): string[] => [
+  "sh",
+  "-c",
+  text,
+  name,
+  ...args,
+];
+
+/** Merge two base documents (see the module comment). Throws on conflicting scalars. */
+export function mergeCloudConfigs(first: CloudConfig, second: CloudConfig): CloudConfig {
+  const merged: Record<string, unknown> = { ...first };
+  for (const [key, value] of Object.entries(second)) {
+    const existing = merged[key];
+    if (existing === undefined) {
+      merged[key] = value;
+    } else if (Array.isArray(existing) && Array.isArray(value)) {
+      merged[key] = key === "packages" ? [...new Set([...existing, ...value])] : [...existing, ...value];
+    } else if (existing !== value) {
+      throw new Error(`cloud-config key ${key}: ${JSON.stringify(existing)} conflicts with ${JSON.stringify(value)}`);
+    }
+  }
+  return merged as CloudConfig;
+}
+
+const ROLE_BASES: Readonly<Record<MachineRole, CloudConfig>> = (() => {
+  const common = loadBase("common.yaml");
+  return {
+    "salt-master": mergeCloudConfigs(common, loadBase("salt-master.yaml")),
+    teleport: mergeCloudConfigs(common, loadBase("teleport.yaml")),
+    runner: mergeCloudConfigs(common, loadBase("runner.yaml")),
+  };
+})();
+
+// ---------------------------------------------------------------------------------------
+// Inputs.
+
+export interface SaltKeyPair {
+  /** SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), as Salt writes `*.pub`. */
+  publicKeyPem: string;
+  /** RSA private key PEM (PKCS#1 or PKCS#8). Secret. */
+  privateKeyPem: string;
+}
+
+export interface AcceptedMinion {
+  id: string;
+  publicKeyPem: string;
+}
+
+export interface RolesAnywhereCredentials {
+  trustAnchorArn: string;
+  profileArn: string;
+  certificatePem: string;
+  /** Secret. */
+  privateKeyPem: string;
+}
+
+export interface SaltMasterBootstrapInput {
+  stack: string;
+  provider: MachineProviderName;
+  /** The master's key pair: `master.pem` / `master.pub`. */
+  masterKeyPair: SaltKeyPair;
+  /** The master's own minion key pair (it is a minion of itself, id `<stack>-salt-master`). */
+  minionKeyPair: SaltKeyPair;
+  /** Every other minion, pre-seeded as accepted (order does not matter: sorted by id). */
+  acceptedMinions: AcceptedMinion[];
+  /** IPv4 CIDRs allowed to reach the master's ports 4505/4506 (e.g. the VPC CIDR). */
+  minionNetworks: string[];
+  saltRepository: { url: string; ref: string; deployKeyPem?: string };
+  aws: {
+    region: string;
+    roleArn: string;
+    /** e.g. `/ci-fleet/production/pillar/` */
+    ssmPillarPrefix: string;
+    /** equinix-metal only: the master reaches AWS through IAM Roles Anywhere. */
+    rolesAnywhere?: RolesAnywhereCredentials;
+  };
+}
+
+export interface MinionBootstrapInput {
+  stack: string;
+  provider: MachineProviderName;
+  role: Exclude<MachineRole, "salt-master">;
+  /** `<stack>-teleport` or `<stack>-<queue>-<runner>`. */
+  minionId: string;
+  minionKeyPair: SaltKeyPair;
+  /** The master's private IPv4 address. */
+  masterAddress: string;
+  /** The master's public key; the minion pins its fingerprint (`master_finger`). */
+  masterPublicKeyPem: string;
+}
+
+export class BootstrapInputError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid bootstrap input:\n- ${problems.join("\n- ")}`);
+    this.name = "BootstrapInputError";
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks (every problem is collected, then reported at once).
+
+const MINION_ID = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const PUBLIC_KEY_PEM = /^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+\n-----END PUBLIC KEY-----\n$/;
+const PRIVATE_KEY_PEM = /^-----BEGIN (RSA |EC )?PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+\n-----END (RSA |EC )?PRIVATE KEY-----\n$/;
+const CERTIFICATE_PEM = /^(-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----\n)+$/;
+const OPENSSH_PRIVATE_KEY = /^-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\n$/;
+/** A git ref or commit: no whitespace, no leading dash, nothing a shell or git would reinterpret. */
+const GIT_REF = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+const GIT_URL = /^(https:\/\/[^\s'"\\]+|ssh:\/\/[^\s'"\\]+|git@[A-Za-z0-9.-]+:[^\s'"\\]+)$/;
+
+/** One trailing newline, no carriage returns: the exact text written and fingerprinted. */
+export function normalizePem(pem: string): string {
+  return pem.replace(/\r/g, "").trim() + "\n";
+}
+
+function checkPublicKey(problems: string[], what: string, pem: string): void {
+  if (!PUBLIC_KEY_PEM.test(normalizePem(pem))) {
+    problems.push(`${what}: expected a PEM public key (-----BEGIN PUBLIC KEY-----)`);
+    return;
+  }
+  try {
+    const key = createPublicKey(pem);
+    if (key.asymmetricKeyType !== "rsa") problems.push(`${what}: Salt keys are RSA, got ${key.asymmetricKeyType}`);
+  } catch {
+    problems.push(`${what}: the public key does not parse`);
+  }
+}
+
+function checkPem(problems: string[], what: string, pem: string, shape: RegExp, expected: string): void {
+  // Never echo the value: it may be a secret.
+  if (!shape.test(normalizePem(pem))) problems.push(`${what}: expected ${expected}`);
+}
+
+function checkCommon(problems: string[], stack: string, provider: string): void {
+  if (!MINION_ID.test(stack)) problems.push(`stack ${JSON.stringify(stack)} is not a DNS label`);
+  if (!(provider in METADATA_SERVICE_ADDRESSES)) problems.push(`unknown provider ${JSON.stringify(provider)}`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Salt's master fingerprint.
+
+/**
+ * The fingerprint a minion compares with `master_finger`: Salt's
+ * `salt.utils.crypt.pem_finger(path, sum_type="sha256")` over the master's public key file.
+ * Salt reads the file's lines *with* their line endings, drops blank lines and the first
+ * and last line (the PEM header and footer), joins the rest and hashes that text, i.e. the
+ * base64 body including each line's "\n", NOT the decoded DER; then it writes the hex
+ * digest as colon-separated pairs.
+ */
+export function saltMasterFingerprint(publicKeyPem: string): string {
+  const lines = normalizePem(publicKeyPem).match(/[^\n]*\n/g) ?? [];
+  const body = lines.filter((line) => line.trim() !== "").slice(1, -1).join("");
+  const hex = createHash("sha256").update(body, "utf8").digest("hex");
+  return hex.match(/../g)!.join(":");
+}
+
+// ---------------------------------------------------------------------------------------
+// Building blocks.
+
+const fileOf = (filePath: string, content: string, permissions: string): WriteFile => ({
+  path: filePath,
+  owner: "root:root",
+  permissions,
+  content,
+});
+
+const yamlConfigFile = (comment: string, value: unknown): string =>
+  `# ${comment}\n` + YAML.stringify(value, { lineWidth: 0, aliasDuplicateObjects: false, sortMapEntries: false });
+
+/** The guards that run first on every boot, for every role and provider. */
+function firstBootCommands(provider: MachineProviderName): CloudCommand[] {
+  return [
+    inlineScript("ci-fleet-metadata-guard", SCRIPTS.metadataGuard, METADATA_SERVICE_ADDRESSES[provider]),
+    inlineScript("ci-fleet-disable-openssh", SCRIPTS.disableOpenSsh),
+    inlineScript("ci-fleet-lock-user-data", SCRIPTS.lockUserData),
+  ];
+}
+
+function minionFiles(input: {
+  minionId: string;
+  role: MachineRole;
+  masterAddress: string;
+  masterFingerprint: string;
+  minionKeyPair: SaltKeyPair;
+}): WriteFile[] {
+  const minionConfig = buildSaltMinionConfig({
+    masterAddress: input.masterAddress,
+    minionId: input.minionId,
+    masterFingerprint: input.masterFingerprint,
+  });
+  return [
+    fileOf(BOOTSTRAP_PATHS.minionConfig, yamlConfigFile("ci-fleet bootstrap; Salt manages this file from now on.", minionConfig), "0644"),
+    // Grains are written by the minion itself: informational only, never for targeting secrets.
+    fileOf(BOOTSTRAP_PATHS.grains, yamlConfigFile("Non-authoritative: never target secrets by grain.", { ci_fleet_role: input.role }), "0644"),
+    fileOf(BOOTSTRAP_PATHS.minionPrivateKey, normalizePem(input.minionKeyPair.privateKeyPem), "0400"),
+    fileOf(BOOTSTRAP_PATHS.minionPublicKey, normalizePem(input.minionKeyPair.publicKeyPem), "0644"),
+  ];
+}
+
+const saltScriptFiles = (): WriteFile[] => [
+  fileOf(BOOTSTRAP_PATHS.installSalt, SCRIPTS.installSalt, "0700"),
+  fileOf(BOOTSTRAP_PATHS.waitForMasterAndHighstate, SCRIPTS.waitForMasterAndHighstate, "0700"),
+];
+
+/** Install pinned Salt packages (pins from cloud-init/pins.yaml, passed explicitly). */
+const installSaltCommand = (packages: string[]): string[] => [
+  "env",
+  `SALT_VERSION=${PINS.salt.version}`,
+  `SALT_REPOSITORY=${PINS.salt.repository}`,
+  `SALT_KEY_URL=${PINS.salt.key_url}`,
+  `SALT_KEY_FINGERPRINT=${PINS.salt.key_fingerprint}`,
+  BOOTSTRAP_PATHS.installSalt,
+  ...packages,
+];
+
+function assemble(role: MachineRole, provider: MachineProviderName, parts: {
+  bootcmd?: CloudCommand[];
+  writeFiles: WriteFile[];
+  runcmd: CloudCommand[];
+}): CloudConfig {
+  const base = ROLE_BASES[role];
+  return {
+    ...base,
+    bootcmd: [...firstBootCommands(provider), ...(parts.bootcmd ?? []), ...(base.bootcmd ?? [])],
+    write_files: [...(base.write_files ?? []), ...parts.writeFiles],
+    runcmd: [
+      inlineScript("ci-fleet-lock-user-data", SCRIPTS.lockUserData),
+      ...(base.runcmd ?? []),
+      ...parts.runcmd,
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Builders.
+
+/** User-data of the Teleport machine or a runner. */
+export function buildMinionCloudConfig(input: MinionBootstrapInput): CloudConfig {
+  const problems: string[] = [];
+  checkCommon(problems, input.stack, input.provider);
+  if (!MINION_ID.test(input.minionId) || !input.minionId.startsWith(`${input.stack}-`)) {
+    problems.push(`minion id ${JSON.stringify(input.minionId)} must be a DNS label starting with "${input.stack}-"`);
+  }
+  if (input.role === "teleport" && input.minionId !== machineNames.teleport(input.stack)) {
+    problems.push(`the Teleport machine's minion id must be ${machineNames.teleport(input.stack)}`);
+  }
+  if (input.minionId === machineNames.saltMaster(input.stack)) problems.push("use buildSaltMasterCloudConfig for the master");
+  if (!IPV4.test(input.masterAddress)) problems.push(`master address ${JSON.stringify(input.masterAddress)} is not an IPv4 address`);
+  checkPublicKey(problems, "masterPublicKeyPem", input.masterPublicKeyPem);
+  checkPublicKey(problems, "minionKeyPair.publicKeyPem", input.minionKeyPair.publicKeyPem);
+  checkPem(problems, "minionKeyPair.privateKeyPem", input.minionKeyPair.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
+  if (problems.length > 0) throw new BootstrapInputError(problems);
+
+  return assemble(input.role, input.provider, {
+    writeFiles: [
+      ...minionFiles({
+        minionId: input.minionId,
+        role: input.role,
+        masterAddress: input.masterAddress,
+        masterFingerprint: saltMasterFingerprint(input.masterPublicKeyPem),
+        minionKeyPair: input.minionKeyPair,
+      }),
+      ...saltScriptFiles(),
+    ],
+    runcmd: [
+      installSaltCommand(["salt-minion"]),
+      ["systemctl", "enable", "--now", "salt-minion"],
+      [BOOTSTRAP_PATHS.waitForMasterAndHighstate],
+    ],
+  });
+}
+
+function awsFiles(aws: SaltMasterBootstrapInput["aws"]): WriteFile[] {
+  const environment = [
+    "# Sourced by the Salt master's bootstrap before the first pillar sync.",
+    `AWS_CONFIG_FILE=${BOOTSTRAP_PATHS.awsConfig}`,
+    `AWS_REGION=${aws.region}`,
+    `AWS_DEFAULT_REGION=${aws.region}`,
+    `CI_FLEET_AWS_ROLE_ARN=${aws.roleArn}`,
+    `CI_FLEET_SSM_PILLAR_PREFIX=${aws.ssmPillarPrefix}`,
+    `CI_FLEET_PILLAR_DIR=${SALT_PATHS.generatedPillar}`,
+    "",
+  ].join("\n");
+  const config = ["[default]", `region = ${aws.region}`];
+  const files = [fileOf(BOOTSTRAP_PATHS.awsEnvironment, environment, "0644")];
+  if (aws.rolesAnywhere) {
+    const ra = aws.rolesAnywhere;
+    config.push(
+      `credential_process = ${BOOTSTRAP_PATHS.awsSigningHelper} credential-process` +
+        ` --certificate ${BOOTSTRAP_PATHS.rolesAnywhereCertificate}` +
+        ` --private-key ${BOOTSTRAP_PATHS.rolesAnywherePrivateKey}` +
+        ` --trust-anchor-arn ${ra.trustAnchorArn} --profile-arn ${ra.profileArn} --role-arn ${aws.roleArn}`,
+    );
+    files.push(
+      fileOf(BOOTSTRAP_PATHS.rolesAnywhereCertificate, normalizePem(ra.certificatePem), "0644"),
+      fileOf(BOOTSTRAP_PATHS.rolesAnywherePrivateKey, normalizePem(ra.privateKeyPem), "0400"),
+    );
+  } else {
+    config.push("# Credentials: the instance profile (IMDS, root only).");
+  }
+  files.splice(1, 0, fileOf(BOOTSTRAP_PATHS.awsConfig, config.join("\n") + "\n", "0644"));
+  return files;
+}
+
+const ARN = /^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{0,12}:[A-Za-z0-9+=,.@_/:-]+$/;
+const IPV4_CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d|[12]\d|3[0-2])$/;
+
+/** User-data of the Salt master `<stack>-salt-master`. */
+export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): CloudConfig {
+  const problems: string[] = [];
+  checkCommon(problems, input.stack, input.provider);
+  const masterMinionId = machineNames.saltMaster(input.stack);
+  checkPublicKey(problems, "masterKeyPair.publicKeyPem", input.masterKeyPair.publicKeyPem);
+  checkPem(problems, "masterKeyPair.privateKeyPem", input.masterKeyPair.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
+  checkPublicKey(problems, "minionKeyPair.publicKeyPem", input.minionKeyPair.publicKeyPem);
+  checkPem(problems, "minionKeyPair.privateKeyPem", input.minionKeyPair.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
+  const seen = new Set<string>([masterMinionId]);
+  for (const minion of input.acceptedMinions) {
+    if (!MINION_ID.test(minion.id) || !minion.id.startsWith(`${input.stack}-`)) {
+      problems.push(`accepted minion id ${JSON.stringify(minion.id)} must be a DNS label starting with "${input.stack}-"`);
+    }
+    if (seen.has(minion.id)) problems.push(`accepted minion id ${JSON.stringify(minion.id)} is duplicated or the master's own`);
+    seen.add(minion.id);
+    checkPublicKey(problems, `acceptedMinions[${minion.id}].publicKeyPem`, minion.publicKeyPem);
+  }
+  if (input.minionNetworks.length === 0) problems.push("minionNetworks: at least one CIDR");
+  for (const cidr of input.minionNetworks) {
+    const m = IPV4_CIDR.exec(cidr);
+    if (!m || m.slice(1, 5).some((octet) => Number(octet) > 255)) problems.push(`minionNetworks: ${JSON.stringify(cidr)} is not an IPv4 CIDR`);
+  }
+  const repo = input.saltRepository;
+  if (!GIT_URL.test(repo.url)) problems.push(`saltRepository.url ${JSON.stringify(repo.url)}: expected https://, ssh:// or git@host:path`);
+  if (!GIT_REF.test(repo.ref)) problems.push(`saltRepository.ref ${JSON.stringify(repo.ref)} is not a plain git ref`);
+  if (repo.deployKeyPem !== undefined) {
+    checkPem(problems, "saltRepository.deployKeyPem", repo.deployKeyPem, OPENSSH_PRIVATE_KEY, "an SSH private key");
+    if (repo.url.startsWith("https://")) problems.push("saltRepository: a deploy key needs an SSH URL");
+  }
+  const aws = input.aws;
+  if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(aws.region)) problems.push(`aws.region ${JSON.stringify(aws.region)} is not a region`);
+  if (!ARN.test(aws.roleArn)) problems.push(`aws.roleArn ${JSON.stringify(aws.roleArn)} is not an ARN`);
+  if (aws.ssmPillarPrefix !== `/ci-fleet/${input.stack}/pillar/`) {
+    problems.push(`aws.ssmPillarPrefix must be /ci-fleet/${input.stack}/pillar/ (docs/contracts.md)`);
+  }
+  if (input.provider === "equinix-metal" && !aws.rolesAnywhere) problems.push("aws.rolesAnywhere is required on equinix-metal");
+  if (input.provider === "aws" && aws.rolesAnywhere) problems.push("aws.rolesAnywhere is for equinix-metal; on aws the instance profile is used");
+  if (aws.rolesAnywhere) {
+    const ra = aws.rolesAnywhere;
+    if (!ARN.test(ra.trustAnchorArn)) problems.push("aws.rolesAnywhere.trustAnchorArn is not an ARN");
+    if (!ARN.test(ra.profileArn)) problems.push("aws.rolesAnywhere.profileArn is not an ARN");
+    checkPem(problems, "aws.rolesAnywhere.certificatePem", ra.certificatePem, CERTIFICATE_PEM, "a PEM certificate");
+    checkPem(problems, "aws.rolesAnywhere.privateKeyPem", ra.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
+  }
+  if (problems.length > 0) throw new BootstrapInputError(problems);
+
+  const masterPublicKey = normalizePem(input.masterKeyPair.publicKeyPem);
+  const accepted = [...input.acceptedMinions, { id: masterMinionId, publicKeyPem: input.minionKeyPair.publicKeyPem }]
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
+  const writeFiles: WriteFile[] = [
+    fileOf(BOOTSTRAP_PATHS.masterConfig, yamlConfigFile("ci-fleet bootstrap: hardened master; Salt manages this file from now on.", buildSaltMasterConfig()), "0644"),
+    fileOf(BOOTSTRAP_PATHS.masterPrivateKey, normalizePem(input.masterKeyPair.privateKeyPem), "0400"),
+    fileOf(BOOTSTRAP_PATHS.masterPublicKey, masterPublicKey, "0644"),
+    ...accepted.map((m) => fileOf(BOOTSTRAP_PATHS.acceptedMinionKey(m.id), normalizePem(m.publicKeyPem), "0644")),
+    ...minionFiles({
+      minionId: masterMinionId,
+      role: "salt-master",
+      masterAddress: "127.0.0.1",
+      masterFingerprint: saltMasterFingerprint(masterPublicKey),
+      minionKeyPair: input.minionKeyPair,
+    }),
+  ];
+  if (repo.deployKeyPem !== undefined) {
+    writeFiles.push(
+      fileOf(BOOTSTRAP_PATHS.saltRepositoryDeployKey, normalizePem(repo.deployKeyPem), "0400"),
+      fileOf(BOOTSTRAP_PATHS.saltRepositoryKnownHosts, PINS.salt_repository_known_hosts, "0644"),
+    );
+  }
+  writeFiles.push(...awsFiles(aws), ...saltScriptFiles(), fileOf(BOOTSTRAP_PATHS.bootstrapSaltMaster, SCRIPTS.bootstrapSaltMaster, "0700"));
+
+  const runcmd: CloudCommand[] = [installSaltCommand(["salt-master", "salt-minion"])];
+  if (aws.rolesAnywhere) {
+    runcmd.push(
+      inlineScript("ci-fleet-install-pinned-download", SCRIPTS.installPinnedDownload, [
+        PINS.aws_signing_helper.url,
+        PINS.aws_signing_helper.sha256,
+        BOOTSTRAP_PATHS.awsSigningHelper,
+        "0755",
+      ]),
+    );
+  }
+  runcmd.push([BOOTSTRAP_PATHS.bootstrapSaltMaster, repo.url, repo.ref]);
+
+  return assemble("salt-master", input.provider, {
+    bootcmd: [inlineScript("ci-fleet-salt-master-firewall", SCRIPTS.saltMasterFirewall, [...input.minionNetworks].sort())],
+    writeFiles,
+    runcmd,
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering and masking.
+
+/** The document with every secret file's content replaced by `[secret]`. */
+export function maskCloudConfigSecrets(doc: CloudConfig): CloudConfig {
+  return {
+    ...doc,
+    write_files: doc.write_files?.map((file) =>
+      SECRET_FILE_PATHS.includes(file.path) ? { ...file, content: SECRET_MASK } : file,
+    ),
+  };
+}
+
+function ordered<T extends object>(value: T, order: readonly (keyof T)[]): Partial<T> {
+  const unknown = Object.keys(value).filter((key) => !order.includes(key as keyof T));
+  if (unknown.length > 0) throw new Error(`cloud-config: unsupported keys ${unknown.join(", ")}`);
+  const out: Partial<T> = {};
+  for (const key of order) if (value[key] !== undefined) out[key] = value[key];
+  return out;
+}
+
+/**
+ * `#cloud-config` + YAML: fixed key order, no anchors or aliases, no line folding.
+ * Same document, same bytes.
+ */
+export function renderCloudConfig(doc: CloudConfig): string {
+  const normalized = ordered(doc, CLOUD_CONFIG_KEY_ORDER);
+  if (normalized.write_files) normalized.write_files = normalized.write_files.map((f) => ordered(f, WRITE_FILE_KEY_ORDER) as WriteFile);
+  return "#cloud-config\n" + YAML.stringify(normalized, { lineWidth: 0, minContentWidth: 0, aliasDuplicateObjects: false });
+}
