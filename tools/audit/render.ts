@@ -107,6 +107,17 @@ export function describeConfigDiff(diff: ConfigDiff): string | undefined {
   return parts.length ? parts.join("; ") : undefined;
 }
 
+/** Consecutive changes of one kind in one commit, kept in order. */
+function groupSecretChanges(changes: SecretChangeWithUpdate[]): SecretChangeWithUpdate[][] {
+  const groups: SecretChangeWithUpdate[][] = [];
+  for (const c of changes) {
+    const last = groups[groups.length - 1];
+    if (last && last[0].commit === c.commit && last[0].change === c.change) last.push(c);
+    else groups.push([c]);
+  }
+  return groups;
+}
+
 function describeApplied(c: SecretChangeWithUpdate): string {
   if (!c.appliedBy) return "no update since";
   return `update ${versionLabel(c.appliedBy)} ${c.appliedBy.result} (by ${c.appliedBy.matchedBy})`;
@@ -130,8 +141,9 @@ function detailLines(entry: TimelineEntry): string[] {
   if (who) detail("run by", who);
   const config = entry.config && describeConfigDiff(entry.config);
   if (config) detail("config", config);
-  for (const c of entry.secretChanges) {
-    detail("secret", `${c.change} ${c.key} (commit ${c.commit.slice(0, 7)} by ${c.author}, ${humanTime(c.time)})`);
+  for (const group of groupSecretChanges(entry.secretChanges)) {
+    const [first] = group;
+    detail("secrets", `${first.change} ${group.map((c) => c.key).join(", ")} (commit ${first.commit.slice(0, 7)} by ${first.author})`);
   }
   return out;
 }
@@ -176,7 +188,11 @@ export function renderHuman(timeline: Timeline, ctx: RenderContext): string {
     if (timeline.secretChanges.length === 0) {
       lines.push("none");
     } else {
-      const rows = timeline.secretChanges.map((c) => [
+      // A new secrets provider re-encrypts every secret: one line, not one per key.
+      const collapsed = groupSecretChanges(timeline.secretChanges).flatMap((group) =>
+        group[0].change === "re-encrypted" && group.length > 1 ? [{ ...group[0], key: `all ${group.length} secrets (secrets provider changed)` }] : group,
+      );
+      const rows = collapsed.map((c) => [
         humanTime(c.time),
         c.change,
         c.key,

@@ -33,7 +33,7 @@ export async function runAudit(argv: string[], deps: AuditDeps): Promise<AuditRe
     };
     const from = args.from ? path.resolve(deps.invocationDir, args.from) : undefined;
     const history = await loadHistory(
-      { stack: args.stack, project: args.project, from, source: args.source, org: args.org },
+      { stack: args.stack, project: args.project, from, fromLabel: args.from, source: args.source, org: args.org },
       deps,
     );
     if (history.operations.length === 0) {

@@ -33,7 +33,10 @@ export interface SourceDeps {
 export interface SourceChoice {
   stack: string;
   project: string;
+  /** Absolute path of a saved history file. */
   from?: string;
+  /** The path as the user typed it, for messages. */
+  fromLabel?: string;
   source?: "cli" | "cloud";
   org?: string;
 }
@@ -54,15 +57,15 @@ function parseJson(text: string, label: string): unknown {
   }
 }
 
-export function loadFromFile(path: string, deps: Pick<SourceDeps, "readFile">): History {
+export function loadFromFile(path: string, deps: Pick<SourceDeps, "readFile">, label = path): History {
   let text: string;
   try {
     text = deps.readFile(path);
   } catch (e) {
-    throw new AuditError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new AuditError(`cannot read ${label}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const { shape, operations } = parseSavedHistory(parseJson(text, path), path);
-  return { source: "file", sourceDetail: `${path} (${shape === "cli" ? "pulumi stack history --json" : "Pulumi Cloud API"} shape)`, operations };
+  const { shape, operations } = parseSavedHistory(parseJson(text, label), label);
+  return { source: "file", sourceDetail: `${label} (${shape === "cli" ? "pulumi stack history --json" : "Pulumi Cloud API"} shape)`, operations };
 }
 
 function firstLine(text: string): string {
@@ -174,7 +177,7 @@ export async function loadFromCloud(choice: SourceChoice, deps: SourceDeps): Pro
 
 /** `--from` wins, then `--source`, else a token means the cloud and a CLI on PATH means the CLI. */
 export async function loadHistory(choice: SourceChoice, deps: SourceDeps): Promise<History> {
-  if (choice.from) return loadFromFile(choice.from, deps);
+  if (choice.from) return loadFromFile(choice.from, deps, choice.fromLabel);
   if (choice.source === "cloud") return loadFromCloud(choice, deps);
   if (choice.source === "cli") return loadFromCli(choice, deps);
   if (deps.env.PULUMI_ACCESS_TOKEN) return loadFromCloud(choice, deps);

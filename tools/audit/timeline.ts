@@ -114,7 +114,9 @@ export function buildTimeline(operations: Operation[], secretChanges: SecretChan
     );
     entry?.secretChanges.push(change);
   }
-  return { entries: entries.reverse(), secretChanges: withUpdates.reverse() };
+  // Newest first; a stable sort keeps one commit's keys in name order.
+  const newestFirst = [...withUpdates].sort((a, b) => b.time.getTime() - a.time.getTime());
+  return { entries: entries.reverse(), secretChanges: newestFirst };
 }
 
 export const KNOWN_KINDS = ["update", "preview", "refresh", "destroy", "import", "rename", "rotation"] as const;
