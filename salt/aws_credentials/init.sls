@@ -1,0 +1,3 @@
+include:
+  - .roles_anywhere
+  - .instance_profile

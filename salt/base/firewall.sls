@@ -1,0 +1,27 @@
+{%- from "base/map.jinja" import base with context %}
+
+base-firewall-nftables-conf-file-managed:
+  file.managed:
+    - name: /etc/nftables.conf
+    - source: salt://base/files/nftables.conf.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0600'
+    # Refuse a ruleset nft cannot load, before it replaces the working one.
+    - check_cmd: /usr/sbin/nft -c -f
+    - context:
+        role: {{ base.role | json }}
+        provider: {{ base.provider | json }}
+        firewall: {{ base.firewall | json }}
+        teleport_auth_address: {{ base.teleport_auth_address | json }}
+    - require:
+      - pkg: base-packages-install-pkg-installed
+
+base-firewall-nftables-service-running:
+  service.running:
+    - name: nftables
+    - enable: True
+    - reload: True
+    - watch:
+      - file: base-firewall-nftables-conf-file-managed

@@ -1,0 +1,8 @@
+include:
+  - .packages
+  - .firewall
+  - .sshd
+  - .upgrades
+  - .timesync
+  - .schedule
+  - .cloudinit

@@ -1,0 +1,7 @@
+include:
+  - runner
+  - .package
+  - .archive
+  - .hooks
+  - .config
+  - .service

@@ -1,0 +1,57 @@
+{%- from "buildkite/map.jinja" import buildkite with context %}
+{%- from "runner/map.jinja" import runner with context %}
+{#- Gated on the netboot self-test (Requires= + After=). The agent exits after each
+    job (disconnect-after-job) and systemd restarts it through the root reset. #}
+{%- set env_file = '/run/' ~ buildkite.runtime_dir ~ '/agent.env' %}
+
+buildkite-service-unit-file-managed:
+  file.managed:
+    - name: /etc/systemd/system/{{ buildkite.unit }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - contents: |
+        # Managed by Salt (buildkite.service).
+        [Unit]
+        Description=Buildkite agent ({{ buildkite.queue }} queue)
+        Requires={{ runner.selftest.unit }}
+        After={{ runner.selftest.unit }} network-online.target
+        Wants=network-online.target
+
+        [Service]
+        User={{ runner.user.name }}
+        Group={{ runner.user.name }}
+        RuntimeDirectory={{ buildkite.runtime_dir }}
+        RuntimeDirectoryMode=0700
+        Environment=HOME={{ runner.user.home }}
+        Environment=BUILDKITE_AGENT_CONFIG={{ buildkite.config_dir }}/buildkite-agent.cfg
+        ExecStartPre=+{{ runner.reset_script }}
+        ExecStartPre={{ buildkite.token_script }} --parameter {{ buildkite.token_parameter }} --region {{ buildkite.region }} --output {{ env_file }}
+        EnvironmentFile=-{{ env_file }}
+        ExecStart=/usr/local/bin/buildkite-agent start
+        KillMode=control-group
+        Restart=always
+        RestartSec=5
+        TimeoutStopSec=60
+        PrivateTmp=yes
+        NoNewPrivileges=yes
+        ProtectSystem=full
+        ProtectKernelTunables=yes
+        ProtectControlGroups=yes
+
+        [Install]
+        WantedBy=multi-user.target
+
+buildkite-service-agent-service-running:
+  service.running:
+    - name: {{ buildkite.unit }}
+    - enable: True
+    - require:
+      - service: runner-selftest-service-running
+      - file: buildkite-archive-binary-file-symlink
+      - file: buildkite-hooks-agent-hooks-file-recurse
+      - file: buildkite-config-token-script-file-managed
+      - file: buildkite-config-build-dir-file-directory
+    - watch:
+      - file: buildkite-service-unit-file-managed
+      - file: buildkite-config-agent-cfg-file-managed

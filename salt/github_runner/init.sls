@@ -1,0 +1,7 @@
+include:
+  - runner
+  - .archive
+  - .hooks
+  - .config
+  - .service
+  - .register

@@ -1,0 +1,8 @@
+{#- Each minion gets exactly the pillar document named by its authenticated id
+    (opts.id is set by the master from the minion's accepted key), never by a grain. #}
+base:
+  '*':
+    - common
+  {{ opts.id | json }}:
+    - match: list
+    - minion

@@ -1,0 +1,7 @@
+include:
+  - .package
+  - .toolchain_versions
+  - .user
+  - .kvm
+  - .reset
+  - .selftest

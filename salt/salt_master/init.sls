@@ -1,0 +1,6 @@
+include:
+  - .repository
+  - .config
+  - .minion_keys
+  - .pillar_sync
+  - .service

@@ -1,0 +1,56 @@
+{%- from "teleport/map.jinja" import teleport with context %}
+{#- Every other machine: the Teleport SSH service from ci_fleet:teleport:node_config.
+    The join token exists only as inline pillar of the master's join orchestration
+    (salt/_runners/ci_fleet.py); in any other run a leftover token file is removed. #}
+{%- set node_config = salt['pillar.get']('ci_fleet:teleport:node_config', '') %}
+{%- set join_token = salt['pillar.get']('ci_fleet_inline:teleport_join_token', '') %}
+include:
+  - teleport
+
+{%- if not node_config %}
+
+teleport-node-pillar-test-fail_without_changes:
+  test.fail_without_changes:
+    - name: pillar ci_fleet:teleport:node_config is required
+{%- else %}
+
+teleport-node-config-file-managed:
+  file.managed:
+    - name: {{ teleport.config_file }}
+    - contents_pillar: ci_fleet:teleport:node_config
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: False
+    - require:
+      - pkg: teleport-package-install-pkg-installed
+
+{%-   if join_token %}
+
+teleport-node-join-token-file-managed:
+  file.managed:
+    - name: {{ teleport.join_token_file }}
+    - contents_pillar: ci_fleet_inline:teleport_join_token
+    - user: root
+    - group: root
+    - mode: '0600'
+    - makedirs: True
+    - show_changes: False
+    # A new token restarts the agent, which then joins with it.
+    - watch_in:
+      - service: teleport-node-service-running
+{%-   else %}
+
+teleport-node-join-token-file-absent:
+  file.absent:
+    - name: {{ teleport.join_token_file }}
+{%-   endif %}
+
+teleport-node-service-running:
+  service.running:
+    - name: teleport
+    - enable: True
+    - watch:
+      - file: teleport-node-config-file-managed
+      - pkg: teleport-package-install-pkg-installed
+{%- endif %}

@@ -1,0 +1,10 @@
+{%- from "teleport/map.jinja" import teleport with context %}
+
+teleport-package-install-pkg-installed:
+  pkg.installed:
+    - name: {{ teleport.package }}
+    - version: {{ teleport.version | json }}
+    - refresh: True
+    - hold: True
+    - require:
+      - file: teleport-repo-sources-file-managed

@@ -1,0 +1,35 @@
+{%- from "teleport/map.jinja" import teleport with context %}
+{%- set repo = teleport.repo %}
+{#- The signing key is downloaded once and installed only if its fingerprint matches
+    the pinned one (check_cmd runs on the downloaded file before it is put in place). #}
+
+teleport-repo-verify-script-file-managed:
+  file.managed:
+    - name: /usr/local/sbin/ci-fleet-verify-key-fingerprint
+    - source: salt://teleport/files/ci-fleet-verify-key-fingerprint
+    - user: root
+    - group: root
+    - mode: '0755'
+
+teleport-repo-signing-key-file-managed:
+  file.managed:
+    - name: {{ repo.key_file }}
+    - source: {{ repo.key_url }}
+    - skip_verify: True
+    - replace: False
+    - check_cmd: /usr/local/sbin/ci-fleet-verify-key-fingerprint {{ repo.key_fingerprint }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - require:
+      - file: teleport-repo-verify-script-file-managed
+
+teleport-repo-sources-file-managed:
+  file.managed:
+    - name: {{ repo.file }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - contents: {{ repo.line | json }}
+    - require:
+      - file: teleport-repo-signing-key-file-managed

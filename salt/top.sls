@@ -1,0 +1,22 @@
+{#- Roles by minion id (the only identity the master authenticates). The CI agent
+    formula comes from pillar, which the master serves by minion id, never a grain. #}
+{%- set agent_formulas = {'github-actions': 'github_runner', 'buildkite': 'buildkite'} %}
+{%- set agent = salt['pillar.get']('ci_fleet:runner:agent', '') %}
+base:
+  '*':
+    - base
+  '*-salt-master':
+    - salt_master
+    - aws_credentials
+  '*-teleport':
+    - teleport.auth
+  '* and not *-teleport':
+    - match: compound
+    - teleport.node
+  '* and not *-salt-master and not *-teleport':
+    - match: compound
+    - runner
+    - aws_credentials
+{%- if agent in agent_formulas %}
+    - {{ agent_formulas[agent] }}
+{%- endif %}
