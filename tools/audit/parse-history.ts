@@ -193,7 +193,8 @@ function parseInfo(
     message: optionalString(info.message, label, `${at}.message`) ?? "",
     actor,
   };
-  if (version !== undefined) op.version = version;
+  // Stack versions start at 1; previews are recorded with version 0, i.e. none.
+  if (version) op.version = version;
   if (extra.updateId) op.updateId = extra.updateId;
   if (endTime) op.endTime = endTime;
   const changes = parseResourceChanges(info.resourceChanges, label, `${at}.resourceChanges`);

@@ -183,6 +183,8 @@ export function renderHuman(timeline: Timeline, ctx: RenderContext): string {
   lines.push("");
   if (!ctx.secretHistoryAvailable) {
     lines.push("Secret changes: not shown.");
+  } else if (ctx.filters.kinds.length > 0 && !ctx.filters.kinds.includes("rotation")) {
+    lines.push("Secret changes: not selected (add --kind rotation).");
   } else {
     lines.push(`Secret changes in the git history of ${ctx.stackFileName}, newest first (key names only):`);
     if (timeline.secretChanges.length === 0) {
