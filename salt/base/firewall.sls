@@ -1,5 +1,8 @@
 {%- from "base/map.jinja" import base with context %}
 
+include:
+  - .packages
+
 base-firewall-nftables-conf-file-managed:
   file.managed:
     - name: /etc/nftables.conf

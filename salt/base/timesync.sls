@@ -1,6 +1,9 @@
 {%- from "base/map.jinja" import base with context %}
 {%- set servers = base.time.servers.get(base.provider, []) %}
 
+include:
+  - .packages
+
 base-timesync-chrony-conf-file-managed:
   file.managed:
     - name: /etc/chrony/conf.d/ci-fleet.conf

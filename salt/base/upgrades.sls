@@ -1,3 +1,6 @@
+include:
+  - .packages
+
 base-upgrades-periodic-file-managed:
   file.managed:
     - name: /etc/apt/apt.conf.d/20auto-upgrades

@@ -1,6 +1,9 @@
 {%- from "buildkite/map.jinja" import buildkite with context %}
 {%- from "runner/map.jinja" import runner with context %}
 
+include:
+  - runner.user
+
 buildkite-config-agent-cfg-file-managed:
   file.managed:
     - name: {{ buildkite.config_dir }}/buildkite-agent.cfg

@@ -3,6 +3,9 @@
     salt/buildkite/files/hooks/ (wrappers + a bundled ci-fleet-job-secrets.js run by
     node), plus the pre-exit cleanup of the checkout. #}
 
+include:
+  - .package
+
 buildkite-hooks-agent-hooks-file-recurse:
   file.recurse:
     - name: {{ buildkite.hooks_dir }}

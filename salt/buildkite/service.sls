@@ -4,6 +4,12 @@
     job (disconnect-after-job) and systemd restarts it through the root reset. #}
 {%- set env_file = '/run/' ~ buildkite.runtime_dir ~ '/agent.env' %}
 
+include:
+  - runner.selftest
+  - .archive
+  - .hooks
+  - .config
+
 buildkite-service-unit-file-managed:
   file.managed:
     - name: /etc/systemd/system/{{ buildkite.unit }}

@@ -2,6 +2,9 @@
 {#- The runner reads .env at start: root-owned, so a job cannot add variables to the
     next runner start (e.g. LD_PRELOAD). #}
 
+include:
+  - .archive
+
 github_runner-config-env-file-managed:
   file.managed:
     - name: {{ github_runner.install_dir }}/.env

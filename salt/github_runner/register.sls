@@ -6,6 +6,9 @@
     never the command line, and is not logged. In a normal highstate there is no
     token and this file does nothing. #}
 {%- set token = salt['pillar.get']('ci_fleet_inline:github_registration_token', '') %}
+include:
+  - .service
+
 {%- if token %}
 {%-   set labels = (github_runner.labels + ['queue-' ~ github_runner.queue]) | join(',') %}
 

@@ -4,6 +4,11 @@
     after one job and unregisters itself; the unit then stays down (no .runner file)
     and tells the master, which registers it again with a fresh token. #}
 
+include:
+  - runner.selftest
+  - .config
+  - .hooks
+
 github_runner-service-unit-file-managed:
   file.managed:
     - name: /etc/systemd/system/{{ github_runner.unit }}

@@ -5,6 +5,9 @@
     keeps the agent stopped. Its output goes to the journal; a failure fails the
     service.running state below, so it shows in every highstate result. #}
 
+include:
+  - .package
+
 runner-selftest-script-file-managed:
   file.managed:
     - name: {{ selftest.script }}

@@ -2,6 +2,9 @@
 {#- The installed toolchain versions: a root-owned file, shown in the highstate output
     when they change, and the ci_fleet_toolchain grain (salt/_grains/ci_fleet.py). #}
 
+include:
+  - .package
+
 runner-toolchain_versions-script-file-managed:
   file.managed:
     - name: {{ runner.versions_script }}

@@ -2,6 +2,9 @@
 {#- The CI agent and its jobs run as this unprivileged user: in group kvm, no sudo,
     no usable password, no login shell (and sshd is off everywhere). #}
 
+include:
+  - .package
+
 runner-user-ci-agent-user-present:
   user.present:
     - name: {{ runner.user.name }}

@@ -1,3 +1,7 @@
+include:
+  - .repository
+  - .config
+
 salt_master-service-salt-master-service-running:
   service.running:
     - name: salt-master

@@ -1,5 +1,8 @@
 {%- from "teleport/map.jinja" import teleport with context %}
 
+include:
+  - .repo
+
 teleport-package-install-pkg-installed:
   pkg.installed:
     - name: {{ teleport.package }}

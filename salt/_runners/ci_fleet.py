@@ -1,0 +1,226 @@
+"""ci_fleet runner module: the master's orchestration (loaded through runner_dirs).
+
+  salt-run ci_fleet.reconcile                      all of the below (master schedule, 5 min)
+  salt-run ci_fleet.join_teleport_nodes            join minions whose Teleport agent is not joined
+  salt-run ci_fleet.register_github_runners [minion=ID]   (also the reactor, per runner)
+  salt-run ci_fleet.deregister_stale               remove GitHub runners that are no minion
+
+Short-lived tokens (Teleport node join, 15 min; GitHub registration, 1 h) reach one
+minion only, as inline pillar of its state.apply. The GitHub App key stays on the
+master. The logic is in `Orchestrator` with every dependency injected (Salt's local
+client, HTTP, clock, JWT signer), so test/salt/test_orchestration.py runs it with fakes.
+"""
+import base64
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+log = logging.getLogger(__name__)
+
+GITHUB_API = "https://api.github.com"
+RUNNER_STATE_FILE = "/opt/actions-runner/.runner"
+TELEPORT_TOKEN_FILE = "/var/lib/teleport/join-token"
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def openssl_rs256(private_key_pem, message):
+    """RS256 with Debian's openssl CLI; the key lives in a 0600 file for one call."""
+    with tempfile.TemporaryDirectory() as directory:
+        key_file = os.path.join(directory, "key.pem")
+        with open(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(private_key_pem)
+        return subprocess.run(["openssl", "dgst", "-sha256", "-sign", key_file], input=message,
+                              stdout=subprocess.PIPE, check=True).stdout
+
+
+def github_app_jwt(app_id, private_key_pem, now, sign=openssl_rs256):
+    header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    # iat 60 s in the past allows for clock drift; GitHub accepts at most 10 min.
+    claims = {"iat": int(now) - 60, "exp": int(now) + 540, "iss": str(app_id)}
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = ("%s.%s" % (header, payload)).encode()
+    return "%s.%s" % (signing_input.decode(), _b64(sign(private_key_pem, signing_input)))
+
+
+def urllib_http(method, url, headers, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+class GitHub:
+    def __init__(self, app, http=urllib_http, clock=time.time, sign=openssl_rs256):
+        self.app, self.http, self.clock, self.sign = app, http, clock, sign
+        self._token = None
+
+    def _call(self, method, path, token, body=None, expect=(200,)):
+        status, data = self.http(method, GITHUB_API + path, {
+            "Accept": "application/vnd.github+json",
+            "Authorization": "Bearer %s" % token,
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": "ci-fleet-salt-master",
+        }, body)
+        if status not in expect:
+            raise RuntimeError("GitHub %s %s: HTTP %s" % (method, path, status))
+        return data
+
+    def installation_token(self):
+        if self._token is None:
+            jwt = github_app_jwt(self.app["app_id"], self.app["private_key_pem"], self.clock(), self.sign)
+            data = self._call("POST", "/app/installations/%s/access_tokens" % self.app["installation_id"],
+                              jwt, expect=(201,))
+            self._token = data["token"]
+        return self._token
+
+    def registration_token(self, org):
+        path = "/orgs/%s/actions/runners/registration-token" % org
+        return self._call("POST", path, self.installation_token(), expect=(201,))["token"]
+
+    def runners(self, org):
+        runners, page = [], 1
+        while True:
+            data = self._call("GET", "/orgs/%s/actions/runners?per_page=100&page=%d" % (org, page),
+                              self.installation_token())
+            runners.extend(data["runners"])
+            if len(runners) >= data["total_count"] or not data["runners"]:
+                return runners
+            page += 1
+
+    def delete_runner(self, org, runner_id):
+        self._call("DELETE", "/orgs/%s/actions/runners/%s" % (org, runner_id),
+                   self.installation_token(), expect=(204,))
+
+
+class Orchestrator:
+    """local(tgt, fun, arg=(), kwarg=None) -> {minion_id: return}, like LocalClient.cmd."""
+
+    def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
+                 sleep=time.sleep, join_timeout=120):
+        self.stack = stack
+        self.minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
+        self.runner_pillar = runner_pillar      # minion_id -> its ci_fleet:runner
+        self.local, self.github, self.sleep = local, github, sleep
+        self.join_timeout = join_timeout
+        self.teleport_id = "%s-teleport" % stack
+
+    # -- Teleport -----------------------------------------------------------------------
+    def join_teleport_nodes(self):
+        joined = set(self.local(self.teleport_id, "ci_fleet_teleport.node_names").get(self.teleport_id) or [])
+        done = []
+        for minion_id in sorted(self.minions):
+            if self.minions[minion_id].get("role") == "teleport" or minion_id in joined:
+                continue
+            token = self.local(self.teleport_id, "ci_fleet_teleport.node_token", kwarg={"ttl": "15m"})[self.teleport_id]
+            try:
+                self.local(minion_id, "state.apply", arg=["teleport.node"],
+                           kwarg={"pillar": {"ci_fleet_inline": {"teleport_join_token": token}}})
+                if self._wait_joined(minion_id):
+                    done.append(minion_id)
+            finally:
+                # The token is single-purpose: revoke it and remove the copy either way.
+                self.local(self.teleport_id, "ci_fleet_teleport.remove_token", arg=[token])
+                self.local(minion_id, "file.remove", arg=[TELEPORT_TOKEN_FILE])
+        return done
+
+    def _wait_joined(self, minion_id):
+        waited = 0
+        while waited <= self.join_timeout:
+            names = self.local(self.teleport_id, "ci_fleet_teleport.node_names").get(self.teleport_id) or []
+            if minion_id in names:
+                return True
+            self.sleep(5)
+            waited += 5
+        log.warning("%s did not join Teleport within %ss", minion_id, self.join_timeout)
+        return False
+
+    # -- GitHub Actions -------------------------------------------------------------------
+    def github_runner_ids(self):
+        return sorted(m for m, spec in self.minions.items()
+                      if spec.get("role") == "runner" and spec.get("agent") == "github-actions")
+
+    def register_github_runners(self, only=None):
+        registered = []
+        for minion_id in self.github_runner_ids():
+            if only and minion_id != only:
+                continue
+            has_state = self.local(minion_id, "file.file_exists", arg=[RUNNER_STATE_FILE]).get(minion_id)
+            if has_state is not False:    # registered, or the minion did not answer
+                continue
+            org = self.runner_pillar[minion_id]["github_organization"]
+            token = self.github.registration_token(org)
+            self.local(minion_id, "state.apply", arg=["github_runner"],
+                       kwarg={"pillar": {"ci_fleet_inline": {"github_registration_token": token}}})
+            registered.append(minion_id)
+        return registered
+
+    def deregister_stale_github_runners(self):
+        """Delete this stack's runners whose name is no current minion."""
+        removed = []
+        organizations = sorted({self.runner_pillar[m]["github_organization"] for m in self.github_runner_ids()})
+        prefix = "%s-" % self.stack
+        for org in organizations:
+            for runner in self.github.runners(org):
+                name = runner["name"]
+                if name.startswith(prefix) and name not in self.minions:
+                    self.github.delete_runner(org, runner["id"])
+                    removed.append(name)
+        return removed
+
+
+# --- Salt entry points (need a running master: __opts__, __salt__) ---------------------
+
+def _orchestrator():
+    import salt.client  # noqa: only on the master
+
+    master_id = __opts__["ci_fleet"]["master_minion_id"]  # noqa: F821 (Salt loader global)
+    stack = master_id[: -len("-salt-master")]
+    master_pillar = __salt__["pillar.show_pillar"](master_id)  # noqa: F821
+    minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
+    runner_pillar = {}
+    for minion_id, spec in minions.items():
+        if spec.get("agent") == "github-actions":
+            pillar = __salt__["pillar.show_pillar"](minion_id)  # noqa: F821
+            runner_pillar[minion_id] = pillar.get("ci_fleet", {}).get("runner", {})
+    client = salt.client.LocalClient(mopts=__opts__)  # noqa: F821
+
+    def local(tgt, fun, arg=(), kwarg=None):
+        return client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or {}, timeout=300)
+
+    app = master_pillar.get("ci_fleet_master", {}).get("github_app")
+    return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None)
+
+
+def join_teleport_nodes():
+    return _orchestrator().join_teleport_nodes()
+
+
+def register_github_runners(minion=None):
+    orchestrator = _orchestrator()
+    return orchestrator.register_github_runners(only=minion) if orchestrator.github else []
+
+
+def deregister_stale():
+    orchestrator = _orchestrator()
+    return orchestrator.deregister_stale_github_runners() if orchestrator.github else []
+
+
+def reconcile():
+    orchestrator = _orchestrator()
+    result = {"teleport_joined": orchestrator.join_teleport_nodes()}
+    if orchestrator.github:
+        result["github_registered"] = orchestrator.register_github_runners()
+        result["github_removed"] = orchestrator.deregister_stale_github_runners()
+    return result
