@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as fs from "fs";
 import * as path from "path";
+import { AnalyzerInfo, EnforcementLevel } from "@pulumi/pulumi/proto/analyzer_pb";
 import { policies } from "../../policy/policies";
 import { EC2_INSTANCE_TYPE } from "../../policy/machines";
 import { Empty, POLICY_DIR, ServedPack, analyzeRequest, call, diagnosticsOf, secretOnTheWire, servePack } from "./analyzer-rpc";
@@ -19,12 +20,16 @@ describe("the served policy pack (gRPC, as pulumi preview --policy-pack policy t
   afterAll(() => pack?.stop());
 
   it("announces every policy with its enforcement level", async () => {
-    const info = await call(pack.client.getAnalyzerInfo.bind(pack.client), new Empty());
+    const info = await call<Empty, AnalyzerInfo>(pack.client.getAnalyzerInfo.bind(pack.client), new Empty());
     expect(info.getName()).toBe("ci-fleet");
     expect(info.getVersion()).toBe(JSON.parse(fs.readFileSync(path.join(POLICY_DIR, "package.json"), "utf8")).version);
     const announced = info.getPoliciesList().map((p) => p.getName());
     expect(announced).toEqual(policies.map((p) => p.name));
     expect(new Set(announced).size).toBe(announced.length);
+    const levels = info.getPoliciesList().map((p) => [p.getName(), p.getEnforcementlevel()]);
+    expect(levels).toEqual(
+      policies.map((p) => [p.name, p.name === "machine-user-data-secret" ? EnforcementLevel.REMEDIATE : EnforcementLevel.MANDATORY]),
+    );
   });
 
   it("blocks a role trusting * and passes the known-good deploy role", async () => {

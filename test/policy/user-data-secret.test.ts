@@ -70,7 +70,7 @@ describe("machine-user-data-secret: remediation pass sees Secret instances", () 
 
 describe("machine-user-data-secret: @pulumi/policy's own Remediate + Analyze handlers (the pulumi preview path)", () => {
   const analyze = inProcessAnalyzer(policies);
-  const ofThisPolicy = (ds: { policy: string }[]) => ds.filter((d) => d.policy === machineUserDataSecret.name);
+  const ofThisPolicy = <T extends { policy: string }>(ds: T[]): T[] => ds.filter((d) => d.policy === machineUserDataSecret.name);
   const description = machineUserDataSecret.description;
 
   it("passes an instance whose userData arrives as a secret", async () => {
