@@ -25,6 +25,16 @@ async function load(ssm: FakeSsm, env: Env = jobEnv()): Promise<JobSecrets & { l
   return { ...secrets, log: sink.lines };
 }
 
+/** The error a load rejects with (the test fails if it resolves). */
+async function failureOf(loading: Promise<unknown>): Promise<Error> {
+  try {
+    await loading;
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error("expected the job to stop, but the secrets loaded");
+}
+
 const envOf = (secrets: JobSecrets) => Object.fromEntries(secrets.env.map((s) => [s.name, s.value]));
 
 describe("levels and override order", () => {
@@ -155,7 +165,7 @@ describe("access lists", () => {
       .put(`${PIPELINE}allowed_teams`, "security")
       .put(`${PIPELINE}env/deploy-token`, "top-secret", { kmsDenied: true })
       .put(`${GLOBAL}env/a`, "1");
-    const error = await load(ssm).catch((e: unknown) => e as Error);
+    const error = await failureOf(load(ssm));
     expect(error).toBeInstanceOf(JobSecretsError);
     expect(error.message).toContain(`pipeline level ${PIPELINE} holds secrets (${PIPELINE}env/deploy-token) that this job may not see`);
     expect(error.message).not.toContain("top-secret");
@@ -185,7 +195,7 @@ describe("fail closed", () => {
     ["a network error on allowed_teams", "getParameter", `${PIPELINE}allowed_teams`, () => awsError("TimeoutError", "socket hang up"), "TimeoutError: socket hang up"],
   ] as const)("%s stops the job", async (_, operation, target, error, shown) => {
     const ssm = new FakeSsm().put(`${GLOBAL}env/a`, "1").fail(operation, target, error);
-    const failure = await load(ssm).catch((e: unknown) => e as Error);
+    const failure = await failureOf(load(ssm));
     expect(failure).toBeInstanceOf(JobSecretsError);
     expect(failure.message).toContain(`cannot read ${target}: ${shown}`);
     expect(failure.message).toContain("cannot be read, so the job stops (fail closed)");

@@ -83,17 +83,20 @@ function sleep(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-/** Stops one agent: SIGTERM, then SIGKILL if it is still alive after 2 s. */
-export function stopAgent(pid: number, socket: string): void {
-  if (!isAlive(pid) || !isOurAgent(pid, socket)) return;
+/**
+ * Stops one agent: SIGTERM, then SIGKILL if it is still alive after 2 s. Returns false
+ * when there was nothing to stop (already gone, or the pid now belongs to another process).
+ */
+export function stopAgent(pid: number, socket: string): boolean {
+  if (!isAlive(pid) || !isOurAgent(pid, socket)) return false;
   for (const [signal, waitMs] of [["SIGTERM", 2000], ["SIGKILL", 2000]] as const) {
     try {
       process.kill(pid, signal);
     } catch {
-      return; // already gone
+      return true; // it went away between the check and the signal
     }
     for (let waited = 0; waited < waitMs; waited += 20) {
-      if (!isAlive(pid)) return;
+      if (!isAlive(pid)) return true;
       sleep(20);
     }
   }

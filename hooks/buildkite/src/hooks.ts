@@ -142,8 +142,11 @@ function stopAll(agents: readonly StartedAgent[], deps: HookDeps): void {
   const failures: string[] = [];
   for (const agent of agents) {
     try {
-      stopAgent(agent.pid, agent.socket);
-      deps.log(`stopped ssh-agent ${agent.pid} (${agent.level} level)`);
+      deps.log(
+        stopAgent(agent.pid, agent.socket)
+          ? `stopped ssh-agent ${agent.pid} (${agent.level} level)`
+          : `ssh-agent ${agent.pid} (${agent.level} level) had already gone`,
+      );
     } catch (error) {
       failures.push((error as Error).message);
     }
