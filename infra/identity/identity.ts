@@ -4,6 +4,7 @@ import * as tls from "@pulumi/tls";
 import { FleetConfig, machineNames } from "../config/model";
 import {
   IdentityTagRole,
+  RESERVED_QUEUE_NAMES,
   SALT_MASTER_OU,
   TELEPORT_OU,
   agentRoleName,
@@ -110,7 +111,8 @@ export function identityConfigProblems(config: FleetConfig): string[] {
   }
   // Statement ids of the key policy are built from these names and must stay distinct.
   const sidOwners = new Map<string, string>();
-  for (const reader of [...Object.keys(config.queues).sort(), SALT_MASTER_OU]) {
+  const sidReaders = Object.keys(config.queues).filter((q) => !RESERVED_QUEUE_NAMES.includes(q)).sort();
+  for (const reader of [...sidReaders, SALT_MASTER_OU]) {
     const sid = sidSuffix(reader);
     const previous = sidOwners.get(sid);
     if (previous !== undefined) problems.push(`"${previous}" and "${reader}" give the same IAM statement id ${sid}`);
