@@ -68,6 +68,8 @@ function runSelftest(args: string[], options: RunOptions = {}): Promise<Run> {
     let stdout = "";
     let stderr = "";
     let interrupted = false;
+    // A run that hangs must fail the test, not outlive it.
+    const hardStop = setTimeout(() => child.kill("SIGKILL"), 45_000);
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
       stdout += chunk;
       const interrupt = options.interrupt;
@@ -81,15 +83,16 @@ function runSelftest(args: string[], options: RunOptions = {}): Promise<Run> {
     });
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
     child.on("error", reject);
-    child.on("close", (code, signal) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(hardStop);
       resolve({
         code,
         signal,
         stdout,
         stderr,
         wallMs: Number((process.hrtime.bigint() - started) / 1_000_000n),
-      }),
-    );
+      });
+    });
   });
 }
 
@@ -229,7 +232,7 @@ describe("ci-netboot-selftest: the script itself", () => {
     // on stdin because nobody may not be able to read the checkout.
     const run = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-s"], {
       encoding: "utf8",
-      input: fs.readFileSync(SCRIPT),
+      input: fs.readFileSync(SCRIPT, "utf8"),
       cwd: "/",
     });
     expect(run.status).toBe(2);
@@ -246,7 +249,7 @@ describe("ci-netboot-selftest: real network boots", () => {
       const run = await runSelftest(["--timeout", "20", "--keep-logs", keep]);
       expect({ code: run.code, stderr: run.stderr }).toEqual({
         code: 0,
-        stderr: expect.stringContaining(`logs kept in ${keep}`),
+        stderr: `ci-netboot-selftest: logs kept in ${keep}\n`,
       });
       for (const line of STAGE_LINES) expect(run.stdout).toMatch(line);
       // Stages are printed in the order the guest reaches them.
