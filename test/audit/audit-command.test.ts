@@ -231,7 +231,7 @@ describe("--json", () => {
       secretChanges: [{ key: "ci-fleet:teleportGithubClientSecret", change: "rotated", commit: repo.commits[3] }],
     });
     expect(doc.operations[3].config.changes).toEqual([{ key: "ci-fleet:auditArchive", change: "added", secret: false }]);
-    expect(doc.secretChanges.find((c: { change: string }) => c.change === "rotated" && c.commit === repo.commits[3])).toEqual({
+    expect(doc.secretChanges.find((c: { change: string; commit: string }) => c.change === "rotated" && c.commit === repo.commits[3])).toEqual({
       time: "2025-03-03T16:20:00Z",
       key: "ci-fleet:teleportGithubClientSecret",
       change: "rotated",

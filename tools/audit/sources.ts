@@ -149,7 +149,8 @@ export async function loadFromCloud(choice: SourceChoice, deps: SourceDeps): Pro
         headers: { Authorization: `token ${token}`, Accept: "application/vnd.pulumi+8" },
       });
     } catch (e) {
-      const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+      const inner = (e as { cause?: { code?: string; message?: string } }).cause;
+      const cause = inner?.code ?? inner?.message ?? (e as Error).message;
       throw new AuditError(`cannot reach the Pulumi backend at ${base}: ${cause}`);
     }
     if (response.status === 401 || response.status === 403) {
