@@ -299,6 +299,25 @@ describe("ci-netboot-selftest: real network boots", () => {
     },
   );
 
+  // Both branches assert real behaviour: this machine decides which one applies.
+  test("--accel kvm boots with KVM where the CPU has vmx/svm, and refuses where it has not", async () => {
+    requireNetbootPrerequisites();
+    const cpuHasVirtualization = /^flags\s*:.*\b(vmx|svm)\b/m.test(fs.readFileSync("/proc/cpuinfo", "utf8"));
+    const run = await runSelftest(["--accel", "kvm", "--timeout", "20"]);
+    if (cpuHasVirtualization) {
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/accelerator kvm \(.*probe guest ran\) {2}ok/);
+      expect(run.stdout).toContain("PASS netboot self-test (kvm)");
+      expectCleanedUp(run, 3);
+    } else {
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain("--accel kvm requested but KVM does not work here: the CPU exposes no vmx/svm");
+      expect(run.stdout).not.toContain("namespace ci-netboot-");
+      const workdir = /workdir (\/\S+)/.exec(run.stdout)![1];
+      expect(fs.existsSync(workdir)).toBe(false);
+    }
+  });
+
   test("--timeout names the stage it was waiting for and cleans up", async () => {
     requireNetbootPrerequisites();
     const run = await runSelftest(["--timeout", "1"]);
