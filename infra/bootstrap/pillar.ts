@@ -1,4 +1,5 @@
 import * as aws from "@pulumi/aws";
+import { gzipSync } from "zlib";
 import * as pulumi from "@pulumi/pulumi";
 import { CiAgentKind, MachineProviderName, MachineRole } from "../config/model";
 
@@ -33,7 +34,8 @@ export interface MinionPillar {
     role: MachineRole;
     provider: MachineProviderName;
     salt: { master_address: string; repository: string; ref: string; minion_public_key_pem: string };
-    aws: { region: string; role_arn: string; ssm_prefix: string; roles_anywhere?: RolesAnywherePillar };
+    /** `ssm_prefix`: the path this minion's role may read (runners: their queue; the master: pillar). */
+    aws: { region: string; role_arn: string; ssm_prefix?: string; roles_anywhere?: RolesAnywherePillar };
     teleport: { auth_address: string; node_config?: string; labels: Record<string, string> };
     runner?: RunnerPillar;
   };
@@ -43,13 +45,19 @@ export interface MinionPillar {
   };
   ci_fleet_teleport?: {
     auth_config: string;
-    resources: string;
+    /** Roles and GitHub connector for `tctl create -f` (secret), gzip + base64: the YAML alone outgrows an SSM parameter. */
+    resources_gzip_base64: string;
     audit?: { bucket: string; events_table: string; region: string };
   };
 }
 
 /** SSM's limit for a parameter (advanced tier); Intelligent-Tiering picks the tier. */
 export const PILLAR_MAX_BYTES = 8192;
+
+/** Text for a `*_gzip_base64` pillar field (gzip's header carries no timestamp here, so output is stable). */
+export function gzipBase64(text: string): string {
+  return gzipSync(Buffer.from(text, "utf8"), { level: 9 }).toString("base64");
+}
 
 /** Stable, compact JSON (keys in insertion order, which the builders fix). */
 export function renderPillarDocument(doc: MinionPillar): string {

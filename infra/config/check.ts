@@ -17,6 +17,7 @@ import {
   TeleportSettings,
   machineNames,
 } from "./model";
+import { buildRoles, ROLE_FLEET_ADMIN } from "../teleport/roles";
 
 /**
  * Pure checking of a stack's plain (non-secret) settings: every problem is collected,
@@ -79,8 +80,6 @@ export const SECRET_KEYS = [
 ] as const;
 export type SecretKey = (typeof SECRET_KEYS)[number];
 
-/** Teleport roles the program defines; `teleport.teamsToRoles` may name only these. */
-export const TELEPORT_ROLE_NAMES = ["fleet-admin", "runner-operator"] as const;
 
 const RESERVED_QUEUE_NAMES = ["salt", "teleport"];
 const RESERVED_RUNNER_NAMES = ["teleport"];
@@ -364,18 +363,21 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     const acmeEmail = c.string("teleport.acmeEmail", to.acmeEmail, EMAIL, "an email address for ACME");
     const githubOrg = c.string("teleport.githubOrg", to.githubOrg, GITHUB_SLUG, "a GitHub organisation name");
     const auditRetentionDays = to.auditRetentionDays === undefined ? 365 : c.integer("teleport.auditRetentionDays", to.auditRetentionDays, 30, 3650);
+    // The roles the program defines for these queues; `teamsToRoles` may name only these.
+    const queueNames = Object.keys((v.queues as Obj | undefined) ?? {}).filter((q) => DNS_LABEL.test(q));
+    const roleNames = buildRoles({ queues: queueNames }).map((r) => r.metadata.name);
     const teamsRaw = c.map("teleport.teamsToRoles", to.teamsToRoles, "GitHub team slugs", /^[a-z0-9][a-z0-9_-]{0,99}$/, "a GitHub team slug (never a user)");
     const teamsToRoles: Record<string, string[]> = {};
     for (const [team, roles] of Object.entries(teamsRaw ?? {})) {
       const list = c.strings(`teleport.teamsToRoles.${team}`, roles, /^.+$/, "Teleport role names");
       for (const r of list ?? []) {
-        if (!(TELEPORT_ROLE_NAMES as readonly string[]).includes(r)) c.problem(`teleport.teamsToRoles.${team}`, `unknown Teleport role ${describe(r)}; expected ${TELEPORT_ROLE_NAMES.join(" | ")}`);
+        if (!roleNames.includes(r)) c.problem(`teleport.teamsToRoles.${team}`, `unknown Teleport role ${describe(r)}; expected ${roleNames.join(" | ")}`);
       }
       if (list && list.length === 0) c.problem(`teleport.teamsToRoles.${team}`, "expected at least one role");
       if (list) teamsToRoles[team] = list;
     }
-    if (teamsRaw && !Object.values(teamsToRoles).some((r) => r.includes("fleet-admin"))) {
-      c.problem("teleport.teamsToRoles", "expected at least one team with the fleet-admin role (or nobody can administer the fleet)");
+    if (teamsRaw && !Object.values(teamsToRoles).some((r) => r.includes(ROLE_FLEET_ADMIN))) {
+      c.problem("teleport.teamsToRoles", `expected at least one team with the ${ROLE_FLEET_ADMIN} role (or nobody can administer the fleet)`);
     }
     if (plan && clusterName && publicAddr && acmeEmail && githubOrg && auditRetentionDays !== undefined && teamsRaw) {
       teleport = { plan, clusterName, publicAddr, acmeEmail, githubOrg, teamsToRoles, auditRetentionDays };

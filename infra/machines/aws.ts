@@ -27,7 +27,7 @@ export class AwsNetwork extends pulumi.ComponentResource {
   constructor(name: string, args: AwsNetworkArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ci-fleet:machines:AwsNetwork", name, {}, opts);
     const { stack, site } = args;
-    const tags = (extra: string) => ({ Name: `${stack}-${extra}`, "ci-fleet:stack": stack });
+    const tags = (extra: string, role?: MachineRole) => ({ Name: `${stack}-${extra}`, "ci-fleet:stack": stack, ...(role ? { "ci-fleet:role": role } : {}) });
     const child = { parent: this };
 
     const vpc = new aws.ec2.Vpc(`${name}-vpc`, { cidrBlock: site.vpcCidr, enableDnsHostnames: true, enableDnsSupport: true, tags: tags("vpc") }, child);
@@ -56,7 +56,7 @@ export class AwsNetwork extends pulumi.ComponentResource {
         { protocol: "tcp", fromPort: TELEPORT_AUTH_PORT, toPort: TELEPORT_AUTH_PORT, cidrBlocks: [site.vpcCidr], description: "Teleport auth, for agents joining over private IPv4" },
       ],
       egress,
-      tags: tags("teleport"),
+      tags: tags("teleport", "teleport"),
     }, child);
     const nodeFromTeleport = { protocol: "tcp", fromPort: TELEPORT_NODE_PORT, toPort: TELEPORT_NODE_PORT, securityGroups: [teleport.id], description: "Teleport proxy to the node's SSH service" };
     const saltMaster = new aws.ec2.SecurityGroup(`${name}-salt-master`, {
@@ -64,14 +64,14 @@ export class AwsNetwork extends pulumi.ComponentResource {
       description: "Salt master: ZeroMQ from the fleet only",
       ingress: [{ protocol: "tcp", ...SALT_PORTS, cidrBlocks: [site.vpcCidr], description: "Salt minions (ZeroMQ publish and return)" }, nodeFromTeleport],
       egress,
-      tags: tags("salt-master"),
+      tags: tags("salt-master", "salt-master"),
     }, child);
     const runner = new aws.ec2.SecurityGroup(`${name}-runner`, {
       vpcId: vpc.id,
       description: "Runners: nothing inbound but Teleport",
       ingress: [nodeFromTeleport],
       egress,
-      tags: tags("runner"),
+      tags: tags("runner", "runner"),
     }, child);
     this.securityGroupIds = { teleport: teleport.id, "salt-master": saltMaster.id, runner: runner.id };
     this.registerOutputs({ vpcId: this.vpcId });
@@ -86,6 +86,8 @@ export class AwsSiteMachines implements MachineSite {
     private readonly stack: string,
     private readonly site: AwsSite,
     private readonly network: AwsNetwork,
+    /** The site's regional provider (machines are not children of the network). */
+    private readonly awsProvider: aws.Provider,
   ) {}
 
   createMachine(name: string, request: MachineRequest, parent: pulumi.Resource): Machine {
@@ -107,7 +109,7 @@ export class AwsSiteMachines implements MachineSite {
         rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: request.role === "runner" ? 200 : 50, deleteOnTermination: true },
         tags: { Name: request.hostname, ...machineTags(this.stack, request) },
       },
-      { parent, ...IGNORE_USER_DATA },
+      { parent, provider: this.awsProvider, ...IGNORE_USER_DATA },
     );
     return {
       hostname: request.hostname,

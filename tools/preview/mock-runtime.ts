@@ -101,6 +101,35 @@ export function fakePem(label: string, seed: string, bodyBytes = 270): string {
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
 }
 
+function derLength(n: number): number[] {
+  if (n < 0x80) return [n];
+  const bytes: number[] = [];
+  for (let x = n; x > 0; x = Math.floor(x / 256)) bytes.unshift(x % 256);
+  return [0x80 | bytes.length, ...bytes];
+}
+function der(tag: number, body: number[]): number[] {
+  return [tag, ...derLength(body.length), ...body];
+}
+
+/**
+ * A deterministic RSA public key (SubjectPublicKeyInfo PEM) that parses like a real one:
+ * the modulus is seeded random bytes, which is all a public key's parser checks. The
+ * matching private key does not exist; the mock's private keys are placeholders.
+ */
+export function fakeRsaPublicKeyPem(seed: string, bits: number): string {
+  let hex = "";
+  for (let i = 0; hex.length < bits / 4; i++) hex += digest(seed, "modulus", String(i));
+  const modulus = [...Buffer.from(hex.slice(0, bits / 4), "hex")];
+  modulus[0] |= 0x80; // full length
+  modulus[modulus.length - 1] |= 0x01; // odd
+  const integer = (b: number[]) => der(0x02, b[0] & 0x80 ? [0, ...b] : b);
+  const rsaPublicKey = der(0x30, [...integer(modulus), ...integer([0x01, 0x00, 0x01])]);
+  const algorithm = der(0x30, [...der(0x06, [...Buffer.from("2a864886f70d010101", "hex")]), 0x05, 0x00]);
+  const spki = der(0x30, [...algorithm, ...der(0x03, [0, ...rsaPublicKey])]);
+  const lines = Buffer.from(spki).toString("base64").match(/.{1,64}/g) ?? [];
+  return `-----BEGIN PUBLIC KEY-----\n${lines.join("\n")}\n-----END PUBLIC KEY-----\n`;
+}
+
 function ipv4ToInt(ip: string): number {
   return ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
 }
@@ -255,7 +284,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
           privateKeyPem: wrapSecret(pem),
           privateKeyPemPkcs8: wrapSecret(pem),
           privateKeyOpenssh: wrapSecret(pem),
-          publicKeyPem: fakePem("PUBLIC KEY", `${seed}:public`, inputs.algorithm === "RSA" ? 294 : 91),
+          publicKeyPem: inputs.algorithm === "RSA" ? fakeRsaPublicKeyPem(`${seed}:public`, Number(inputs.rsaBits ?? 2048)) : fakePem("PUBLIC KEY", `${seed}:public`, 91),
           publicKeyFingerprintSha256: `SHA256:${Buffer.from(h, "hex").toString("base64").replace(/=+$/, "")}`,
         };
       }

@@ -1,0 +1,166 @@
+import * as fs from "fs";
+import * as path from "path";
+import { FleetConfigError } from "../../infra/config/check";
+import { EC2_USER_DATA_LIMIT_BYTES } from "../../infra/bootstrap/cloud-config";
+import { checkCapturedResources } from "../../policy/offline";
+import { accessMatrixPassed, computeAccessMatrix, renderAccessMatrixMarkdown } from "./access-matrix";
+import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts } from "./report";
+import { PreviewRun, runPreview } from "./run";
+import { readStackInput, StackFileError } from "./stack-files";
+
+/**
+ * `npm start [-- --stack NAME] [--config FILE] [--out DIR]`: the offline preview. Runs the
+ * program under Pulumi's mock runtime and writes out/<stack>/{resources.json, report.md,
+ * machines/<name>/user-data}. Exit 0: every check passed; 1: a check failed or the config
+ * is invalid; 2: bad command line or unreadable stack file.
+ */
+
+interface Args {
+  stack: string;
+  configFile?: string;
+  outDir: string;
+}
+
+const USAGE = "usage: npm start -- [--stack NAME] [--config FILE] [--out DIR]";
+
+class UsageError extends Error {}
+
+export function parseArgs(argv: string[]): Args {
+  const args: Args = { stack: "production", outDir: "out" };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith("--")) throw new UsageError(`${flag} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (flag === "--stack") args.stack = value();
+    else if (flag === "--config") args.configFile = value();
+    else if (flag === "--out") args.outDir = value();
+    else if (flag === "--help" || flag === "-h") throw new UsageError(USAGE);
+    else throw new UsageError(`unknown argument ${flag}\n${USAGE}`);
+  }
+  return args;
+}
+
+export interface PreviewOutput {
+  run: PreviewRun;
+  checks: PreviewCheck[];
+  files: Record<string, string>;
+}
+
+/** Everything the preview writes, as file path (relative to out/<stack>) -> content. */
+export async function buildPreview(root: string, stack: string, configFile?: string): Promise<PreviewOutput> {
+  const input = readStackInput(root, stack, configFile);
+  const run = await runPreview(input);
+  const c = run.config;
+
+  const matrix = await computeAccessMatrix(run.resources, { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() });
+  const violations = checkCapturedResources(run.resources, c.stack);
+  const oversized = run.machines.filter((m) => m.userDataBytes > EC2_USER_DATA_LIMIT_BYTES);
+  const largest = run.machines.reduce((a, m) => Math.max(a, m.userDataBytes), 0);
+  const failedAccess = matrix.checks.filter((k) => !k.ok);
+  const checks: PreviewCheck[] = [
+    {
+      name: "policy pack (policy/)",
+      ok: !violations.some((v) => v.enforcement === "mandatory"),
+      detail: violations.length ? violations.map((v) => `${v.policy} on ${v.resource}: ${v.message}`).join("; ") : "no violations",
+    },
+    {
+      name: "IAM access matrix",
+      ok: accessMatrixPassed(matrix),
+      detail: failedAccess.length ? failedAccess.map((k) => `${k.name}: ${k.detail}`).join("; ") : `${matrix.checks.length} checks passed`,
+    },
+    {
+      name: "user-data within 16 KiB (EC2's limit)",
+      ok: oversized.length === 0,
+      detail: oversized.length ? oversized.map((m) => `${m.hostname}: ${m.userDataBytes} bytes`).join("; ") : `largest ${largest} bytes`,
+    },
+  ];
+
+  const files: Record<string, string> = {};
+  const resourcesJson = { stack: run.stack, project: run.project, resources: run.resources };
+  files["resources.json"] = JSON.stringify(resourcesJson, null, 2) + "\n";
+  for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
+  files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix));
+
+  // The last line of defence: no secret value may appear in anything written or printed.
+  const leaks = findSecretLeaks(files, run.secretValues);
+  checks.push({ name: "no secret value in any written file", ok: leaks.length === 0, detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned` });
+  if (leaks.length) {
+    // Never write a file that would leak: keep only the report of what went wrong.
+    for (const f of leaks) delete files[f];
+  }
+  return { run, checks, files };
+}
+
+/** Secrets shorter than this are too likely to match ordinary text to be meaningful. */
+const MIN_SCANNED_SECRET = 8;
+
+export function findSecretLeaks(files: Record<string, string>, secrets: Iterable<string>): string[] {
+  const needles: string[] = [];
+  for (const s of secrets) {
+    if (s.length < MIN_SCANNED_SECRET || s === "[secret]") continue;
+    needles.push(s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1));
+  }
+  return Object.keys(files).filter((f) => needles.some((n) => n.length >= MIN_SCANNED_SECRET && files[f].includes(n))).sort();
+}
+
+export function writePreview(outDir: string, stack: string, files: Record<string, string>): string {
+  const dir = path.join(outDir, stack);
+  fs.rmSync(dir, { recursive: true, force: true });
+  for (const [rel, content] of Object.entries(files)) {
+    const file = path.join(dir, rel);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, content, { mode: 0o644 });
+  }
+  return dir;
+}
+
+export function summary(out: PreviewOutput, dir: string): string {
+  const { run, checks } = out;
+  const lines = [`ci-fleet offline preview of stack ${run.stack} (${run.config.provider}) -> ${dir}/`];
+  lines.push(`  machines: ${run.machines.length} (${machinesPerQueue(run).map(([k, n]) => `${k}: ${n}`).join(", ")})`);
+  lines.push(`  resources: ${run.resources.length}`);
+  for (const [type, n] of resourceCounts(run)) lines.push(`    ${String(n).padStart(4)}  ${type}`);
+  lines.push(`  missing secrets: ${run.config.missingSecrets.length ? run.config.missingSecrets.join(", ") : "none"}`);
+  lines.push("  checks:");
+  for (const k of checks) lines.push(`    ${k.ok ? "ok    " : "FAILED"}  ${k.name}${k.ok ? "" : `: ${k.detail}`}`);
+  return lines.join("\n");
+}
+
+async function main(): Promise<number> {
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    return 2;
+  }
+  try {
+    const out = await buildPreview(process.cwd(), args.stack, args.configFile);
+    const dir = writePreview(args.outDir, args.stack, out.files);
+    process.stdout.write(summary(out, dir) + "\n");
+    return out.checks.every((k) => k.ok) ? 0 : 1;
+  } catch (e) {
+    if (e instanceof FleetConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof StackFileError) {
+      process.stderr.write(`ci-fleet: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`ci-fleet preview: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(70);
+    },
+  );
+}
