@@ -16,16 +16,6 @@ runner-selftest-script-file-managed:
     - group: root
     - mode: '0755'
 
-runner-selftest-assets-file-recurse:
-  file.recurse:
-    - name: {{ selftest.assets_dir }}
-    - source: salt://runner/files/netboot
-    - user: root
-    - group: root
-    - dir_mode: '0755'
-    - file_mode: '0644'
-    - clean: True
-
 runner-selftest-unit-file-managed:
   file.managed:
     - name: /etc/systemd/system/{{ selftest.unit }}
@@ -57,5 +47,4 @@ runner-selftest-service-running:
     - watch:
       - pkg: runner-package-toolchain-pkg-installed
       - file: runner-selftest-script-file-managed
-      - file: runner-selftest-assets-file-recurse
       - file: runner-selftest-unit-file-managed

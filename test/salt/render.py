@@ -55,8 +55,7 @@ REACTOR_CLIENTS = ("runner.", "local.", "wheel.")
 REQUISITES = ("require", "watch", "onchanges", "onfail", "prereq", "use",
               "require_in", "watch_in", "onchanges_in", "onfail_in", "prereq_in", "use_in")
 # Files other engineers build (docs/contracts.md); reported apart while they are missing.
-EXTERNAL_SOURCES = ("salt://runner/files/ci-netboot-selftest", "salt://runner/files/netboot",
-                    "salt://buildkite/files/hooks")
+EXTERNAL_SOURCES = ("salt://runner/files/ci-netboot-selftest", "salt://buildkite/files/hooks")
 # Inline pillar passed by the master's orchestration (salt/_runners/ci_fleet.py).
 PILLAR_INLINE_PREFIXES = ("ci_fleet_inline:",)
 
@@ -330,6 +329,7 @@ class Highstate:
         self.rendered = {}    # sls -> file
         self.errors = []
         self.external_missing = set()
+        self.files = {}       # path on the minion -> rendered text (templates, contents)
 
     def render_sls(self, sls):
         name = sls_file(self.root, sls)
@@ -399,6 +399,8 @@ def check_states(highstate, root, known):
                     (module, target), = ref.items()
                     if target not in by_module.get(module, set()):
                         problems.append("%s: %s %s: %s not in the highstate" % (state_id, requisite, module, target))
+            if isinstance(args.get("contents"), str):
+                highstate.files[args.get("name", state_id)] = args["contents"]
             source = args.get("source")
             for src in source if isinstance(source, list) else [source]:
                 if isinstance(src, str) and src.startswith("salt://"):
@@ -411,8 +413,10 @@ def check_states(highstate, root, known):
                         try:
                             ctx = dict(args.get("defaults") or {})
                             ctx.update(args.get("context") or {})
-                            render_file(highstate.env, src[len("salt://"):], highstate.pillar,
-                                        highstate.grains, highstate.minion_id, ctx)
+                            ctx = dict(highstate.extra, **ctx)
+                            highstate.files[args.get("name", state_id)] = render_file(
+                                highstate.env, src[len("salt://"):], highstate.pillar,
+                                highstate.grains, highstate.minion_id, ctx)
                         except Exception as error:  # noqa: BLE001
                             problems.append("%s: template %s: %s: %s" % (state_id, src, type(error).__name__, error))
     return problems
@@ -502,6 +506,7 @@ def run(root, contracts_md):
             out["problems"].extend(highstate.errors)
             out["problems"].extend(check_states(highstate, root, KNOWN_STATE_FUNCTIONS))
             external = set(highstate.external_missing)
+            out["files"] = highstate.files
 
             # Every other sls (incl. orchestration) renders for this minion too.
             for path in all_sls(root):

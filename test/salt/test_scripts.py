@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""Unit tests of the Python and shell scripts the Salt tree installs, with fakes for AWS,
+GitHub and Salt's local client, and the real openssl, gpg and dpkg-query.
+
+  python3 test/salt/test_scripts.py      (run by test/salt/salt.test.ts)
+"""
+import base64
+import importlib.util
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SALT = os.path.join(ROOT, "salt")
+
+
+def load(name, relpath):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(SALT, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pillar_sync = load("pillar_sync", "salt_master/files/ci_fleet_pillar_sync.py")
+toolchain = load("toolchain", "runner/files/ci_fleet_toolchain_versions.py")
+agent_token = load("agent_token", "buildkite/files/buildkite_agent_token.py")
+orchestration = load("ci_fleet_runner", "_runners/ci_fleet.py")
+
+
+def require_tool(tool, package):
+    if shutil.which(tool) is None:
+        raise AssertionError("%s is missing: apt-get install %s" % (tool, package))
+
+
+class FakeSSM:
+    """get_parameters_by_path with pagination, like boto3's SSM client."""
+
+    def __init__(self, parameters, page_size=2, fail=False):
+        self.parameters, self.page_size, self.fail = parameters, page_size, fail
+        self.calls = []
+
+    def get_parameters_by_path(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.fail:
+            raise RuntimeError("AccessDenied")
+        assert kwargs["WithDecryption"] is True and kwargs["Recursive"] is False
+        names = sorted(n for n in self.parameters if n.startswith(kwargs["Path"]))
+        start = int(kwargs.get("NextToken", 0))
+        page = names[start:start + self.page_size]
+        out = {"Parameters": [{"Name": n, "Value": self.parameters[n]} for n in page]}
+        if start + self.page_size < len(names):
+            out["NextToken"] = str(start + self.page_size)
+        return out
+
+    def get_parameter(self, Name, WithDecryption):
+        assert WithDecryption is True
+        return {"Parameter": {"Name": Name, "Value": self.parameters[Name]}}
+
+
+def doc(minion_id, secret="s3cret"):
+    return json.dumps({"ci_fleet": {"minion_id": minion_id}, "secret": secret})
+
+
+class PillarSyncTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.out = os.path.join(self.dir, "minions")
+        self.commands = []
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def run_sync(self, ssm):
+        return pillar_sync.sync(ssm, "prod", self.out, run=lambda cmd, **kw: self.commands.append(cmd))
+
+    def test_writes_every_document_root_only_across_pages(self):
+        ssm = FakeSSM({"/ci-fleet/prod/pillar/prod-a-r%d" % i: doc("prod-a-r%d" % i) for i in range(5)})
+        changed, removed = self.run_sync(ssm)
+        self.assertEqual(changed, ["prod-a-r%d" % i for i in range(5)])
+        self.assertEqual(removed, [])
+        self.assertEqual(len(ssm.calls), 3)
+        self.assertEqual(stat.S_IMODE(os.stat(self.out).st_mode), 0o700)
+        for name in os.listdir(self.out):
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.out, name)).st_mode), 0o600)
+        with open(os.path.join(self.out, "prod-a-r3.json")) as handle:
+            self.assertEqual(json.load(handle)["ci_fleet"]["minion_id"], "prod-a-r3")
+        self.assertEqual(self.commands[0], ["salt", "--async", "-L", ",".join("prod-a-r%d" % i for i in range(5)),
+                                            "saltutil.refresh_pillar"])
+        self.assertEqual(self.commands[1][-1], "state.apply")
+
+    def test_only_changed_minions_are_refreshed_and_stale_files_removed(self):
+        params = {"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1"),
+                  "/ci-fleet/prod/pillar/prod-a-r2": doc("prod-a-r2")}
+        self.run_sync(FakeSSM(params))
+        self.commands.clear()
+        params["/ci-fleet/prod/pillar/prod-a-r1"] = doc("prod-a-r1", secret="rotated")
+        del params["/ci-fleet/prod/pillar/prod-a-r2"]
+        changed, removed = self.run_sync(FakeSSM(params))
+        self.assertEqual((changed, removed), (["prod-a-r1"], ["prod-a-r2"]))
+        self.assertEqual(sorted(os.listdir(self.out)), ["prod-a-r1.json"])
+        self.assertIn("prod-a-r1", self.commands[0])
+        self.commands.clear()
+        self.assertEqual(self.run_sync(FakeSSM(params)), ([], []))
+        self.assertEqual(self.commands, [])
+
+    def test_fails_closed_without_deleting(self):
+        self.run_sync(FakeSSM({"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}))
+        for ssm, message in [
+            (FakeSSM({}), "no pillar documents"),
+            (FakeSSM({"/ci-fleet/prod/pillar/prod-a-r2": "{not json"}), "not JSON"),
+            (FakeSSM({"/ci-fleet/prod/pillar/prod-a-r2": doc("prod-a-r1")}), "names minion"),
+            (FakeSSM({"/ci-fleet/prod/pillar/../etc": doc("x")}), "unexpected parameter name"),
+        ]:
+            with self.assertRaisesRegex(pillar_sync.SyncError, message):
+                self.run_sync(ssm)
+            self.assertEqual(os.listdir(self.out), ["prod-a-r1.json"])
+        with self.assertRaises(RuntimeError):
+            self.run_sync(FakeSSM({}, fail=True))
+        self.assertEqual(os.listdir(self.out), ["prod-a-r1.json"])
+
+    def test_never_prints_a_value(self):
+        stderr = io.StringIO()
+        import logging
+        handler = logging.StreamHandler(stderr)
+        pillar_sync.LOG.addHandler(handler)
+        pillar_sync.LOG.setLevel(logging.INFO)
+        try:
+            self.run_sync(FakeSSM({"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1", "TOPSECRET")}))
+        finally:
+            pillar_sync.LOG.removeHandler(handler)
+        self.assertIn("prod-a-r1", stderr.getvalue())
+        self.assertNotIn("TOPSECRET", stderr.getvalue())
+
+
+class ToolchainVersionsTest(unittest.TestCase):
+    def test_real_dpkg_query_write_and_check(self):
+        require_tool("dpkg-query", "dpkg")
+        directory = tempfile.mkdtemp()
+        try:
+            path = os.path.join(directory, "versions.json")
+            script = os.path.join(SALT, "runner/files/ci_fleet_toolchain_versions.py")
+            check = [sys.executable, script, "--check", path, "dpkg", "python3"]
+            self.assertEqual(subprocess.run(check).returncode, 1)
+            out = subprocess.run([sys.executable, script, "--write", path, "dpkg", "python3"],
+                                 stdout=subprocess.PIPE, check=True).stdout
+            versions = json.loads(out)
+            self.assertEqual(sorted(versions), ["dpkg", "python3"])
+            self.assertRegex(versions["dpkg"], r"^\d")
+            self.assertEqual(subprocess.run(check).returncode, 0)
+            missing = subprocess.run([sys.executable, script, "--write", path, "no-such-package-ci"],
+                                     stderr=subprocess.PIPE)
+            self.assertNotEqual(missing.returncode, 0)
+            self.assertIn(b"not installed: no-such-package-ci", missing.stderr)
+        finally:
+            shutil.rmtree(directory)
+
+
+class AgentTokenTest(unittest.TestCase):
+    def test_writes_root_only_environment_file(self):
+        directory = tempfile.mkdtemp()
+        try:
+            out = os.path.join(directory, "agent.env")
+            ssm = FakeSSM({"/ci-fleet/prod/default/buildkite/agent-token": "tok-123\n"})
+            agent_token.main(["--parameter", "/ci-fleet/prod/default/buildkite/agent-token",
+                              "--region", "us-east-1", "--output", out], ssm=ssm)
+            with open(out) as handle:
+                self.assertEqual(handle.read(), "BUILDKITE_AGENT_TOKEN=tok-123\n")
+            self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o600)
+            bad = FakeSSM({"/p": "tok\nLD_PRELOAD=/x"})
+            with self.assertRaises(SystemExit):
+                agent_token.main(["--parameter", "/p", "--region", "r", "--output", out], ssm=bad)
+        finally:
+            shutil.rmtree(directory)
+
+
+class FingerprintScriptTest(unittest.TestCase):
+    def test_real_gpg_accepts_only_the_pinned_key(self):
+        require_tool("gpg", "gpg")
+        home = tempfile.mkdtemp()
+        try:
+            env = dict(os.environ, GNUPGHOME=home)
+            subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "ci-fleet test <t@example>",
+                            "ed25519", "sign", "1d"], env=env, check=True, stderr=subprocess.DEVNULL)
+            listing = subprocess.run(["gpg", "--with-colons", "--list-keys"], env=env, check=True,
+                                     stdout=subprocess.PIPE, universal_newlines=True).stdout
+            fpr = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][0]
+            key = os.path.join(home, "key.asc")
+            with open(key, "wb") as handle:
+                handle.write(subprocess.run(["gpg", "--armor", "--export"], env=env, check=True,
+                                            stdout=subprocess.PIPE).stdout)
+            script = os.path.join(SALT, "teleport/files/ci-fleet-verify-key-fingerprint")
+            self.assertEqual(subprocess.run(["sh", script, fpr.lower(), key]).returncode, 0)
+            wrong = subprocess.run(["sh", script, "0" * 40, key], stderr=subprocess.PIPE)
+            self.assertEqual(wrong.returncode, 1)
+            self.assertIn(b"fingerprint mismatch", wrong.stderr)
+        finally:
+            shutil.rmtree(home)
+
+
+class FakeGitHubHTTP:
+    def __init__(self, runners=()):
+        self.calls = []
+        self.runners = list(runners)
+
+    def __call__(self, method, url, headers, body=None):
+        self.calls.append((method, url, headers["Authorization"]))
+        path = url[len(orchestration.GITHUB_API):]
+        if path == "/app/installations/456/access_tokens":
+            return 201, {"token": "ghs_installation"}
+        if path.endswith("/actions/runners/registration-token"):
+            assert headers["Authorization"] == "Bearer ghs_installation"
+            return 201, {"token": "REG-TOKEN", "expires_at": "later"}
+        if path.startswith("/orgs/example-org/actions/runners?"):
+            page = int(path.rsplit("page=", 1)[1])
+            chunk = self.runners[(page - 1) * 2: page * 2]   # two per page: pagination
+            return 200, {"total_count": len(self.runners), "runners": chunk}
+        if method == "DELETE":
+            return 204, None
+        return 404, None
+
+
+class FakeLocal:
+    def __init__(self, joined=(), registered=()):
+        self.calls = []
+        self.joined = list(joined)
+        self.registered = set(registered)
+
+    def __call__(self, tgt, fun, arg=(), kwarg=None):
+        self.calls.append((tgt, fun, list(arg), kwarg))
+        if fun == "ci_fleet_teleport.node_names":
+            return {tgt: list(self.joined)}
+        if fun == "ci_fleet_teleport.node_token":
+            return {tgt: "JOIN-%d" % len(self.calls)}
+        if fun == "state.apply" and arg == ["teleport.node"]:
+            self.joined.append(tgt)
+        if fun == "file.file_exists":
+            return {tgt: tgt in self.registered}
+        return {tgt: True}
+
+
+MASTER_PILLAR = {"ci_fleet_master": {"minions": {
+    "prod-salt-master": {"role": "salt-master"},
+    "prod-teleport": {"role": "teleport"},
+    "prod-default-r1": {"role": "runner", "queue": "default", "agent": "github-actions"},
+    "prod-default-r2": {"role": "runner", "queue": "default", "agent": "github-actions"},
+    "prod-release-r1": {"role": "runner", "queue": "release", "agent": "buildkite"},
+}, "github_app": {"app_id": "123", "installation_id": "456", "private_key_pem": "unused"}}}
+RUNNER_PILLAR = {m: {"github_organization": "example-org"} for m in ("prod-default-r1", "prod-default-r2")}
+
+
+class OrchestrationTest(unittest.TestCase):
+    def github(self, http):
+        return orchestration.GitHub(MASTER_PILLAR["ci_fleet_master"]["github_app"], http=http,
+                                    clock=lambda: 1700000000, sign=lambda key, msg: b"sig")
+
+    def test_teleport_join_gives_each_token_to_one_minion_then_revokes_it(self):
+        local = FakeLocal(joined=["prod-default-r1"])
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, sleep=lambda s: None)
+        self.assertEqual(orch.join_teleport_nodes(), ["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        applies = [c for c in local.calls if c[1] == "state.apply"]
+        tokens = [c[3]["pillar"]["ci_fleet_inline"]["teleport_join_token"] for c in applies]
+        self.assertEqual([c[0] for c in applies], ["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        self.assertEqual(len(set(tokens)), 3)
+        for token, apply in zip(tokens, applies):
+            given_to = [c[0] for c in local.calls if c[3] and token in json.dumps(c[3])]
+            self.assertEqual(given_to, [apply[0]])
+            self.assertIn(("prod-teleport", "ci_fleet_teleport.remove_token", [token], None), local.calls)
+            self.assertIn((apply[0], "file.remove", [orchestration.TELEPORT_TOKEN_FILE], None), local.calls)
+        self.assertTrue(all(c[1] != "state.apply" or c[0] != "prod-teleport" for c in local.calls))
+        self.assertTrue(all(not c[1].startswith("cmd.") for c in local.calls))
+
+    def test_github_registration_only_for_unregistered_runners(self):
+        http = FakeGitHubHTTP()
+        local = FakeLocal(registered={"prod-default-r1"})
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, self.github(http))
+        self.assertEqual(orch.register_github_runners(), ["prod-default-r2"])
+        apply = [c for c in local.calls if c[1] == "state.apply"]
+        self.assertEqual(apply, [("prod-default-r2", "state.apply", ["github_runner"],
+                                  {"pillar": {"ci_fleet_inline": {"github_registration_token": "REG-TOKEN"}}})])
+        self.assertEqual([c[:2] for c in http.calls], [
+            ("POST", orchestration.GITHUB_API + "/app/installations/456/access_tokens"),
+            ("POST", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/registration-token")])
+        self.assertTrue(http.calls[0][2].startswith("Bearer ey"))   # the App JWT
+
+    def test_deregisters_only_this_stacks_runners_that_are_no_minion(self):
+        http = FakeGitHubHTTP(runners=[
+            {"id": 1, "name": "prod-default-r1"}, {"id": 2, "name": "prod-default-r9"},
+            {"id": 3, "name": "staging-default-r1"}, {"id": 4, "name": "prod-old-r1"},
+            {"id": 5, "name": "someone-elses-runner"}])
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, FakeLocal(), self.github(http))
+        self.assertEqual(orch.deregister_stale_github_runners(), ["prod-default-r9", "prod-old-r1"])
+        deletes = [c[1] for c in http.calls if c[0] == "DELETE"]
+        self.assertEqual(deletes, [orchestration.GITHUB_API + "/orgs/example-org/actions/runners/2",
+                                   orchestration.GITHUB_API + "/orgs/example-org/actions/runners/4"])
+
+    def test_github_app_jwt_verifies_with_openssl(self):
+        require_tool("openssl", "openssl")
+        directory = tempfile.mkdtemp()
+        try:
+            key = os.path.join(directory, "app.pem")
+            subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                            "-out", key], check=True, stderr=subprocess.DEVNULL)
+            pub = os.path.join(directory, "app.pub")
+            subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True)
+            with open(key) as handle:
+                jwt = orchestration.github_app_jwt("123", handle.read(), 1700000000)
+            header, payload, signature = jwt.split(".")
+            pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+            self.assertEqual(json.loads(base64.urlsafe_b64decode(pad(header))), {"alg": "RS256", "typ": "JWT"})
+            self.assertEqual(json.loads(base64.urlsafe_b64decode(pad(payload))),
+                             {"iat": 1699999940, "exp": 1700000540, "iss": "123"})
+            sig = os.path.join(directory, "sig")
+            with open(sig, "wb") as handle:
+                handle.write(base64.urlsafe_b64decode(pad(signature)))
+            data = os.path.join(directory, "data")
+            with open(data, "w") as handle:
+                handle.write(header + "." + payload)
+            verify = subprocess.run(["openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, data],
+                                    stdout=subprocess.PIPE)
+            self.assertEqual(verify.returncode, 0, verify.stdout)
+        finally:
+            shutil.rmtree(directory)
+
+
+if __name__ == "__main__":
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    sys.exit(0 if result.wasSuccessful() else 1)
