@@ -1,4 +1,4 @@
-import { readSecretsContext, type Env } from "../../hooks/buildkite/src/context";
+import { jobPaths, readSecretsContext, type Env } from "../../hooks/buildkite/src/context";
 import { JobSecretsError } from "../../hooks/buildkite/src/errors";
 import { loadJobSecrets, type JobSecrets } from "../../hooks/buildkite/src/secrets";
 import { listParameters } from "../../hooks/buildkite/src/ssm";
@@ -242,5 +242,32 @@ describe("job context", () => {
     [{ BUILDKITE_REPO: "/local/path" }, "neither a URL nor user@host:path"],
   ])("%j: %s", (overrides, message) => {
     expect(() => readSecretsContext(jobEnv(overrides))).toThrow(message);
+  });
+});
+
+describe("job state paths", () => {
+  const job = "0190a4b2-7c1e-4d7e-9a0b-123456789abc";
+
+  test("CI_FLEET_STATE_DIR/<job-id>, else a sibling of the agent's build path", () => {
+    expect(jobPaths({ BUILDKITE_JOB_ID: job, CI_FLEET_STATE_DIR: "/var/lib/ci-agent/work/tmp/job-secrets" }).stateFile).toBe(
+      `/var/lib/ci-agent/work/tmp/job-secrets/${job}/state.json`,
+    );
+    const fallback = jobPaths({ BUILDKITE_JOB_ID: job, BUILDKITE_BUILD_PATH: "/var/lib/ci-agent/work/builds" });
+    expect(fallback.dir).toBe(`/var/lib/ci-agent/work/tmp/job-secrets/${job}`);
+    expect(fallback.socketFor("pipeline")).toBe(`/var/lib/ci-agent/work/tmp/job-secrets/${job}/pipeline.sock`);
+  });
+
+  test.each([
+    [{ BUILDKITE_JOB_ID: "../../etc", CI_FLEET_STATE_DIR: "/s" }, "is not a job id"],
+    [{ BUILDKITE_JOB_ID: job }, "BUILDKITE_BUILD_PATH is not set (or set CI_FLEET_STATE_DIR)"],
+    [{ BUILDKITE_JOB_ID: job, CI_FLEET_STATE_DIR: "relative/dir" }, "is not an absolute path"],
+  ])("%j: %s", (env, message) => {
+    expect(() => jobPaths(env)).toThrow(message);
+  });
+
+  test("a socket path that cannot fit a Unix socket is refused before any agent starts", () => {
+    const paths = jobPaths({ BUILDKITE_JOB_ID: job, CI_FLEET_STATE_DIR: `/${"d".repeat(60)}` });
+    expect(() => paths.socketFor("pipeline")).toThrow("too long for a Unix socket");
+    expect(() => jobPaths({ BUILDKITE_JOB_ID: job, CI_FLEET_STATE_DIR: `/${"d".repeat(40)}` }).socketFor("pipeline")).not.toThrow();
   });
 });

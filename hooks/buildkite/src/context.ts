@@ -67,12 +67,13 @@ export interface JobPaths {
   socketFor(kind: LevelKind): string;
 }
 
-/** Unix socket paths longer than this do not fit `sun_path` on Linux (108 bytes with NUL, some margin). */
-const MAX_SOCKET_PATH = 100;
+/** The longest path a Unix socket can have on Linux (`sun_path` is 108 bytes with the NUL). */
+const MAX_SOCKET_PATH = 107;
 
 /**
  * `$CI_FLEET_STATE_DIR/<job-id>/` (Salt sets CI_FLEET_STATE_DIR to a directory in the
- * agent's home), else `<build-path>/../tmp/ci-fleet-job-secrets/<job-id>/`.
+ * agent's home), else `<build-path>/../tmp/job-secrets/<job-id>/`. Kept short: the
+ * agent sockets live there too.
  */
 export function jobPaths(env: Env): JobPaths {
   const jobId = required(env, "BUILDKITE_JOB_ID", "set by the Buildkite agent");
@@ -80,12 +81,12 @@ export function jobPaths(env: Env): JobPaths {
   const root =
     env.CI_FLEET_STATE_DIR !== undefined && env.CI_FLEET_STATE_DIR !== ""
       ? env.CI_FLEET_STATE_DIR
-      : path.join(required(env, "BUILDKITE_BUILD_PATH", "or set CI_FLEET_STATE_DIR"), "..", "tmp", "ci-fleet-job-secrets");
+      : path.join(required(env, "BUILDKITE_BUILD_PATH", "or set CI_FLEET_STATE_DIR"), "..", "tmp", "job-secrets");
   if (!path.isAbsolute(root)) throw new JobSecretsError(`the state directory "${root}" is not an absolute path`);
   const dir = path.join(root, jobId);
   const socketFor = (kind: LevelKind) => {
     const socket = path.join(dir, `${kind}.sock`);
-    if (socket.length > MAX_SOCKET_PATH) {
+    if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new JobSecretsError(`the agent socket path ${socket} is too long for a Unix socket; shorten CI_FLEET_STATE_DIR`);
     }
     return socket;
