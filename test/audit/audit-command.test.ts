@@ -399,6 +399,28 @@ describe("errors: one line on stderr, exit 2", () => {
   });
 });
 
+test("--help prints the usage and exits 0", async () => {
+  const r = await run(["--help"]);
+  expect(r.code).toBe(0);
+  expect(lines(r.stdout)[0]).toBe("Usage: npm run audit -- --stack NAME [options]");
+});
+
+test("terminal escape sequences recorded in a message or name are not passed to the terminal", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-audit-escape-"));
+  try {
+    const history = JSON.parse(fs.readFileSync(CLI_FIXTURE, "utf8"));
+    history[0].message = "\u001b]0;owned\u0007\u001b[2JTeardown";
+    history[0].environment["git.author"] = "Eve\u001b[31m";
+    const file = path.join(dir, "history.json");
+    fs.writeFileSync(file, JSON.stringify(history));
+    const r = await run(["--stack", "production", "--from", file, "--no-git"]);
+    expect(r.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f]/);
+    expect(rows(r.stdout)[0]).toBe("2025-03-11 09:00:00  v9       destroy  succeeded  Eve\ufffd[31m    \ufffd]0;owned\ufffd\ufffd[2JTeardown");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 describe("secrets", () => {
   test("a secret value in a saved history (an export made with --show-secrets) is never printed", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-audit-planted-"));

@@ -20,6 +20,9 @@ export interface RenderContext {
   totalOperations: number;
 }
 
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/g;
+
 /** `2025-03-14 09:12:03` (UTC). */
 export function humanTime(d: Date): string {
   return d.toISOString().replace("T", " ").replace(/\.\d{3}Z$/, "");
@@ -207,7 +210,8 @@ export function renderHuman(timeline: Timeline, ctx: RenderContext): string {
     }
   }
   for (const note of ctx.notes) lines.push(`note: ${note}`);
-  return lines.join("\n") + "\n";
+  // Messages, names and keys are recorded by whoever ran pulumi: no terminal escapes.
+  return lines.map((l) => l.replace(CONTROL_CHARACTERS, "\ufffd")).join("\n") + "\n";
 }
 
 function actorJson(a: Actor): Record<string, string> {
