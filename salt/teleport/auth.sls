@@ -1,9 +1,10 @@
 {%- from "teleport/map.jinja" import teleport with context %}
 {#- The Teleport machine: auth + proxy from ci_fleet_teleport:auth_config; roles and
-    the GitHub connector applied with tctl from ci_fleet_teleport:resources through a
-    root-only file in /run that is removed right after. #}
+    the GitHub connector applied with tctl from ci_fleet_teleport:resources_gzip_base64
+    (gzip+base64: the YAML alone outgrows an SSM parameter) through root-only files in
+    /run that are removed right after. #}
 {%- set auth_config = salt['pillar.get']('ci_fleet_teleport:auth_config', '') %}
-{%- set resources = salt['pillar.get']('ci_fleet_teleport:resources', '') %}
+{%- set resources = salt['pillar.get']('ci_fleet_teleport:resources_gzip_base64', '') %}
 include:
   - teleport
 
@@ -11,7 +12,7 @@ include:
 
 teleport-auth-pillar-test-fail_without_changes:
   test.fail_without_changes:
-    - name: pillar ci_fleet_teleport:auth_config and ci_fleet_teleport:resources are required on the Teleport machine
+    - name: pillar ci_fleet_teleport:auth_config and ci_fleet_teleport:resources_gzip_base64 are required on the Teleport machine
 {%- else %}
 {%-   set digest = resources | sha256 %}
 
@@ -36,8 +37,8 @@ teleport-auth-service-running:
 
 teleport-auth-resources-file-managed:
   file.managed:
-    - name: {{ teleport.resources_file }}
-    - contents_pillar: ci_fleet_teleport:resources
+    - name: {{ teleport.resources_file }}.gz.b64
+    - contents_pillar: ci_fleet_teleport:resources_gzip_base64
     - user: root
     - group: root
     - mode: '0600'
@@ -51,14 +52,20 @@ teleport-auth-resources-file-managed:
 
 teleport-auth-resources-apply-cmd-run:
   cmd.run:
-    - name: tctl create -f {{ teleport.resources_file }} && mkdir -p {{ teleport.resources_stamp.rsplit('/', 1)[0] }} && echo {{ digest }} > {{ teleport.resources_stamp }}
+    - name: >-
+        umask 077 &&
+        base64 -d {{ teleport.resources_file }}.gz.b64 | gunzip > {{ teleport.resources_file }} &&
+        tctl create -f {{ teleport.resources_file }} && mkdir -p {{ teleport.resources_stamp.rsplit('/', 1)[0] }} && echo {{ digest }} > {{ teleport.resources_stamp }}
     - output_loglevel: quiet
     - onchanges:
       - file: teleport-auth-resources-file-managed
 
-teleport-auth-resources-file-absent:
+{%- for suffix in ['', '.gz.b64'] %}
+
+teleport-auth-resources{{ suffix | replace('.', '-') }}-file-absent:
   file.absent:
-    - name: {{ teleport.resources_file }}
+    - name: {{ teleport.resources_file }}{{ suffix }}
     - require:
       - cmd: teleport-auth-resources-apply-cmd-run
+{%- endfor %}
 {%- endif %}

@@ -3,7 +3,9 @@
 Two stacks, one per provider; each has a Salt master, a Teleport machine, one GitHub
 Actions runner and one Buildkite runner. Secret values are obvious fakes.
 """
+import base64
 import copy
+import gzip
 
 FAKE_CERT = "-----BEGIN CERTIFICATE-----\nFAKE-CERT\n-----END CERTIFICATE-----\n"
 FAKE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nFAKE-SECRET-KEY\n-----END RSA PRIVATE KEY-----\n"
@@ -73,7 +75,8 @@ def documents():
                            teleport_ip, {"role": "teleport", "stack": stack})
         teleport["ci_fleet_teleport"] = {
             "auth_config": "version: v3\nteleport:\n  nodename: %s\n" % teleport_id,
-            "resources": "kind: role\nversion: v7\nmetadata:\n  name: fake\n---\nkind: github\n",
+            "resources_gzip_base64": base64.b64encode(gzip.compress(
+                b"kind: github\nspec:\n  client_secret: FAKE-SECRET-KEY\n", mtime=0)).decode(),
         }
         if provider == "aws":
             teleport["ci_fleet_teleport"]["audit"] = {"bucket": "ci-fleet-audit", "region": "us-east-1"}

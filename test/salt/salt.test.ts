@@ -68,7 +68,7 @@ const expectedTop: Record<string, string[]> = {
   "staging-infra-r1": ["base", "teleport.node", "runner", "aws_credentials", "github_runner"],
   "staging-default-r1": ["base", "teleport.node", "runner", "aws_credentials", "buildkite"],
 };
-const FAKE_SECRETS = ["FAKE-SECRET-KEY", "kind: github"];
+const FAKE_SECRETS = ["FAKE-SECRET-KEY", "kind: github", "H4sI"];
 
 let rendered: RenderResult;
 beforeAll(() => {
