@@ -63,8 +63,11 @@ class FakeSSM:
         return {"Parameter": {"Name": Name, "Value": self.parameters[Name]}}
 
 
-def doc(minion_id, secret="s3cret"):
-    return json.dumps({"ci_fleet": {"minion_id": minion_id}, "secret": secret})
+def doc(minion_id, secret="s3cret", role="runner"):
+    return json.dumps({"ci_fleet": {"minion_id": minion_id, "role": role,
+                                    "salt": {"minion_public_key_pem": "PUB-" + minion_id},
+                                    "runner": {"queue": "a", "agent": "buildkite"} if role == "runner" else None},
+                       "secret": secret})
 
 
 class PillarSyncTest(unittest.TestCase):
@@ -108,6 +111,24 @@ class PillarSyncTest(unittest.TestCase):
         self.commands.clear()
         self.assertEqual(self.run_sync(FakeSSM(params)), ([], []))
         self.assertEqual(self.commands, [])
+
+    def test_master_gets_the_index_of_every_minion_with_its_key(self):
+        params = {"/ci-fleet/prod/pillar/prod-salt-master": doc("prod-salt-master", role="salt-master"),
+                  "/ci-fleet/prod/pillar/prod-teleport": doc("prod-teleport", role="teleport"),
+                  "/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}
+        self.run_sync(FakeSSM(params))
+        with open(os.path.join(self.out, "prod-salt-master.json")) as handle:
+            master = json.load(handle)
+        self.assertEqual(sorted(master["ci_fleet_master"]["minions"]), ["prod-a-r1", "prod-salt-master", "prod-teleport"])
+        self.assertEqual(master["ci_fleet_master"]["minions"]["prod-a-r1"],
+                         {"role": "runner", "public_key_pem": "PUB-prod-a-r1", "queue": "a", "agent": "buildkite"})
+        # Only the master learns about the others.
+        with open(os.path.join(self.out, "prod-a-r1.json")) as handle:
+            self.assertNotIn("ci_fleet_master", json.load(handle))
+        # Adding a runner is a new document: the master's index (and so its accepted keys) follows.
+        params["/ci-fleet/prod/pillar/prod-a-r2"] = doc("prod-a-r2")
+        changed, _ = self.run_sync(FakeSSM(params))
+        self.assertEqual(changed, ["prod-a-r2", "prod-salt-master"])
 
     def test_fails_closed_without_deleting(self):
         self.run_sync(FakeSSM({"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}))

@@ -61,6 +61,34 @@ def fetch_documents(ssm, stack):
         kwargs["NextToken"] = token
 
 
+def with_minion_index(documents):
+    """Give the master's document the index of every minion (role, queue, agent, public key).
+
+    The index is derived here, from the documents themselves, rather than written by
+    `pulumi up` into the master's own parameter: listing every minion's key there would
+    outgrow SSM's 8 KiB parameter limit at a few dozen machines. A minion exists in the
+    fleet exactly when its pillar document does.
+    """
+    index = {}
+    for minion_id, document in sorted(documents.items()):
+        fleet = document.get("ci_fleet", {})
+        entry = {"role": fleet.get("role"), "public_key_pem": fleet.get("salt", {}).get("minion_public_key_pem")}
+        if not entry["public_key_pem"]:
+            raise SyncError("pillar document of %s has no ci_fleet:salt:minion_public_key_pem" % minion_id)
+        runner = fleet.get("runner")
+        if runner:
+            entry["queue"] = runner.get("queue")
+            entry["agent"] = runner.get("agent")
+        index[minion_id] = entry
+    out = {}
+    for minion_id, document in documents.items():
+        if document.get("ci_fleet", {}).get("role") == "salt-master":
+            document = dict(document)
+            document["ci_fleet_master"] = dict(document.get("ci_fleet_master") or {}, minions=index)
+        out[minion_id] = document
+    return out
+
+
 def render(document):
     return (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
 
@@ -125,7 +153,7 @@ def notify_minions(minion_ids, run=subprocess.run, apply_states=True):
 
 
 def sync(ssm, stack, output_dir, run=subprocess.run, apply_states=True):
-    documents = fetch_documents(ssm, stack)
+    documents = with_minion_index(fetch_documents(ssm, stack))
     changed, removed = write_documents(output_dir, documents)
     LOG.info("%d documents, changed: %s, removed: %s", len(documents),
              ", ".join(changed) or "none", ", ".join(removed) or "none")
