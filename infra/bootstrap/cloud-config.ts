@@ -14,9 +14,12 @@
  *   2. `bootcmd` = [metadata guard, OpenSSH masking, user-data lock, role guards...]
  *      followed by the base `bootcmd`: the guards always run first, on every boot.
  *   3. `write_files` = base files, then per-machine files in builder order.
- *   4. `runcmd` = [user-data lock], base `runcmd`, then the per-machine sequence.
+ *   4. `runcmd` = base `runcmd`, then the per-machine sequence. (The user-data lock runs in
+ *      bootcmd, not runcmd: cloud-init writes its copies before bootcmd, and bootcmd runs
+ *      on every boot, before any service, so no job ever sees them readable.)
  */
 import { createHash, createPublicKey } from "crypto";
+import { gzipSync } from "zlib";
 import { readFileSync } from "fs";
 import * as path from "path";
 import * as YAML from "yaml";
@@ -158,7 +161,18 @@ function loadPins(): Pins {
 
 export const PINS: Readonly<Pins> = loadPins();
 
-const script = (name: string) => readCloudInitFile(path.join("scripts", name));
+/**
+ * A script as shipped in user-data: the repository file without its comment-only and blank
+ * lines (the "why" stays in cloud-init/scripts/; user-data bytes are scarce). The shebang stays.
+ */
+export function compactScript(text: string): string {
+  return text
+    .split("\n")
+    .filter((line, i) => (i === 0 && line.startsWith("#!")) || !/^\s*(#.*)?$/.test(line))
+    .map((line) => line.replace(/\s+$/, ""))
+    .join("\n") + "\n";
+}
+const script = (name: string) => compactScript(readCloudInitFile(path.join("scripts", name)));
 const SCRIPTS = {
   metadataGuard: script("metadata-guard.sh"),
   disableOpenSsh: script("disable-openssh.sh"),
@@ -397,11 +411,7 @@ function assemble(role: MachineRole, provider: MachineProviderName, parts: {
     ...base,
     bootcmd: [...firstBootCommands(provider), ...(parts.bootcmd ?? []), ...(base.bootcmd ?? [])],
     write_files: [...(base.write_files ?? []), ...parts.writeFiles],
-    runcmd: [
-      inlineScript("ci-fleet-lock-user-data", SCRIPTS.lockUserData),
-      ...(base.runcmd ?? []),
-      ...parts.runcmd,
-    ],
+    runcmd: [...(base.runcmd ?? []), ...parts.runcmd],
   };
 }
 
@@ -600,4 +610,13 @@ export function renderCloudConfig(doc: CloudConfig): string {
   const normalized = ordered(doc, CLOUD_CONFIG_KEY_ORDER);
   if (normalized.write_files) normalized.write_files = normalized.write_files.map((f) => ordered(f, WRITE_FILE_KEY_ORDER) as WriteFile);
   return "#cloud-config\n" + YAML.stringify(normalized, { lineWidth: 0, minContentWidth: 0, aliasDuplicateObjects: false });
+}
+
+/**
+ * User-data as EC2 receives it (`userDataBase64` of aws.ec2.Instance): gzip, which
+ * cloud-init detects and decompresses, so the master's key-heavy document fits EC2's
+ * 16 KiB limit. Deterministic: zlib writes no file name and a zero timestamp.
+ */
+export function gzipUserData(rendered: string): Buffer {
+  return gzipSync(new TextEncoder().encode(rendered), { level: 9 });
 }

@@ -99,7 +99,7 @@ describe("saltMasterFingerprint (Salt's pem_finger with sha256)", () => {
 
   it("hashes the base64 text with its newlines, not the decoded key", () => {
     const der = createPublicKey(vector).export({ type: "spki", format: "der" });
-    const derFinger = createHash("sha256").update(der).digest("hex").match(/../g)!.join(":");
+    const derFinger = createHash("sha256").update(new Uint8Array(der)).digest("hex").match(/../g)!.join(":");
     expect(saltMasterFingerprint(vector)).not.toBe(derFinger);
     // CRLF, a missing final newline and blank lines do not change it (Salt skips blank lines).
     expect(saltMasterFingerprint(vector.replace(/\n/g, "\r\n").trimEnd())).toBe(saltMasterFingerprint(vector));
@@ -137,8 +137,10 @@ describe("first things at boot, every role and provider", () => {
     const openssh = (bootcmd[1] as string[])[2]!;
     expect(openssh).toMatch(/systemctl stop ssh\.socket ssh\.service/);
     expect(openssh).toMatch(/systemctl mask ssh\.service ssh\.socket sshd\.service/);
-    // The lock runs again first thing in runcmd, before any agent can start.
-    expect(inlineName(doc.runcmd![0])).toBe("ci-fleet-lock-user-data");
+    // The lock covers every copy cloud-init keeps of user-data.
+    const lock = (bootcmd[2] as string[])[2]!;
+    for (const copy of ["user-data.txt*", "cloud-config.txt", "obj.pkl", "instance-data-sensitive.json"]) expect(lock).toContain(copy);
+    expect(lock).toContain('chmod 0600 "$f"');
   });
 
   it("pins the metadata addresses per provider", () => {
@@ -226,7 +228,6 @@ describe("the Salt master", () => {
     const doc = masterDoc(provider);
     const steps = doc.runcmd!.map((c) => (Array.isArray(c) ? (inlineName(c) ?? c.find((a) => a.startsWith("/"))) : c));
     expect(steps).toEqual([
-      "ci-fleet-lock-user-data",
       BOOTSTRAP_PATHS.installSalt,
       ...(provider === "equinix-metal" ? ["ci-fleet-install-pinned-download"] : []),
       BOOTSTRAP_PATHS.bootstrapSaltMaster,
