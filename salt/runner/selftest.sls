@@ -31,7 +31,7 @@ runner-selftest-unit-file-managed:
         [Service]
         Type=oneshot
         RemainAfterExit=yes
-        ExecStart={{ selftest.script }}
+        ExecStart={{ selftest.script }} --timeout {{ selftest.boot_timeout_seconds }}
         TimeoutStartSec={{ selftest.timeout_seconds }}
         StandardOutput=journal
         StandardError=journal
