@@ -117,7 +117,7 @@ export function productionFleet(provider: MachineProviderName): FleetConfig {
   return config;
 }
 
-export const MANY_QUEUES = 24;
+export const MANY_QUEUES = 16;
 export const MANY_RUNNERS_PER_QUEUE = 3;
 
 /**

@@ -189,7 +189,7 @@ async function decide(simulation: Simulation, label: string, errors: string[]): 
 
 function simulation(principal: string, action: string, resource: string, identity: { name: string; policy: Document }[], resourcePolicy?: Document, context: Record<string, string> = {}): Simulation {
   return {
-    request: { principal, action, resource: { resource, accountId: accountOfArn(resource) }, contextVariables: context },
+    request: { principal, action, resource: { resource, accountId: accountOfArn(resource) ?? accountOfArn(principal) }, contextVariables: context },
     identityPolicies: identity,
     serviceControlPolicies: [],
     resourceControlPolicies: [],
@@ -395,7 +395,13 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
     fleetRoles.flatMap((f) => f.role.attachedPolicyArns.map((arn) => `${f.role.name} has ${arn} attached`)),
     "no managed policy attached to a fleet role",
   );
-  check("the evaluator accepted every request", [...new Set(errors)], "no simulation error (actions and policies valid)");
+  // A misspelled action in a policy matches nothing and would pass silently as a deny:
+  // every non-wildcard action written anywhere must be one the evaluator knows.
+  const writtenActions = new Set(statementsOf(resources).flatMap(({ statement: s }) => [...asArray(s.Action), ...asArray(s.NotAction)]));
+  for (const action of [...writtenActions].filter((a) => !a.includes("*")).sort()) {
+    await decide(simulation(sessionOf(arns.role(ctx.accountId, "access-matrix-probe")), action, "*", []), `action ${action} written in a policy`, errors);
+  }
+  check("the evaluator accepted every request", [...new Set(errors)], `no simulation error; all ${writtenActions.size} actions written in policies are known`);
   return { assume, read, checks };
 }
 
