@@ -43,14 +43,16 @@ describe("committed bundle and wrappers", () => {
 });
 
 /** Serves FakeSsm over SSM's awsJson1_1 protocol, as the SDK expects it. */
-async function serveSsm(ssm: FakeSsm): Promise<{ url: string; close: () => Promise<void>; targets: string[] }> {
+async function serveSsm(ssm: FakeSsm): Promise<{ url: string; close: () => Promise<void>; targets: string[]; authorizations: string[] }> {
   const targets: string[] = [];
+  const authorizations: string[] = [];
   const server = http.createServer((request, response) => {
     let body = "";
     request.on("data", (chunk) => (body += chunk));
     request.on("end", () => {
       const target = String(request.headers["x-amz-target"] ?? "");
       targets.push(target);
+      authorizations.push(String(request.headers.authorization ?? ""));
       const input = JSON.parse(body || "{}");
       const call =
         target === "AmazonSSM.GetParameter"
@@ -74,6 +76,7 @@ async function serveSsm(ssm: FakeSsm): Promise<{ url: string; close: () => Promi
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     targets,
+    authorizations,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }
@@ -136,6 +139,13 @@ describe("the installed hooks, end to end (real SDK, local SSM endpoint)", () =>
       .put(`${Q}github.com_example-org_netboot.git/env/npm-token`, "from-repo")
       .put(`${Q}netboot-release/allowed_teams`, "maintainers")
       .put(`${Q}netboot-release/env/hostile`, hostile);
+    // Credentials and region the way Salt sets them up on runners: ~/.aws/config with a credential_process.
+    fs.mkdirSync(path.join(work, ".aws"));
+    const credentials = { Version: 1, AccessKeyId: "ASIAFROMCREDPROCESS", SecretAccessKey: "not-a-real-secret", SessionToken: "not-a-real-token", Expiration: "2099-01-01T00:00:00Z" };
+    fs.writeFileSync(path.join(work, "credentials.json"), JSON.stringify(credentials));
+    fs.writeFileSync(path.join(work, ".aws", "config"), `[default]\nregion = eu-west-1\ncredential_process = /bin/cat ${path.join(work, "credentials.json")}\n`);
+    const env = agentEnv("");
+    for (const name of ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) delete env[name];
     const server = await serveSsm(ssm);
     try {
       const result = await bash(
@@ -147,7 +157,7 @@ cp "$CI_FLEET_STATE_DIR/$BUILDKITE_JOB_ID/state.json" state-after-environment.js
 . ${hooks("post-checkout")} || exit 13
 . ${hooks("pre-exit")} || exit 14
 printf '%s' "\${NPM_TOKEN-unset} \${HOSTILE-unset} \${SSH_AUTH_SOCK-unset}"`,
-        agentEnv(server.url),
+        { ...env, AWS_ENDPOINT_URL_SSM: server.url },
       );
       expect(result.stderr).not.toContain("from-global");
       expect(result.code).toBe(0);
@@ -164,6 +174,8 @@ printf '%s' "\${NPM_TOKEN-unset} \${HOSTILE-unset} \${SSH_AUTH_SOCK-unset}"`,
       // The real SDK paginated (page size 1) and read every access list.
       expect(server.targets.filter((t) => t === "AmazonSSM.GetParameter")).toHaveLength(6);
       expect(server.targets.filter((t) => t === "AmazonSSM.GetParametersByPath").length).toBeGreaterThan(3);
+      // Signed with the credential_process credentials for the config file's region.
+      expect(server.authorizations.every((a) => a.includes("Credential=ASIAFROMCREDPROCESS/") && a.includes("/eu-west-1/ssm/aws4_request"))).toBe(true);
     } finally {
       await server.close();
     }

@@ -2,12 +2,13 @@ import { GetParameterCommand, GetParametersByPathCommand, SSMClient } from "@aws
 import type { ParameterStore } from "./ssm";
 
 /**
- * The real store: SDK v3 with the default credential chain (instance profile on AWS,
- * `credential_process` with IAM Roles Anywhere on Equinix), so the calls are made as
- * the queue's agent role, which IAM limits to the queue's prefix.
+ * The real store: SDK v3 with the default credential chain (on runners, the
+ * `credential_process` Salt writes to ~/.aws/config: instance-profile credentials on
+ * AWS, IAM Roles Anywhere on Equinix), so the calls are made as the queue's agent role,
+ * which IAM limits to the queue's prefix. Region: AWS_REGION, else ~/.aws/config.
  */
-export function awsParameterStore(region: string): ParameterStore {
-  const client = new SSMClient({ region });
+export function awsParameterStore(region: string | undefined): ParameterStore {
+  const client = new SSMClient(region === undefined || region === "" ? {} : { region });
   return {
     getParameter: (input) => client.send(new GetParameterCommand(input)),
     getParametersByPath: (input) => client.send(new GetParametersByPathCommand(input)),

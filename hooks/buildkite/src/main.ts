@@ -30,13 +30,9 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    const region = process.env.AWS_REGION ?? "";
     const shell = await runHook(hook as HookName, {
       env: process.env,
-      store: () => {
-        if (region === "") throw new JobSecretsError("AWS_REGION is not set (Salt writes it to the agent's environment file)");
-        return awsParameterStore(region);
-      },
+      store: () => awsParameterStore(process.env.AWS_REGION),
       log,
     });
     writeAll(SHELL_FD, shell);
