@@ -18,6 +18,7 @@ import {
   machineNames,
 } from "./model";
 import { buildRoles, ROLE_FLEET_ADMIN } from "../teleport/roles";
+import { RESERVED_QUEUE_NAMES } from "../identity/names";
 
 /**
  * Pure checking of a stack's plain (non-secret) settings: every problem is collected,
@@ -80,8 +81,6 @@ export const SECRET_KEYS = [
 ] as const;
 export type SecretKey = (typeof SECRET_KEYS)[number];
 
-
-const RESERVED_QUEUE_NAMES = ["salt", "teleport"];
 const RESERVED_RUNNER_NAMES = ["teleport"];
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;

@@ -128,6 +128,14 @@ describe("deliberately broken policies fail their checks", () => {
     ]);
   });
 
+  test("a Deny for everyone (e.g. deny without TLS) is not a wildcard grant", async () => {
+    const resources = clone();
+    setPolicy(resources, ROLE, "identity-deploy-release-artifacts", "assumeRolePolicy", (doc) => {
+      doc.Statement.push({ Sid: "DenyInsecure", Effect: "Deny", Principal: "*", Action: "sts:AssumeRole", Condition: { Bool: { "aws:SecureTransport": "false" } } });
+    });
+    expect(failed(await evaluate(resources))).toEqual([]);
+  });
+
   test("a deploy role also trusting the untrusted queue's agent role", async () => {
     const resources = clone();
     setPolicy(resources, ROLE, "identity-deploy-infra-dns", "assumeRolePolicy", (doc) => {

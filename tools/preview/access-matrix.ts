@@ -382,7 +382,8 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
   // Structural: no wildcard principal, no Action "*" on Resource "*", no Not* in an Allow.
   const wildcardFailures = statementsOf(resources).flatMap(({ where, statement: s }) => {
     const found: string[] = [];
-    if (principalIsWildcard(s.Principal) || principalIsWildcard(s.NotPrincipal)) found.push(`${where}: Principal "*"`);
+    // A Deny for everyone (e.g. "deny any request without TLS") is the one safe use of "*".
+    if (s.Effect !== "Deny" && (principalIsWildcard(s.Principal) || principalIsWildcard(s.NotPrincipal))) found.push(`${where}: Principal "*"`);
     if (isStar(s.Action) && (isStar(s.Resource) || s.Resource === undefined)) found.push(`${where}: Action "*" on Resource "*"`);
     if (s.Effect === "Allow" && (s.NotAction || s.NotResource || s.NotPrincipal)) found.push(`${where}: Allow with NotAction/NotResource/NotPrincipal`);
     return found;

@@ -332,6 +332,11 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   pulumi.runtime.setAllConfig(options.config ?? {}, options.secretKeys ?? []);
   await pulumi.runtime.setMocks(mocks, project, options.stack, true);
   let result: T | undefined;
+  // Pulumi records a stack trace for every promise it makes; under the mocks that is most
+  // of the run time. Nothing here reads those traces.
+  const stackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
   await pulumi.runtime.runInPulumiStack(async () => {
     mocks.captureOptions();
     result = program();
@@ -339,5 +344,8 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   });
   // runInPulumiStack resolves before the registrations it started have reached the mocks.
   await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
   return { result: result as T, mocks };
 }
