@@ -109,8 +109,8 @@ function describe(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "a list";
   if (typeof v === "object") return "a map";
-  const s = JSON.stringify(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+  if (typeof v === "string" && v.length > 60) return `${JSON.stringify(v.slice(0, 57))} (${v.length} characters)`;
+  return JSON.stringify(v);
 }
 
 function parseCidr(v: string): { base: number; bits: number } | undefined {
