@@ -13,7 +13,7 @@ rm -rf "$work" && install -d -m 0700 "$work" "$work/gnupg"
 curl --fail --silent --show-error --location --proto '=https,file' --max-time 120 \
   --output "$work/key" "$SALT_KEY_URL"
 # Exactly one primary key, and it is the pinned one.
-fingerprints=$(gpg --batch --homedir "$work/gnupg" --show-keys --with-colons "$work/key" \
+fingerprints=$(gpg --batch --quiet --homedir "$work/gnupg" --show-keys --with-colons "$work/key" \
   | awk -F: '$1 == "pub" { want = 1; next } want && $1 == "fpr" { print $10; want = 0 }')
 if [ "$fingerprints" != "$SALT_KEY_FINGERPRINT" ]; then
   echo "ci-fleet-install-salt: signing key fingerprint is not the pinned $SALT_KEY_FINGERPRINT" >&2
@@ -21,7 +21,7 @@ if [ "$fingerprints" != "$SALT_KEY_FINGERPRINT" ]; then
 fi
 gpg --batch --quiet --homedir "$work/gnupg" --import "$work/key"
 install -d -m 0755 "$(dirname "$keyring")"
-gpg --batch --homedir "$work/gnupg" --export "$SALT_KEY_FINGERPRINT" > "$work/keyring.gpg"
+gpg --batch --quiet --homedir "$work/gnupg" --export "$SALT_KEY_FINGERPRINT" > "$work/keyring.gpg"
 install -m 0644 "$work/keyring.gpg" "$keyring"
 cat > "$sources" <<SOURCES
 Types: deb
