@@ -20,7 +20,13 @@ git -C /srv/ci-fleet/repo checkout --quiet --detach FETCH_HEAD
 chown -R root:root /etc/salt/pki
 chmod 0400 /etc/salt/pki/master/master.pem /etc/salt/pki/minion/minion.pem
 set -a; . /etc/ci-fleet/aws/environment; set +a
-/srv/ci-fleet/repo/salt/salt_master/files/ci-fleet-pillar-sync
+# The first pillar sync, before the master starts: every minion's pillar, and every
+# minion's key accepted from the authoritative list in SSM (user-data pre-seeded those it
+# could fit). The stack is the second path element of /ci-fleet/<stack>/pillar/.
+stack=$(printf '%s' "$CI_FLEET_SSM_PILLAR_PREFIX" | cut -d/ -f3)
+python3 /srv/ci-fleet/repo/salt/salt_master/files/ci_fleet_pillar_sync.py \
+  --stack "$stack" --region "$AWS_REGION" --output "$CI_FLEET_PILLAR_DIR/minions" \
+  --bootstrap-accept-keys /etc/salt/pki/master/minions
 systemctl enable --now salt-master
 systemctl enable --now salt-minion
 exec /usr/local/sbin/ci-fleet-wait-for-master-and-highstate

@@ -11,7 +11,7 @@ export const SALT_PATHS = {
   pillarTree: "/srv/ci-fleet/repo/salt/pillar",
   /** Written by ci-fleet-pillar-sync from SSM; root-only; never under a file root. */
   generatedPillar: "/srv/ci-fleet/pillar",
-  pillarSync: "/srv/ci-fleet/repo/salt/salt_master/files/ci-fleet-pillar-sync",
+  pillarSync: "/srv/ci-fleet/repo/salt/salt_master/files/ci_fleet_pillar_sync.py",
 } as const;
 
 /**

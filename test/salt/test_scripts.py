@@ -130,6 +130,17 @@ class PillarSyncTest(unittest.TestCase):
         changed, _ = self.run_sync(FakeSSM(params))
         self.assertEqual(changed, ["prod-a-r2", "prod-salt-master"])
 
+    def test_first_boot_accepts_every_minion_key_and_notifies_nobody(self):
+        pki = os.path.join(self.dir, "pki", "minions")
+        params = {"/ci-fleet/prod/pillar/prod-salt-master": doc("prod-salt-master", role="salt-master"),
+                  "/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}
+        pillar_sync.sync(FakeSSM(params), "prod", self.out, run=lambda cmd, **kw: self.commands.append(cmd),
+                         accept_keys_dir=pki)
+        self.assertEqual(sorted(os.listdir(pki)), ["prod-a-r1", "prod-salt-master"])
+        with open(os.path.join(pki, "prod-a-r1")) as handle:
+            self.assertEqual(handle.read(), "PUB-prod-a-r1")
+        self.assertEqual(self.commands, [])
+
     def test_fails_closed_without_deleting(self):
         self.run_sync(FakeSSM({"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}))
         for ssm, message in [

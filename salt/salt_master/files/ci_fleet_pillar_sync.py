@@ -152,11 +152,42 @@ def notify_minions(minion_ids, run=subprocess.run, apply_states=True):
             stdout=subprocess.DEVNULL)
 
 
-def sync(ssm, stack, output_dir, run=subprocess.run, apply_states=True):
+def accept_minion_keys(pki_dir, documents):
+    """Pre-seed the accepted key of every minion that has a pillar document.
+
+    Used at the master's first boot, before salt-master starts: the user-data pre-seeds
+    the keys of the machines that existed when the master was created (as far as they fit
+    in 16 KiB); this accepts every one of them from the authoritative list in SSM. Later,
+    the salt_master.minion_keys state keeps the directory equal to the index.
+    """
+    os.makedirs(pki_dir, mode=0o700, exist_ok=True)
+    accepted = []
+    for minion_id, document in sorted(documents.items()):
+        key = document["ci_fleet"]["salt"]["minion_public_key_pem"]  # checked by with_minion_index
+        path = os.path.join(pki_dir, minion_id)
+        data = key.encode()
+        try:
+            with open(path, "rb") as handle:
+                if handle.read() == data:
+                    continue
+        except FileNotFoundError:
+            pass
+        write_atomically(path, data)
+        os.chmod(path, 0o644)
+        accepted.append(minion_id)
+    return accepted
+
+
+def sync(ssm, stack, output_dir, run=subprocess.run, apply_states=True, accept_keys_dir=None):
     documents = with_minion_index(fetch_documents(ssm, stack))
     changed, removed = write_documents(output_dir, documents)
     LOG.info("%d documents, changed: %s, removed: %s", len(documents),
              ", ".join(changed) or "none", ", ".join(removed) or "none")
+    if accept_keys_dir:
+        # First boot: Salt is not running yet, so nobody is notified.
+        accepted = accept_minion_keys(accept_keys_dir, documents)
+        LOG.info("accepted minion keys written: %s", ", ".join(accepted) or "none")
+        return changed, removed
     notify_minions(changed, run=run, apply_states=apply_states)
     return changed, removed
 
@@ -168,13 +199,16 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     parser.add_argument("--no-apply", action="store_true",
                         help="only refresh pillar; the scheduled highstate applies it")
+    parser.add_argument("--bootstrap-accept-keys", metavar="PKI_DIR",
+                        help="first boot: also pre-seed every minion's key into PKI_DIR; notify nobody")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     import boto3  # Debian python3-boto3; imported here so tests need no AWS SDK.
 
     ssm = boto3.client("ssm", region_name=args.region)
     try:
-        sync(ssm, args.stack, args.output, apply_states=not args.no_apply)
+        sync(ssm, args.stack, args.output, apply_states=not args.no_apply,
+             accept_keys_dir=args.bootstrap_accept_keys)
     except SyncError as error:
         LOG.error("%s", error)
         return 1
