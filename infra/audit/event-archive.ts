@@ -121,8 +121,8 @@ export function ciEventArchiveArgsProblems(args: CiEventArchiveArgs): string[] {
   }
   const names = ciEventArchiveNames(args.stack, args.accountId);
   if (!BUCKET_NAME.test(names.bucket)) problems.push(`bucket name "${names.bucket}" is not a valid S3 bucket name (3-63 characters)`);
-  for (const name of [names.deliveryStream, names.rule]) {
-    if (!STREAM_OR_RULE_NAME.test(name)) problems.push(`name "${name}" is longer than 64 characters or has characters AWS refuses`);
+  for (const [what, name] of [["Firehose stream", names.deliveryStream], ["EventBridge rule", names.rule]]) {
+    if (!STREAM_OR_RULE_NAME.test(name)) problems.push(`${what} name "${name}" is ${name.length} characters or has characters AWS refuses; at most 64 of A-Z a-z 0-9 _ . -`);
   }
   for (const role of [names.auditorRole, names.deliveryRole, names.routingRole]) {
     const problem = roleNameProblem(role);
@@ -367,9 +367,10 @@ export class CiEventArchive extends pulumi.ComponentResource {
   public readonly eventBusName: pulumi.Output<string>;
 
   constructor(name: string, args: CiEventArchiveArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("ci-fleet:audit:CiEventArchive", name, {}, opts);
+    // Checked before registering anything, so bad config leaves no half-made component.
     const problems = ciEventArchiveArgsProblems(args);
     if (problems.length > 0) throw new Error(`CiEventArchive ${name}:\n- ${problems.join("\n- ")}`);
+    super("ci-fleet:audit:CiEventArchive", name, {}, opts);
     const retentionDays = args.retentionDays ?? DEFAULT_RETENTION_DAYS;
     const names = ciEventArchiveNames(args.stack, args.accountId);
     const { accountId, region } = args;
