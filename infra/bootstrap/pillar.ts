@@ -56,7 +56,7 @@ export const PILLAR_MAX_BYTES = 8192;
 
 /** Text for a `*_gzip_base64` pillar field (gzip's header carries no timestamp here, so output is stable). */
 export function gzipBase64(text: string): string {
-  return gzipSync(Buffer.from(text, "utf8"), { level: 9 }).toString("base64");
+  return gzipSync(new TextEncoder().encode(text), { level: 9 }).toString("base64");
 }
 
 /** Stable, compact JSON (keys in insertion order, which the builders fix). */

@@ -13,7 +13,7 @@ import { TeleportAuditStorage } from "../teleport/audit-storage";
 import { renderYaml } from "../teleport/yaml";
 import { RunnerQueue, SaltMaster, TeleportNode } from "./machine-components";
 import { SaltKeyPair, SaltKeys } from "./salt-keys";
-import { CloudConfig, renderCloudConfig, RolesAnywhereCredentials } from "../bootstrap/cloud-config";
+import { CloudConfig, EC2_USER_DATA_LIMIT_BYTES, gzipUserData, renderCloudConfig, RolesAnywhereCredentials } from "../bootstrap/cloud-config";
 import { minionCloudConfig, saltMasterCloudConfig } from "./user-data";
 
 /** What the preview and the stack outputs show of each machine. */
@@ -98,19 +98,24 @@ export class Fleet extends pulumi.ComponentResource {
               privateKeyPem: masterCert.privateKeyPem,
             })
           : undefined,
-      }).apply((v) =>
-        saltMasterCloudConfig({
+      }).apply((v) => {
+        const build = (accepted: { id: string; publicKeyPem: string }[]) => saltMasterCloudConfig({
           stack,
           provider: config.provider,
           hostname: masterId,
           masterKeys: v.masterKeys,
           ownKeys: v.ownKeys,
-          acceptedMinions: v.accepted,
+          acceptedMinions: accepted,
           ...(config.provider === "aws" ? { vpcCidr: config.aws!.vpcCidr } : {}),
           repository: { url: config.saltMaster.repository, ref: config.saltMaster.ref, ...(v.deployKey ? { deployKeyPem: v.deployKey } : {}) },
           aws: { region: config.identity.region, roleArn: v.roleArn, ssmPillarPrefix: `${ssmPaths.pillar(stack)}/`, ...(v.rolesAnywhere ? { rolesAnywhere: v.rolesAnywhere } : {}) },
-        }),
-      );
+        });
+        const everyKey = build(v.accepted);
+        if (gzipUserData(renderCloudConfig(everyKey)).length <= EC2_USER_DATA_LIMIT_BYTES) return everyKey;
+        // Too many machines to list within EC2's limit: pre-seed the control plane here; the
+        // first pillar sync accepts every minion from SSM before salt-master starts.
+        return build(v.accepted.filter((m) => m.id === masterId || m.id === teleportId));
+      });
     this.saltMaster = new SaltMaster(`${name}-salt-master`, {
       site,
       request: {

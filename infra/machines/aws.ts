@@ -1,7 +1,8 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { AwsSite, MachineRole } from "../config/model";
-import { IGNORE_USER_DATA, Machine, MachineRequest, MachineSite, machineTags } from "./site";
+import { gzipUserData } from "../bootstrap/cloud-config";
+import { ignoreUserData, Machine, MachineRequest, MachineSite, machineTags } from "./site";
 
 /** Ports a machine role accepts, and from where (egress is open: jobs fetch dependencies). */
 const SALT_PORTS = { fromPort: 4505, toPort: 4506 };
@@ -78,6 +79,10 @@ export class AwsNetwork extends pulumi.ComponentResource {
   }
 }
 
+function gzipBase64UserData(rendered: string): string {
+  return gzipUserData(rendered).toString("base64");
+}
+
 /** EC2 machines: bare-metal types for runners (they expose /dev/kvm), IMDSv2 only, hop limit 1. */
 export class AwsSiteMachines implements MachineSite {
   readonly provider = "aws" as const;
@@ -102,14 +107,15 @@ export class AwsSiteMachines implements MachineSite {
         vpcSecurityGroupIds: [this.network.securityGroupIds[request.role]],
         associatePublicIpAddress: isPublic,
         iamInstanceProfile: request.instanceProfileName,
-        userData: request.userData,
+        // Gzip: EC2's 16 KiB limit applies to what it receives, and cloud-init inflates it.
+        userDataBase64: pulumi.secret(request.userData.apply(gzipBase64UserData)),
         userDataReplaceOnChange: false,
         // Hop limit 1: containers and VMs a job starts cannot reach the metadata service.
         metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1, instanceMetadataTags: "disabled" },
         rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: request.role === "runner" ? 200 : 50, deleteOnTermination: true },
         tags: { Name: request.hostname, ...machineTags(this.stack, request) },
       },
-      { parent, provider: this.awsProvider, ...IGNORE_USER_DATA },
+      { parent, provider: this.awsProvider, ...ignoreUserData("userDataBase64") },
     );
     return {
       hostname: request.hostname,

@@ -1,7 +1,7 @@
 import * as metal from "@pulumi/equinix-metal";
 import * as pulumi from "@pulumi/pulumi";
 import { EquinixSite } from "../config/model";
-import { IGNORE_USER_DATA, Machine, MachineRequest, MachineSite, machineTags } from "./site";
+import { ignoreUserData, Machine, MachineRequest, MachineSite, machineTags } from "./site";
 
 /**
  * Equinix Metal devices (the provider the project asked for; Equinix Metal was sunset on
@@ -35,7 +35,7 @@ export class EquinixMetalSite implements MachineSite {
         // No SSH keys: OpenSSH is disabled at first boot; Teleport is the only way in.
         projectSshKeyIds: [],
       },
-      { parent, ...IGNORE_USER_DATA },
+      { parent, ...ignoreUserData("userData") },
     );
     return {
       hostname: request.hostname,

@@ -48,6 +48,9 @@ export function machineTags(stack: string, request: Pick<MachineRequest, "hostna
 
 /**
  * Cloud-init bootstraps a machine once; Salt owns it afterwards. So a changed user-data
- * (a rotated secret, a new minion) must never replace a machine.
+ * (a rotated secret, a new minion) must never replace a machine: each provider ignores
+ * the field it carries user-data in.
  */
-export const IGNORE_USER_DATA: pulumi.CustomResourceOptions = { ignoreChanges: ["userData"] };
+export function ignoreUserData(field: "userData" | "userDataBase64"): pulumi.CustomResourceOptions {
+  return { ignoreChanges: [field] };
+}

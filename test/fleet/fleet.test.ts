@@ -93,8 +93,8 @@ describe("the production fleet", () => {
     const machines = run.resources.filter((r) => r.type === "aws:ec2/instance:Instance" || r.type === "equinix-metal:index/device:Device");
     expect(machines).toHaveLength(MACHINES);
     for (const m of machines) {
-      expect(m.inputs.userData).toBe("[secret]");
-      expect(m.options.ignoreChanges).toEqual(["userData"]);
+      expect(m.inputs.userData ?? m.inputs.userDataBase64).toBe("[secret]");
+      expect(m.options.ignoreChanges).toEqual([m.type === "aws:ec2/instance:Instance" ? "userDataBase64" : "userData"]);
     }
   });
 

@@ -148,6 +148,8 @@ export function hostIn(cidr: string, seed: string): string {
 
 export class RecordingMocks implements pulumi.runtime.Mocks {
   readonly resources: CapturedResource[] = [];
+  /** Unmasked inputs by `<type>::<name>`: in memory only, for tests that compare runs (never written). */
+  readonly rawInputs = new Map<string, Record<string, unknown>>();
   /** Every plain value that was secret anywhere: config secrets, secret inputs, secret outputs. */
   readonly secretValues = new Set<string>();
   private readonly options = new Map<string, ReplacementOptions>();
@@ -196,6 +198,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
     delete computed.id;
     const state: Plain = { ...(args.inputs as Plain), ...computed };
     const key = `${args.type}::${args.name}`;
+    this.rawInputs.set(key, unwrapSecrets(args.inputs) as Plain);
     const captured: CapturedResource = {
       type: args.type,
       name: args.name,

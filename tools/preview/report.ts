@@ -55,11 +55,18 @@ export function renderReport(run: PreviewRun, checks: PreviewCheck[], iamMatrixM
   out.push("## Machines", "");
   out.push(
     table(
-      ["machine", "role", "queue", "plan", "instance type", "private IPv4", "public IPv4", "user-data bytes (limit 16384)"],
-      run.machines.map((m) => [m.hostname, m.role, m.queue ?? "", m.plan, m.instanceType, m.privateIpv4, m.publicIpv4 ?? "", String(m.userDataBytes)]),
+      ["machine", "role", "queue", "plan", "instance type", "private IPv4", "public IPv4", "user-data bytes", "gzip bytes (EC2 limit 16384)"],
+      run.machines.map((m) => [m.hostname, m.role, m.queue ?? "", m.plan, m.instanceType, m.privateIpv4, m.publicIpv4 ?? "", String(m.userDataBytes), String(m.gzipBytes)]),
     ),
     "",
   );
+  const master = run.machines.find((m) => m.role === "salt-master");
+  if (master?.preSeededKeys !== undefined) {
+    out.push(
+      `The Salt master's user-data pre-seeds ${master.preSeededKeys} of ${run.machines.length} minion keys; its first pillar sync accepts every minion that has a pillar document in SSM before salt-master starts.`,
+      "",
+    );
+  }
 
   out.push("## Queues", "");
   out.push(

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { FleetConfigError } from "../../infra/config/check";
 import { FleetConfig, MachineRole } from "../../infra/config/model";
-import { EC2_USER_DATA_LIMIT_BYTES, maskCloudConfigSecrets, renderCloudConfig } from "../../infra/bootstrap/cloud-config";
+import { EC2_USER_DATA_LIMIT_BYTES, gzipUserData, maskCloudConfigSecrets, renderCloudConfig } from "../../infra/bootstrap/cloud-config";
 import { createFleet } from "../../infra/program";
 import { buildRoles } from "../../infra/teleport/roles";
 import { teleportAccessMatrix, AccessMatrixRow } from "../../infra/teleport/access";
@@ -22,8 +22,12 @@ export interface PreviewMachine {
   instanceType: string;
   privateIpv4: string;
   publicIpv4?: string;
-  /** Size of the real (unmasked) user-data, the number EC2's 16 KiB limit applies to. */
+  /** Size of the real (unmasked) rendered user-data. */
   userDataBytes: number;
+  /** Size gzipped: what EC2 receives (its 16 KiB limit applies to this). */
+  gzipBytes: number;
+  /** Salt master only: minion keys pre-seeded in its user-data (the rest come from SSM at first boot). */
+  preSeededKeys?: number;
   /** The rendered cloud-config with every secret replaced by `[secret]`. */
   maskedUserData: string;
 }
@@ -39,6 +43,8 @@ export interface PreviewRun {
   secretValues: Set<string>;
   /** Plain user-data per machine: in memory only, for tests of the program (never written). */
   userData: Record<string, string>;
+  /** Unmasked inputs by `<type>::<name>`: in memory only, for tests comparing two runs. */
+  rawInputs: Map<string, Record<string, unknown>>;
 }
 
 /** The fleet's account, read before the program runs so mocked ARNs are realistic. */
@@ -100,6 +106,8 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
       privateIpv4,
       ...(publicIpv4 ? { publicIpv4 } : {}),
       userDataBytes: Buffer.byteLength(text, "utf8"),
+      gzipBytes: gzipUserData(text).length,
+      ...(m.role === "salt-master" ? { preSeededKeys: (doc.write_files ?? []).filter((f) => f.path.startsWith("/etc/salt/pki/master/minions/")).length } : {}),
       maskedUserData: renderCloudConfig(maskCloudConfigSecrets(doc)),
     });
     // What the masking hid is secret too: the scan of written files looks for it.
@@ -125,6 +133,7 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
     teleportAccess,
     secretValues,
     userData,
+    rawInputs: mocks.rawInputs,
   };
 }
 
