@@ -232,7 +232,7 @@ export function deliveryPolicy(input: KeyUseInput): PolicyDocument {
     {
       Sid: "ArchiveObjects",
       Effect: "Allow",
-      Action: ["s3:AbortMultipartUpload", "s3:PutObject", "s3:GetObject"],
+      Action: ["s3:AbortMultipartUpload", "s3:PutObject"],
       Resource: `${input.bucketArn}/*`,
     },
     keyThroughS3("FleetKeyThroughS3", ["kms:Decrypt", "kms:GenerateDataKey"], input),
@@ -312,7 +312,7 @@ export function archiveBucketPolicy(input: ArchiveBucketPolicyInput): PolicyDocu
       Principal: "*",
       Action: "s3:GetObject*",
       Resource: objects,
-      Condition: { StringNotLike: { "aws:PrincipalArn": [input.auditorRoleArn, root, "*agent*"] } },
+      Condition: { StringNotLike: { "aws:PrincipalArn": [input.auditorRoleArn, root] } },
     },
     {
       Sid: "DenyChangesExceptDelivery",
