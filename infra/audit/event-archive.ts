@@ -149,9 +149,6 @@ const document = (Statement: PolicyStatement[]): PolicyDocument => ({ Version: "
 
 export const accountRootArn = (accountId: string) => `arn:aws:iam::${accountId}:root`;
 export const s3ViaService = (region: string) => `s3.${region}.amazonaws.com`;
-/** `arn:aws:firehose:<region>:<account>:deliverystream/<name>`: known before the stream exists. */
-export const deliveryStreamArn = (region: string, accountId: string, name: string) =>
-  `arn:aws:firehose:${region}:${accountId}:deliverystream/${name}`;
 
 /** The rule that matches every Buildkite event on the partner bus. */
 export function buildkiteEventPattern(): string {
