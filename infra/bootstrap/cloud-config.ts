@@ -301,17 +301,23 @@ export function normalizePem(pem: string): string {
   return pem.replace(/\r/g, "").trim() + "\n";
 }
 
-function checkPublicKey(problems: string[], what: string, pem: string): void {
-  if (!PUBLIC_KEY_PEM.test(normalizePem(pem))) {
-    problems.push(`${what}: expected a PEM public key (-----BEGIN PUBLIC KEY-----)`);
-    return;
-  }
+/** Parse results by PEM: every minion's check parses the same master key again otherwise. */
+const publicKeyProblems = new Map<string, string | undefined>();
+
+function publicKeyProblem(pem: string): string | undefined {
+  if (!PUBLIC_KEY_PEM.test(normalizePem(pem))) return "expected a PEM public key (-----BEGIN PUBLIC KEY-----)";
   try {
     const key = createPublicKey(pem);
-    if (key.asymmetricKeyType !== "rsa") problems.push(`${what}: Salt keys are RSA, got ${key.asymmetricKeyType}`);
+    return key.asymmetricKeyType === "rsa" ? undefined : `Salt keys are RSA, got ${key.asymmetricKeyType}`;
   } catch {
-    problems.push(`${what}: the public key does not parse`);
+    return "the public key does not parse";
   }
+}
+
+function checkPublicKey(problems: string[], what: string, pem: string): void {
+  if (!publicKeyProblems.has(pem)) publicKeyProblems.set(pem, publicKeyProblem(pem));
+  const problem = publicKeyProblems.get(pem);
+  if (problem) problems.push(`${what}: ${problem}`);
 }
 
 function checkPem(problems: string[], what: string, pem: string, shape: RegExp, expected: string): void {

@@ -116,17 +116,15 @@ export class Fleet extends pulumi.ComponentResource {
         // first pillar sync accepts every minion from SSM before salt-master starts.
         return build(v.accepted.filter((m) => m.id === masterId || m.id === teleportId));
       });
-    this.saltMaster = new SaltMaster(`${name}-salt-master`, {
-      site,
-      request: {
-        hostname: masterId,
-        role: "salt-master",
-        instanceType: instanceType(config.saltMaster.plan),
-        userData: render(masterCloudConfig),
-        instanceProfileName: identity.instanceProfileNames?.saltMaster,
-      },
-    }, child);
-    this.record(masterId, "salt-master", config.saltMaster.plan, instanceType(config.saltMaster.plan), this.saltMaster.machine, masterCloudConfig);
+    const masterRequest: MachineRequest = {
+      hostname: masterId,
+      role: "salt-master",
+      instanceType: instanceType(config.saltMaster.plan),
+      userData: render(masterCloudConfig),
+      instanceProfileName: identity.instanceProfileNames?.saltMaster,
+    };
+    this.saltMaster = new SaltMaster(`${name}-salt-master`, { site, request: masterRequest }, child);
+    this.record(masterRequest, config.saltMaster.plan, this.saltMaster.machine, masterCloudConfig);
     const masterAddress = this.saltMaster.machine.privateIpv4;
 
     const minionCloudConfigOf = (hostname: string, role: Exclude<MachineRole, "salt-master">) =>
@@ -138,11 +136,15 @@ export class Fleet extends pulumi.ComponentResource {
 
     // --- Teleport: the only door; its audit log and recordings outlive the machine.
     const teleportCloudConfig = minionCloudConfigOf(teleportId, "teleport");
-    this.teleport = new TeleportNode(`${name}-teleport`, {
-      site,
-      request: { hostname: teleportId, role: "teleport", instanceType: instanceType(config.teleport.plan), userData: render(teleportCloudConfig), instanceProfileName: identity.instanceProfileNames?.teleport },
-    }, child);
-    this.record(teleportId, "teleport", config.teleport.plan, instanceType(config.teleport.plan), this.teleport.machine, teleportCloudConfig);
+    const teleportRequest: MachineRequest = {
+      hostname: teleportId,
+      role: "teleport",
+      instanceType: instanceType(config.teleport.plan),
+      userData: render(teleportCloudConfig),
+      instanceProfileName: identity.instanceProfileNames?.teleport,
+    };
+    this.teleport = new TeleportNode(`${name}-teleport`, { site, request: teleportRequest }, child);
+    this.record(teleportRequest, config.teleport.plan, this.teleport.machine, teleportCloudConfig);
     const auditStorage = new TeleportAuditStorage(`${name}-teleport-audit`, {
       stack,
       accountId: config.identity.accountId,
@@ -173,7 +175,7 @@ export class Fleet extends pulumi.ComponentResource {
       const queueComponent = new RunnerQueue(`${name}-${queue}`, { site, runners: requests }, child);
       this.queues[queue] = queueComponent;
       for (const [runner, machine] of Object.entries(queueComponent.runners)) {
-        this.record(machine.hostname, "runner", spec.runners[runner].plan, requests[runner].instanceType, machine, cloudConfigs[runner], queue);
+        this.record(requests[runner], spec.runners[runner].plan, machine, cloudConfigs[runner]);
       }
     }
 
@@ -292,8 +294,9 @@ export class Fleet extends pulumi.ComponentResource {
     });
   }
 
-  private record(hostname: string, role: MachineRole, plan: string, instanceType: string, machine: Machine, cloudConfig: pulumi.Output<CloudConfig>, queue?: string): void {
-    this.machines.push({ hostname, role, ...(queue ? { queue } : {}), plan, instanceType, machine, cloudConfig: pulumi.secret(cloudConfig), userData: render(cloudConfig) });
+  private record(request: MachineRequest, plan: string, machine: Machine, cloudConfig: pulumi.Output<CloudConfig>): void {
+    const { hostname, role, queue, instanceType, userData } = request;
+    this.machines.push({ hostname, role, ...(queue ? { queue } : {}), plan, instanceType, machine, cloudConfig: pulumi.secret(cloudConfig), userData });
   }
 
   private createSite(name: string, config: FleetConfig): MachineSite {

@@ -96,6 +96,7 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
       m.machine.publicIpv4 ? valueOf(m.machine.publicIpv4) : Promise.resolve(undefined),
     ]);
     userData[m.hostname] = text;
+    const masked = renderCloudConfig(maskCloudConfigSecrets(doc));
     machines.push({
       hostname: m.hostname,
       role: m.role,
@@ -108,10 +109,10 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
       userDataBytes: Buffer.byteLength(text, "utf8"),
       gzipBytes: gzipUserData(text).length,
       ...(m.role === "salt-master" ? { preSeededKeys: (doc.write_files ?? []).filter((f) => f.path.startsWith("/etc/salt/pki/master/minions/")).length } : {}),
-      maskedUserData: renderCloudConfig(maskCloudConfigSecrets(doc)),
+      maskedUserData: masked,
     });
     // What the masking hid is secret too: the scan of written files looks for it.
-    collectMasked(renderCloudConfig(doc), renderCloudConfig(maskCloudConfigSecrets(doc)), secretValues);
+    collectMasked(text, masked, secretValues);
   }
   machines.sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
 

@@ -1,0 +1,62 @@
+import { performance } from "perf_hooks";
+import * as path from "path";
+import { readStackInput } from "../preview/stack-files";
+import { runPreview } from "../preview/run";
+
+/**
+ * `npm run bench`: previews synthetic fleets of 10, 100 and 1000 runners (the production
+ * stack with its queues scaled up, on both providers) in one process and prints the time
+ * per runner. The figure that matters is the marginal cost: what one more runner costs
+ * the program, which must stay flat (linear growth) and under 10 ms.
+ */
+
+const SIZES = [10, 100, 1000];
+const QUEUES = ["default", "infra", "release"];
+const BUDGET_MS_PER_RUNNER = 10;
+
+function scaledQueues(base: Record<string, { runners: Record<string, unknown> }>, runners: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  QUEUES.forEach((q, i) => {
+    const count = Math.floor(runners / QUEUES.length) + (i < runners % QUEUES.length ? 1 : 0);
+    const list: Record<string, unknown> = {};
+    for (let n = 1; n <= count; n++) list[`${q}-${n}`] = { plan: "runner" };
+    out[q] = { ...base[q], runners: list };
+  });
+  return out;
+}
+
+async function timeFleet(stack: string, runners: number): Promise<{ ms: number; resources: number }> {
+  const root = path.resolve(__dirname, "../..");
+  const input = readStackInput(root, stack);
+  const base = JSON.parse(input.config["ci-fleet:queues"]) as Record<string, { runners: Record<string, unknown> }>;
+  input.config["ci-fleet:queues"] = JSON.stringify(scaledQueues(base, runners));
+  const start = performance.now();
+  const run = await runPreview(input);
+  return { ms: performance.now() - start, resources: run.resources.length };
+}
+
+async function main(): Promise<number> {
+  let ok = true;
+  await timeFleet("production", 10); // warm-up: module loading is not the program's cost
+  for (const stack of ["production", "production-aws"]) {
+    const rows: { runners: number; ms: number; resources: number }[] = [];
+    for (const runners of SIZES) rows.push({ runners, ...(await timeFleet(stack, runners)) });
+    console.log(`stack ${stack}`);
+    console.log("  runners  resources   total ms   ms/runner  marginal ms/runner");
+    rows.forEach((r, i) => {
+      const marginal = i === 0 ? "" : ((r.ms - rows[i - 1].ms) / (r.runners - rows[i - 1].runners)).toFixed(2);
+      console.log(`  ${String(r.runners).padStart(7)}  ${String(r.resources).padStart(9)}  ${r.ms.toFixed(0).padStart(9)}  ${(r.ms / r.runners).toFixed(2).padStart(10)}  ${marginal.padStart(18)}`);
+    });
+    const marginal = (rows[2].ms - rows[1].ms) / (rows[2].runners - rows[1].runners);
+    const perRunnerAtScale = rows[2].ms / rows[2].runners;
+    const pass = marginal < BUDGET_MS_PER_RUNNER && perRunnerAtScale < BUDGET_MS_PER_RUNNER;
+    console.log(`  ${pass ? "ok" : "OVER BUDGET"}: ${perRunnerAtScale.toFixed(2)} ms per runner at 1000, marginal ${marginal.toFixed(2)} ms (budget ${BUDGET_MS_PER_RUNNER} ms)`);
+    ok &&= pass;
+  }
+  return ok ? 0 : 1;
+}
+
+main().then((code) => process.exit(code), (e: unknown) => {
+  console.error(e);
+  process.exit(70);
+});
