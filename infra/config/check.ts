@@ -413,13 +413,24 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
 
   let auditArchive: AuditArchiveSettings = { enabled: false };
   if (v.auditArchive !== undefined) {
-    const o = c.object("auditArchive", v.auditArchive, { required: ["enabled"], optional: ["partnerEventSource"] });
+    const o = c.object("auditArchive", v.auditArchive, { required: ["enabled"], optional: ["partnerEventSource", "auditorPrincipalArns", "retentionDays"] });
     if (o) {
       const enabled = c.boolean("auditArchive.enabled", o.enabled);
       const partnerEventSource =
-        o.partnerEventSource === undefined ? undefined : c.string("auditArchive.partnerEventSource", o.partnerEventSource, /^aws\.partner\/buildkite\.com\/[A-Za-z0-9._/-]+$/, "a Buildkite partner event source (aws.partner/buildkite.com/<org>/<id>)");
-      if (enabled && partnerEventSource === undefined && o.partnerEventSource === undefined) c.problem("auditArchive.partnerEventSource", "is required when auditArchive.enabled is true");
-      auditArchive = { enabled: enabled ?? false, partnerEventSource };
+        o.partnerEventSource === undefined ? undefined : c.string("auditArchive.partnerEventSource", o.partnerEventSource, /^aws\.partner\/buildkite\.com(\/[A-Za-z0-9._-]+)+$/, "a Buildkite partner event source (aws.partner/buildkite.com/<org>/<id>)");
+      const auditorPrincipalArns =
+        o.auditorPrincipalArns === undefined ? undefined : c.strings("auditArchive.auditorPrincipalArns", o.auditorPrincipalArns, /^arn:aws(-[a-z]+)*:iam::\d{12}:(role|user)\/[\w+=,.@/-]{1,512}$/, "named IAM role or user ARNs (never an account root)");
+      const retentionDays = o.retentionDays === undefined ? undefined : c.integer("auditArchive.retentionDays", o.retentionDays, 30, 3650);
+      if (enabled) {
+        if (o.partnerEventSource === undefined) c.problem("auditArchive.partnerEventSource", "is required when auditArchive.enabled is true");
+        if (o.auditorPrincipalArns === undefined || (Array.isArray(o.auditorPrincipalArns) && o.auditorPrincipalArns.length === 0)) {
+          c.problem("auditArchive.auditorPrincipalArns", "is required when auditArchive.enabled is true: who may read the archive");
+        }
+        if (!Object.values((v.queues as Obj | undefined) ?? {}).some((q) => (q as Obj | undefined)?.agent === "buildkite")) {
+          c.problem("auditArchive.enabled", "archives Buildkite's events, but no queue uses the buildkite agent");
+        }
+      }
+      auditArchive = { enabled: enabled ?? false, ...(partnerEventSource ? { partnerEventSource } : {}), ...(auditorPrincipalArns ? { auditorPrincipalArns } : {}), ...(retentionDays ? { retentionDays } : {}) };
     }
   }
 

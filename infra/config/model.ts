@@ -113,6 +113,10 @@ export interface AuditArchiveSettings {
   enabled: boolean;
   /** Buildkite's EventBridge partner event source name, e.g. aws.partner/buildkite.com/<org>/<uuid>. */
   partnerEventSource?: string;
+  /** Named IAM roles/users that may assume the archive's auditor role (never an account root). */
+  auditorPrincipalArns?: string[];
+  /** Days an archived event is kept. */
+  retentionDays?: number;
 }
 
 /** A secret read from config: always a Pulumi secret Output. */

@@ -11,6 +11,7 @@ import { buildAuthProxyConfig, buildNodeConfig, teleportNodeLabels, TeleportAudi
 import { teleportResourcesYaml } from "../teleport/resources";
 import { TeleportAuditStorage } from "../teleport/audit-storage";
 import { renderYaml } from "../teleport/yaml";
+import { CiEventArchive } from "../audit/event-archive";
 import { RunnerQueue, SaltMaster, TeleportNode } from "./machine-components";
 import { SaltKeyPair, SaltKeys } from "./salt-keys";
 import { CloudConfig, EC2_USER_DATA_LIMIT_BYTES, gzipUserData, renderCloudConfig, RolesAnywhereCredentials } from "../bootstrap/cloud-config";
@@ -45,6 +46,7 @@ export class Fleet extends pulumi.ComponentResource {
   readonly queues: Record<string, RunnerQueue> = {};
   readonly machines: FleetMachine[] = [];
   readonly pillars: MinionPillars;
+  readonly ciEventArchive?: CiEventArchive;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ci-fleet:fleet:Fleet", name, {}, opts);
@@ -286,6 +288,20 @@ export class Fleet extends pulumi.ComponentResource {
       });
       documents[m.hostname] = pulumi.secret(doc);
     }
+    // --- Buildkite's events, archived for auditors (optional per stack).
+    const archive = config.auditArchive;
+    if (archive.enabled && archive.partnerEventSource && archive.auditorPrincipalArns) {
+      this.ciEventArchive = new CiEventArchive(`${name}-ci-events`, {
+        stack,
+        accountId: config.identity.accountId,
+        region: config.identity.region,
+        partnerEventSource: archive.partnerEventSource,
+        kmsKeyArn: identity.kmsKeyArn,
+        auditorPrincipalArns: archive.auditorPrincipalArns,
+        ...(archive.retentionDays ? { retentionDays: archive.retentionDays } : {}),
+      }, { parent: this, providers: { aws: identityProvider } });
+    }
+
     this.pillars = new MinionPillars(`${name}-pillars`, { stack, kmsKeyArn: identity.kmsKeyArn, documents }, { parent: this, providers: { aws: identityProvider } });
 
     this.registerOutputs({

@@ -75,6 +75,8 @@ const CASES: [string, (v: any) => void, string[]][] = [
   ["a subnet outside the VPC", (v) => (v.aws.subnets["us-east-2b"].privateCidr = "10.99.0.0/19"), ["ci-fleet:aws.subnets.us-east-2b.privateCidr: 10.99.0.0/19 is not inside aws.vpcCidr 10.40.0.0/16"]],
   ["a Teleport team mapped to an unknown role", (v) => (v.teleport.teamsToRoles.maintainers = ["superuser"]), ['ci-fleet:teleport.teamsToRoles.maintainers: unknown Teleport role "superuser"; expected fleet-admin | fleet-auditor | runner-operator | runner-operator-default | runner-operator-infra | runner-operator-release']],
   ["github-actions queues without github settings", (v) => delete v.github, ["ci-fleet:github: is required: a queue uses the github-actions agent"]],
+  ["an event archive with nobody to read it", (v) => delete v.auditArchive.auditorPrincipalArns, ["ci-fleet:auditArchive.auditorPrincipalArns: is required when auditArchive.enabled is true: who may read the archive"]],
+  ["an event archive readable by an account root", (v) => (v.auditArchive.auditorPrincipalArns = ["arn:aws:iam::210987654321:root"]), ['ci-fleet:auditArchive.auditorPrincipalArns[0]: expected named IAM role or user ARNs (never an account root), got "arn:aws:iam::210987654321:root"']],
   ["an unknown agent", (v) => (v.queues.infra.agent = "jenkins"), ['ci-fleet:queues.infra.agent: expected one of github-actions | buildkite, got "jenkins"']],
 ];
 

@@ -43,19 +43,26 @@ describe("the production fleet", () => {
       "aws:kms/key:Key": 1,
       "aws:kms/alias:Alias": 1,
       // agent roles, salt master, teleport, deploy roles
-      "aws:iam/role:Role": QUEUES + 2 + DEPLOY_TARGETS,
-      "aws:iam/rolePolicy:RolePolicy": QUEUES + 1 + 1,
+      // agent roles, salt master, teleport, deploy roles; the event archive's auditor, Firehose and EventBridge roles
+      "aws:iam/role:Role": QUEUES + 2 + DEPLOY_TARGETS + 3,
+      "aws:iam/rolePolicy:RolePolicy": QUEUES + 1 + 1 + 3,
       "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 3,
       // queue secrets (two buildkite agent tokens) + one pillar document per machine
       "aws:ssm/parameter:Parameter": 2 + MACHINES,
-      "aws:s3/bucket:Bucket": 1,
-      "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": 1,
-      "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
-      "aws:s3/bucketPolicy:BucketPolicy": 1,
-      "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-      "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-      "aws:s3/bucketVersioning:BucketVersioning": 1,
+      "aws:s3/bucket:Bucket": 2, // Teleport recordings, CI events
+      "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": 2, // Teleport recordings, CI events
+      "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 2, // Teleport recordings, CI events
+      "aws:s3/bucketPolicy:BucketPolicy": 2, // Teleport recordings, CI events
+      "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 2, // Teleport recordings, CI events
+      "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 2, // Teleport recordings, CI events
+      "aws:s3/bucketVersioning:BucketVersioning": 2, // Teleport recordings, CI events
       "aws:dynamodb/table:Table": 1,
+      // Buildkite's events -> EventBridge -> Firehose -> S3
+      "ci-fleet:audit:CiEventArchive": 1,
+      "aws:cloudwatch/eventBus:EventBus": 1,
+      "aws:cloudwatch/eventRule:EventRule": 1,
+      "aws:cloudwatch/eventTarget:EventTarget": 1,
+      "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream": 1,
     });
   });
 

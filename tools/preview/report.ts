@@ -84,6 +84,16 @@ export function renderReport(run: PreviewRun, checks: PreviewCheck[], iamMatrixM
     "",
   );
 
+  out.push("## CI event archive", "");
+  const archive = c.auditArchive;
+  const bucket = run.resources.find((r) => r.type === "aws:s3/bucket:Bucket" && r.parent?.endsWith("-ci-events"));
+  out.push(
+    archive.enabled
+      ? `Enabled: Buildkite's EventBridge events from \`${archive.partnerEventSource}\` go through Kinesis Data Firehose to the encrypted, versioned bucket \`${String(bucket?.inputs.bucket ?? "")}\`, one prefix per event type; readable only by the auditor role, assumable by ${(archive.auditorPrincipalArns ?? []).map((a) => `\`${a}\``).join(", ")}.`
+      : "Disabled for this stack (`auditArchive.enabled: false`).",
+    "",
+  );
+
   out.push("## AWS access matrix (evaluated with an IAM policy simulator)", "", iamMatrixMarkdown.trim(), "");
   out.push("## Engineer access through Teleport", "", "Which GitHub team reaches which machines, with which login (teams only; no user mappings exist).", "", renderTeleportAccess(run.teleportAccess).trim(), "");
 
