@@ -4,12 +4,10 @@
  */
 import { execFile } from "child_process";
 import { createHash } from "crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import * as path from "path";
 import { promisify } from "util";
-import Ajv from "ajv-draft-04";
-import addFormats from "ajv-formats";
 import type { ValidateFunction } from "ajv";
 import * as YAML from "yaml";
 import {
@@ -21,43 +19,10 @@ import {
   renderCloudConfig,
 } from "../../infra/bootstrap/cloud-config";
 import { MACHINE_PROVIDERS } from "../../infra/config/model";
-import { Fleet, STACK, generateFleet, masterInput, minionInput, requireTool } from "./fixtures";
+import { Fleet, STACK, generateFleet, masterInput, minionInput } from "./fixtures";
+import { CLOUD_CONFIG_SCHEMA_PATH as SCHEMA_PATH, cloudInitSchema, compileCloudInitSchema } from "../support/cloud-init";
 
 const execFileAsync = promisify(execFile);
-const SCHEMA_PATH = "/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json";
-
-function compileCloudInitSchema(): ValidateFunction {
-  if (!existsSync(SCHEMA_PATH)) {
-    throw new Error(`${SCHEMA_PATH} is missing: install the Debian package cloud-init (apt-get install cloud-init)`);
-  }
-  const ajv = new Ajv({ allErrors: true, strict: false });
-  addFormats(ajv);
-  return ajv.compile(JSON.parse(readFileSync(SCHEMA_PATH, "utf8")));
-}
-
-/** `cloud-init schema --config-file` on each text, in parallel: exit code and output. */
-async function cloudInitSchema(texts: Record<string, string>): Promise<Record<string, { code: number; output: string }>> {
-  const cloudInit = requireTool("cloud-init", "cloud-init");
-  const dir = mkdtempSync(path.join(tmpdir(), "ci-fleet-user-data-"));
-  try {
-    const results = await Promise.all(
-      Object.entries(texts).map(async ([name, text]) => {
-        const file = path.join(dir, name.replace(/[^a-z0-9-]+/gi, "_"));
-        writeFileSync(file, text, { mode: 0o600 });
-        try {
-          const { stdout, stderr } = await execFileAsync(cloudInit, ["schema", "--config-file", file]);
-          return [name, { code: 0, output: stdout + stderr }] as const;
-        } catch (error) {
-          const e = error as { code?: number; stdout?: string; stderr?: string };
-          return [name, { code: typeof e.code === "number" ? e.code : -1, output: `${e.stdout ?? ""}${e.stderr ?? ""}` }] as const;
-        }
-      }),
-    );
-    return Object.fromEntries(results);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 let fleet: Fleet;
 let validate: ValidateFunction;
