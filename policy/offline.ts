@@ -23,13 +23,17 @@ import { OFFLINE_SECRET_PLACEHOLDER, isRecord } from "./support";
  * and a policy that returns a promise is reported as an error rather than skipped.
  */
 
+/** One registered resource, as the offline preview captures it and resources.json stores it. */
 export interface CapturedResource {
   type: string;
   name: string;
+  /** Name of the parent resource; absent for children of the stack. */
   parent?: string;
-  /** Secrets replaced by the string "[secret]". */
+  /** Inputs as the program passed them, every secret replaced by the string "[secret]". */
   inputs: Record<string, unknown>;
+  /** What the mock returned, secrets replaced likewise. */
   outputs: Record<string, unknown>;
+  /** The options that decide replacement. */
   options: { ignoreChanges?: string[]; replaceOnChanges?: string[]; deleteBeforeReplace?: boolean; protect?: boolean };
 }
 

@@ -1,6 +1,8 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { fleetTag, roleNameProblem } from "../identity/names";
+import { encryptedBucket } from "../storage/encrypted-bucket";
+import { arns, fleetTag, roleNameProblem } from "../identity/names";
+import { PolicyDocument, PolicyStatement } from "../identity/policies";
 
 /**
  * The CI event archive: Buildkite's Amazon EventBridge events kept where a compromised
@@ -41,7 +43,6 @@ export interface CiEventArchiveArgs {
 
 export const DEFAULT_RETENTION_DAYS = 400;
 /** Unfinished multipart uploads (a crashed delivery) are cleaned up after this many days. */
-export const ABORT_INCOMPLETE_UPLOAD_DAYS = 7;
 /** Dynamic partitioning requires a buffer of at least 64 MiB. */
 export const DELIVERY_BUFFER_MB = 64;
 export const DELIVERY_BUFFER_SECONDS = 300;
@@ -133,21 +134,8 @@ export function ciEventArchiveArgsProblems(args: CiEventArchiveArgs): string[] {
 
 // --- IAM documents (pure) ----------------------------------------------------
 
-export interface PolicyStatement {
-  Sid: string;
-  Effect: "Allow" | "Deny";
-  Principal?: "*" | { AWS: string | string[] } | { Service: string };
-  Action: string | string[];
-  Resource?: string | string[];
-  Condition?: Record<string, Record<string, string | string[]>>;
-}
-export interface PolicyDocument {
-  Version: "2012-10-17";
-  Statement: PolicyStatement[];
-}
 const document = (Statement: PolicyStatement[]): PolicyDocument => ({ Version: "2012-10-17", Statement });
 
-export const accountRootArn = (accountId: string) => `arn:aws:iam::${accountId}:root`;
 export const s3ViaService = (region: string) => `s3.${region}.amazonaws.com`;
 
 /** The rule that matches every Buildkite event on the partner bus. */
@@ -292,7 +280,7 @@ export interface ArchiveBucketPolicyInput {
  * auditor and the delivery role.
  */
 export function archiveBucketPolicy(input: ArchiveBucketPolicyInput): PolicyDocument {
-  const root = accountRootArn(input.accountId);
+  const root = arns.accountRoot(input.accountId);
   const objects = `${input.bucketArn}/*`;
   return document([
     {
@@ -379,48 +367,10 @@ export class CiEventArchive extends pulumi.ComponentResource {
     const json = (doc: pulumi.Output<PolicyDocument>) => doc.apply((d) => JSON.stringify(d));
 
     // --- The bucket.
-    const bucket = new aws.s3.Bucket(`${name}-bucket`, { bucket: names.bucket, forceDestroy: false, tags: resourceTags }, child);
-    const ownership = new aws.s3.BucketOwnershipControls(
-      `${name}-bucket-ownership`,
-      { bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } },
+    const { bucket, ownership, publicAccess, encryption, versioning } = encryptedBucket(
+      `${name}-bucket`,
+      { bucketName: names.bucket, kmsKeyArn: args.kmsKeyArn, retentionDays, tags: resourceTags },
       child,
-    );
-    const publicAccess = new aws.s3.BucketPublicAccessBlock(
-      `${name}-bucket-public-access`,
-      { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
-      child,
-    );
-    const versioning = new aws.s3.BucketVersioning(
-      `${name}-bucket-versioning`,
-      { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } },
-      child,
-    );
-    const encryption = new aws.s3.BucketServerSideEncryptionConfiguration(
-      `${name}-bucket-encryption`,
-      {
-        bucket: bucket.id,
-        // Bucket key on: one KMS call per bucket key instead of one per object.
-        rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: args.kmsKeyArn }, bucketKeyEnabled: true }],
-      },
-      child,
-    );
-    new aws.s3.BucketLifecycleConfiguration(
-      `${name}-bucket-retention`,
-      {
-        bucket: bucket.id,
-        rules: [
-          {
-            id: "expire-after-retention",
-            status: "Enabled",
-            filter: { prefix: "" },
-            expiration: { days: retentionDays },
-            // A deleted or overwritten event stays recoverable as long as any event is kept.
-            noncurrentVersionExpiration: { noncurrentDays: retentionDays },
-            abortIncompleteMultipartUpload: { daysAfterInitiation: ABORT_INCOMPLETE_UPLOAD_DAYS },
-          },
-        ],
-      },
-      childAfter([versioning]),
     );
 
     // --- The auditor.

@@ -6,10 +6,10 @@ import {
   CiAgentKind,
   DeployTarget,
   EquinixSite,
+  FleetConfig,
   GithubSettings,
   IdentitySettings,
   MACHINE_PROVIDERS,
-  MachineProviderName,
   PlanSpec,
   QueueSpec,
   RunnerSpec,
@@ -42,19 +42,7 @@ export class FleetConfigError extends Error {
 }
 
 /** The plain settings after checking; secrets are read separately (config/load.ts). */
-export interface PlainFleetSettings {
-  provider: MachineProviderName;
-  equinix?: EquinixSite;
-  aws?: AwsSite;
-  plans: Record<string, PlanSpec>;
-  saltMaster: SaltSettings;
-  teleport: TeleportSettings;
-  identity: IdentitySettings;
-  github?: GithubSettings;
-  buildkite?: BuildkiteSettings;
-  auditArchive: AuditArchiveSettings;
-  queues: Record<string, QueueSpec>;
-}
+export type PlainFleetSettings = Omit<FleetConfig, "project" | "stack" | "secrets" | "missingSecrets">;
 
 /** Plain config keys of the `ci-fleet` namespace. Secret keys live in SECRET_KEYS. */
 export const PLAIN_KEYS = [

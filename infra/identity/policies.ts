@@ -5,7 +5,8 @@
  */
 import { arns, sidSuffix, ssmPaths, ssmViaService } from "./names";
 
-export type PolicyPrincipal = { AWS: string | string[] } | { Service: string | string[] };
+/** `"*"` belongs only in a Deny (e.g. "no request without TLS"); the access matrix fails an Allow with it. */
+export type PolicyPrincipal = "*" | { AWS: string | string[] } | { Service: string | string[] };
 
 export interface PolicyStatement {
   Sid: string;

@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { encryptedBucket } from "../storage/encrypted-bucket";
 import { SESSION_RECORDINGS_PREFIX, type TeleportAuditBackend } from "./config";
 
 /**
@@ -46,7 +47,6 @@ export const TELEPORT_EVENTS_TABLE_SCHEMA = {
 } as const;
 
 /** Unfinished multipart uploads (a crashed upload) are cleaned up after this many days. */
-export const ABORT_INCOMPLETE_UPLOAD_DAYS = 7;
 
 export function teleportAuditBucketName(stack: string, accountId: string): string {
   return `ci-fleet-${stack}-teleport-audit-${accountId}`;
@@ -158,47 +158,10 @@ export class TeleportAuditStorage extends pulumi.ComponentResource {
     const child: pulumi.CustomResourceOptions = { parent: this };
     const childAfter = (dependsOn: pulumi.Resource[]) => pulumi.mergeOptions(child, { dependsOn });
 
-    const bucket = new aws.s3.Bucket(`${name}-recordings`, { bucket: bucketName, forceDestroy: false, tags }, child);
-    const ownership = new aws.s3.BucketOwnershipControls(
-      `${name}-recordings-ownership`,
-      { bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } },
+    const { bucket, ownership, publicAccess } = encryptedBucket(
+      `${name}-recordings`,
+      { bucketName, kmsKeyArn: args.kmsKeyArn, retentionDays: args.retentionDays, tags },
       child,
-    );
-    const publicAccess = new aws.s3.BucketPublicAccessBlock(
-      `${name}-recordings-public-access`,
-      { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
-      child,
-    );
-    const versioning = new aws.s3.BucketVersioning(
-      `${name}-recordings-versioning`,
-      { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } },
-      child,
-    );
-    new aws.s3.BucketServerSideEncryptionConfiguration(
-      `${name}-recordings-encryption`,
-      {
-        bucket: bucket.id,
-        rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: args.kmsKeyArn }, bucketKeyEnabled: true }],
-      },
-      child,
-    );
-    new aws.s3.BucketLifecycleConfiguration(
-      `${name}-recordings-retention`,
-      {
-        bucket: bucket.id,
-        rules: [
-          {
-            id: "expire-after-retention",
-            status: "Enabled",
-            filter: { prefix: "" },
-            expiration: { days: args.retentionDays },
-            // The original of an overwritten recording is kept as long as any recording.
-            noncurrentVersionExpiration: { noncurrentDays: args.retentionDays },
-            abortIncompleteMultipartUpload: { daysAfterInitiation: ABORT_INCOMPLETE_UPLOAD_DAYS },
-          },
-        ],
-      },
-      childAfter([versioning]),
     );
     new aws.s3.BucketPolicy(
       `${name}-recordings-policy`,

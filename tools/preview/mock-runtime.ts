@@ -1,5 +1,6 @@
 import { createHash } from "crypto";
 import * as pulumi from "@pulumi/pulumi";
+import type { CapturedResource } from "../../policy/offline";
 
 /**
  * Pulumi mock runtime for the offline preview and the tests: records every resource
@@ -10,25 +11,9 @@ import * as pulumi from "@pulumi/pulumi";
 /** The value written wherever a secret would be. */
 export const SECRET_MASK = "[secret]";
 
-export interface ReplacementOptions {
-  ignoreChanges?: string[];
-  replaceOnChanges?: string[];
-  deleteBeforeReplace?: boolean;
-  protect?: boolean;
-}
-
-/** One registered resource, as resources.json stores it. */
-export interface CapturedResource {
-  type: string;
-  name: string;
-  /** Name of the parent resource; absent for children of the stack. */
-  parent?: string;
-  /** Inputs as the program passed them, every secret replaced by SECRET_MASK. */
-  inputs: Record<string, unknown>;
-  /** What the mock returned, every secret replaced by SECRET_MASK. */
-  outputs: Record<string, unknown>;
-  options: ReplacementOptions;
-}
+// The shape resources.json stores; the offline policy check reads the same objects.
+export type { CapturedResource } from "../../policy/offline";
+type ReplacementOptions = CapturedResource["options"];
 
 export interface MockAccount {
   accountId: string;
