@@ -83,15 +83,19 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   const resourcesJson = { stack: run.stack, project: run.project, resources: run.resources };
   files["resources.json"] = JSON.stringify(resourcesJson, null, 2) + "\n";
   for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
-  files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix));
 
   // The last line of defence: no secret value may appear in anything written or printed.
-  const leaks = findSecretLeaks(files, run.secretValues);
-  checks.push({ name: "no secret value in any written file", ok: leaks.length === 0, detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned` });
-  if (leaks.length) {
-    // Never write a file that would leak: keep only the report of what went wrong.
-    for (const f of leaks) delete files[f];
-  }
+  const leakCheck = (leaks: string[]): PreviewCheck => ({
+    name: "no secret value in any written file",
+    ok: leaks.length === 0,
+    detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
+  });
+  checks.push(leakCheck(findSecretLeaks(files, run.secretValues)));
+  // The access matrix's own headings sit one level below the report's.
+  files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 "));
+  checks[checks.length - 1] = leakCheck(findSecretLeaks(files, run.secretValues));
+  // Never write a file that would leak.
+  for (const f of findSecretLeaks(files, run.secretValues)) delete files[f];
   return { run, checks, files };
 }
 
