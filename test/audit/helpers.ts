@@ -114,7 +114,7 @@ export function makeProductionRepo(): StackRepo {
   const sshKey = ciphertext("ssh-key-1");
   const audit = "  ci-fleet:auditArchive:\n    enabled: true\n";
   const nested = (agentCt: string, npmCt: string, sshCt: string) =>
-    `  ci-fleet:queueParameters:\n    default:\n      buildkite/agent-token:\n        secure: ${agentCt}\n` +
+    `  ci-fleet:queueSecrets:\n    default:\n      buildkite/agent-token:\n        secure: ${agentCt}\n` +
     `    release:\n      global/env/NPM_TOKEN:\n        secure: ${npmCt}\n      deploy/ssh/key:\n        secure: ${sshCt}\n`;
   const v1 = { "ci-fleet:githubAppPrivateKey": appKey, "ci-fleet:legacyRunnerToken": legacy, "ci-fleet:teleportGithubClientId": id, "ci-fleet:teleportGithubClientSecret": secret1 };
   const v2 = { ...v1, "ci-fleet:teleportGithubClientSecret": secret2 };

@@ -8,7 +8,7 @@ import { makeProductionRepo, makeRepo, requireGit } from "./helpers";
 describe("secure leaves of a stack file", () => {
   test.each<[string, Array<string | number>, string]>([
     ["ci-fleet:teleportGithubClientSecret", [], "ci-fleet:teleportGithubClientSecret"],
-    ["ci-fleet:queueParameters", ["default", "buildkite/agent-token"], 'ci-fleet:queueParameters.default["buildkite/agent-token"]'],
+    ["ci-fleet:queueSecrets", ["default", "buildkite/agent-token"], 'ci-fleet:queueSecrets.default["buildkite/agent-token"]'],
     ["ci-fleet:keys", ["deploy", 0, "pem"], "ci-fleet:keys.deploy[0].pem"],
     ["ci-fleet:odd", ['say "hi"'], 'ci-fleet:odd["say \\"hi\\""]'],
   ])("%s %p", (top, segments, expected) => {
@@ -21,7 +21,7 @@ describe("secure leaves of a stack file", () => {
         "config:",
         "  ci-fleet:a:",
         "    secure: v1:AAAA:BBBB",
-        "  ci-fleet:queueParameters:",
+        "  ci-fleet:queueSecrets:",
         "    release:",
         "      global/env/NPM_TOKEN:",
         "        secure: v1:CCCC:DDDD",
@@ -35,8 +35,8 @@ describe("secure leaves of a stack file", () => {
     );
     expect([...snapshot.leaves.keys()]).toEqual([
       "ci-fleet:a",
-      'ci-fleet:queueParameters.release["global/env/NPM_TOKEN"]',
-      "ci-fleet:queueParameters.release.list[0]",
+      'ci-fleet:queueSecrets.release["global/env/NPM_TOKEN"]',
+      "ci-fleet:queueSecrets.release.list[0]",
     ]);
     for (const fp of snapshot.leaves.values()) expect(fp).toMatch(/^[0-9a-f]{64}$/);
   });
@@ -72,18 +72,18 @@ describe("git history of the stack file (real git)", () => {
         // The rename (commit 2) and the plain auditArchive change (commit 3) change no secret.
         ["2025-03-03T16:20:00.000Z", "rotated", "ci-fleet:teleportGithubClientSecret", "Dave Lee", "dave@example.org", rotation, "Rotate the Teleport GitHub client secret"],
         ["2025-03-09T17:45:00.000Z", "removed", "ci-fleet:legacyRunnerToken", "Bob Smith", "bob@example.org", queue, "Add the release queue"],
-        ...['ci-fleet:queueParameters.default["buildkite/agent-token"]', 'ci-fleet:queueParameters.release["deploy/ssh/key"]', 'ci-fleet:queueParameters.release["global/env/NPM_TOKEN"]'].map((k) => [
+        ...['ci-fleet:queueSecrets.default["buildkite/agent-token"]', 'ci-fleet:queueSecrets.release["deploy/ssh/key"]', 'ci-fleet:queueSecrets.release["global/env/NPM_TOKEN"]'].map((k) => [
           "2025-03-09T17:45:00.000Z", "added", k, "Bob Smith", "bob@example.org", queue, "Add the release queue",
         ]),
         ...[
           "ci-fleet:githubAppPrivateKey",
-          'ci-fleet:queueParameters.default["buildkite/agent-token"]',
-          'ci-fleet:queueParameters.release["deploy/ssh/key"]',
-          'ci-fleet:queueParameters.release["global/env/NPM_TOKEN"]',
+          'ci-fleet:queueSecrets.default["buildkite/agent-token"]',
+          'ci-fleet:queueSecrets.release["deploy/ssh/key"]',
+          'ci-fleet:queueSecrets.release["global/env/NPM_TOKEN"]',
           "ci-fleet:teleportGithubClientId",
           "ci-fleet:teleportGithubClientSecret",
         ].map((k) => ["2025-03-11T12:00:00.000Z", "re-encrypted", k, "Alice Ng", "alice@example.org", kms, "Move stack secrets to AWS KMS"]),
-        ["2025-03-12T08:00:00.000Z", "rotated", 'ci-fleet:queueParameters.release["global/env/NPM_TOKEN"]', "Erin Park", "erin@example.org", npm, "Rotate the release NPM token"],
+        ["2025-03-12T08:00:00.000Z", "rotated", 'ci-fleet:queueSecrets.release["global/env/NPM_TOKEN"]', "Erin Park", "erin@example.org", npm, "Rotate the release NPM token"],
       ]);
     } finally {
       repo.cleanup();

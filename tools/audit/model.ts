@@ -106,7 +106,7 @@ export interface History {
 
 /** A change to a `secure:` leaf of the stack file, found in its git history. */
 export interface SecretChange {
-  /** Leaf path in `pulumi config --path` syntax, e.g. `ci-fleet:queueParameters.default["buildkite/agent-token"]`. */
+  /** Leaf path in `pulumi config --path` syntax, e.g. `ci-fleet:queueSecrets.default["buildkite/agent-token"]`. */
   key: string;
   /**
    * added: a new secret; rotated: its ciphertext changed; removed: gone (or now plain);
