@@ -1,5 +1,6 @@
 {%- from "teleport/map.jinja" import teleport with context %}
 {%- set repo = teleport.repo %}
+{%- set line = "deb [signed-by=%s] %s/%s %s %s" | format(repo.key_file, repo.url, grains["os"] | lower, grains["oscodename"], repo.channel) %}
 {#- The signing key is downloaded once and installed only if its fingerprint matches
     the pinned one (check_cmd runs on the downloaded file before it is put in place). #}
 
@@ -30,6 +31,6 @@ teleport-repo-sources-file-managed:
     - user: root
     - group: root
     - mode: '0644'
-    - contents: {{ repo.line | json }}
+    - contents: {{ line | json }}
     - require:
       - file: teleport-repo-signing-key-file-managed

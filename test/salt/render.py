@@ -157,7 +157,8 @@ def make_env(search_path):
 
 
 def grains_for(minion_id):
-    return {"id": minion_id, "os": "Debian", "os_family": "Debian", "oscodename": "bookworm",
+    # The fleet's machines run Ubuntu 24.04 (equinix.os ubuntu_24_04; the pinned AMI).
+    return {"id": minion_id, "os": "Ubuntu", "os_family": "Debian", "oscodename": "noble",
             "osarch": "amd64", "kernel": "Linux"}
 
 
