@@ -451,9 +451,21 @@ def compile_pillar(root, pillar_dir, minion_id, recorder):
     return pillar, names, matchers
 
 
-def run(root, contracts_md):
+def program_documents(path, root):
+    """The pillar documents `pulumi up` would write (from the offline preview), as the
+    master's pillar sync serves them: with the master's minion index derived by the sync."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "ci_fleet_pillar_sync", os.path.join(root, "salt_master", "files", "ci_fleet_pillar_sync.py"))
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    with open(path) as handle:
+        return sync.with_minion_index(json.load(handle))
+
+
+def run(root, contracts_md, documents_file=None):
     root = os.path.abspath(root)
-    docs = fixtures.documents()
+    docs = program_documents(documents_file, root) if documents_file else fixtures.documents()
     contract = contract_document(contracts_md)
     contract_paths = key_paths(contract)
     result = {"minions": {}, "fixture_problems": [], "pillar_paths_outside_contract": [],
@@ -558,8 +570,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--salt-root", required=True)
     parser.add_argument("--contracts", required=True)
+    parser.add_argument("--documents", help="JSON {minion_id: pillar document} to render with instead of the fixtures")
     args = parser.parse_args()
-    print(json.dumps(run(args.salt_root, args.contracts), indent=1, sort_keys=True))
+    print(json.dumps(run(args.salt_root, args.contracts, args.documents), indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
