@@ -1,7 +1,11 @@
 import * as aws from "@pulumi/aws";
 import { gzipSync } from "zlib";
 import * as pulumi from "@pulumi/pulumi";
-import { CiAgentKind, MachineProviderName, MachineRole } from "../config/model";
+import { CiAgentKind, FleetConfig, MachineProviderName, MachineRole } from "../config/model";
+import { ssmPaths } from "../identity/names";
+import { buildAuthProxyConfig, buildNodeConfig, teleportNodeLabels, TeleportAuditBackend } from "../teleport/config";
+import { renderYaml } from "../teleport/yaml";
+import type { RolesAnywhereCredentials } from "./cloud-config";
 
 /**
  * Pillar documents: one JSON document per minion, written to SSM by `pulumi up` and served
@@ -49,6 +53,105 @@ export interface MinionPillar {
     resources_gzip_base64: string;
     audit?: { bucket: string; events_table: string; region: string };
   };
+}
+
+/** Everything one minion's pillar is made of, resolved (secrets as plain strings: call inside an apply). */
+export interface MinionPillarInput {
+  config: Pick<FleetConfig, "stack" | "provider" | "saltMaster" | "identity" | "teleport" | "github" | "buildkite" | "queues">;
+  machine: { hostname: string; role: MachineRole; queue?: string; privateIpv4: string };
+  masterAddress: string;
+  /** The Teleport auth service, `<private IPv4>:3025`. */
+  authAddress: string;
+  minionPublicKeyPem: string;
+  /** The AWS role the machine wears: its queue's agent role, the master's or Teleport's. */
+  roleArn: string;
+  /** equinix-metal: its Roles Anywhere certificate, key and profile. */
+  rolesAnywhere?: RolesAnywhereCredentials;
+  /** Salt master only. */
+  githubAppPrivateKey?: string;
+  saltRepositoryDeployKey?: string;
+  /** Teleport machine only: roles + connector (YAML stream) and where the audit log goes. */
+  teleport?: { resourcesYaml: string; audit: TeleportAuditBackend };
+}
+
+/** A minion's pillar document (docs/contracts.md). Pure: same input, same document. */
+export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
+  const { config, machine } = input;
+  const { stack } = config;
+  const labels = teleportNodeLabels({ stack, role: machine.role, ...(machine.queue ? { queue: machine.queue } : {}) });
+  const queue = machine.queue ? config.queues[machine.queue] : undefined;
+  // The path the machine's role may read: its queue's secrets, or (the master) every pillar.
+  const ssmPrefix = machine.queue ? `${ssmPaths.queue(stack, machine.queue)}/` : machine.role === "salt-master" ? `${ssmPaths.pillar(stack)}/` : undefined;
+  const ra = input.rolesAnywhere;
+  const pillar: MinionPillar = {
+    ci_fleet: {
+      stack,
+      minion_id: machine.hostname,
+      role: machine.role,
+      provider: config.provider,
+      salt: {
+        // The master is a minion of itself.
+        master_address: machine.role === "salt-master" ? "127.0.0.1" : input.masterAddress,
+        repository: config.saltMaster.repository,
+        ref: config.saltMaster.ref,
+        minion_public_key_pem: input.minionPublicKeyPem,
+      },
+      aws: {
+        region: config.identity.region,
+        role_arn: input.roleArn,
+        ...(ssmPrefix ? { ssm_prefix: ssmPrefix } : {}),
+        ...(ra ? { roles_anywhere: { trust_anchor_arn: ra.trustAnchorArn, profile_arn: ra.profileArn, certificate_pem: ra.certificatePem, private_key_pem: ra.privateKeyPem } } : {}),
+      },
+      teleport: {
+        auth_address: input.authAddress,
+        ...(machine.role === "teleport"
+          ? {}
+          : { node_config: renderYaml(buildNodeConfig({ nodename: machine.hostname, privateIpv4: machine.privateIpv4, authAddress: input.authAddress, labels })) }),
+        labels,
+      },
+      ...(queue
+        ? {
+            runner: {
+              queue: machine.queue!,
+              agent: queue.agent,
+              trusted: queue.trusted,
+              labels: queue.labels,
+              ...(queue.runnerGroup ? { runner_group: queue.runnerGroup } : {}),
+              ...(queue.agent === "github-actions" && config.github ? { github_organization: config.github.organization } : {}),
+              ...(queue.agent === "buildkite" && config.buildkite ? { buildkite_organization: config.buildkite.organization } : {}),
+            },
+          }
+        : {}),
+    },
+  };
+  if (machine.role === "salt-master") {
+    pillar.ci_fleet_master = {
+      ...(input.githubAppPrivateKey && config.github
+        ? { github_app: { app_id: config.github.appId, installation_id: config.github.installationId, private_key_pem: input.githubAppPrivateKey } }
+        : {}),
+      ...(input.saltRepositoryDeployKey ? { salt_repository_deploy_key: input.saltRepositoryDeployKey } : {}),
+    };
+  }
+  if (machine.role === "teleport" && input.teleport) {
+    const { audit, resourcesYaml } = input.teleport;
+    pillar.ci_fleet_teleport = {
+      auth_config: renderYaml(
+        buildAuthProxyConfig({
+          provider: config.provider,
+          nodename: machine.hostname,
+          privateIpv4: machine.privateIpv4,
+          clusterName: config.teleport.clusterName,
+          publicAddr: config.teleport.publicAddr,
+          acmeEmail: config.teleport.acmeEmail,
+          audit,
+          labels,
+        }),
+      ),
+      resources_gzip_base64: gzipBase64(resourcesYaml),
+      ...(audit.kind === "aws" ? { audit: { bucket: audit.sessionsBucket, events_table: audit.eventsTable, region: audit.region } } : {}),
+    };
+  }
+  return pillar;
 }
 
 /** SSM's limit for a parameter (advanced tier); Intelligent-Tiering picks the tier. */

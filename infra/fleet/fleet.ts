@@ -6,11 +6,10 @@ import { ssmPaths } from "../identity/names";
 import { AwsNetwork, AwsSiteMachines } from "../machines/aws";
 import { EquinixMetalSite } from "../machines/equinix-metal";
 import { Machine, MachineRequest, MachineSite } from "../machines/site";
-import { gzipBase64, MinionPillar, MinionPillars, renderPillarDocument } from "../bootstrap/pillar";
-import { buildAuthProxyConfig, buildNodeConfig, teleportNodeLabels, TeleportAuditBackend, TELEPORT_AUTH_PORT } from "../teleport/config";
+import { buildMinionPillar, MinionPillars, renderPillarDocument } from "../bootstrap/pillar";
+import { TeleportAuditBackend, TELEPORT_AUTH_PORT } from "../teleport/config";
 import { teleportResourcesYaml } from "../teleport/resources";
 import { TeleportAuditStorage } from "../teleport/audit-storage";
-import { renderYaml } from "../teleport/yaml";
 import { CiEventArchive } from "../audit/event-archive";
 import { RunnerQueue, SaltMaster, TeleportNode } from "./machine-components";
 import { SaltKeyPair, SaltKeys } from "./salt-keys";
@@ -185,13 +184,8 @@ export class Fleet extends pulumi.ComponentResource {
     const documents: Record<string, pulumi.Output<string>> = {};
     for (const m of this.machines) {
       const cert = certificateFor(m.hostname);
-      const labels = teleportNodeLabels({ stack, role: m.role, ...(m.queue ? { queue: m.queue } : {}) });
-      const roleArn =
-        m.role === "runner" ? identity.agentRoleArns[m.queue!] : m.role === "salt-master" ? identity.saltMasterRoleArn : identity.teleportRoleArn;
+      const roleArn = m.role === "runner" ? identity.agentRoleArns[m.queue!] : m.role === "salt-master" ? identity.saltMasterRoleArn : identity.teleportRoleArn;
       const profileArn = rolesAnywhere?.profileArns[m.role === "runner" ? m.queue! : m.role];
-      const ssmPrefix = m.role === "runner" ? `${ssmPaths.queue(stack, m.queue!)}/` : m.role === "salt-master" ? `${ssmPaths.pillar(stack)}/` : undefined;
-      const queueSpec = m.queue ? config.queues[m.queue] : undefined;
-
       const parts = allOf<{
         roleArn: string;
         ownIp: string;
@@ -226,66 +220,22 @@ export class Fleet extends pulumi.ComponentResource {
           : undefined,
         audit: m.role === "teleport" ? auditStorage.auditBackend : undefined,
       });
-      const doc = parts.apply((v) => {
-        const pillar: MinionPillar = {
-          ci_fleet: {
-            stack,
-            minion_id: m.hostname,
-            role: m.role,
-            provider: config.provider,
-            salt: { master_address: m.role === "salt-master" ? "127.0.0.1" : v.masterAddress, repository: config.saltMaster.repository, ref: config.saltMaster.ref, minion_public_key_pem: v.publicKeyPem },
-            aws: {
-              region: config.identity.region,
-              role_arn: v.roleArn,
-              ...(ssmPrefix ? { ssm_prefix: ssmPrefix } : {}),
-              ...(v.roles ? { roles_anywhere: { trust_anchor_arn: v.roles.trustAnchorArn, profile_arn: v.roles.profileArn, certificate_pem: v.roles.certificatePem, private_key_pem: v.roles.privateKeyPem } } : {}),
-            },
-            teleport: {
-              auth_address: v.authAddress,
-              ...(m.role === "teleport" ? {} : { node_config: renderYaml(buildNodeConfig({ nodename: m.hostname, privateIpv4: v.ownIp, authAddress: v.authAddress, labels })) }),
-              labels,
-            },
-            ...(queueSpec
-              ? {
-                  runner: {
-                    queue: m.queue!,
-                    agent: queueSpec.agent,
-                    trusted: queueSpec.trusted,
-                    labels: queueSpec.labels,
-                    ...(queueSpec.runnerGroup ? { runner_group: queueSpec.runnerGroup } : {}),
-                    ...(queueSpec.agent === "github-actions" && config.github ? { github_organization: config.github.organization } : {}),
-                    ...(queueSpec.agent === "buildkite" && config.buildkite ? { buildkite_organization: config.buildkite.organization } : {}),
-                  },
-                }
-              : {}),
-          },
-        };
-        if (m.role === "salt-master") {
-          pillar.ci_fleet_master = {
-            ...(v.githubKey && config.github ? { github_app: { app_id: config.github.appId, installation_id: config.github.installationId, private_key_pem: v.githubKey } } : {}),
-            ...(v.deployKey ? { salt_repository_deploy_key: v.deployKey } : {}),
-          };
-        }
-        if (m.role === "teleport" && v.audit && v.teleportResources !== undefined) {
-          pillar.ci_fleet_teleport = {
-            auth_config: renderYaml(
-              buildAuthProxyConfig({
-                provider: config.provider,
-                nodename: m.hostname,
-                privateIpv4: v.ownIp,
-                clusterName: config.teleport.clusterName,
-                publicAddr: config.teleport.publicAddr,
-                acmeEmail: config.teleport.acmeEmail,
-                audit: v.audit,
-                labels,
-              }),
-            ),
-            resources_gzip_base64: gzipBase64(v.teleportResources),
-            ...(v.audit.kind === "aws" ? { audit: { bucket: v.audit.sessionsBucket, events_table: v.audit.eventsTable, region: v.audit.region } } : {}),
-          };
-        }
-        return renderPillarDocument(pillar);
-      });
+      const doc = parts.apply((v) =>
+        renderPillarDocument(
+          buildMinionPillar({
+            config,
+            machine: { hostname: m.hostname, role: m.role, ...(m.queue ? { queue: m.queue } : {}), privateIpv4: v.ownIp },
+            masterAddress: v.masterAddress,
+            authAddress: v.authAddress,
+            minionPublicKeyPem: v.publicKeyPem,
+            roleArn: v.roleArn,
+            ...(v.roles ? { rolesAnywhere: v.roles } : {}),
+            ...(v.githubKey ? { githubAppPrivateKey: v.githubKey } : {}),
+            ...(v.deployKey ? { saltRepositoryDeployKey: v.deployKey } : {}),
+            ...(v.audit && v.teleportResources !== undefined ? { teleport: { resourcesYaml: v.teleportResources, audit: v.audit } } : {}),
+          }),
+        ),
+      );
       documents[m.hostname] = pulumi.secret(doc);
     }
     // --- Buildkite's events, archived for auditors (optional per stack).
