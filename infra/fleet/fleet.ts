@@ -55,17 +55,14 @@ export class Fleet extends pulumi.ComponentResource {
 
     this.identity = new FleetIdentity(`${name}-identity`, { config }, child);
     const identity = this.identity;
-    // Pillar parameters live beside the queue secrets: the identity account and region.
-    const identityProvider = new aws.Provider(`${name}-identity-region`, { region: config.identity.region, allowedAccountIds: [config.identity.accountId] }, child);
+    // Pillar parameters and audit storage live beside the queue secrets: the identity account and region.
+    const identityProvider = identity.provider;
 
     const site = this.createSite(name, config);
     const masterId = machineNames.saltMaster(stack);
     const teleportId = machineNames.teleport(stack);
-    const runnerIds: { id: string; queue: string; runner: string }[] = [];
-    for (const [queue, spec] of Object.entries(config.queues)) {
-      for (const runner of Object.keys(spec.runners)) runnerIds.push({ id: machineNames.runner(stack, queue, runner), queue, runner });
-    }
-    const minionIds = [masterId, teleportId, ...runnerIds.map((r) => r.id)];
+    const runnerIds = Object.entries(config.queues).flatMap(([queue, spec]) => Object.keys(spec.runners).map((runner) => machineNames.runner(stack, queue, runner)));
+    const minionIds = [masterId, teleportId, ...runnerIds];
     const keys = new SaltKeys(`${name}-salt-keys`, { minionIds }, child);
 
     const instanceType = (plan: string) => {

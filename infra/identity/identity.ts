@@ -164,6 +164,8 @@ export class FleetIdentity extends pulumi.ComponentResource {
   public readonly instanceProfileNames?: InstanceProfileNames;
   public readonly rolesAnywhere?: RolesAnywhereIdentity;
   public readonly deployRoleArns: Record<string, Record<string, pulumi.Output<string>>>;
+  /** The provider for the identity account and region: other fleet resources there (pillar parameters, audit storage) use it too. */
+  public readonly provider: aws.Provider;
 
   constructor(name: string, args: FleetIdentityArgs, opts?: pulumi.ComponentResourceOptions) {
     super(FLEET_IDENTITY_TYPE, name, {}, pulumi.mergeOptions(opts, {}));
@@ -188,6 +190,7 @@ export class FleetIdentity extends pulumi.ComponentResource {
       { region, allowedAccountIds: [accountId] },
       { parent: this },
     );
+    this.provider = provider;
     const inFleetAccount: pulumi.CustomResourceOptions = { parent: this, provider };
 
     // equinix-metal: machines outside AWS wear roles through IAM Roles Anywhere.

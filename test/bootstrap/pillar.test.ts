@@ -79,7 +79,7 @@ test("a runner's pillar names its queue's agent, labels and organisation", () =>
 
 test("the Teleport resources travel gzip'd and come back byte for byte", () => {
   const doc = buildMinionPillar(input("equinix-metal", "teleport"));
-  const yaml = gunzipSync(Buffer.from(doc.ci_fleet_teleport!.resources_gzip_base64, "base64")).toString("utf8");
+  const yaml = gunzipSync(new Uint8Array(Buffer.from(doc.ci_fleet_teleport!.resources_gzip_base64, "base64"))).toString("utf8");
   expect(yaml).toBe(`kind: github\nspec:\n  client_secret: ${SECRET.connector}\n`);
   expect(gzipBase64(yaml)).toBe(doc.ci_fleet_teleport!.resources_gzip_base64);
 });

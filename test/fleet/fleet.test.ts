@@ -30,8 +30,8 @@ describe("the production fleet", () => {
       "ci-fleet:fleet:TeleportNode": 1,
       "ci-fleet:fleet:RunnerQueue": QUEUES,
       "ci-fleet:teleport:AuditStorage": 1,
-      // identity region, fleet region for pillars, one per deploy account
-      "pulumi:providers:aws": 2 + DEPLOY_ACCOUNTS,
+      // the identity account's, one per deploy account
+      "pulumi:providers:aws": 1 + DEPLOY_ACCOUNTS,
       "equinix-metal:index/device:Device": MACHINES,
       // Salt: the master key + one per minion; Roles Anywhere: CA + one per machine
       "tls:index/privateKey:PrivateKey": 1 + MACHINES + 1 + MACHINES,
