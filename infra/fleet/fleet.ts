@@ -16,6 +16,9 @@ import { SaltKeyPair, SaltKeys } from "./salt-keys";
 import { CloudConfig, EC2_USER_DATA_LIMIT_BYTES, gzipUserData, renderCloudConfig, RolesAnywhereCredentials } from "../bootstrap/cloud-config";
 import { minionCloudConfig, saltMasterCloudConfig } from "./user-data";
 
+/** An RSA-2048 modulus is 256 random bytes: no compression makes a pre-seeded key smaller. */
+const MIN_GZIP_BYTES_PER_KEY = 256;
+
 /** What the preview and the stack outputs show of each machine. */
 export interface FleetMachine {
   hostname: string;
@@ -108,11 +111,14 @@ export class Fleet extends pulumi.ComponentResource {
           repository: { url: config.saltMaster.repository, ref: config.saltMaster.ref, ...(v.deployKey ? { deployKeyPem: v.deployKey } : {}) },
           aws: { region: config.identity.region, roleArn: v.roleArn, ssmPillarPrefix: `${ssmPaths.pillar(stack)}/`, ...(v.rolesAnywhere ? { rolesAnywhere: v.rolesAnywhere } : {}) },
         });
-        const everyKey = build(v.accepted);
-        if (gzipUserData(renderCloudConfig(everyKey)).length <= EC2_USER_DATA_LIMIT_BYTES) return everyKey;
         // Too many machines to list within EC2's limit: pre-seed the control plane here; the
-        // first pillar sync accepts every minion from SSM before salt-master starts.
-        return build(v.accepted.filter((m) => m.id === masterId || m.id === teleportId));
+        // first pillar sync accepts every minion from SSM before salt-master starts. A key's
+        // modulus is random, so no key takes less than its 256 bytes even gzip'd: past that
+        // count, trying is pointless.
+        const controlPlane = () => build(v.accepted.filter((m) => m.id === masterId || m.id === teleportId));
+        if (v.accepted.length * MIN_GZIP_BYTES_PER_KEY > EC2_USER_DATA_LIMIT_BYTES) return controlPlane();
+        const everyKey = build(v.accepted);
+        return gzipUserData(renderCloudConfig(everyKey)).length <= EC2_USER_DATA_LIMIT_BYTES ? everyKey : controlPlane();
       });
     const masterRequest: MachineRequest = {
       hostname: masterId,

@@ -323,7 +323,10 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   // Pulumi records a stack trace for every promise it makes; under the mocks that is most
   // of the run time. Nothing here reads those traces.
   const stackTraceLimit = Error.stackTraceLimit;
+  const prepareStackTrace = Error.prepareStackTrace;
   Error.stackTraceLimit = 0;
+  // ts-node's source-map support would still map each (empty) trace.
+  Error.prepareStackTrace = (error) => String(error);
   try {
   await pulumi.runtime.runInPulumiStack(async () => {
     mocks.captureOptions();
@@ -334,6 +337,7 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
   } finally {
     Error.stackTraceLimit = stackTraceLimit;
+    Error.prepareStackTrace = prepareStackTrace;
   }
   return { result: result as T, mocks };
 }
