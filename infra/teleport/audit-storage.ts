@@ -13,7 +13,7 @@ import { SESSION_RECORDINGS_PREFIX, type TeleportAuditBackend } from "./config";
  *   public access blocked, owner-enforced, TLS-only, expired after the retention;
  * - audit events: a DynamoDB table in the schema Teleport's `dynamodb://` backend uses,
  *   encrypted with the fleet key, point-in-time recovery on, TTL on `Expires` (Teleport
- *   sets it from `audit_retention_period`), deletion-protected;
+ *   sets it from `retention_period`), deletion-protected;
  * - an inline policy on the Teleport machine's role granting what Teleport calls on the
  *   two (and nothing that deletes or reconfigures them: Pulumi owns their settings).
  */

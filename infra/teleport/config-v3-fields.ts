@@ -1,7 +1,9 @@
 /**
  * The fields Teleport documents, for the version the fleet installs, written down from
  * Teleport's configuration and resource references (teleport.yaml `version: v3`, role
- * `v7`, GitHub connector `v3`). Every key path a builder renders must appear here, so a
+ * `v7`, GitHub connector `v3`); the teleport.yaml fields the builders render were checked
+ * against the config reference in Teleport's repository
+ * (docs/pages/includes/config-reference/*.yaml). Every key path a builder renders must appear here, so a
  * typo or an invented field fails a test instead of failing a machine at boot (Teleport
  * refuses to start on an unknown key in teleport.yaml).
  *
@@ -43,7 +45,9 @@ export const TELEPORT_CONFIG_V3_FIELDS: readonly string[] = [
   "teleport.storage.audit_events_uri",
   "teleport.storage.audit_events_uri[]",
   "teleport.storage.audit_sessions_uri",
-  "teleport.storage.audit_retention_period",
+  "teleport.storage.retention_period",
+  "teleport.storage.sync",
+  "teleport.storage.journal",
   "teleport.storage.continuous_backups",
   "teleport.storage.auto_scaling",
   "teleport.storage.billing_mode",

@@ -93,10 +93,10 @@ export interface TeleportAuthProxyConfig {
     data_dir: string;
     log: TeleportLog;
     storage: {
-      type: "dir";
+      type: "sqlite";
       audit_events_uri: string[];
       audit_sessions_uri: string;
-      audit_retention_period?: string;
+      retention_period?: string;
     };
   };
   auth_service: {
@@ -171,7 +171,7 @@ export function buildAuthProxyConfig(input: AuthProxyConfigInput): TeleportAuthP
       log: buildLog(),
       // Cluster state (CAs, users, roles) stays on the machine's disk (`dir`): a single
       // auth server; the audit log is what must outlive the machine.
-      storage: { type: "dir", ...auditStorage(input.audit) },
+      storage: { type: "sqlite", ...auditStorage(input.audit) },
     },
     auth_service: {
       enabled: true,
@@ -253,9 +253,9 @@ function auditStorage(audit: TeleportAuditBackend): Omit<TeleportAuthProxyConfig
   return {
     audit_events_uri: [`dynamodb://${audit.eventsTable}?region=${region}`],
     audit_sessions_uri: `s3://${audit.sessionsBucket}/${SESSION_RECORDINGS_PREFIX}?region=${region}`,
-    // Teleport stamps each event with this expiry; DynamoDB's TTL deletes it. Go duration
-    // syntax has no days unit, so hours.
-    audit_retention_period: `${audit.retentionDays * 24}h`,
+    // Teleport stamps each DynamoDB event with this expiry and the table's TTL deletes it
+    // (only the DynamoDB events backend reads `retention_period`).
+    retention_period: `${audit.retentionDays}d`,
   };
 }
 

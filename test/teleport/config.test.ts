@@ -50,12 +50,12 @@ describe("teleport.yaml of the Teleport machine (auth + proxy)", () => {
     });
   });
 
-  test("on aws the audit log is durable: events in DynamoDB, recordings in S3, retention in hours", () => {
+  test("on aws the audit log is durable: events in DynamoDB, recordings in S3, retention in days", () => {
     expect(authConfig().teleport.storage).toEqual({
-      type: "dir",
+      type: "sqlite",
       audit_events_uri: ["dynamodb://ci-fleet-production-teleport-events?region=us-east-1"],
       audit_sessions_uri: "s3://ci-fleet-production-teleport-audit-123456789012/records?region=us-east-1",
-      audit_retention_period: "8760h",
+      retention_period: "365d",
     });
   });
 
@@ -63,7 +63,7 @@ describe("teleport.yaml of the Teleport machine (auth + proxy)", () => {
     const audit = { kind: "local", eventsDir: "/var/lib/teleport/audit/events", sessionsDir: "/var/lib/teleport/audit/sessions" } as const;
     expect(() => authConfig({ provider: "aws", audit })).toThrow(/never on the machine's disk/);
     expect(authConfig({ provider: "equinix-metal", audit }).teleport.storage).toEqual({
-      type: "dir",
+      type: "sqlite",
       audit_events_uri: ["file:///var/lib/teleport/audit/events"],
       audit_sessions_uri: "file:///var/lib/teleport/audit/sessions",
     });
