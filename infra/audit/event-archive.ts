@@ -1,6 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { encryptedBucket } from "../storage/encrypted-bucket";
+import { denyInsecureTransport, encryptedBucket } from "../storage/encrypted-bucket";
 import { arns, fleetTag, roleNameProblem } from "../identity/names";
 import { PolicyDocument, PolicyStatement } from "../identity/policies";
 
@@ -283,14 +283,7 @@ export function archiveBucketPolicy(input: ArchiveBucketPolicyInput): PolicyDocu
   const root = arns.accountRoot(input.accountId);
   const objects = `${input.bucketArn}/*`;
   return document([
-    {
-      Sid: "DenyInsecureTransport",
-      Effect: "Deny",
-      Principal: "*",
-      Action: "s3:*",
-      Resource: [input.bucketArn, objects],
-      Condition: { Bool: { "aws:SecureTransport": "false" } },
-    },
+    denyInsecureTransport(input.bucketArn),
     {
       Sid: "DenyReadsExceptAuditor",
       Effect: "Deny",

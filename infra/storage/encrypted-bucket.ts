@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import type { PolicyStatement } from "../identity/policies";
 
 /** Unfinished multipart uploads are cleaned up after this many days. */
 export const ABORT_INCOMPLETE_UPLOAD_DAYS = 7;
@@ -64,4 +65,16 @@ export function encryptedBucket(name: string, args: EncryptedBucketArgs, opts: p
     pulumi.mergeOptions(opts, { dependsOn: [versioning] }),
   );
   return { bucket, ownership, publicAccess, versioning, encryption };
+}
+
+/** The statement every fleet bucket policy starts with: nothing reaches the bucket over plain HTTP. */
+export function denyInsecureTransport(bucketArn: string): PolicyStatement {
+  return {
+    Sid: "DenyInsecureTransport",
+    Effect: "Deny",
+    Principal: "*",
+    Action: "s3:*",
+    Resource: [bucketArn, `${bucketArn}/*`],
+    Condition: { Bool: { "aws:SecureTransport": "false" } },
+  };
 }

@@ -1,6 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { encryptedBucket } from "../storage/encrypted-bucket";
+import { denyInsecureTransport, encryptedBucket } from "../storage/encrypted-bucket";
 import { SESSION_RECORDINGS_PREFIX, type TeleportAuditBackend } from "./config";
 
 /**
@@ -124,16 +124,7 @@ export function teleportAuditAccessPolicy(input: AuditAccessPolicyInput): object
 export function auditBucketPolicy(bucketArn: string): object {
   return {
     Version: "2012-10-17",
-    Statement: [
-      {
-        Sid: "DenyInsecureTransport",
-        Effect: "Deny",
-        Principal: "*",
-        Action: "s3:*",
-        Resource: [bucketArn, `${bucketArn}/*`],
-        Condition: { Bool: { "aws:SecureTransport": "false" } },
-      },
-    ],
+    Statement: [denyInsecureTransport(bucketArn)],
   };
 }
 
