@@ -12,10 +12,20 @@ include:
 {%- if token %}
 {%-   set labels = (github_runner.labels + ['queue-' ~ github_runner.queue]) | join(',') %}
 
+{#- Register on the newest release: GitHub gives no jobs to a runner more than 30 days
+    behind. No requisite: if GitHub's API cannot be read, register on what is installed. #}
+github_runner-register-update-cmd-run:
+  cmd.run:
+    - name: {{ github_runner.updater.script }} update
+
+{#- Under the updater's lock, and by absolute path: config.sh resolves its directory
+    (the current release) only once the lock is held. --disableupdate: the runner cannot
+    replace its root-owned files; the updater does. #}
 github_runner-register-config-cmd-run:
   cmd.run:
     - name: >-
-        ./config.sh --unattended --replace --disableupdate
+        flock --wait 900 {{ github_runner.updater.lock }}
+        {{ github_runner.install_dir }}/config.sh --unattended --replace --disableupdate
         {%- if github_runner.ephemeral %} --ephemeral{% endif %}
         --url https://github.com/{{ github_runner.organization }}
         --name {{ github_runner.minion_id }}

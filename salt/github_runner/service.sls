@@ -6,6 +6,7 @@
 
 include:
   - runner.selftest
+  - .archive
   - .config
   - .hooks
 
@@ -32,7 +33,12 @@ github_runner-service-unit-file-managed:
         ExecStart={{ github_runner.install_dir }}/run.sh
         ExecStopPost=-+/usr/bin/salt-call --log-level=quiet event.send {{ github_runner.unregistered_event }}
         KillMode=control-group
-        Restart=no
+        # run.sh exits 0 for every listener exit but 2 (run-helper.sh), including 6
+        # "configuration refreshed, restart me" and 5 "session conflict" with the
+        # registration still there. Restart: a registered runner comes back; after its
+        # job an ephemeral runner has deleted .runner and the condition keeps it down.
+        Restart=always
+        RestartSec=15
         PrivateTmp=yes
         NoNewPrivileges=yes
         ProtectSystem=full
@@ -48,7 +54,7 @@ github_runner-service-enabled-service-enabled:
     - require:
       - file: github_runner-service-unit-file-managed
       - file: github_runner-config-env-file-managed
-      - file: github_runner-config-path-file-managed
       - file: github_runner-hooks-job-started-file-managed
       - file: github_runner-hooks-job-completed-file-managed
       - service: runner-selftest-service-running
+      - cmd: github_runner-archive-floor-cmd-run
