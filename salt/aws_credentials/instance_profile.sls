@@ -1,9 +1,24 @@
 {%- from "aws_credentials/map.jinja" import aws_credentials as aws with context %}
-{#- aws: the instance profile IS the queue role, but the metadata service is closed to
-    every uid but 0 (it also serves user-data). A root timer copies the role's
-    credentials (never user-data) to a file only the CI user can read, and the CI
-    user's credential_process prints it. Root (the Salt master) needs none of this. #}
-{%- if aws.provider == 'aws' and aws.user and aws.user.name != 'root' %}
+{#- aws: the instance profile IS the machine's role. Root (the Salt master, the Teleport
+    auth service) reads it from the metadata service itself: its config names the region
+    only, so the SDK's default chain ends at IMDS. The metadata service is closed to every
+    uid but 0 (it also serves user-data), so for the CI user a root timer copies the role's
+    credentials (never user-data) to a file only the CI user can read, and the CI user's
+    credential_process prints it. #}
+{%- if aws.provider == 'aws' and aws.user and aws.user.name == 'root' %}
+
+aws_credentials-instance_profile-config-file-managed:
+  file.managed:
+    - name: {{ aws.user.home }}/.aws/config
+    - user: root
+    - group: root
+    - mode: '0600'
+    - makedirs: True
+    - contents: |
+        # Managed by Salt (aws_credentials.instance_profile).
+        [default]
+        region = {{ aws.region }}
+{%- elif aws.provider == 'aws' and aws.user %}
 {%-   set user = aws.user.name %}
 
 aws_credentials-instance_profile-helper-file-managed:
@@ -49,13 +64,22 @@ aws_credentials-instance_profile-timer-unit-file-managed:
         [Install]
         WantedBy=timers.target
 
+# Salt reloads systemd only when the unit it starts changed (the timer), never for the
+# .service the timer starts: reload here, so a changed ExecStart is the one that runs.
+aws_credentials-instance_profile-units-cmd-run:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: aws_credentials-instance_profile-service-unit-file-managed
+      - file: aws_credentials-instance_profile-timer-unit-file-managed
+
 aws_credentials-instance_profile-timer-service-running:
   service.running:
     - name: ci-fleet-imds-credentials.timer
     - enable: True
     - require:
       - file: aws_credentials-instance_profile-helper-file-managed
-      - file: aws_credentials-instance_profile-service-unit-file-managed
+      - cmd: aws_credentials-instance_profile-units-cmd-run
     - watch:
       - file: aws_credentials-instance_profile-timer-unit-file-managed
 

@@ -21,10 +21,17 @@ base-upgrades-origins-file-managed:
     - group: root
     - mode: '0644'
     # Security updates only; pinned vendor packages (Salt, Teleport) move by git commit.
+    # Ubuntu's pockets: Origin "Ubuntu", Suite (archive) "noble-security"; the Codename is
+    # plain "noble". The release pocket never changes but may hold a fix's new dependency
+    # (as Ubuntu's own 50unattended-upgrades says). `#clear` drops the package's lists
+    # (read earlier), so this file is the whole policy.
     - contents: |
         // Managed by Salt (base.upgrades).
+        #clear Unattended-Upgrade::Allowed-Origins;
+        #clear Unattended-Upgrade::Origins-Pattern;
         Unattended-Upgrade::Origins-Pattern {
-          "origin=Debian,codename=${distro_codename}-security,label=Debian-Security";
+          "origin=Ubuntu,archive=${distro_codename}-security";
+          "origin=Ubuntu,archive=${distro_codename}";
         };
         Unattended-Upgrade::Automatic-Reboot "false";
     - require:
