@@ -46,6 +46,39 @@ test("signing keys are pinned by full fingerprints, none a placeholder", () => {
   }
 });
 
+/**
+ * Salt advisories on the 3007 line, as published (OSV/PyPA advisory database, Salt release notes):
+ * the pinned release must be at or after every fix.
+ */
+const SALT_3007_ADVISORIES: [string, string, number][] = [
+  // PYSEC-2026-1902: authentication protocol version downgrade allows minion impersonation;
+  // affected 3007.4 through 3007.8, fixed in 3007.9 (which adds the master's minimum_auth_version).
+  ["CVE-2025-62349", "minion impersonation by an authentication-protocol downgrade", 9],
+  // Fixed in the same release: unsafe YAML loader in the junos execution module.
+  ["CVE-2025-62348", "unsafe YAML loading in the junos module", 9],
+];
+
+test.each(SALT_3007_ADVISORIES)("the pinned Salt release has the fix for %s (%s)", (_cve, _what, fixedInPatch) => {
+  const [major, patch] = String(cloudInitPins.salt.version).split(".").map(Number);
+  expect(major).toBe(3007);
+  expect(patch).toBeGreaterThanOrEqual(fixedInPatch);
+});
+
+test("every Salt version the project names is the one cloud-init/pins.yaml pins", () => {
+  const pinned = String(cloudInitPins.salt.version);
+  const mentions: string[] = [];
+  const walk = (rel: string) => {
+    const abs = path.join(ROOT, rel);
+    if (fs.statSync(abs).isDirectory()) {
+      for (const e of fs.readdirSync(abs)) if (e !== "__snapshots__" && e !== "node_modules") walk(path.join(rel, e));
+      return;
+    }
+    for (const m of fs.readFileSync(abs, "utf8").matchAll(/\b300[6-9]\.\d+\b/g)) mentions.push(`${rel}: ${m[0]}`);
+  };
+  ["README.md", "docs", "salt", "cloud-init", "infra", "test/bootstrap"].forEach(walk);
+  expect(mentions.filter((m) => !m.endsWith(`: ${pinned}`))).toEqual([]);
+});
+
 test("Salt installs the Teleport release the program renders configs for", () => {
   expect(String(salt("teleport").version)).toBe(TELEPORT_VERSION);
 });

@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from "child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import * as path from "path";
-import { compactScript } from "../../infra/bootstrap/cloud-config";
+import { PINS, compactScript } from "../../infra/bootstrap/cloud-config";
 import { requireTool } from "./fixtures";
 
 const SCRIPTS = path.join(__dirname, "..", "..", "cloud-init", "scripts");
@@ -123,7 +123,7 @@ describe("ci-fleet-install-salt: the signing key is checked before it is trusted
     mkdirSync(root);
     const env = {
       PATH: `${dir}/bin:${process.env.PATH}`,
-      SALT_VERSION: "3007.8",
+      SALT_VERSION: PINS.salt.version,
       SALT_REPOSITORY: "https://packages.broadcom.com/artifactory/saltproject-deb/",
       SALT_KEY_URL: `file://${path.join(dir, keyFile)}`,
       SALT_KEY_FINGERPRINT: pinnedFingerprint,
@@ -144,8 +144,8 @@ describe("ci-fleet-install-salt: the signing key is checked before it is trusted
     expect(keyring).toContain(pinnedFingerprint);
     expect(keyring).not.toContain(otherFingerprint);
     expect(readFileSync(`${root}/salt.sources`, "utf8")).toContain(`Signed-By: ${root}/keyrings/salt.gpg`);
-    expect(readFileSync(`${root}/salt-pin`, "utf8")).toBe("Package: salt-*\nPin: version 3007.8\nPin-Priority: 1001\n");
-    expect(readFileSync(`${dir}/apt-get.log`, "utf8")).toContain("install -y -qq --no-install-recommends salt-common=3007.8 salt-minion=3007.8");
+    expect(readFileSync(`${root}/salt-pin`, "utf8")).toBe(`Package: salt-*\nPin: version ${PINS.salt.version}\nPin-Priority: 1001\n`);
+    expect(readFileSync(`${dir}/apt-get.log`, "utf8")).toContain(`install -y -qq --no-install-recommends salt-common=${PINS.salt.version} salt-minion=${PINS.salt.version}`);
     // Daemons were held back during the install, and the hold is gone afterwards.
     expect(existsSync(`${root}/policy-rc.d`)).toBe(false);
   });
