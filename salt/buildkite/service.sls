@@ -27,10 +27,15 @@ buildkite-service-unit-file-managed:
         [Service]
         User={{ runner.user.name }}
         Group={{ runner.user.name }}
-        RuntimeDirectory={{ buildkite.runtime_dir }}
+        # Both owned by User=, 0700, recreated empty at every start (systemd.exec(5)).
+        RuntimeDirectory={{ buildkite.runtime_dir }} {{ buildkite.job_secrets_dir }}
         RuntimeDirectoryMode=0700
         Environment=HOME={{ runner.user.home }}
         Environment=BUILDKITE_AGENT_CONFIG={{ buildkite.config_dir }}/buildkite-agent.cfg
+        # For the job-secrets hooks (docs/contracts.md); the agent passes its environment to every job.
+        Environment=CI_FLEET_SSM_PREFIX={{ buildkite.ssm_prefix }}
+        Environment=AWS_REGION={{ buildkite.region }}
+        Environment=CI_FLEET_STATE_DIR={{ buildkite.state_dir }}
         ExecStartPre=+{{ runner.reset_script }}
         ExecStartPre={{ buildkite.token_script }} --parameter {{ buildkite.token_parameter }} --region {{ buildkite.region }} --output {{ env_file }}
         EnvironmentFile=-{{ env_file }}

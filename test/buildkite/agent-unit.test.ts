@@ -1,0 +1,76 @@
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { buildkiteMinions, directives, parseUnit, renderStack, unitEnvironment, type StackRender } from "./support";
+
+/**
+ * buildkite-agent.service as systemd reads it. `systemd-analyze verify` (Debian's systemd,
+ * the same parser as Ubuntu 24.04's 255) checks every directive; the paths the unit runs
+ * are pointed at stubs so the check runs without installing anything.
+ */
+
+const UNIT = "/etc/systemd/system/buildkite-agent.service";
+
+function verify(unitText: string): { status: number | null; stderr: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-bk-unit-"));
+  try {
+    for (const stub of ["ci-agent-reset", "buildkite-agent-token", "buildkite-agent"]) {
+      fs.writeFileSync(path.join(dir, stub), "#!/bin/sh\n", { mode: 0o755 });
+    }
+    fs.writeFileSync(path.join(dir, "ci-netboot-selftest.service"), "[Service]\nType=oneshot\nExecStart=/bin/true\n");
+    const text = unitText.replaceAll("/usr/local/sbin/", `${dir}/`).replaceAll("/usr/local/bin/", `${dir}/`);
+    fs.writeFileSync(path.join(dir, "buildkite-agent.service"), text);
+    const run = spawnSync("systemd-analyze", ["verify", "--man=no", path.join(dir, "buildkite-agent.service")], {
+      encoding: "utf8",
+      env: { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:` },
+    });
+    if (run.error) throw new Error(`cannot run systemd-analyze (Debian package systemd): ${run.error.message}`);
+    return { status: run.status, stderr: run.stderr.replaceAll(dir, "<stubs>") };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("buildkite-agent.service on the production runners", () => {
+  let render: StackRender;
+  beforeAll(async () => {
+    render = await renderStack("production");
+  });
+
+  test("systemd-analyze verify accepts every directive, without warnings", () => {
+    for (const id of buildkiteMinions(render)) {
+      expect({ id, ...verify(render.minions[id].files[UNIT]) }).toEqual({ id, status: 0, stderr: "" });
+    }
+  });
+
+  test("the verifier really reports an unknown directive (the check above can fail)", () => {
+    const id = buildkiteMinions(render)[0];
+    const broken = render.minions[id].files[UNIT].replace("KillMode=control-group", "KillMode=control-group\nNoNewPrivilege=yes");
+    expect(verify(broken).stderr).toContain("Unknown key 'NoNewPrivilege'");
+  });
+
+  test("the token reaches the agent: ExecStartPre writes, as the agent's user, the file EnvironmentFile= reads", () => {
+    // systemd.exec(5): EnvironmentFile= is read "after all processes from a previous unit state
+    // terminated. This means you can generate these files in one unit state, and read it with
+    // this option in the next" -- ExecStartPre (start-pre) writes, ExecStart (start) reads.
+    for (const id of buildkiteMinions(render)) {
+      const unit = parseUnit(render.minions[id].files[UNIT]);
+      const envFiles = directives(unit, "Service", "EnvironmentFile");
+      expect(envFiles).toEqual(["-/run/buildkite-agent/agent.env"]);
+      const pre = directives(unit, "Service", "ExecStartPre");
+      const token = pre.find((c) => c.includes("buildkite-agent-token"))!;
+      // No "+": it runs as User= with the queue's AWS credentials, writing into the RuntimeDirectory.
+      expect(token.startsWith("/usr/local/sbin/buildkite-agent-token ")).toBe(true);
+      const args = token.split(/\s+/);
+      const doc = render.documents[id].ci_fleet;
+      expect(args[args.indexOf("--output") + 1]).toBe("/run/buildkite-agent/agent.env");
+      expect(args[args.indexOf("--parameter") + 1]).toBe(`/ci-fleet/production/${doc.runner!.queue}/buildkite/agent-token`);
+      expect(args[args.indexOf("--region") + 1]).toBe(unitEnvironment(unit).get("AWS_REGION"));
+      // The reset (as root) runs before the token is fetched, and the agent reads its config from the file Salt writes.
+      expect(pre[0]).toBe("+/usr/local/sbin/ci-agent-reset");
+      expect(unitEnvironment(unit).get("BUILDKITE_AGENT_CONFIG")).toBe("/etc/buildkite-agent/buildkite-agent.cfg");
+      expect(directives(unit, "Service", "ExecStart")).toEqual(["/usr/local/bin/buildkite-agent start"]);
+    }
+  });
+});
