@@ -69,7 +69,9 @@ export interface AuditAccessPolicyInput {
  * bucket and table. Deliberately absent: every Delete*, bucket/table configuration
  * (CreateBucket, PutBucketVersioning, PutEncryptionConfiguration, CreateTable,
  * UpdateTable, UpdateTimeToLive, UpdateContinuousBackups) — Teleport skips those when
- * the bucket and table already exist and are configured.
+ * the bucket and table already exist and are configured (TTL on `Expires` is on, and the
+ * config leaves `continuous_backups` and `auto_scaling` unset). UpdateTimeToLive stays out
+ * on purpose: pointed at another attribute it would expire every event.
  */
 export function teleportAuditAccessPolicy(input: AuditAccessPolicyInput): object {
   return {
@@ -91,15 +93,10 @@ export function teleportAuditAccessPolicy(input: AuditAccessPolicyInput): object
       {
         Sid: "AuditEventsTable",
         Effect: "Allow",
-        Action: [
-          "dynamodb:BatchWriteItem",
-          "dynamodb:DescribeTable",
-          "dynamodb:DescribeTimeToLive",
-          "dynamodb:GetItem",
-          "dynamodb:PutItem",
-          "dynamodb:Query",
-          "dynamodb:Scan",
-        ],
+        // What lib/events/dynamoevents calls at 17.x: DescribeTable and DescribeTimeToLive at
+        // start, PutItem per event, Query to search. Not BatchWriteItem: its DeleteRequest
+        // would let the machine erase events.
+        Action: ["dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "dynamodb:PutItem", "dynamodb:Query"],
         Resource: [input.tableArn, `${input.tableArn}/index/*`],
       },
       {

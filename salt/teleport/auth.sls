@@ -5,6 +5,8 @@
     /run that are removed right after. #}
 {%- set auth_config = salt['pillar.get']('ci_fleet_teleport:auth_config', '') %}
 {%- set resources = salt['pillar.get']('ci_fleet_teleport:resources_gzip_base64', '') %}
+{%- set provider = salt['pillar.get']('ci_fleet:provider', '') %}
+{%- set region = salt['pillar.get']('ci_fleet:aws:region', '') %}
 include:
   - teleport
 
@@ -27,13 +29,38 @@ teleport-auth-config-file-managed:
     - require:
       - pkg: teleport-package-install-pkg-installed
 
+{%-   if provider == 'equinix-metal' %}
+
+{#- The audit log's DynamoDB table and S3 bucket are reached with root's Roles Anywhere
+    profile: the packaged unit sets no HOME, so name the file (AWS_SDK_LOAD_CONFIG is
+    for SDK v1 code paths; v2 reads AWS_CONFIG_FILE itself). On aws, IMDS serves root. #}
+
+teleport-auth-aws-dropin-file-managed:
+  file.managed:
+    - name: {{ teleport.aws_dropin }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: True
+    - contents: |
+        # Managed by Salt (teleport.auth).
+        [Service]
+        Environment=AWS_CONFIG_FILE={{ teleport.aws_config_file }}
+        Environment=AWS_SDK_LOAD_CONFIG=1
+        Environment=AWS_REGION={{ region }}
+{%-   endif %}
+
 teleport-auth-service-running:
   service.running:
     - name: teleport
     - enable: True
+    # Salt's systemd module runs daemon-reload itself when a unit or drop-in changed.
     - watch:
       - file: teleport-auth-config-file-managed
       - pkg: teleport-package-install-pkg-installed
+{%-   if provider == 'equinix-metal' %}
+      - file: teleport-auth-aws-dropin-file-managed
+{%-   endif %}
 
 teleport-auth-resources-file-managed:
   file.managed:

@@ -249,15 +249,7 @@ describe("TeleportAuditStorage under the mock runtime", () => {
         {
           Sid: "AuditEventsTable",
           Effect: "Allow",
-          Action: [
-            "dynamodb:BatchWriteItem",
-            "dynamodb:DescribeTable",
-            "dynamodb:DescribeTimeToLive",
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:Query",
-            "dynamodb:Scan",
-          ],
+          Action: ["dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "dynamodb:PutItem", "dynamodb:Query"],
           Resource: [TABLE_ARN, `${TABLE_ARN}/index/*`],
         },
         {
@@ -336,6 +328,7 @@ describe("the Teleport role's audit permissions, evaluated", () => {
     ["dynamodb:PutItem", TABLE_ARN, {}, "Allowed"],
     ["dynamodb:Query", `${TABLE_ARN}/index/timesearchV2`, {}, "Allowed"],
     ["dynamodb:DeleteItem", TABLE_ARN, {}, "ImplicitlyDenied"],
+    ["dynamodb:BatchWriteItem", TABLE_ARN, {}, "ImplicitlyDenied"],
     ["dynamodb:DeleteTable", TABLE_ARN, {}, "ImplicitlyDenied"],
     ["dynamodb:UpdateTimeToLive", TABLE_ARN, {}, "ImplicitlyDenied"],
     ["kms:GenerateDataKey", KMS_KEY_ARN, { "kms:ViaService": "s3.us-east-1.amazonaws.com" }, "Allowed"],

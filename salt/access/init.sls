@@ -1,0 +1,4 @@
+{#- Local login users for Teleport sessions, and sudo for admins. #}
+include:
+  - .users
+  - .sudo
