@@ -19,6 +19,7 @@ import {
 } from "./model";
 import { buildRoles, ROLE_FLEET_ADMIN } from "../teleport/roles";
 import { RESERVED_QUEUE_NAMES } from "../identity/names";
+import { RESERVED_ENV_NAMES } from "../../hooks/buildkite/src/slugs";
 
 /**
  * Pure checking of a stack's plain (non-secret) settings: every problem is collected,
@@ -81,7 +82,19 @@ const AWS_INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9-]+$/;
 const AWS_METAL_TYPE = /^[a-z][a-z0-9-]*\.metal(-\d+xl)?$/;
 const IAM_ROLE_NAME = /^[\w+=,.@-]{1,64}$/;
 const POLICY_ARN = /^arn:aws(-[a-z]+)*:iam::(aws|\d{12}):policy\/[\w+=,.@/-]{1,512}$/;
-const AMI_ID = /^ami-[0-9a-f]{8,17}$/;
+/** EC2 resource ids: `ami-` and 8 (before 2016) or 17 lower-case hex digits. */
+const AMI_ID = /^ami-([0-9a-f]{8}|[0-9a-f]{17})$/;
+/** AMI ids copied from tutorials and examples into stack files: never checked for any region. */
+const PLACEHOLDER_AMIS = ["ami-0c55b159cbfafe1f0"];
+/**
+ * arm64 instance types: `g` among the attributes after the generation (AWS Graviton: c7g,
+ * m6gd, c7gn, im4gn, x2gd, ...) and the first Graviton family, a1. The fleet's image is amd64.
+ */
+function isArm64InstanceType(type: string): boolean {
+  const m = /^([a-z]+)(\d+)([a-z-]*)\./.exec(type);
+  if (!m) return false;
+  return m[3].includes("g") || `${m[1]}${m[2]}` === "a1";
+}
 const OS_SLUG = /^[a-z0-9][a-z0-9_.-]*$/;
 const GIT_REF = /^(?!.*\.\.)(?!\/)[A-Za-z0-9._/-]{1,200}$/;
 const LABEL = /^[A-Za-z0-9][A-Za-z0-9._:=/-]{0,99}$/;
@@ -268,12 +281,18 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
   if (v.aws !== undefined || provider === "aws") {
     if (v.aws === undefined) c.problem("aws", "is required when provider is aws");
     else {
-      const o = c.object("aws", v.aws, { required: ["region", "vpcCidr", "subnets", "defaultZone", "imageId"] });
+      const o = c.object("aws", v.aws, { required: ["region", "vpcCidr", "subnets", "defaultZone"], optional: ["imageId"] });
       if (o) {
         const region = c.string("aws.region", o.region, AWS_REGION, "an AWS region such as us-east-2");
         const vpcCidr = c.string("aws.vpcCidr", o.vpcCidr, CIDR, "an IPv4 CIDR such as 10.40.0.0/16");
         if (vpcCidr && !parseCidr(vpcCidr)) c.problem("aws.vpcCidr", `expected a valid network address, got ${describe(vpcCidr)}`);
-        const imageId = c.string("aws.imageId", o.imageId, AMI_ID, "a pinned AMI id such as ami-0123456789abcdef0");
+        // No imageId: Canonical's published Ubuntu 24.04 for amd64 (machines/aws.ts).
+        let imageId: string | undefined;
+        if (typeof o.imageId === "string" && PLACEHOLDER_AMIS.includes(o.imageId)) {
+          c.problem("aws.imageId", `${o.imageId} is a placeholder copied from tutorials, not an image checked for this region; remove aws.imageId to use Canonical's published Ubuntu 24.04 image, or pin an AMI id you have checked`);
+        } else if (o.imageId !== undefined) {
+          imageId = c.string("aws.imageId", o.imageId, AMI_ID, "an AMI id (ami- and 8 or 17 lower-case hex digits) such as ami-0123456789abcdef0");
+        }
         const subnetsRaw = c.map("aws.subnets", o.subnets, "subnets", /^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$/, "an availability zone such as us-east-2a");
         const subnets: AwsSite["subnets"] = {};
         const allCidrs: [string, string][] = [];
@@ -298,7 +317,9 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
         if (o.defaultZone !== undefined && (!defaultZone || !subnetsRaw || !(defaultZone in subnetsRaw))) {
           c.problem("aws.defaultZone", `expected one of the zones in aws.subnets (${Object.keys(subnetsRaw ?? {}).join(", ")}), got ${describe(o.defaultZone)}`);
         }
-        if (region && vpcCidr && imageId && defaultZone && Object.keys(subnets).length) aws = { region, vpcCidr, subnets, defaultZone, imageId };
+        if (region && vpcCidr && (o.imageId === undefined || imageId) && defaultZone && Object.keys(subnets).length) {
+          aws = { region, vpcCidr, subnets, defaultZone, ...(imageId ? { imageId } : {}) };
+        }
       }
     }
   }
@@ -324,6 +345,9 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     const type = plans[v]?.aws;
     if (runner && provider === "aws" && type && !AWS_METAL_TYPE.test(type)) {
       c.problem(path, `plan ${v} is ${type} on aws; runners need a bare-metal type (*.metal) for /dev/kvm`);
+    }
+    if (provider === "aws" && type && isArm64InstanceType(type)) {
+      c.problem(path, `plan ${v} is ${type} on aws, an arm64 (Graviton) type; the fleet's image is Ubuntu 24.04 for amd64`);
     }
     return v;
   };
@@ -497,8 +521,24 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
   if (typeof (v.saltMaster as Obj | undefined)?.repository === "string" && String((v.saltMaster as Obj).repository).match(/^(git@|ssh:\/\/)/)) {
     requiredSecrets.push("saltRepositoryDeployKey");
   }
+  if (typeof (v.saltMaster as Obj | undefined)?.repository === "string" && String((v.saltMaster as Obj).repository).startsWith("https://") && input.secretsPresent.has("saltRepositoryDeployKey")) {
+    c.problem("saltRepositoryDeployKey", `is set, but saltMaster.repository is an https URL, which never uses it: remove it (pulumi config rm ${ns}:saltRepositoryDeployKey) or use the repository's ssh URL`);
+  }
   for (const [q, paths] of Object.entries(input.queueSecretPaths)) {
     if (!queuesRaw || !(q in queuesRaw)) c.problem(`queueSecrets.${q}`, `expected one of the queues (${Object.keys(queuesRaw ?? {}).join(", ")})`);
+    // The job hooks turn `<level>/env/<name>` into a variable (docs/job-secrets.md): refuse here what they would refuse.
+    const envNames = new Map<string, string>();
+    for (const p of paths) {
+      const env = /^([^/]+)\/env\/([^/]+)$/.exec(p);
+      if (!env || !QUEUE_SECRET_PATH.test(p)) continue;
+      const name = env[2].toUpperCase().replace(/-/g, "_");
+      const path = `queueSecrets.${q}.${env[1]}.env.${env[2]}`;
+      const reserved = RESERVED_ENV_NAMES.find((rule) => (rule.endsWith("*") ? name.startsWith(rule.slice(0, -1)) : name === rule));
+      if (reserved) c.problem(path, `would set ${name}, which the job hooks refuse (reserved: ${reserved}); pick another name`);
+      const other = envNames.get(`${env[1]}/${name}`);
+      if (other) c.problem(path, `sets ${name}, as queueSecrets.${q}.${env[1]}.env.${other} does; keep one`);
+      else envNames.set(`${env[1]}/${name}`, env[2]);
+    }
     for (const p of paths) {
       if (!QUEUE_SECRET_PATH.test(p)) {
         c.problem(`queueSecrets.${q}.${p.split("/").join(".")}`, "expected buildkite.agent-token or <global|repo-slug|pipeline-slug>.{env.<NAME>, ssh.key, allowed_pipelines, allowed_teams}");

@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { checkFleetSettings, ConfigProblem, FleetConfigError, SECRET_KEYS } from "./check";
 import { FleetConfig, FleetSecrets, SecretString } from "./model";
+import { checkSecretValues, OFFLINE_PLACEHOLDER, SecretValuesInput } from "./secret-values";
 
 /**
  * The only module that reads Pulumi config. Plain settings are checked all at once
@@ -10,11 +11,7 @@ import { FleetConfig, FleetSecrets, SecretString } from "./model";
 
 export const NAMESPACE = "ci-fleet";
 
-/**
- * What the offline preview puts in place of a secret it cannot decrypt (or that is unset).
- * It is still handled as a secret everywhere; only the preview can produce it.
- */
-export const OFFLINE_PLACEHOLDER = "ci-fleet-offline-preview-placeholder";
+export { OFFLINE_PLACEHOLDER };
 
 export interface LoadOptions {
   /** Offline preview: unset or undecryptable secrets become placeholders instead of errors. */
@@ -80,18 +77,24 @@ export function loadFleetConfig(options: LoadOptions = {}): FleetConfig {
   const placeholders: string[] = [];
   const problems: ConfigProblem[] = [];
   let queueSecretPaths: Record<string, string[]> = {};
+  // Decrypted secret values, only for the shape checks (config/secret-values.ts): never
+  // echoed, never returned; the program reads secrets through requireSecret* below.
+  const secretValues: SecretValuesInput = { values: {} };
 
   for (const [fullKey, raw] of Object.entries(all)) {
     if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;
     const key = fullKey.slice(NAMESPACE.length + 1);
     if ((SECRET_KEYS as readonly string[]).includes(key)) {
-      if (!isStoredAsSecret(fullKey)) {
+      const plain = !isStoredAsSecret(fullKey);
+      if (plain) {
         problems.push({ path: fullKey, message: `is stored in plain text; set it with \`pulumi config set --secret ${fullKey}\`` });
       }
       values[key] = "(secret)";
       if (key === "queueSecrets") {
-        // Walk the structure to learn which paths exist; the values are never used here.
-        const leaves = queueSecretLeaves(parseValue(raw));
+        // Walk the structure to learn which paths exist (and, below, check each value's shape).
+        const tree = parseValue(raw);
+        if (!plain) secretValues.queueSecrets = tree;
+        const leaves = queueSecretLeaves(tree);
         queueSecretPaths = leaves.paths;
         placeholders.push(...leaves.placeholders);
         problems.push(...leaves.problems);
@@ -99,6 +102,7 @@ export function loadFleetConfig(options: LoadOptions = {}): FleetConfig {
       } else {
         present.add(key);
         if (raw === OFFLINE_PLACEHOLDER) placeholders.push(key);
+        else if (!plain) secretValues.values[key as keyof SecretValuesInput["values"]] = raw;
       }
       continue;
     }
@@ -107,6 +111,7 @@ export function loadFleetConfig(options: LoadOptions = {}): FleetConfig {
 
   const checked = checkFleetSettings({ stack, values, secretsPresent: present, queueSecretPaths });
   problems.push(...checked.problems);
+  problems.push(...checkSecretValues(secretValues, NAMESPACE));
 
   const missingSecrets = new Set(placeholders);
   for (const s of checked.requiredSecrets) {

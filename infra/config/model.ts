@@ -31,8 +31,12 @@ export interface AwsSite {
   subnets: Record<string, { privateCidr: string; publicCidr: string }>;
   /** Zone (a key of `subnets`) the machines are placed in. */
   defaultZone: string;
-  /** Pinned machine image (Debian 12 / Ubuntu 24.04 AMI id) for every machine. */
-  imageId: string;
+  /**
+   * A maintainer-pinned AMI id for every machine. Unset (the default): Canonical's
+   * published Ubuntu 24.04 for amd64 in `region`, resolved from its public SSM parameter
+   * (machines/aws.ts). Either way a running machine is never replaced for a new image.
+   */
+  imageId?: string;
 }
 
 export interface ControlMachine {

@@ -79,6 +79,32 @@ export class AwsNetwork extends pulumi.ComponentResource {
   }
 }
 
+/**
+ * Canonical's public SSM parameter for the current Ubuntu 24.04 LTS server image, amd64,
+ * HVM, gp3 root volume (Canonical, "Find Ubuntu images on AWS":
+ * `ubuntu/$PRODUCT/$RELEASE/stable/current/$ARCH/$VIRT_TYPE/$VOL_TYPE/ami-id`, gp3 for
+ * releases from 23.10). Every EC2 type the fleet allows is amd64 (config/check.ts).
+ */
+export const UBUNTU_IMAGE_PARAMETER = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id";
+
+/** Where a machine's image comes from: the AMI id, and a tag value that says so. */
+export interface AwsImage {
+  imageId: pulumi.Input<string>;
+  /** `ssm:<parameter>` or `pinned`: tagged on every instance, shown in the preview. */
+  source: string;
+}
+
+/**
+ * The image for the site's machines: a maintainer-pinned AMI, or Canonical's current
+ * Ubuntu 24.04 resolved in the machines' region through the site's provider. The AMI id
+ * is public: `insecureValue`, because `value` is always marked secret by the provider.
+ */
+export function resolveAwsImage(site: AwsSite, provider: aws.Provider, parent?: pulumi.Resource): AwsImage {
+  if (site.imageId) return { imageId: site.imageId, source: "pinned" };
+  const parameter = aws.ssm.getParameterOutput({ name: UBUNTU_IMAGE_PARAMETER, region: site.region, withDecryption: false }, { provider, ...(parent ? { parent } : {}) });
+  return { imageId: parameter.insecureValue, source: `ssm:${UBUNTU_IMAGE_PARAMETER}` };
+}
+
 function gzipBase64UserData(rendered: string): string {
   return gzipUserData(rendered).toString("base64");
 }
@@ -86,6 +112,7 @@ function gzipBase64UserData(rendered: string): string {
 /** EC2 machines: bare-metal types for runners (they expose /dev/kvm), IMDSv2 only, hop limit 1. */
 export class AwsSiteMachines implements MachineSite {
   readonly provider = "aws" as const;
+  private image?: AwsImage;
 
   constructor(
     private readonly stack: string,
@@ -98,10 +125,12 @@ export class AwsSiteMachines implements MachineSite {
   createMachine(name: string, request: MachineRequest, parent: pulumi.Resource): Machine {
     const isPublic = request.role === "teleport";
     const zone = this.site.defaultZone;
+    // One lookup for the whole fleet.
+    this.image ??= resolveAwsImage(this.site, this.awsProvider);
     const instance = new aws.ec2.Instance(
       name,
       {
-        ami: this.site.imageId,
+        ami: this.image.imageId,
         instanceType: request.instanceType,
         subnetId: isPublic ? this.network.publicSubnetIds[zone] : this.network.privateSubnetIds[zone],
         vpcSecurityGroupIds: [this.network.securityGroupIds[request.role]],
@@ -113,9 +142,12 @@ export class AwsSiteMachines implements MachineSite {
         // Hop limit 1: containers and VMs a job starts cannot reach the metadata service.
         metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1, instanceMetadataTags: "disabled" },
         rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: request.role === "runner" ? 200 : 50, deleteOnTermination: true },
-        tags: { Name: request.hostname, ...machineTags(this.stack, request) },
+        tags: { Name: request.hostname, ...machineTags(this.stack, request), "ci-fleet:image": this.image.source },
       },
-      { parent, provider: this.awsProvider, ...ignoreUserData("userDataBase64") },
+      // The image decides only a machine's first boot; Salt upgrades it in place after that.
+      // A new Canonical release (or a newly pinned id) never replaces a running machine:
+      // roll one deliberately with `pulumi up --replace <its URN>`.
+      { parent, provider: this.awsProvider, ...ignoreUserData("userDataBase64", "ami") },
     );
     return {
       hostname: request.hostname,

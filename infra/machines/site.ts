@@ -49,8 +49,9 @@ export function machineTags(stack: string, request: Pick<MachineRequest, "hostna
 /**
  * Cloud-init bootstraps a machine once; Salt owns it afterwards. So a changed user-data
  * (a rotated secret, a new minion) must never replace a machine: each provider ignores
- * the field it carries user-data in.
+ * the field it carries user-data in, and any other field that only decides the first boot
+ * (on aws the image: a new Ubuntu release is applied by Salt in place, never by replacing).
  */
-export function ignoreUserData(field: "userData" | "userDataBase64"): pulumi.CustomResourceOptions {
-  return { ignoreChanges: [field] };
+export function ignoreUserData(field: "userData" | "userDataBase64", ...alsoFirstBootOnly: string[]): pulumi.CustomResourceOptions {
+  return { ignoreChanges: [field, ...alsoFirstBootOnly] };
 }

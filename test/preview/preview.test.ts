@@ -5,21 +5,28 @@ import * as path from "path";
 import { promisify } from "util";
 import { buildPreview, findSecretLeaks, writePreview } from "../../tools/preview/main";
 import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview";
+import { githubClientId, githubClientSecret, opensshPrivateKey, rsaPrivateKeyPem } from "../config/secret-fixtures";
 
 const run = promisify(execFile);
 
-/** Planted secrets: long, unique, and searched for in every file the preview writes. */
-const PLANTED = {
-  "ci-fleet:teleportGithubClientId": "Iv1.PLANTED-client-id-7f3a9c",
-  "ci-fleet:teleportGithubClientSecret": "PLANTED-client-secret-0d9e8f7a6b5c4d3e2f1a",
-  "ci-fleet:githubAppPrivateKey": "-----BEGIN RSA PRIVATE KEY-----\nPLANTEDgithubAppKeyMaterial0123456789abcdef\n-----END RSA PRIVATE KEY-----\n",
-  "ci-fleet:queueSecrets": {
-    infra: { buildkite: { "agent-token": "PLANTED-bk-token-infra-5566778899" }, global: { env: { NPM_TOKEN: "PLANTED-npm-token-$(rm -rf /)-'\"" } } },
-    release: { buildkite: { "agent-token": "PLANTED-bk-token-release-1122334455" } },
-  },
-};
+/**
+ * Planted secrets: long, unique, and searched for in every file the preview writes. Each is
+ * shaped like the real value (the config check refuses malformed secrets), distinct per tag.
+ */
+function plantedSecrets(tag: string): Record<string, unknown> {
+  return {
+    "ci-fleet:teleportGithubClientId": githubClientId(tag),
+    "ci-fleet:teleportGithubClientSecret": githubClientSecret(tag),
+    "ci-fleet:githubAppPrivateKey": rsaPrivateKeyPem(tag),
+    "ci-fleet:queueSecrets": {
+      infra: { buildkite: { "agent-token": `${tag}-bk-token-infra-5566778899` }, global: { env: { NPM_TOKEN: `${tag}-npm-token-$(rm -rf /)-'"` } } },
+      release: { buildkite: { "agent-token": `${tag}-bk-token-release-1122334455` } },
+    },
+  };
+}
+const PLANTED = plantedSecrets("PLANTED");
 
-const DEPLOY_KEY = (tag: string) => `-----BEGIN OPENSSH PRIVATE KEY-----\n${tag}deployKeyMaterial0123456789\n-----END OPENSSH PRIVATE KEY-----\n`;
+const DEPLOY_KEY = (tag: string) => opensshPrivateKey(tag);
 
 function allFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? allFiles(path.join(dir, e.name)) : [path.join(dir, e.name)]));
@@ -61,7 +68,8 @@ describe("the offline preview", () => {
     // ...and none of them was written, in any encoding.
     const dir = writePreview(fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-out-")), "production", out.files);
     const written = Object.fromEntries(allFiles(dir).map((f) => [f, fs.readFileSync(f, "utf8")]));
-    const planted = ["PLANTED-client-id-7f3a9c", "PLANTED-client-secret-0d9e8f7a6b5c4d3e2f1a", "PLANTEDgithubAppKeyMaterial", "PLANTED-bk-token", "PLANTED-npm-token"];
+    const appKeyLine = (PLANTED["ci-fleet:githubAppPrivateKey"] as string).split("\n")[1];
+    const planted = [githubClientId("PLANTED"), githubClientSecret("PLANTED"), appKeyLine, "PLANTED-bk-token", "PLANTED-npm-token"];
     for (const [file, text] of Object.entries(written)) for (const p of planted) expect({ file, leaked: text.includes(p) }).toEqual({ file, leaked: false });
     expect(findSecretLeaks(written, out.run.secretValues)).toEqual([]);
     expect(out.checks.find((k) => k.name === "no secret value in any written file")?.ok).toBe(true);
@@ -73,7 +81,7 @@ describe("the offline preview", () => {
   });
 
   test("rotating every secret replaces no machine: only ignored user-data and SSM values change", async () => {
-    const rotated = JSON.parse(JSON.stringify(PLANTED).replace(/PLANTED/g, "ROTATED")) as Record<string, unknown>;
+    const rotated = plantedSecrets("ROTATED");
     // A private salt repository puts a secret (its deploy key) into the master's user-data.
     const saltMaster = { ...(stackConfig("production")["ci-fleet:saltMaster"] as object), repository: "git@github.com:example-metal/ci-fleet.git" };
     const before = await previewStack("production", { ...PLANTED, "ci-fleet:saltMaster": saltMaster, "ci-fleet:saltRepositoryDeployKey": DEPLOY_KEY("PLANTED") });

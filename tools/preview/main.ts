@@ -134,6 +134,32 @@ export function summary(out: PreviewOutput, dir: string): string {
   return lines.join("\n");
 }
 
+/**
+ * One clear message for an error that is not a config error (e.g. a builder's input check
+ * failing inside an apply): its name and message on one line, never a stack trace or an
+ * object dump, and every known secret value replaced by [secret].
+ */
+export function describeFailure(e: unknown, secrets: Iterable<string> = []): string {
+  let text = e instanceof Error ? e.message : typeof e === "string" ? e : "unknown error";
+  const problems = (e as { problems?: unknown } | null)?.problems;
+  if (Array.isArray(problems) && problems.every((p) => typeof p === "string")) {
+    // BootstrapInputError and kin: the list, after what failed.
+    text = `${text.split("\n")[0].replace(/:$/, "")}: ${problems.join("; ")}`;
+  }
+  for (const s of [...secrets].filter((x) => x.length >= MIN_SCANNED_SECRET).sort((a, b) => b.length - a.length)) text = text.split(s).join("[secret]");
+  const name = e instanceof Error && e.name && e.name !== "Error" ? `${e.name}: ` : "";
+  return `${name}${text.replace(/\s*\n\s*/g, " ").trim()}`;
+}
+
+/** Secret values of the stack and overlay, for scrubbing messages only; never printed. */
+function knownSecrets(args: Args): string[] {
+  try {
+    return readStackInput(process.cwd(), args.stack, args.configFile).secretValues;
+  } catch {
+    return [];
+  }
+}
+
 async function main(): Promise<number> {
   let args: Args;
   try {
@@ -142,6 +168,12 @@ async function main(): Promise<number> {
     process.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }
+  // The mock runtime rejects promises of its own when an apply throws: report those in one
+  // line too, instead of node's dump of the rejected object.
+  process.on("unhandledRejection", (e) => {
+    process.stderr.write(`ci-fleet preview: failed: ${describeFailure(e, knownSecrets(args))}\n`);
+    process.exit(1);
+  });
   try {
     const out = await buildPreview(process.cwd(), args.stack, args.configFile);
     const dir = writePreview(args.outDir, args.stack, out.files);
@@ -156,7 +188,8 @@ async function main(): Promise<number> {
       process.stderr.write(`ci-fleet: ${e.message}\n`);
       return 2;
     }
-    throw e;
+    process.stderr.write(`ci-fleet preview: failed: ${describeFailure(e, knownSecrets(args))}\n`);
+    return 1;
   }
 }
 
@@ -164,7 +197,7 @@ if (require.main === module) {
   main().then(
     (code) => process.exit(code),
     (e: unknown) => {
-      process.stderr.write(`ci-fleet preview: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.stderr.write(`ci-fleet preview: internal error: ${describeFailure(e)}\n`);
       process.exit(70);
     },
   );

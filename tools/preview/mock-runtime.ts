@@ -172,7 +172,23 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
     return this.providerAccounts.get(providerName) ?? this.account.accountId;
   }
 
+  /**
+   * Data-source calls: only Canonical's public Ubuntu image parameters are answered (with
+   * a deterministic AMI id per region and parameter); every other call is refused, so a
+   * lookup can never silently return nothing.
+   */
   call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
+    const inputs = (args.inputs ?? {}) as Plain;
+    if (
+      args.token === "aws:ssm/getParameter:getParameter" &&
+      typeof inputs.name === "string" &&
+      /^\/aws\/service\/canonical\/ubuntu\/[a-z-]+\/[0-9a-z.]+\/stable\/current\/(amd64|arm64)\/hvm\/ebs-gp[23]\/ami-id$/.test(inputs.name) &&
+      typeof inputs.region === "string"
+    ) {
+      const ami = `ami-${digest("canonical-ami", inputs.region, inputs.name).slice(0, 17)}`;
+      // Public parameters have no account in their ARN.
+      return { id: inputs.name, name: inputs.name, arn: `arn:aws:ssm:${inputs.region}::parameter${inputs.name}`, type: "String", value: ami, insecureValue: ami, version: 1, region: inputs.region, withDecryption: false };
+    }
     throw new Error(`unmocked call ${args.token}: the program must not depend on data-source lookups`);
   }
 
