@@ -1,6 +1,18 @@
+import * as pulumi from "@pulumi/pulumi";
+import { FleetConfigError } from "./config/check";
 import { createFleet } from "./program";
 
-const { fleet } = createFleet();
+/** Pulumi prints a RunError as its message alone: a config problem is one clear error, not a stack trace. */
+function createFleetOrExplain(): ReturnType<typeof createFleet> {
+  try {
+    return createFleet();
+  } catch (error) {
+    if (error instanceof FleetConfigError) throw new pulumi.RunError(error.message);
+    throw error;
+  }
+}
+
+const { fleet } = createFleetOrExplain();
 
 /** Stack outputs: what an operator needs, nothing secret. */
 export const machines = fleet.machines.map((m) => ({
