@@ -176,6 +176,20 @@ describe("every rendered teleport.yaml uses only fields Teleport documents", () 
     expect(undocumentedPaths(doc, TELEPORT_CONFIG_V3_FIELDS)).toEqual(expected);
   });
 
+  // lib/config/fileconf.go (AuthenticationConfig, Global, ConnectionLimits): the YAML keys are
+  // `passwordless` and `headless`; `ca_signature_algo` is "ignored but kept for config backwards
+  // compat" and `connection_limits.max_users` is "Deprecated: MaxUsers has no effect".
+  test.each([
+    ["auth_service.authentication.passwordless", true],
+    ["auth_service.authentication.headless", true],
+    ["auth_service.authentication.allow_passwordless", false],
+    ["auth_service.authentication.allow_headless", false],
+    ["teleport.ca_signature_algo", false],
+    ["teleport.connection_limits.max_users", false],
+  ])("the whitelist matches Teleport's YAML tags: %s listed = %s", (path, listed) => {
+    expect(isDocumentedPath(path, TELEPORT_CONFIG_V3_FIELDS)).toBe(listed);
+  });
+
   test("key paths name leaves, list elements and empty maps", () => {
     expect(documentKeyPaths({ a: { b: 1, c: [] }, d: [{ e: "x" }, { e: "y", f: {} }] })).toEqual(["a.b", "a.c", "d[].e", "d[].f"]);
   });

@@ -275,6 +275,8 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
       case "aws:s3/bucket:Bucket":
       case "aws:s3/bucketV2:BucketV2":
         return { id: named, bucket: inputs.bucket ?? named, arn: `arn:aws:s3:::${inputs.bucket ?? named}` };
+      case "aws:dynamodb/table:Table":
+        return { id: named, name: named, arn: `arn:aws:dynamodb:${region}:${accountId}:table/${named}` };
       case "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
         return { id: named, arn: `arn:aws:firehose:${region}:${accountId}:deliverystream/${named}` };
       case "aws:cloudwatch/eventBus:EventBus":

@@ -1,0 +1,992 @@
+#!/usr/bin/python3
+"""A model of each machine of a stack, as the program and the Salt tree render it.
+
+  machine_model.py --salt-root salt --documents docs.json --user-data user-data.json
+
+Reuses test/salt/render.py (imported as a module, never changed) to compile each minion's
+pillar from the program's own pillar documents and to render its highstate, then builds,
+per minion, a JSON model of what ends up on the disk and what runs:
+
+- states: every state with its function and arguments (secrets dropped);
+- files: path -> owner, group, mode, kind, content (when known), writer. Writers apply in
+  the order a machine sees them: the OS and packages (a small, cited baseline), cloud-init's
+  write_files and the shell commands of its bootstrap scripts (install -d, chown, chmod),
+  then Salt's states (they overwrite), then what the fleet's own programs write at run
+  time (their real write functions, executed in a sandbox);
+- users and groups (user.present, the packages' system users);
+- units: systemd units written by any part (drop-ins merged) and the packages' own units;
+- processes: every command a unit, a hook or the Salt master runs, with its uid, groups,
+  environment (systemd's Environment=/EnvironmentFile= semantics) and the AWS credentials
+  it resolves (AWS_CONFIG_FILE or $HOME/.aws/config -> credential_process; IMDS on aws
+  for uid 0 only, as the metadata guard in user-data allows).
+
+The seam tests (test/seams/*.test.ts) judge the model.
+"""
+import argparse
+import copy
+import fnmatch
+import importlib.util
+import json
+import os
+import posixpath
+import re
+import shlex
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "salt"))
+import render  # noqa: E402  (test/salt/render.py, shared with the Salt tests)
+import yaml  # noqa: E402
+
+# --- The OS and package baseline (what no part of ci-fleet writes) ---------------------------
+# Ubuntu 24.04 base-passwd / adduser: /root is 0700; home directories made by useradd -m
+# are 0750 (HOME_MODE in /etc/login.defs since Ubuntu 21.04).
+OS_DIRS = {
+    "/": ("root", "root", 0o755), "/root": ("root", "root", 0o700), "/etc": ("root", "root", 0o755),
+    "/run": ("root", "root", 0o755), "/var": ("root", "root", 0o755), "/var/lib": ("root", "root", 0o755),
+    "/srv": ("root", "root", 0o755), "/usr": ("root", "root", 0o755), "/usr/local": ("root", "root", 0o755),
+    "/usr/local/bin": ("root", "root", 0o755), "/usr/local/sbin": ("root", "root", 0o755),
+    "/opt": ("root", "root", 0o755), "/tmp": ("root", "root", 0o1777),
+    "/etc/systemd/system": ("root", "root", 0o755),
+}
+HOME_MODE = 0o750
+# Salt 3006.0 and later (3007 included): the salt-master Debian package creates the system
+# user `salt` and writes `user: salt` into /etc/salt/master, so the master runs as `salt`
+# unless a later config file says otherwise (saltstack/salt#64037, release note in #64084:
+# "The packages will add the `user: salt` config option to the Salt Master config. The
+# Salt Master service will run as this user"; saltstack/salt#64347: "since 3006.x it is
+# salt"). The package's salt-master.service starts as root and the daemon drops to `user`.
+SALT_MASTER_PACKAGE_FILES = {
+    "/etc/salt/master": {"owner": "root", "group": "root", "mode": 0o644, "content": "user: salt\n"},
+}
+SALT_MASTER_PACKAGE_USER = {"name": "salt", "home": "/opt/saltstack/salt", "groups": [], "system": True}
+# Teleport's Debian package ships teleport.service running `teleport start` as root with
+# --config /etc/teleport.yaml (gravitational/teleport examples/systemd/teleport.service).
+TELEPORT_PACKAGE_UNIT = {
+    "Unit": {"Description": ["Teleport Service"]},
+    "Service": {"ExecStart": ["/usr/local/bin/teleport start --config /etc/teleport.yaml --pid-file=/run/teleport.pid"]},
+}
+# Executables that come from distribution or vendor packages, not from a part of ci-fleet.
+PACKAGED_EXECUTABLES = ("/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/", "/usr/local/bin/teleport",
+                        "/usr/local/bin/tctl", "/opt/actions-runner/", "/opt/buildkite-agent/")
+
+
+def dirs_of(path):
+    out = []
+    while path not in ("/", ""):
+        path = posixpath.dirname(path)
+        out.append(path)
+    return list(reversed(out))
+
+
+def mode_int(value, default=None):
+    if value is None or value == "":
+        return default
+    return int(str(value), 8)
+
+
+def with_x(mode):
+    """Salt: directories made for a file get the file's mode plus x wherever r is set."""
+    out = mode
+    for r, x in ((0o400, 0o100), (0o040, 0o010), (0o004, 0o001)):
+        if mode & r:
+            out |= x
+    return out
+
+
+def owner_group(value):
+    if not value:
+        return "root", "root"
+    owner, _, group = str(value).partition(":")
+    return owner, group or owner
+
+
+class Machine:
+    def __init__(self, minion_id, pillar):
+        self.id = minion_id
+        self.pillar = pillar
+        self.files = {}
+        self.users = {"root": {"name": "root", "uid": 0, "home": "/root", "groups": [], "system": True}}
+        self.groups = {}
+        self.units = {}
+        self.states = []
+        self.notes = []
+        for path, (owner, group, mode) in OS_DIRS.items():
+            self.files[path] = {"kind": "dir", "owner": owner, "group": group, "mode": mode, "writer": "os"}
+
+    # -- files ---------------------------------------------------------------------------
+    def ensure_parents(self, path, owner="root", group="root", mode=0o755, writer="?"):
+        for d in dirs_of(path):
+            if d not in self.files:
+                self.files[d] = {"kind": "dir", "owner": owner, "group": group, "mode": mode, "writer": writer + " (parent)"}
+
+    def put(self, path, kind, owner, group, mode, writer, content=None, parents=None):
+        path = posixpath.normpath(path)
+        if parents:
+            self.ensure_parents(path, *parents, writer=writer)
+        else:
+            self.ensure_parents(path, writer=writer)
+        old = self.files.get(path, {})
+        entry = {"kind": kind, "owner": owner if owner is not None else old.get("owner", "root"),
+                 "group": group if group is not None else old.get("group", "root"),
+                 "mode": mode if mode is not None else old.get("mode", 0o755 if kind == "dir" else 0o644),
+                 "writer": writer}
+        if content is not None:
+            entry["content"] = content
+        elif kind == "file" and "content" in old and old.get("kind") == "file":
+            entry["content"] = old["content"]
+        self.files[path] = entry
+
+    def remove(self, path):
+        path = posixpath.normpath(path)
+        for p in [p for p in self.files if p == path or p.startswith(path + "/")]:
+            del self.files[p]
+
+    def to_json(self):
+        files = {}
+        for path, f in sorted(self.files.items()):
+            out = dict(f)
+            out["mode"] = "%04o" % f["mode"]
+            files[path] = out
+        return {"id": self.id, "states": self.states, "files": files, "users": self.users,
+                "groups": self.groups, "units": self.units, "notes": self.notes}
+
+
+# --- cloud-init ------------------------------------------------------------------------------
+
+SHELL_INSTALL_D = re.compile(r"install\s+-d\s+-m\s+(\d+)\s+(.+)$")
+SHELL_CHOWN_R = re.compile(r"chown\s+(-R\s+)?([a-z_][a-z0-9_-]*):([a-z_][a-z0-9_-]*)\s+(/\S+)")
+SHELL_CHMOD = re.compile(r"chmod\s+(\d{3,4})\s+((?:/\S+\s*)+)$")
+
+
+def apply_shell_effects(machine, script, writer):
+    """The file effects of a bootstrap script's simple lines (install -d -m, chown, chmod)."""
+    for raw in script.splitlines():
+        line = raw.strip()
+        m = SHELL_INSTALL_D.search(line)
+        if m and "$" not in m.group(2):
+            for path in shlex.split(m.group(2)):
+                if path.startswith("/"):
+                    machine.put(path, "dir", "root", "root", int(m.group(1), 8), writer)
+            continue
+        m = SHELL_CHOWN_R.search(line)
+        if m and "$" not in line:
+            base = posixpath.normpath(m.group(4))
+            for path, f in machine.files.items():
+                if path == base or (m.group(1) and path.startswith(base + "/")):
+                    f["owner"], f["group"] = m.group(2), m.group(3)
+            continue
+        m = SHELL_CHMOD.search(line)
+        if m and "$" not in line:
+            for path in m.group(2).split():
+                if path in machine.files:
+                    machine.files[path]["mode"] = int(m.group(1), 8)
+
+
+def apply_cloud_init(machine, user_data):
+    """cloud-init first: write_files (parents 0755 root), then runcmd's bootstrap scripts."""
+    doc = yaml.safe_load(user_data) or {}
+    written = []
+    for f in doc.get("write_files", []) or []:
+        owner, group = owner_group(f.get("owner", "root:root"))
+        content = f.get("content", "")
+        if f.get("encoding") in ("b64", "base64", "gzip", "gz+b64", "gz+base64"):
+            content = None
+        machine.put(f["path"], "file", owner, group, mode_int(f.get("permissions"), 0o644), "cloud-init", content)
+        written.append(f["path"])
+    commands = []
+    for key in ("bootcmd", "runcmd"):
+        for cmd in doc.get(key, []) or []:
+            argv = cmd if isinstance(cmd, list) else ["sh", "-c", cmd]
+            commands.append({"phase": key, "argv": [str(a) for a in argv]})
+    # The effects of bootstrap scripts cloud-init wrote and runcmd runs (in order).
+    for c in commands:
+        for arg in c["argv"]:
+            f = machine.files.get(arg)
+            if f and f.get("content") and arg in written:
+                apply_shell_effects(machine, f["content"], "cloud-init runcmd " + arg)
+            elif "\n" in arg:
+                apply_shell_effects(machine, arg, "cloud-init " + c["phase"])
+    return {"write_files": written, "commands": commands,
+            "imds_root_only": any("skuid != 0" in " ".join(c["argv"]) for c in commands)}
+
+
+# --- Salt ------------------------------------------------------------------------------------
+
+SECRET_ARGS = ("contents", "contents_pillar", "env")
+
+
+def tree_file(root, source):
+    path = os.path.join(root, source[len("salt://"):])
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    return None
+
+
+def apply_salt(machine, highstate, root, rendered_files):
+    for state_id, (sls, body) in highstate.states.items():
+        if not isinstance(body, dict):
+            continue
+        for function, args in render.state_function(state_id, body):
+            name = str(args.get("name", state_id))
+            machine.states.append({"id": state_id, "sls": sls, "function": function,
+                                   "args": {k: v for k, v in args.items() if k not in SECRET_ARGS}})
+            writer = "salt %s (%s)" % (state_id, function)
+            user, group = args.get("user"), args.get("group")
+            if function == "file.managed":
+                mode = mode_int(args.get("mode"), 0o644)
+                content = None
+                if isinstance(args.get("contents"), str):
+                    content = args["contents"]
+                elif isinstance(args.get("contents"), list):
+                    content = "\n".join(str(x) for x in args["contents"]) + "\n"
+                elif args.get("contents_pillar"):
+                    content = render.traverse(machine.pillar, args["contents_pillar"], None)
+                elif name in rendered_files:
+                    content = rendered_files[name]
+                elif isinstance(args.get("source"), str) and args["source"].startswith("salt://"):
+                    content = tree_file(root, args["source"])
+                # A program's JSON config naming where it installs at run time (e.g. the
+                # Actions runner updater): those trees exist, root-owned; contents not modelled.
+                if isinstance(content, str) and content.lstrip().startswith("{"):
+                    try:
+                        conf = json.loads(content)
+                    except ValueError:
+                        conf = None
+                    if isinstance(conf, dict):
+                        for key in ("install_dir", "releases_dir"):
+                            d = conf.get(key)
+                            if isinstance(d, str) and d.startswith("/") and d not in machine.files:
+                                machine.put(d, "dir", "root", "root", 0o755, "run time: installer configured by " + name)
+                                machine.files[posixpath.normpath(d)]["archive"] = "installed at run time (%s in %s)" % (key, name)
+                parents = None
+                if args.get("makedirs"):
+                    parents = (user or "root", group or "root", mode_int(args.get("dir_mode"), with_x(mode)))
+                machine.put(name, "file", user or "root", group or "root", mode, writer,
+                            content if isinstance(content, str) else None, parents)
+            elif function == "file.directory":
+                machine.put(name, "dir", user or "root", group or "root", mode_int(args.get("mode"), 0o755), writer,
+                            parents=(user or "root", group or "root", mode_int(args.get("mode"), 0o755)) if args.get("makedirs") else None)
+            elif function == "file.recurse":
+                src = os.path.join(root, str(args.get("source", ""))[len("salt://"):])
+                dmode = mode_int(args.get("dir_mode"), 0o755)
+                fmode = mode_int(args.get("file_mode"), 0o644)
+                machine.put(name, "dir", user or "root", group or "root", dmode, writer)
+                for directory, dirs, files in os.walk(src):
+                    rel = os.path.relpath(directory, src)
+                    base = name if rel == "." else posixpath.join(name, rel)
+                    for d in dirs:
+                        machine.put(posixpath.join(base, d), "dir", user or "root", group or "root", dmode, writer)
+                    for fname in files:
+                        with open(os.path.join(directory, fname), encoding="utf-8", errors="replace") as handle:
+                            text = handle.read()
+                        machine.put(posixpath.join(base, fname), "file", user or "root", group or "root", fmode, writer, text)
+            elif function == "file.symlink":
+                machine.put(name, "symlink", "root", "root", 0o777, writer)
+                machine.files[posixpath.normpath(name)]["target"] = args.get("target")
+            elif function == "archive.extracted":
+                if name not in machine.files:
+                    machine.put(name, "dir", user or "root", group or "root", 0o755, writer)
+                machine.files[posixpath.normpath(name)]["archive"] = args.get("source")
+            elif function == "git.latest":
+                target = str(args.get("target"))
+                machine.put(target, "dir", args.get("user") or "root", args.get("user") or "root", 0o755, writer)
+                machine.files[posixpath.normpath(target)]["archive"] = "git checkout of %s (umask 022)" % args.get("name")
+            elif function == "file.absent":
+                machine.remove(name)
+            elif function == "user.present":
+                machine.users[name] = {"name": name, "home": args.get("home", "/home/" + name),
+                                       "groups": list(args.get("groups") or []), "system": bool(args.get("system")),
+                                       "shell": args.get("shell")}
+                machine.groups.setdefault(name, {"name": name})
+                for g in args.get("groups") or []:
+                    machine.groups.setdefault(g, {"name": g})
+                home = args.get("home", "/home/" + name)
+                if args.get("createhome", True) and home not in machine.files:
+                    machine.put(home, "dir", name, name, HOME_MODE, writer + " createhome")
+            elif function == "group.present":
+                machine.groups.setdefault(name, {"name": name})
+
+
+# --- systemd -------------------------------------------------------------------------------
+
+def parse_unit(text):
+    sections, current = {}, None
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        if current is None or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if value == "" and key.startswith("Exec"):
+            current[key] = []          # an empty assignment resets the list
+            continue
+        current.setdefault(key, []).append(value)
+    return sections
+
+
+def merge_unit(base, dropin):
+    out = copy.deepcopy(base)
+    for section, keys in dropin.items():
+        target = out.setdefault(section, {})
+        for key, values in keys.items():
+            if values == [] or key in ("User", "Group", "UMask", "WorkingDirectory", "Type"):
+                target[key] = list(values)
+            else:
+                target.setdefault(key, []).extend(values)
+    return out
+
+
+def collect_units(machine, packages):
+    units = {}
+    if "teleport" in packages:
+        units["teleport.service"] = {"path": "(package teleport)", "sections": copy.deepcopy(TELEPORT_PACKAGE_UNIT), "dropins": []}
+    for path, f in sorted(machine.files.items()):
+        m = re.match(r"^/etc/systemd/system/([^/]+\.(service|timer))$", path)
+        if m and f.get("kind") == "file":
+            units[m.group(1)] = {"path": path, "sections": parse_unit(f.get("content")), "dropins": []}
+    for path, f in sorted(machine.files.items()):
+        m = re.match(r"^/etc/systemd/system/([^/]+\.service)\.d/[^/]+\.conf$", path)
+        if m and f.get("kind") == "file":
+            unit = units.setdefault(m.group(1), {"path": "(package)", "sections": {}, "dropins": []})
+            unit["sections"] = merge_unit(unit["sections"], parse_unit(f.get("content")))
+            unit["dropins"].append(path)
+    return units
+
+
+def parse_env_text(text):
+    env = {}
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export "):].strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        env[key] = value
+    return env
+
+
+SYSTEMD_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+# --- the programs' own run-time writes, executed for real in a sandbox -----------------------
+
+def load_script(text, name):
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(text, name, "exec"), module.__dict__)  # noqa: S102 - the tree's own script
+    return module
+
+
+class Sandbox:
+    """Runs one write function of a fleet script against a temp root: directories the
+    model already has exist there; what the function creates is read back (mode from the
+    real syscalls under the unit's umask, owner from the chown calls it makes, else the
+    process's user)."""
+
+    def __init__(self, machine, user, umask):
+        self.machine, self.user, self.umask = machine, user, umask
+
+    def run(self, path, call):
+        root = tempfile.mkdtemp(prefix="ci-fleet-seam-")
+        chowns = {}
+        gid_names = {}
+        existing = {}
+        for d in dirs_of(path):
+            if d in self.machine.files and d != "/":
+                os.makedirs(root + d, exist_ok=True)
+                os.chmod(root + d, self.machine.files[d]["mode"] & 0o777)
+                existing[root + d] = d
+        real_chown, real_umask = os.chown, os.umask(self.umask)
+
+        def fake_chown(p, uid, gid, *a, **k):
+            chowns[os.path.normpath(str(p))] = (uid, gid)
+
+        real_replace, real_rename = os.replace, os.rename
+
+        def moving(real):
+            def move(src, dst, *a, **k):
+                src_n, dst_n = os.path.normpath(str(src)), os.path.normpath(str(dst))
+                if src_n in chowns:
+                    chowns[dst_n] = chowns.pop(src_n)
+                return real(src, dst, *a, **k)
+            return move
+
+        os.chown, os.replace, os.rename = fake_chown, moving(real_replace), moving(real_rename)
+        try:
+            call(root, gid_names)
+        finally:
+            os.chown, os.replace, os.rename = real_chown, real_replace, real_rename
+            os.umask(real_umask)
+        for directory, dirs, files in os.walk(root):
+            for x in sorted(dirs + files):
+                full = os.path.join(directory, x)
+                rel = "/" + os.path.relpath(full, root)
+                st = os.lstat(full)
+                mode = st.st_mode & 0o7777
+                if full in existing:
+                    entry = self.machine.files[rel]
+                    if (entry["mode"] & 0o777) != (mode & 0o777):
+                        entry["mode"] = mode
+                        entry["writer"] += "; chmod at run time by " + self.describe
+                    if full in chowns:
+                        uid, gid = chowns[full]
+                        entry["owner"] = "root" if uid == 0 else self.user
+                        entry["group"] = gid_names.get(gid, "root" if gid == 0 else self.user)
+                    continue
+                owner, group = self.user, self.user
+                if full in chowns:
+                    uid, gid = chowns[full]
+                    owner = "root" if uid == 0 else self.user
+                    group = gid_names.get(gid, "root" if gid == 0 else self.user)
+                kind = "dir" if os.path.isdir(full) else "file"
+                self.machine.put(rel, kind, owner, group, mode, "run time: " + self.describe)
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def runtime_writes(machine, process, scripts):
+    """What a fleet program writes when it runs: --output of the pillar sync, the IMDS copy,
+    the Buildkite token environment file."""
+    argv = process["argv"]
+    exe = argv[0] if argv else ""
+    text = scripts.get(exe)
+    if not text or not text.startswith("#!/usr/bin/python3"):
+        return
+    out = arg_after(argv, "--output")
+    if not out or "$" in out:
+        return
+    module = load_script(text, os.path.basename(exe).replace("-", "_"))
+    sandbox = Sandbox(machine, process["user"], process.get("umask", 0o022))
+    sandbox.describe = "%s (%s)" % (exe, process["source"])
+    if hasattr(module, "write_documents"):                     # ci_fleet_pillar_sync.py
+        sandbox.run(out, lambda root, _g: module.write_documents(root + out, {machine.id: {"ci_fleet": {"minion_id": machine.id}}}))
+    elif hasattr(module, "write_private"):                     # ci_fleet_imds_credentials.py
+        group = arg_after(argv, "--group")
+
+        def call(root, gids):
+            gids[4242] = group
+            module.write_private(root + out, {"Version": 1}, 4242)
+        sandbox.run(out, call)
+    elif hasattr(module, "write_environment_file"):            # buildkite_agent_token.py
+        if posixpath.dirname(out) not in machine.files:
+            machine.notes.append("%s writes %s but its directory does not exist" % (exe, out))
+            return
+        sandbox.run(out, lambda root, _g: module.write_environment_file(root + out, "token"))
+
+
+def arg_after(argv, flag):
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+def exec_prefix(cmd):
+    flags = ""
+    while cmd and cmd[0] in "-+!@:":
+        flags += cmd[0]
+        cmd = cmd[1:]
+    return flags, cmd
+
+
+def unit_processes(machine, units):
+    processes = []
+    for name, unit in sorted(units.items()):
+        svc = unit["sections"].get("Service")
+        if not svc:
+            continue
+        user = (svc.get("User") or ["root"])[-1]
+        group = (svc.get("Group") or [user])[-1]
+        env = {}
+        env_files = []
+        for value in svc.get("Environment", []):
+            for item in shlex.split(value):
+                k, _, v = item.partition("=")
+                env[k] = v
+        runtime_env_files = []
+        for value in svc.get("EnvironmentFile", []):
+            optional = value.startswith("-")
+            path = value.lstrip("-")
+            f = machine.files.get(path)
+            env_files.append({"path": path, "optional": optional, "exists": f is not None})
+            if f and isinstance(f.get("content"), str):
+                env.update(parse_env_text(f["content"]))
+            else:
+                runtime_env_files.append(path)
+        umask = int((svc.get("UMask") or ["0022"])[-1], 8)
+        home = None
+        if user in machine.users:
+            home = machine.users[user]["home"]
+        systemd_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        if svc.get("User"):
+            # systemd.exec(5): $USER, $LOGNAME, $HOME, $SHELL are set for units with User=.
+            systemd_env.update({"USER": user, "LOGNAME": user, "HOME": home or "/"})
+        if svc.get("RuntimeDirectory"):
+            # systemd.exec(5): space-separated, each /run/<name> (parents too) owned by User=/Group=.
+            dirs = [d for value in svc["RuntimeDirectory"] for d in value.split()]
+            systemd_env["RUNTIME_DIRECTORY"] = ":".join("/run/" + d for d in dirs)
+            rmode = int((svc.get("RuntimeDirectoryMode") or ["0755"])[-1], 8)
+            for d in dirs:
+                parts = d.split("/")
+                for i in range(1, len(parts) + 1):
+                    machine.put("/run/" + "/".join(parts[:i]), "dir", user, group, rmode,
+                                "systemd RuntimeDirectory= of " + name)
+        for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStop", "ExecStopPost", "ExecReload"):
+            for raw in svc.get(key, []):
+                flags, cmd = exec_prefix(raw)
+                runs_as = "root" if "+" in flags or not svc.get("User") else user
+                processes.append({
+                    "source": "%s %s" % (name, key), "unit": name, "kind": "unit",
+                    "user": runs_as, "group": "root" if runs_as == "root" else group,
+                    "command": cmd, "argv": shlex.split(cmd), "ignore_failure": "-" in flags,
+                    "env": dict(systemd_env, **env), "unit_env_keys": sorted(env),
+                    "env_files": env_files, "runtime_env_files": runtime_env_files,
+                    "umask": umask,
+                })
+    return processes
+
+
+def substitute(process):
+    """systemd substitutes ${VAR} and $VAR in command lines from Environment=/EnvironmentFile= only."""
+    missing = []
+
+    def sub(m):
+        var = m.group(1) or m.group(2)
+        if var in process["env"] and var in process["unit_env_keys"] + process.get("runtime_env_keys", []):
+            return process["env"][var]
+        missing.append(var)
+        return m.group(0)
+    process["argv_resolved"] = [SYSTEMD_VAR.sub(sub, a) for a in process["argv"]]
+    process["unresolved_command_vars"] = sorted(set(missing))
+
+
+def master_process(machine):
+    """The Salt master: master.d/*.conf after /etc/salt/master, later files win."""
+    config_files = ["/etc/salt/master"] + sorted(p for p in machine.files if fnmatch.fnmatch(p, "/etc/salt/master.d/*.conf"))
+    merged, writers = {}, {}
+    for path in config_files:
+        f = machine.files.get(path)
+        if not f or not isinstance(f.get("content"), str):
+            continue
+        try:
+            data = yaml.safe_load(f["content"]) or {}
+        except yaml.YAMLError as error:
+            machine.notes.append("%s is not YAML: %s" % (path, error))
+            continue
+        for k, v in data.items():
+            merged[k] = v
+            writers[k] = "%s (%s)" % (path, f["writer"])
+    user = merged.get("user", "root")
+    needs = []
+    for root in (merged.get("pillar_roots") or {}).get("base", []):
+        needs.append({"path": root, "access": "list"})
+    for root in (merged.get("file_roots") or {}).get("base", []):
+        needs.append({"path": root, "access": "list"})
+    pki = merged.get("pki_dir", "/etc/salt/pki/master")
+    needs += [{"path": pki, "access": "list"}, {"path": pki + "/master.pem", "access": "read"},
+              {"path": pki + "/minions", "access": "list"}]
+    return {"source": "salt-master (package unit; user from %s)" % writers.get("user", "the built-in default root"),
+            "unit": "salt-master.service", "kind": "salt-master", "user": user, "group": user,
+            "command": "/usr/bin/salt-master", "argv": ["/usr/bin/salt-master"], "env": {"HOME": "/root"},
+            "unit_env_keys": [], "env_files": [], "runtime_env_files": [], "umask": 0o022,
+            "needs": needs, "config": {k: merged[k] for k in ("user", "pillar_roots", "file_roots", "pki_dir") if k in merged},
+            "config_writers": writers}
+
+
+def hook_processes(machine, agent_process):
+    """Buildkite agent hooks (run by the agent, as its user, with its environment plus the
+    job environment the agent exports) and GitHub runner job hooks."""
+    out = []
+    cfg = machine.files.get("/etc/buildkite-agent/buildkite-agent.cfg")
+    hooks_dir = None
+    if cfg and isinstance(cfg.get("content"), str):
+        m = re.search(r'^hooks-path="?([^"\n]+)"?', cfg["content"], re.M)
+        hooks_dir = m.group(1) if m else None
+    if hooks_dir and agent_process:
+        for path, f in sorted(machine.files.items()):
+            if posixpath.dirname(path) == hooks_dir and f["kind"] == "file" and not path.endswith(".js"):
+                # The agent runs a hook by sourcing it from a bash wrapper (read, not exec).
+                hook = dict(copy.deepcopy(agent_process), source="buildkite hook " + posixpath.basename(path),
+                            kind="buildkite-hook", command=path, argv=[path], argv_resolved=[path],
+                            hook=posixpath.basename(path), unresolved_command_vars=[])
+                hook["needs"] = [{"path": path, "access": "read"}]
+                for m in re.finditer(r"/([A-Za-z0-9_.-]+\.js)", f.get("content") or ""):
+                    hook["needs"].append({"path": posixpath.join(hooks_dir, m.group(1)), "access": "read"})
+                out.append(hook)
+    return out
+
+
+def github_hook_processes(machine, runner_process):
+    out = []
+    env_file = machine.files.get("/opt/actions-runner/.env")
+    if env_file and runner_process and isinstance(env_file.get("content"), str):
+        for key, value in parse_env_text(env_file["content"]).items():
+            if key.startswith("ACTIONS_RUNNER_HOOK_"):
+                out.append(dict(copy.deepcopy(runner_process), source="github runner " + key, kind="github-hook",
+                                command=value, argv=[value], argv_resolved=[value], unresolved_command_vars=[],
+                                needs=[{"path": value, "access": "read"}]))
+    return out
+
+
+# --- what a process needs to read, and its AWS credentials --------------------------------------
+
+def needs_of(machine, process):
+    needs = list(process.get("needs", []))
+    argv = process.get("argv_resolved", process["argv"])
+    if process["kind"] in ("buildkite-hook", "github-hook"):
+        return needs
+    if process["kind"] == "salt-master":
+        roots = [n["path"] for n in needs if n["access"] == "list"]
+        for path, f in sorted(machine.files.items()):
+            if f["kind"] == "file" and any(path.startswith(r + "/") for r in roots):
+                needs.append({"path": path, "access": "read"})
+        return needs
+    if argv:
+        needs.append({"path": argv[0], "access": "exec"})
+        for i, a in enumerate(argv[1:], 1):
+            if not a.startswith("/"):
+                continue
+            if argv[i - 1] == "--output":
+                needs.append({"path": posixpath.dirname(a), "access": "write"})
+            elif a in machine.files and machine.files[a]["kind"] == "file":
+                needs.append({"path": a, "access": "read"})
+            elif a in machine.files and machine.files[a]["kind"] == "dir":
+                needs.append({"path": a, "access": "list"})
+    for ef in process["env_files"]:
+        # systemd reads EnvironmentFile= itself (as root), before it drops to User=.
+        needs.append({"path": ef["path"], "access": "read", "as_root": True, "optional": ef["optional"]})
+    for key in ("ACTIONS_RUNNER_HOOK_JOB_STARTED",):
+        pass
+    if process.get("unit") and process["unit"] in machine.units:
+        svc = machine.units[process["unit"]]["sections"].get("Service", {})
+        for wd in svc.get("WorkingDirectory", []):
+            needs.append({"path": wd.lstrip("-"), "access": "list"})
+    return needs
+
+
+def aws_config_of(machine, process):
+    env = process["env"]
+    path = env.get("AWS_CONFIG_FILE")
+    how = "AWS_CONFIG_FILE"
+    if not path:
+        home = env.get("HOME")
+        how = "$HOME/.aws/config (HOME=%s)"
+        if not home:
+            # botocore (os.path.expanduser) and the Go SDK v2 fall back to the passwd entry.
+            home = (machine.users.get(process["user"]) or {}).get("home")
+            how = "~/.aws/config (no $HOME; the passwd home %s)"
+        if not home:
+            return {"path": None, "how": "no HOME and no AWS_CONFIG_FILE in the environment"}
+        path, how = posixpath.join(home, ".aws/config"), how % home
+    return {"path": path, "how": how}
+
+
+def parse_ini_default(text):
+    out, section = {}, None
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+            continue
+        if section in ("default", "profile default") and "=" in line:
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def credentials_of(machine, process, cloud):
+    cfg = aws_config_of(machine, process)
+    result = {"config": cfg, "kind": "none", "files": []}
+    f = machine.files.get(cfg["path"]) if cfg["path"] else None
+    settings = parse_ini_default(f.get("content")) if f and isinstance(f.get("content"), str) else {}
+    result["region"] = process["env"].get("AWS_REGION") or process["env"].get("AWS_DEFAULT_REGION") or settings.get("region")
+    if cfg["path"]:
+        result["files"].append({"path": cfg["path"], "access": "read", "optional": True})
+    cp = settings.get("credential_process")
+    if cp:
+        argv = shlex.split(cp)
+        result["credential_process"] = argv
+        result["files"].append({"path": argv[0], "access": "exec"})
+        if argv[0].endswith("aws_signing_helper"):
+            result.update(kind="roles-anywhere", role_arn=arg_after(argv, "--role-arn"),
+                          profile_arn=arg_after(argv, "--profile-arn"), trust_anchor_arn=arg_after(argv, "--trust-anchor-arn"),
+                          certificate=arg_after(argv, "--certificate"), private_key=arg_after(argv, "--private-key"))
+            for flag in ("--certificate", "--private-key"):
+                if arg_after(argv, flag):
+                    result["files"].append({"path": arg_after(argv, flag), "access": "read"})
+        else:
+            result["kind"] = "credential-process"
+            for a in argv[1:]:
+                if a.startswith("/"):
+                    result["files"].append({"path": a, "access": "read"})
+                    imds_copy = a
+                    result["imds_copy"] = imds_copy
+            result["role_arn"] = "instance-profile"
+    elif process["user"] == "root" and machine.pillar.get("ci_fleet", {}).get("provider") == "aws":
+        result["kind"] = "imds"
+        result["role_arn"] = "instance-profile"
+    elif process["user"] != "root" and machine.pillar.get("ci_fleet", {}).get("provider") == "aws" and not cloud["imds_root_only"]:
+        result["kind"] = "imds"
+        result["role_arn"] = "instance-profile"
+    return result
+
+
+# AWS-calling programs: how to recognise them in a process and what they call, from their source.
+def aws_calls(machine, process, scripts, hooks_src):
+    argv = process.get("argv_resolved", process["argv"])
+    exe = argv[0] if argv else ""
+    text = scripts.get(exe) or ""
+    calls = []
+    if process["kind"] == "buildkite-hook":
+        if process.get("hook") == "environment":
+            for m in re.finditer(r"new (\w+)Command\(", hooks_src.get("aws.ts", "")):
+                calls.append({"api": "ssm:" + m.group(1), "via": "hooks/buildkite/src/aws.ts",
+                              "ssm_path": process["env"].get("CI_FLEET_SSM_PREFIX")})
+        return calls
+    if exe.endswith("/teleport") and "start" in argv:
+        conf = machine.files.get(arg_after(argv, "--config") or "/etc/teleport.yaml")
+        if conf and isinstance(conf.get("content"), str):
+            storage = (yaml.safe_load(conf["content"]) or {}).get("teleport", {}).get("storage", {}) or {}
+            for uri in storage.get("audit_events_uri", []) or []:
+                if uri.startswith("dynamodb://"):
+                    table = uri[len("dynamodb://"):].split("?")[0]
+                    for api in ("dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"):
+                        calls.append({"api": api, "via": "teleport audit_events_uri", "dynamodb_table": table})
+            uri = storage.get("audit_sessions_uri") or ""
+            if uri.startswith("s3://"):
+                bucket = uri[len("s3://"):].split("/")[0].split("?")[0]
+                for api in ("s3:PutObject", "s3:GetObject"):
+                    calls.append({"api": api, "via": "teleport audit_sessions_uri", "s3_bucket": bucket})
+        return calls
+    for m in re.finditer(r"\.(get_parameters_by_path|get_parameter)\(", text):
+        api = "ssm:" + "".join(p.capitalize() for p in m.group(1).split("_")).replace("Parameters", "Parameters")
+        api = {"ssm:GetParametersByPath": "ssm:GetParametersByPath", "ssm:GetParameter": "ssm:GetParameter"}.get(
+            api.replace("Getparametersbypath", "GetParametersByPath"), api)
+        entry = {"api": "ssm:GetParametersByPath" if "by_path" in m.group(1) else "ssm:GetParameter", "via": exe}
+        if arg_after(argv, "--parameter"):
+            entry["ssm_parameter"] = arg_after(argv, "--parameter")
+        if arg_after(argv, "--stack"):
+            entry["ssm_path"] = "/ci-fleet/%s/pillar/" % arg_after(argv, "--stack")
+        entry["with_decryption"] = "WithDecryption=True" in text or '"WithDecryption": True' in text
+        calls.append(entry)
+    if "169.254.169.254" in text:
+        calls.append({"api": "imds:security-credentials", "via": exe})
+    return calls
+
+
+# --- shell requirements ------------------------------------------------------------------------
+
+def shell_required(text):
+    """Variables a shell script cannot run without: ${VAR:?...}, and under `set -u` every
+    $VAR it reads without a default and never assigns itself."""
+    required = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?", text))
+    if re.search(r"^\s*set\s+-[a-z]*u", text, re.M):
+        assigned = set(re.findall(r"(?:^|[\s;(])([A-Za-z_][A-Za-z0-9_]*)=", text))
+        assigned |= set(re.findall(r"\bfor\s+([A-Za-z_][A-Za-z0-9_]*)\s+in", text))
+        assigned |= set(re.findall(r"\bread\s+(?:-r\s+)?([A-Za-z_][A-Za-z0-9_]*)", text))
+        body = re.sub(r"<<'?(\w+)'?\n.*?\n\1\n", "", text, flags=re.S)
+        body = "\n".join(l for l in body.splitlines() if not l.lstrip().startswith("#"))
+        defaulted = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-=+]", body))
+        for m in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-=+?][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)", body):
+            var = m.group(1) or m.group(3)
+            # A variable the script reads with a default anywhere is one it handles when unset.
+            if var in assigned or var in defaulted:
+                continue
+            required.add(var)
+    return sorted(required)
+
+
+def python_required(text):
+    return sorted(set(re.findall(r"os\.environ\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]", text)))
+
+
+def sourced_env(machine, text):
+    env = {}
+    for m in re.finditer(r"(?:^|[;\s])\.\s+(/[^\s;]+)", text):
+        f = machine.files.get(m.group(1))
+        if f and isinstance(f.get("content"), str):
+            env.update(parse_env_text(f["content"]))
+    return env
+
+
+def bootstrap_runs(machine, cloud):
+    """cloud-init's runcmd/bootcmd entries that run a script cloud-init wrote: env prefix + script."""
+    runs = []
+    for c in cloud["commands"]:
+        argv = list(c["argv"])
+        env = {}
+        if argv and argv[0] == "env":
+            argv = argv[1:]
+            while argv and "=" in argv[0] and not argv[0].startswith("/"):
+                k, _, v = argv.pop(0).partition("=")
+                env[k] = v
+        if argv and argv[0] in machine.files and isinstance(machine.files[argv[0]].get("content"), str):
+            runs.append({"source": "cloud-init %s %s" % (c["phase"], argv[0]), "kind": "cloud-init", "user": "root",
+                         "group": "root", "argv": argv, "command": " ".join(argv), "env": env})
+    return runs
+
+
+# --- one machine ---------------------------------------------------------------------------------
+
+def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_src):
+    machine = Machine(minion_id, pillar)
+    packages = set()
+    roles = pillar.get("ci_fleet", {}).get("role")
+    if roles == "salt-master":
+        # The package's files (installed by cloud-init's runcmd); cloud-init's write_files
+        # never write /etc/salt/master itself, so the order between the two does not matter.
+        for path, f in SALT_MASTER_PACKAGE_FILES.items():
+            machine.put(path, "file", f["owner"], f["group"], f["mode"], "package salt-master (3007)", f["content"])
+        machine.users["salt"] = dict(SALT_MASTER_PACKAGE_USER)
+        machine.groups["salt"] = {"name": "salt"}
+    cloud = apply_cloud_init(machine, user_data or "")
+    # cloud-init's bootstrap commands run before any highstate: judge them on this disk.
+    at_boot = copy.copy(machine)
+    at_boot.files = copy.deepcopy(machine.files)
+    apply_salt(machine, highstate, root, rendered_files)
+    for sid, (sls, body) in highstate.states.items():
+        for function, args in render.state_function(sid, body) if isinstance(body, dict) else []:
+            if function == "pkg.installed":
+                names = args.get("pkgs") or [args.get("name", sid)]
+                packages.update(str(n) for n in names)
+    machine.units = collect_units(machine, packages)
+    scripts = {p: f["content"] for p, f in machine.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
+    processes = unit_processes(machine, machine.units)
+    # Runtime env files written by an ExecStartPre (e.g. the Buildkite token) define variables too.
+    for p in processes:
+        written = []
+        for q in processes:
+            if q["unit"] == p["unit"] and q["source"].endswith("ExecStartPre"):
+                exe = q["argv"][0] if q["argv"] else ""
+                out = arg_after(q["argv"], "--output")
+                if out in p["runtime_env_files"] and exe in scripts:
+                    written += re.findall(r"[\"']([A-Z_][A-Z0-9_]*)=%s", scripts[exe])
+        p["runtime_env_keys"] = sorted(set(written))
+        for k in written:
+            p["env"].setdefault(k, "<written at start>")
+        substitute(p)
+    for p in processes:
+        p["argv_for_writes"] = p["argv_resolved"]
+        runtime_writes(machine, dict(p, argv=p["argv_resolved"]), scripts)
+    if roles == "salt-master":
+        processes.append(master_process(machine))
+    agent = next((p for p in processes if p["unit"] == "buildkite-agent.service" and p["source"].endswith(" ExecStart")), None)
+    runner = next((p for p in processes if p["unit"] == "actions-runner.service" and p["source"].endswith(" ExecStart")), None)
+    if agent:
+        processes += hook_processes(machine, agent)
+    if runner:
+        processes += github_hook_processes(machine, runner)
+    for p in processes:
+        p.setdefault("argv_resolved", p["argv"])
+        p["needs"] = needs_of(machine, p)
+        exe = p["argv_resolved"][0] if p["argv_resolved"] else ""
+        text = scripts.get(exe, "")
+        p["requires_env"] = []
+        if text.startswith("#!/bin/sh") or text.startswith("#!/bin/bash"):
+            p["requires_env"] = [{"var": v, "by": exe + " (shell)"} for v in shell_required(text)]
+        elif text.startswith("#!/usr/bin/python3"):
+            p["requires_env"] = [{"var": v, "by": exe + " (python os.environ)"} for v in python_required(text)]
+        if p["kind"] == "buildkite-hook" and p.get("hook") == "environment":
+            for m in re.finditer(r"required\(env, \"([A-Z_][A-Z0-9_]*)\"", "".join(hooks_src.values())):
+                p["requires_env"].append({"var": m.group(1), "by": "hooks/buildkite/src (required(env, ...))"})
+        p["aws_calls"] = aws_calls(machine, p, scripts, hooks_src)
+        if p["aws_calls"] or p["kind"] == "buildkite-hook":
+            p["credentials"] = credentials_of(machine, p, cloud)
+    runs = bootstrap_runs(at_boot, cloud)
+    boot_scripts = {p: f["content"] for p, f in at_boot.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
+    for r in runs:
+        text = boot_scripts.get(r["argv"][0], "")
+        provided = dict(r["env"])
+        provided.update(sourced_env(at_boot, text))
+        r["env"] = provided
+        r["requires_env"] = [{"var": v, "by": r["argv"][0] + " (shell)"} for v in shell_required(text)]
+        r["needs"], r["aws_calls"] = [], []
+        # The master's first pillar sync, run by its bootstrap script with the environment it sources.
+        if re.search(r"ci_fleet_pillar_sync\.py", text):
+            r["aws_calls"] = [{"api": "ssm:GetParametersByPath", "via": r["argv"][0] + " (first pillar sync)",
+                               "ssm_path": provided.get("CI_FLEET_SSM_PILLAR_PREFIX"), "with_decryption": True}]
+            r["credentials"] = credentials_of(at_boot, r, cloud)
+    out = machine.to_json()
+    out["cloud_init"] = cloud
+    out["processes"] = processes + runs
+    out["provider"] = pillar.get("ci_fleet", {}).get("provider")
+    out["role"] = roles
+    out["packages"] = sorted(packages)
+    out["aws_pillar"] = {k: v for k, v in (pillar.get("ci_fleet", {}).get("aws") or {}).items()
+                         if k in ("region", "role_arn", "ssm_prefix")}
+    ra = (pillar.get("ci_fleet", {}).get("aws") or {}).get("roles_anywhere") or {}
+    out["aws_pillar"]["roles_anywhere"] = {k: ra[k] for k in ("trust_anchor_arn", "profile_arn") if k in ra}
+    out["highstate_problems"] = highstate.errors
+    return out
+
+
+def build(root, documents_file, user_data_file, hooks_dir):
+    root = os.path.abspath(root)
+    docs = render.program_documents(documents_file, root)
+    with open(user_data_file) as handle:
+        user_data = json.load(handle)
+    hooks_src = {}
+    if hooks_dir and os.path.isdir(hooks_dir):
+        for name in os.listdir(hooks_dir):
+            if name.endswith(".ts"):
+                with open(os.path.join(hooks_dir, name)) as handle:
+                    hooks_src[name] = handle.read()
+    result = {"machines": {}, "errors": []}
+    with tempfile.TemporaryDirectory() as pillar_dir:
+        os.makedirs(os.path.join(pillar_dir, "minions"))
+        for minion_id, doc in docs.items():
+            with open(os.path.join(pillar_dir, "minions", minion_id + ".json"), "w") as handle:
+                json.dump(doc, handle)
+        env = render.make_env([root])
+        for minion_id in sorted(docs):
+            try:
+                pillar, _names, _m = render.compile_pillar(root, pillar_dir, minion_id, render.Recorder())
+                grains = render.grains_for(minion_id)
+                extra = {"salt": render.salt_functions(pillar, grains, render.Recorder())}
+                top = render.parse_rendered(render.render_file(env, "top.sls", pillar, grains, minion_id, extra))
+                top_sls, _ = render.top_sls_for(top, minion_id)
+                highstate = render.Highstate(root, env, pillar, grains, minion_id, extra)
+                for sls in top_sls:
+                    highstate.add(sls)
+                problems = render.check_states(highstate, root, render.KNOWN_STATE_FUNCTIONS)
+                m = model(root, minion_id, pillar, highstate, highstate.files, user_data.get(minion_id), hooks_src)
+                m["top_sls"] = top_sls
+                m["highstate_problems"] = m["highstate_problems"] + problems
+                result["machines"][minion_id] = m
+            except Exception as error:  # noqa: BLE001 - reported to the test
+                import traceback
+                result["errors"].append("%s: %s: %s\n%s" % (minion_id, type(error).__name__, error, traceback.format_exc()))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--salt-root", required=True)
+    parser.add_argument("--documents", required=True)
+    parser.add_argument("--user-data", required=True)
+    parser.add_argument("--hooks-src")
+    args = parser.parse_args()
+    print(json.dumps(build(args.salt_root, args.documents, args.user_data, args.hooks_src), indent=1, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    main()

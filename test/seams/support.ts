@@ -1,0 +1,199 @@
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { previewStack, ROOT } from "../support/preview";
+import type { PreviewRun } from "../../tools/preview/run";
+
+/**
+ * The machine models of a stack: the program runs under the mocks (as `npm start` does),
+ * its pillar documents and user-data are handed to test/seams/machine_model.py, which
+ * renders the Salt tree for every minion (with test/salt/render.py) and describes what
+ * ends up on each machine and what runs there.
+ */
+
+const python = process.env.CI_FLEET_PYTHON ?? (fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
+
+export interface FileEntry {
+  kind: "file" | "dir" | "symlink";
+  owner: string;
+  group: string;
+  mode: string;
+  writer: string;
+  content?: string;
+  target?: string;
+  archive?: string;
+}
+export interface Need {
+  path: string;
+  access: "read" | "exec" | "list" | "write";
+  as_root?: boolean;
+  optional?: boolean;
+}
+export interface AwsCall {
+  api: string;
+  via: string;
+  ssm_path?: string | null;
+  ssm_parameter?: string;
+  with_decryption?: boolean;
+  dynamodb_table?: string;
+  s3_bucket?: string;
+}
+export interface Credentials {
+  config: { path: string | null; how: string };
+  kind: "none" | "roles-anywhere" | "credential-process" | "imds";
+  files: Need[];
+  region?: string | null;
+  role_arn?: string;
+  profile_arn?: string;
+  trust_anchor_arn?: string;
+  certificate?: string;
+  private_key?: string;
+  imds_copy?: string;
+}
+export interface Process {
+  source: string;
+  unit?: string;
+  kind: "unit" | "salt-master" | "buildkite-hook" | "github-hook" | "cloud-init";
+  user: string;
+  group: string;
+  command: string;
+  argv: string[];
+  argv_resolved?: string[];
+  env: Record<string, string>;
+  unit_env_keys?: string[];
+  unresolved_command_vars?: string[];
+  needs: Need[];
+  requires_env: { var: string; by: string }[];
+  aws_calls: AwsCall[];
+  credentials?: Credentials;
+  hook?: string;
+  config?: Record<string, unknown>;
+  config_writers?: Record<string, string>;
+}
+export interface MachineModel {
+  id: string;
+  role: "salt-master" | "teleport" | "runner";
+  provider: "equinix-metal" | "aws";
+  files: Record<string, FileEntry>;
+  users: Record<string, { name: string; home: string; groups: string[] }>;
+  units: Record<string, { path: string; sections: Record<string, Record<string, string[]>>; dropins: string[] }>;
+  processes: Process[];
+  states: { id: string; sls: string; function: string; args: Record<string, unknown> }[];
+  cloud_init: { write_files: string[]; imds_root_only: boolean };
+  aws_pillar: { region?: string; role_arn?: string; ssm_prefix?: string; roles_anywhere: { trust_anchor_arn?: string; profile_arn?: string } };
+  top_sls: string[];
+  highstate_problems: string[];
+  notes: string[];
+}
+
+export interface StackModels {
+  stack: string;
+  run: PreviewRun;
+  machines: Record<string, MachineModel>;
+}
+
+const cache = new Map<string, Promise<StackModels>>();
+
+export function stackModels(stack: string): Promise<StackModels> {
+  if (!cache.has(stack)) cache.set(stack, build(stack));
+  return cache.get(stack) as Promise<StackModels>;
+}
+
+async function build(stack: string): Promise<StackModels> {
+  const run = await previewStack(stack);
+  const documents: Record<string, unknown> = {};
+  for (const [key, inputs] of run.rawInputs) {
+    const name = inputs.name as string | undefined;
+    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`)) {
+      documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
+    }
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-seams-"));
+  try {
+    fs.writeFileSync(path.join(dir, "documents.json"), JSON.stringify(documents), { mode: 0o600 });
+    fs.writeFileSync(path.join(dir, "user-data.json"), JSON.stringify(run.userData), { mode: 0o600 });
+    const proc = spawnSync(
+      python,
+      [
+        path.join(__dirname, "machine_model.py"),
+        "--salt-root", path.join(ROOT, "salt"),
+        "--documents", path.join(dir, "documents.json"),
+        "--user-data", path.join(dir, "user-data.json"),
+        "--hooks-src", path.join(ROOT, "hooks/buildkite/src"),
+      ],
+      { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 },
+    );
+    if (proc.error) throw new Error(`cannot run ${python}: ${proc.error.message}`);
+    if (proc.status !== 0) throw new Error(`machine_model.py exited ${proc.status}:\n${proc.stderr}`);
+    const out = JSON.parse(proc.stdout) as { machines: Record<string, MachineModel>; errors: string[] };
+    if (out.errors.length > 0) throw new Error(`machine_model.py: ${out.errors.join("\n")}`);
+    return { stack, run, machines: out.machines };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --- Unix permissions -----------------------------------------------------------------------
+
+const PACKAGED = ["/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/", "/usr/local/bin/teleport", "/usr/local/bin/tctl", "/usr/lib/"];
+
+function groupsOf(m: MachineModel, user: string): Set<string> {
+  const u = m.users[user];
+  return new Set([user, ...(u?.groups ?? [])]);
+}
+
+function bits(m: MachineModel, f: FileEntry, user: string): number {
+  const mode = parseInt(f.mode, 8);
+  if (f.owner === user) return (mode >> 6) & 7;
+  if (groupsOf(m, user).has(f.group)) return (mode >> 3) & 7;
+  return mode & 7;
+}
+
+function parents(p: string): string[] {
+  const out: string[] = [];
+  let cur = path.posix.dirname(p);
+  for (;;) {
+    out.unshift(cur);
+    if (cur === "/") break;
+    cur = path.posix.dirname(cur);
+  }
+  return out;
+}
+
+/** Why `user` cannot get `access` to `p` on this machine, or undefined when it can. */
+export function denied(m: MachineModel, user: string, p: string, access: Need["access"], seen = 0): string | undefined {
+  const root = user === "root";
+  const f0 = m.files[p];
+  if (f0?.kind === "symlink" && f0.target && seen < 8) return denied(m, user, f0.target, access, seen + 1);
+  for (const d of parents(p)) {
+    const dir = m.files[d];
+    if (!dir) continue;
+    if (!root && (bits(m, dir, user) & 1) === 0) return `${user} cannot enter ${d} (${dir.owner}:${dir.group} ${dir.mode}, by ${dir.writer})`;
+  }
+  const f = m.files[p];
+  if (!f) {
+    if (PACKAGED.some((pre) => p.startsWith(pre))) return undefined;
+    const archive = Object.entries(m.files).find(([d, e]) => e.archive && p.startsWith(`${d}/`));
+    if (archive) return undefined; // inside a verified release archive
+    return `${p} is written by no part of the fleet`;
+  }
+  const b = root ? 7 : bits(m, f, user);
+  const why = (need: string) => `${user} cannot ${need} ${p} (${f.owner}:${f.group} ${f.mode}, by ${f.writer})`;
+  switch (access) {
+    case "read":
+      return root || b & 4 ? undefined : why("read");
+    case "exec": {
+      const anyX = parseInt(f.mode, 8) & 0o111;
+      if (!anyX || (!root && (b & 1) === 0)) return why("execute");
+      if (!root && f.content?.startsWith("#!") && (b & 4) === 0) return why("read (interpreted script)");
+      return undefined;
+    }
+    case "list":
+      return root || (b & 5) === 5 ? undefined : why("list");
+    case "write":
+      return root || (b & 3) === 3 ? undefined : why("write into");
+  }
+}
+
+export const STACKS = ["production", "production-aws"] as const;
