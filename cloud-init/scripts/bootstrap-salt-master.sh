@@ -5,11 +5,16 @@
 # Usage: ci-fleet-bootstrap-salt-master REPOSITORY_URL REF
 set -eu
 url=$1 ref=$2
-deploy_key=/etc/ci-fleet/salt-repo-deploy-key
-if [ -e "$deploy_key" ]; then
-  GIT_SSH_COMMAND="ssh -i $deploy_key -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/ci-fleet/salt-repo-known-hosts"
-  export GIT_SSH_COMMAND
+# A private repository: git reaches it with the ssh command in /etc/gitconfig (written by
+# cloud-init, kept by salt_master.repository from the same builder): the deploy key, and only
+# the pinned host keys. No GIT_SSH_COMMAND here: it would override that one command.
+if [ -e /etc/ci-fleet/salt-repo-deploy-key ]; then
+  case $(git config --system --get core.sshCommand || true) in
+    *"-o StrictHostKeyChecking=yes"*) ;;
+    *) echo "ci-fleet-bootstrap-salt-master: deploy key without a strict core.sshCommand in /etc/gitconfig" >&2; exit 1 ;;
+  esac
 fi
+unset GIT_SSH_COMMAND GIT_SSH
 install -d -m 0755 /srv/ci-fleet
 install -d -m 0700 /srv/ci-fleet/pillar
 rm -rf /srv/ci-fleet/repo
@@ -27,6 +32,8 @@ stack=$(printf '%s' "$CI_FLEET_SSM_PILLAR_PREFIX" | cut -d/ -f3)
 python3 /srv/ci-fleet/repo/salt/salt_master/files/ci_fleet_pillar_sync.py \
   --stack "$stack" --region "$AWS_REGION" --output "$CI_FLEET_PILLAR_DIR/minions" \
   --bootstrap-accept-keys /etc/salt/pki/master/minions
+# The unit and its drop-in (User=root, written before the package) are loaded afresh.
+systemctl daemon-reload
 systemctl enable --now salt-master
 systemctl enable --now salt-minion
 exec /usr/local/sbin/ci-fleet-wait-for-master-and-highstate

@@ -24,7 +24,7 @@ import { readFileSync } from "fs";
 import * as path from "path";
 import * as YAML from "yaml";
 import { MachineProviderName, MachineRole, machineNames } from "../config/model";
-import { SALT_PATHS, buildSaltMasterConfig, buildSaltMinionConfig } from "./salt-config";
+import { SALT_PATHS, buildSaltMinionConfig, renderSaltMasterConfig, renderSaltMasterServiceDropIn, renderSaltRepositoryGitConfig } from "./salt-config";
 
 // ---------------------------------------------------------------------------------------
 // The typed subset of cloud-config (cloud-init 22.4) this project uses.
@@ -94,7 +94,9 @@ export const SECRET_MASK = "[secret]";
 
 /** Paths of the files written by bootstrap. */
 export const BOOTSTRAP_PATHS = {
-  masterConfig: "/etc/salt/master.d/ci-fleet.conf",
+  masterConfig: SALT_PATHS.masterConfig,
+  masterServiceDropIn: SALT_PATHS.masterServiceDropIn,
+  gitSystemConfig: SALT_PATHS.gitSystemConfig,
   masterPrivateKey: "/etc/salt/pki/master/master.pem",
   masterPublicKey: "/etc/salt/pki/master/master.pub",
   acceptedMinionKey: (minionId: string) => `/etc/salt/pki/master/minions/${minionId}`,
@@ -102,8 +104,8 @@ export const BOOTSTRAP_PATHS = {
   grains: "/etc/salt/grains",
   minionPrivateKey: "/etc/salt/pki/minion/minion.pem",
   minionPublicKey: "/etc/salt/pki/minion/minion.pub",
-  saltRepositoryDeployKey: "/etc/ci-fleet/salt-repo-deploy-key",
-  saltRepositoryKnownHosts: "/etc/ci-fleet/salt-repo-known-hosts",
+  saltRepositoryDeployKey: SALT_PATHS.saltRepositoryDeployKey,
+  saltRepositoryKnownHosts: SALT_PATHS.saltRepositoryKnownHosts,
   awsEnvironment: "/etc/ci-fleet/aws/environment",
   awsConfig: "/etc/ci-fleet/aws/config",
   rolesAnywhereCertificate: "/etc/ci-fleet/aws/roles-anywhere.crt",
@@ -160,6 +162,9 @@ function loadPins(): Pins {
 }
 
 export const PINS: Readonly<Pins> = loadPins();
+
+/** The host keys the master trusts for a private Salt repository: the one text cloud-init and Salt write. */
+export const saltRepositoryKnownHosts = (): string => PINS.salt_repository_known_hosts.replace(/\r/g, "").trim() + "\n";
 
 /**
  * A script as shipped in user-data: the repository file without its comment-only and blank
@@ -547,7 +552,10 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 
   const writeFiles: WriteFile[] = [
-    fileOf(BOOTSTRAP_PATHS.masterConfig, yamlConfigFile("ci-fleet bootstrap: hardened master; Salt manages this file from now on.", buildSaltMasterConfig()), "0644"),
+    // The same text salt_master.config writes later (from pillar ci_fleet_master:master_config).
+    fileOf(BOOTSTRAP_PATHS.masterConfig, renderSaltMasterConfig({ masterMinionId }), "0600"),
+    // Before salt-master is installed: its first start already runs as root (salt_master.service later).
+    fileOf(BOOTSTRAP_PATHS.masterServiceDropIn, renderSaltMasterServiceDropIn(), "0644"),
     fileOf(BOOTSTRAP_PATHS.masterPrivateKey, normalizePem(input.masterKeyPair.privateKeyPem), "0400"),
     fileOf(BOOTSTRAP_PATHS.masterPublicKey, masterPublicKey, "0644"),
     ...accepted.map((m) => fileOf(BOOTSTRAP_PATHS.acceptedMinionKey(m.id), normalizePem(m.publicKeyPem), "0644")),
@@ -562,7 +570,9 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
   if (repo.deployKeyPem !== undefined) {
     writeFiles.push(
       fileOf(BOOTSTRAP_PATHS.saltRepositoryDeployKey, normalizePem(repo.deployKeyPem), "0400"),
-      fileOf(BOOTSTRAP_PATHS.saltRepositoryKnownHosts, PINS.salt_repository_known_hosts, "0644"),
+      fileOf(BOOTSTRAP_PATHS.saltRepositoryKnownHosts, saltRepositoryKnownHosts(), "0644"),
+      // core.sshCommand: the deploy key, and only the pinned host keys (salt_master.repository later).
+      fileOf(BOOTSTRAP_PATHS.gitSystemConfig, renderSaltRepositoryGitConfig(), "0644"),
     );
   }
   writeFiles.push(...awsFiles(aws), ...saltScriptFiles(), fileOf(BOOTSTRAP_PATHS.bootstrapSaltMaster, SCRIPTS.bootstrapSaltMaster, "0700"));

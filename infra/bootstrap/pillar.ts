@@ -5,7 +5,8 @@ import { CiAgentKind, FleetConfig, MachineProviderName, MachineRole } from "../c
 import { ssmPaths } from "../identity/names";
 import { buildAuthProxyConfig, buildNodeConfig, teleportNodeLabels, TeleportAuditBackend } from "../teleport/config";
 import { renderYaml } from "../teleport/yaml";
-import type { RolesAnywhereCredentials } from "./cloud-config";
+import { saltRepositoryKnownHosts, type RolesAnywhereCredentials } from "./cloud-config";
+import { renderSaltMasterConfig, renderSaltMasterServiceDropIn, renderSaltRepositoryGitConfig } from "./salt-config";
 
 /**
  * Pillar documents: one JSON document per minion, written to SSM by `pulumi up` and served
@@ -44,8 +45,16 @@ export interface MinionPillar {
     runner?: RunnerPillar;
   };
   ci_fleet_master?: {
+    /** The whole /etc/salt/master.d/ci-fleet.conf, the same text cloud-init writes (salt-config.ts). */
+    master_config: string;
+    /** /etc/systemd/system/salt-master.service.d/ci-fleet.conf, the same text cloud-init writes (salt-config.ts). */
+    master_service_drop_in: string;
     github_app?: { app_id: string; installation_id: string; private_key_pem: string };
     salt_repository_deploy_key?: string;
+    /** With the deploy key: the host keys trusted for the repository (cloud-init/pins.yaml). */
+    salt_repository_known_hosts?: string;
+    /** With the deploy key: /etc/gitconfig (core.sshCommand), the same text cloud-init writes. */
+    salt_repository_git_config?: string;
   };
   ci_fleet_teleport?: {
     auth_config: string;
@@ -126,10 +135,12 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
   };
   if (machine.role === "salt-master") {
     pillar.ci_fleet_master = {
+      master_config: renderSaltMasterConfig({ masterMinionId: machine.hostname }),
+      master_service_drop_in: renderSaltMasterServiceDropIn(),
       ...(input.githubAppPrivateKey && config.github
         ? { github_app: { app_id: config.github.appId, installation_id: config.github.installationId, private_key_pem: input.githubAppPrivateKey } }
         : {}),
-      ...(input.saltRepositoryDeployKey ? { salt_repository_deploy_key: input.saltRepositoryDeployKey } : {}),
+      ...(input.saltRepositoryDeployKey ? saltRepositoryPillar(input.saltRepositoryDeployKey) : {}),
     };
   }
   if (machine.role === "teleport" && input.teleport) {
@@ -152,6 +163,19 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
     };
   }
   return pillar;
+}
+
+/** The master's pillar for a private Salt repository: the deploy key and what cloud-init writes with it. */
+export function saltRepositoryPillar(deployKey: string): {
+  salt_repository_deploy_key: string;
+  salt_repository_known_hosts: string;
+  salt_repository_git_config: string;
+} {
+  return {
+    salt_repository_deploy_key: deployKey,
+    salt_repository_known_hosts: saltRepositoryKnownHosts(),
+    salt_repository_git_config: renderSaltRepositoryGitConfig(),
+  };
 }
 
 /** SSM's limit for a parameter (advanced tier); Intelligent-Tiering picks the tier. */

@@ -1,7 +1,9 @@
 /**
  * Salt configuration written at bootstrap: the master's hardened drop-in and each
- * minion's drop-in. Pure builders; rendered to YAML by cloud-config.ts.
+ * minion's drop-in. Pure builders. The master's drop-in is rendered here, once: the same
+ * text goes to cloud-init and to the master's pillar.
  */
+import * as YAML from "yaml";
 
 /** Where the master serves states and pillar from (see docs/contracts.md). */
 export const SALT_PATHS = {
@@ -12,6 +14,19 @@ export const SALT_PATHS = {
   /** Written by ci-fleet-pillar-sync from SSM; root-only; never under a file root. */
   generatedPillar: "/srv/ci-fleet/pillar",
   pillarSync: "/srv/ci-fleet/repo/salt/salt_master/files/ci_fleet_pillar_sync.py",
+  masterConfig: "/etc/salt/master.d/ci-fleet.conf",
+  /** The private repository's deploy key and the host keys it trusts: one path each, for cloud-init and Salt. */
+  saltRepositoryDeployKey: "/etc/ci-fleet/salt-repo-deploy-key",
+  saltRepositoryKnownHosts: "/etc/ci-fleet/salt-repo-known-hosts",
+  /** systemd drop-in that fixes the user salt-master.service starts as (whatever the packaged unit says). */
+  masterServiceDropIn: "/etc/systemd/system/salt-master.service.d/ci-fleet.conf",
+  /**
+   * Git's system config: holds `core.sshCommand` for a private Salt repository. System scope,
+   * not the checkout's own config, because Salt's git.latest first runs `git ls-remote <url>`
+   * with no working directory (salt/modules/git.py remote_refs), where only system and global
+   * config apply, and root's global config depends on $HOME, which the minion may not have.
+   */
+  gitSystemConfig: "/etc/gitconfig",
 } as const;
 
 /**
@@ -27,10 +42,22 @@ export const BLOCKED_PUBLISH_FUNCTIONS = [
   "state.template_str",
 ] as const;
 
+/** Orchestration the master runs itself (salt/_runners/ci_fleet.py, salt/orch/reactor/). */
+export const SALT_MASTER_ORCHESTRATION = {
+  runnerDir: "/srv/ci-fleet/repo/salt/_runners",
+  reconcileFunction: "ci_fleet.reconcile",
+  reconcileMinutes: 5,
+  githubRunnerEvent: "ci-fleet/github-runner/unregistered",
+  githubRunnerReactor: "/srv/ci-fleet/repo/salt/orch/reactor/github_register.sls",
+} as const;
+
+/** Job returns can carry inline pillar (join/registration tokens): keep them one hour. */
+export const SALT_MASTER_KEEP_JOBS_SECONDS = 3600;
+
 export interface SaltMasterConfig {
   interface: string;
   ipv6: boolean;
-  user: string;
+  user: "root";
   hash_type: "sha256";
   auto_accept: false;
   open_mode: false;
@@ -42,33 +69,48 @@ export interface SaltMasterConfig {
   peer_run: Record<string, never>;
   file_recv: false;
   pillar_opts: false;
+  keep_jobs_seconds: number;
   fileserver_backend: string[];
   file_roots: { base: string[] };
   pillar_roots: { base: string[] };
+  pillar_safe_render_error: true;
+  runner_dirs: string[];
+  ci_fleet: { master_minion_id: string };
+  schedule: Record<string, { function: string; minutes: number; maxrunning: number }>;
+  reactor: Record<string, string[]>[];
 }
 
 /**
- * The master's drop-in `/etc/salt/master.d/ci-fleet.conf`.
+ * The master's whole drop-in `/etc/salt/master.d/ci-fleet.conf`: the ONE builder of that
+ * file. cloud-init writes its rendering at first boot; the same text travels in the master's
+ * pillar (`ci_fleet_master:master_config`) and the salt_master.config state writes it with
+ * `contents_pillar`, so both writers put the same bytes (test/salt/master-config.test.ts).
  *
  * `interface: 0.0.0.0`: on equinix-metal a machine's private address is only known after
  * the device exists, so the master cannot be told its own address in its user-data; it
  * listens everywhere and an nftables rule (bootcmd) admits ports 4505/4506 only from
  * loopback and the fleet's private networks. Its own minion talks to 127.0.0.1.
  *
- * `user: root`: the generated pillar is root-only (docs/contracts.md).
+ * `user: root`: Salt's Debian package writes `user: salt` into /etc/salt/master; master.d
+ * files are read after it and win. The generated pillar and the pki dir are root-only.
+ *
+ * No `autosign_grains_dir`: an empty value is a path, not "off"; the default directory is
+ * kept absent by salt_master.config, so no grain ever accepts a key.
  */
-export function buildSaltMasterConfig(): SaltMasterConfig {
+export function buildSaltMasterConfig(input: { masterMinionId: string }): SaltMasterConfig {
+  const o = SALT_MASTER_ORCHESTRATION;
   return {
     interface: "0.0.0.0",
     ipv6: false,
     user: "root",
     hash_type: "sha256",
-    // Only pre-seeded keys (write_files) are ever accepted; no autosign of any kind.
+    // Only pre-seeded keys (write_files, pillar) are ever accepted; no autosign of any kind.
     auto_accept: false,
     open_mode: false,
     permissive_pki_access: false,
     // No non-root user may publish anything.
     publisher_acl: {},
+    // Checked before the root check in ClearFuncs.publish: binds root and the runners too.
     publisher_acl_blacklist: { users: [], modules: [...BLOCKED_PUBLISH_FUNCTIONS] },
     external_auth: {},
     // Minions may not publish to each other or run runners, nor push files.
@@ -77,10 +119,79 @@ export function buildSaltMasterConfig(): SaltMasterConfig {
     file_recv: false,
     // The master's own config (and its secrets) is not pillar.
     pillar_opts: false,
+    keep_jobs_seconds: SALT_MASTER_KEEP_JOBS_SECONDS,
     fileserver_backend: ["roots"],
     file_roots: { base: [SALT_PATHS.stateTree] },
     pillar_roots: { base: [SALT_PATHS.pillarTree, SALT_PATHS.generatedPillar] },
+    // An unreadable pillar document fails the minion's run instead of giving it nothing.
+    pillar_safe_render_error: true,
+    runner_dirs: [o.runnerDir],
+    // Read by salt/_runners/ci_fleet.py: the master's own minion (its pillar holds the fleet).
+    ci_fleet: { master_minion_id: input.masterMinionId },
+    // The master's scheduler runs runner functions: join Teleport agents, register and
+    // remove GitHub runners.
+    schedule: { "ci-fleet-reconcile": { function: o.reconcileFunction, minutes: o.reconcileMinutes, maxrunning: 1 } },
+    reactor: [{ [o.githubRunnerEvent]: [o.githubRunnerReactor] }],
   };
+}
+
+/**
+ * The exact bytes of `/etc/salt/master.d/ci-fleet.conf`. Every line ends in "\n", no "\r",
+ * no blank line at the end: Salt's `contents_pillar` rewrites text line by line, and this
+ * text is a fixed point of that rewrite.
+ */
+export function renderSaltMasterConfig(input: { masterMinionId: string }): string {
+  return (
+    "# Managed by ci-fleet (infra/bootstrap/salt-config.ts): cloud-init writes it once, then\n" +
+    "# salt_master.config from pillar ci_fleet_master:master_config. Local edits are overwritten.\n" +
+    YAML.stringify(buildSaltMasterConfig(input), { lineWidth: 0, aliasDuplicateObjects: false, sortMapEntries: false })
+  );
+}
+
+/**
+ * The master's systemd drop-in: `User=root`, `Group=root`. Some salt-master.service units
+ * from the Salt project carry `User=salt` (saltstack/salt 35307ffd), others none (c2f129ac,
+ * 3006.9): with `User=salt` the process could never become the `user: root` of master.d and
+ * the master would not start. Drop-ins are read after the unit and win. cloud-init writes this
+ * text before salt-master is installed; salt_master.service writes the same bytes from pillar
+ * `ci_fleet_master:master_service_drop_in`, then reloads systemd and restarts the master.
+ */
+export function renderSaltMasterServiceDropIn(): string {
+  return [
+    "# Managed by ci-fleet (infra/bootstrap/salt-config.ts): cloud-init writes it once, then",
+    "# salt_master.service from pillar ci_fleet_master:master_service_drop_in.",
+    "[Service]",
+    "User=root",
+    "Group=root",
+    "",
+  ].join("\n");
+}
+
+/**
+ * How git reaches a private Salt repository: only the deploy key, and only a host key that
+ * is in the pinned known-hosts file (no trust on first use, no prompt). Never Salt's
+ * `git.latest identity:`, whose ssh wrapper passes `-oStrictHostKeyChecking=no`.
+ */
+export function saltRepositorySshCommand(): string {
+  return (
+    `ssh -i ${SALT_PATHS.saltRepositoryDeployKey} -o IdentitiesOnly=yes` +
+    ` -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${SALT_PATHS.saltRepositoryKnownHosts}`
+  );
+}
+
+/**
+ * The exact bytes of /etc/gitconfig on a master with a private Salt repository (cloud-init
+ * and salt_master.repository, from pillar `ci_fleet_master:salt_repository_git_config`).
+ * core.sshCommand wins over GIT_SSH (what Salt's `identity` sets); only GIT_SSH_COMMAND beats it.
+ */
+export function renderSaltRepositoryGitConfig(): string {
+  return [
+    "# Managed by ci-fleet (infra/bootstrap/salt-config.ts): cloud-init writes it once, then",
+    "# salt_master.repository from pillar ci_fleet_master:salt_repository_git_config.",
+    "[core]",
+    `\tsshCommand = ${saltRepositorySshCommand()}`,
+    "",
+  ].join("\n");
 }
 
 export interface SaltMinionConfig {

@@ -3,4 +3,5 @@ include:
   - .config
   - .minion_keys
   - .pillar_sync
+  - .bootstrap_credentials
   - .service

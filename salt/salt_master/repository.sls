@@ -15,17 +15,31 @@ salt_master-repository-deploy-key-file-managed:
     - contents_pillar: ci_fleet_master:salt_repository_deploy_key
     - user: root
     - group: root
-    - mode: '0600'
+    - mode: '0400'
     - makedirs: True
     - show_changes: False
 
-salt_master-repository-github-host-ssh_known_hosts-present:
-  ssh_known_hosts.present:
-    - name: github.com
+{#- The same file and text cloud-init wrote (cloud-init/pins.yaml, through pillar). #}
+salt_master-repository-known-hosts-file-managed:
+  file.managed:
+    - name: {{ salt_master.known_hosts_file }}
+    - contents_pillar: ci_fleet_master:salt_repository_known_hosts
     - user: root
-    - enc: ssh-ed25519
-    - fingerprint: {{ salt_master.github_host_fingerprint | json }}
-    - fingerprint_hash_type: sha256
+    - group: root
+    - mode: '0644'
+    - makedirs: True
+
+{#- core.sshCommand (infra/bootstrap/salt-config.ts, the bytes cloud-init wrote): the deploy key
+    and only the pinned host keys. System scope, because git.latest first runs `git ls-remote`
+    outside the checkout. Never `identity:` on git.latest: Salt's ssh wrapper then passes
+    -oStrictHostKeyChecking=no (salt/templates/git/ssh-id-wrapper). #}
+salt_master-repository-git-config-file-managed:
+  file.managed:
+    - name: {{ salt_master.git_system_config }}
+    - contents_pillar: ci_fleet_master:salt_repository_git_config
+    - user: root
+    - group: root
+    - mode: '0644'
 {%- endif %}
 
 salt_master-repository-checkout-git-latest:
@@ -36,12 +50,10 @@ salt_master-repository-checkout-git-latest:
     - force_reset: True
     - force_fetch: True
     - user: root
-{%- if has_deploy_key %}
-    - identity: {{ salt_master.deploy_key_file }}
-{%- endif %}
     - require:
       - pkg: salt_master-repository-git-pkg-installed
 {%- if has_deploy_key %}
       - file: salt_master-repository-deploy-key-file-managed
-      - ssh_known_hosts: salt_master-repository-github-host-ssh_known_hosts-present
+      - file: salt_master-repository-known-hosts-file-managed
+      - file: salt_master-repository-git-config-file-managed
 {%- endif %}

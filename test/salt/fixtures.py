@@ -11,6 +11,25 @@ FAKE_CERT = "-----BEGIN CERTIFICATE-----\nFAKE-CERT\n-----END CERTIFICATE-----\n
 FAKE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nFAKE-SECRET-KEY\n-----END RSA PRIVATE KEY-----\n"
 FAKE_PUBLIC = "-----BEGIN PUBLIC KEY-----\nFAKE-PUBLIC-{id}\n-----END PUBLIC KEY-----\n"
 
+MASTER_CONFIG = (
+    "# Managed by ci-fleet (infra/bootstrap/salt-config.ts).\n"
+    "interface: 0.0.0.0\n"
+    "user: root\n"
+    "auto_accept: false\n"
+    "file_roots:\n  base:\n    - /srv/ci-fleet/repo/salt\n"
+    "pillar_roots:\n  base:\n    - /srv/ci-fleet/repo/salt/pillar\n    - /srv/ci-fleet/pillar\n"
+    "ci_fleet:\n  master_minion_id: {master_id}\n"
+)
+MASTER_SERVICE_DROP_IN = (
+    "# Managed by ci-fleet (infra/bootstrap/salt-config.ts).\n"
+    "[Service]\nUser=root\nGroup=root\n"
+)
+GIT_CONFIG = (
+    "# Managed by ci-fleet (infra/bootstrap/salt-config.ts).\n"
+    "[core]\n\tsshCommand = ssh -i /etc/ci-fleet/salt-repo-deploy-key -o IdentitiesOnly=yes"
+    " -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/ci-fleet/salt-repo-known-hosts\n"
+)
+
 STACKS = {
     # stack: (provider, master ip, teleport ip, {queue: (runner, agent, trusted, group)})
     "production": ("equinix-metal", "10.0.0.5", "10.0.0.6", {
@@ -106,8 +125,17 @@ def documents():
             entry["public_key_pem"] = FAKE_PUBLIC.format(id=minion_id)
         master["ci_fleet_master"] = {
             "minions": minions,
+            # Shaped like infra/bootstrap/salt-config.ts renders them (test/salt/master-config.test.ts
+            # checks the real texts against cloud-init).
+            "master_config": MASTER_CONFIG.format(master_id=master_id),
+            "master_service_drop_in": MASTER_SERVICE_DROP_IN,
             "github_app": {"app_id": "123", "installation_id": "456", "private_key_pem": FAKE_KEY},
         }
         if provider == "equinix-metal":
-            master["ci_fleet_master"]["salt_repository_deploy_key"] = FAKE_KEY
+            master["ci_fleet"]["salt"]["repository"] = "git@github.com:example-org/ci-fleet.git"
+            master["ci_fleet_master"].update({
+                "salt_repository_deploy_key": FAKE_KEY,
+                "salt_repository_known_hosts": "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFAKE\n",
+                "salt_repository_git_config": GIT_CONFIG,
+            })
     return copy.deepcopy(docs)
