@@ -65,3 +65,12 @@ describe("npm start with malformed secret values", () => {
     expect(r.stdout).toBe("");
   });
 });
+
+test("an ssh repository whose deploy key is unset previews, listing the key as missing", async () => {
+  const dir = out();
+  const r = await cli(["--stack", "production", "--config", overlayFile({ "ci-fleet:saltMaster": saltMaster("git@github.com:example-metal/ci-fleet.git") }), "--out", dir]);
+  expect(r.stderr).toBe("");
+  expect(r.code).toBe(0);
+  const report = fs.readFileSync(path.join(dir, "production", "report.md"), "utf8");
+  expect(report).toContain("ci-fleet:saltRepositoryDeployKey");
+});
