@@ -5,11 +5,13 @@
 base:
   '*':
     - base
+    - access
   '*-salt-master':
     - salt_master
     - aws_credentials
   '*-teleport':
     - teleport.auth
+    - aws_credentials
   '* and not *-teleport':
     - match: compound
     - teleport.node

@@ -501,6 +501,7 @@ def run(root, contracts_md, documents_file=None):
             out["pillar_sls"] = pillar_sls
             out["pillar_matchers"] = pillar_matchers
             out["pillar_minion_id"] = traverse(pillar, "ci_fleet:minion_id", None)
+            out["pillar_provider"] = traverse(pillar, "ci_fleet:provider", None)
             out["pillar_top_keys"] = sorted(pillar)
             out["pillar_equals_own_document"] = {k: v for k, v in pillar.items() if k != "ci_fleet_common"} == docs[minion_id]
             grains = grains_for(minion_id)

@@ -7,6 +7,8 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { METADATA_SERVICE_ADDRESSES } from "../../infra/bootstrap/cloud-config";
+import { MachineProviderName } from "../../infra/config/model";
 
 const repo = path.resolve(__dirname, "..", "..");
 const saltRoot = path.join(repo, "salt");
@@ -19,6 +21,7 @@ interface MinionResult {
   pillar_sls: string[];
   pillar_matchers: string[];
   pillar_minion_id: string | null;
+  pillar_provider: string | null;
   pillar_top_keys: string[];
   pillar_equals_own_document: boolean;
   top_sls: string[];
@@ -59,14 +62,14 @@ export function grainMatches(text: string): string[] {
 }
 
 const expectedTop: Record<string, string[]> = {
-  "production-salt-master": ["base", "salt_master", "aws_credentials", "teleport.node"],
-  "production-teleport": ["base", "teleport.auth"],
-  "production-default-r1": ["base", "teleport.node", "runner", "aws_credentials", "github_runner"],
-  "production-release-r1": ["base", "teleport.node", "runner", "aws_credentials", "buildkite"],
-  "staging-salt-master": ["base", "salt_master", "aws_credentials", "teleport.node"],
-  "staging-teleport": ["base", "teleport.auth"],
-  "staging-infra-r1": ["base", "teleport.node", "runner", "aws_credentials", "github_runner"],
-  "staging-default-r1": ["base", "teleport.node", "runner", "aws_credentials", "buildkite"],
+  "production-salt-master": ["base", "access", "salt_master", "aws_credentials", "teleport.node"],
+  "production-teleport": ["base", "access", "teleport.auth", "aws_credentials"],
+  "production-default-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "github_runner"],
+  "production-release-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "buildkite"],
+  "staging-salt-master": ["base", "access", "salt_master", "aws_credentials", "teleport.node"],
+  "staging-teleport": ["base", "access", "teleport.auth", "aws_credentials"],
+  "staging-infra-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "github_runner"],
+  "staging-default-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "buildkite"],
 };
 const FAKE_SECRETS = ["FAKE-SECRET-KEY", "kind: github", "H4sI"];
 
@@ -131,7 +134,10 @@ describe.each(Object.keys(expectedTop))("minion %s", (minionId) => {
 
   test("the rendered firewall loads in nft and limits the metadata service to uid 0", () => {
     const firewall = m().files["/etc/nftables.conf"];
-    expect(firewall).toMatch(/ip daddr \{ 169\.254\.169\.254[^}]*\} meta skuid 0 accept/);
+    // The same addresses cloud-init's metadata guard blocks for every uid but 0.
+    const provider = rendered.minions[minionId].pillar_provider as MachineProviderName;
+    const ipv4 = METADATA_SERVICE_ADDRESSES[provider].filter((a) => !a.includes(":"));
+    expect(firewall).toContain(`ip daddr { ${ipv4.join(", ")} } meta skuid 0 accept`);
     expect(firewall).toMatch(/policy drop/);
     const saltPorts = /tcp dport \{ 4505, 4506 \}/.test(firewall);
     expect(saltPorts).toBe(minionId.endsWith("-salt-master"));
