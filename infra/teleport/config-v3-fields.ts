@@ -14,7 +14,7 @@
  */
 
 /** The Teleport release the fleet installs (Salt pins the package by this version and its sha256). */
-export const TELEPORT_VERSION = "17.4.8";
+export const TELEPORT_VERSION = "18.11.3";
 
 export const TELEPORT_CONFIG_V3_FIELDS: readonly string[] = [
   "version",
@@ -138,7 +138,8 @@ export const TELEPORT_ROLE_V7_FIELDS: readonly string[] = [
   "spec.options.client_idle_timeout",
   "spec.options.disconnect_expired_cert",
   "spec.options.forward_agent",
-  "spec.options.port_forwarding",
+  "spec.options.ssh_port_forwarding.local.enabled",
+  "spec.options.ssh_port_forwarding.remote.enabled",
   "spec.options.permit_x11_forwarding",
   "spec.options.ssh_file_copy",
   "spec.options.create_host_user_mode",

@@ -1,7 +1,9 @@
 /**
  * Teleport role resources (`kind: role`, `version: v7`), the only source of truth for
  * who may log in where: `tctl create -f` applies them on the Teleport machine; nobody
- * edits roles in the web UI.
+ * edits roles in the web UI. Teleport 18 defaults new roles to v8 but still accepts v7; the
+ * two differ only in `kubernetes_resources` (plural kinds, `api_group`), which these roles
+ * do not use, so v7 keeps the SSH semantics unchanged.
  *
  * Logins are named users Salt creates, never `root`:
  * - `ci-admin` (fleet-admin): sudo is allowed, and every `sudo` is logged with the
@@ -49,7 +51,13 @@ export interface RoleOptions {
   client_idle_timeout: string;
   disconnect_expired_cert: boolean;
   forward_agent: boolean;
-  port_forwarding: boolean;
+  /**
+   * Local (`ssh -L`) and remote (`ssh -R`) forwarding, each on or off. Replaces the deprecated
+   * `port_forwarding` (Teleport 18 RoleOptions: "Deprecated: Use SSHPortForwarding instead"):
+   * an explicit deny here wins over any role's allow, where a legacy `port_forwarding: true` in
+   * any one role would switch forwarding on for the whole role set.
+   */
+  ssh_port_forwarding: { local: { enabled: boolean }; remote: { enabled: boolean } };
   permit_x11_forwarding: boolean;
   ssh_file_copy: boolean;
   create_host_user_mode: "off";
@@ -83,7 +91,7 @@ function options(overrides: Pick<RoleOptions, "max_session_ttl" | "ssh_file_copy
     disconnect_expired_cert: true,
     // An engineer's agent forwarded to a runner could be used by a job on that runner.
     forward_agent: false,
-    port_forwarding: false,
+    ssh_port_forwarding: { local: { enabled: false }, remote: { enabled: false } },
     permit_x11_forwarding: false,
     ssh_file_copy: overrides.ssh_file_copy,
     create_host_user_mode: "off",

@@ -12,7 +12,7 @@ import { previewStack, ROOT } from "../support/preview";
  * The seam between Teleport and Salt, for the whole fleet: every login a Teleport role the
  * program renders allows on a machine (Teleport's label matching: the role's allow
  * node_labels, minus its deny) is a local user the machine's Salt highstate creates —
- * Teleport 17 starts a session only as an existing local user, and the roles turn host
+ * Teleport (17 and 18) starts a session only as an existing local user, and the roles turn host
  * user creation off. No other login user exists there, admins get logged sudo, operators none.
  */
 

@@ -8,6 +8,9 @@ import { buildRoles, FORBIDDEN_LOGINS, type LabelSelector, type TeleportRole } f
 import { renderYaml } from "../../infra/teleport/yaml";
 import { FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, MACHINES, ORG, PUBLIC_ADDR, QUEUES, TEAMS_TO_ROLES } from "./fixtures";
 
+/** Both SSH port forwarding modes refused (role option `ssh_port_forwarding`). */
+const NO_PORT_FORWARDING = { local: { enabled: false }, remote: { enabled: false } };
+
 const roles = buildRoles({ queues: QUEUES });
 const roleNames = roles.map((role) => role.metadata.name);
 const role = (name: string): TeleportRole => roles.find((r) => r.metadata.name === name)!;
@@ -115,15 +118,27 @@ describe("roles", () => {
       expect(allow.node_labels?.role).toBe("runner");
       expect(allow.rules).toBeUndefined();
       expect(deny.logins).toEqual(expect.arrayContaining(["root", "buildkite-agent", "github-runner"]));
-      expect(options).toMatchObject({ forward_agent: false, port_forwarding: false, ssh_file_copy: false, record_session: { default: "strict" } });
+      expect(options).toMatchObject({ forward_agent: false, ssh_port_forwarding: NO_PORT_FORWARDING, ssh_file_copy: false, record_session: { default: "strict" } });
     }
   });
 
   test("no role allows a forbidden login; every role records strictly and forwards nothing", () => {
     for (const r of roles) {
       expect((r.spec.allow.logins ?? []).filter((login) => FORBIDDEN_LOGINS.includes(login))).toEqual([]);
-      expect(r.spec.options).toMatchObject({ forward_agent: false, port_forwarding: false, permit_x11_forwarding: false, record_session: { default: "strict" } });
+      expect(r.spec.options).toMatchObject({ forward_agent: false, ssh_port_forwarding: NO_PORT_FORWARDING, permit_x11_forwarding: false, record_session: { default: "strict" } });
     }
+  });
+
+  test("port forwarding is refused with ssh_port_forwarding (local and remote), never the deprecated port_forwarding", () => {
+    // Teleport 18 (api/types RoleOptions): `port_forwarding` is "Deprecated: Use SSHPortForwarding
+    // instead", and lib/services RoleSet.SSHPortForwardMode lets a legacy `port_forwarding: true` in
+    // any role switch forwarding on for the whole set, whereas an explicit ssh_port_forwarding deny wins.
+    for (const r of roles) {
+      expect(r.spec.options).not.toHaveProperty("port_forwarding");
+      expect(r.spec.options.ssh_port_forwarding).toEqual({ local: { enabled: false }, remote: { enabled: false } });
+    }
+    expect(TELEPORT_ROLE_V7_FIELDS).not.toContain("spec.options.port_forwarding");
+    expect(TELEPORT_ROLE_V7_FIELDS).toEqual(expect.arrayContaining(["spec.options.ssh_port_forwarding.local.enabled", "spec.options.ssh_port_forwarding.remote.enabled"]));
   });
 
   test("admins and auditors read sessions and events, read-only", () => {

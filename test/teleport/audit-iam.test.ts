@@ -2,7 +2,7 @@ import { runSimulation } from "@cloud-copilot/iam-simulate";
 import { previewStack } from "../support/preview";
 
 /**
- * Every AWS call Teleport 17's audit backends make (lib/events/dynamoevents: the
+ * Every AWS call Teleport's audit backends make (lib/events/dynamoevents: the
  * `dynamodb://` events log; lib/events/s3sessions: the `s3://` recordings handler and its
  * multipart streamer; both on the AWS SDK for Go v2), evaluated by an IAM policy engine
  * against the policies the program really registers for the Teleport machine's role, the

@@ -1,3 +1,5 @@
+import { readFileSync } from "fs";
+import { join } from "path";
 import { parse } from "yaml";
 import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
 import { documentKeyPaths, isDocumentedPath, TELEPORT_CONFIG_V3_FIELDS, TELEPORT_VERSION, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
@@ -147,8 +149,17 @@ describe("every rendered teleport.yaml uses only fields Teleport documents", () 
   ];
   const documents = named.map(([, doc]) => doc);
 
-  test(`pinned to a Teleport 17 release (${TELEPORT_VERSION})`, () => {
-    expect(TELEPORT_VERSION).toMatch(/^17\.\d+\.\d+$/);
+  test(`pinned to a Teleport 18 release (${TELEPORT_VERSION})`, () => {
+    // 17 is out of support (2026); 18 is the newest major with a stable release.
+    expect(TELEPORT_VERSION).toMatch(/^18\.\d+\.\d+$/);
+  });
+
+  test("Salt installs that release from the apt channel of its major version", () => {
+    const defaults = parse(readFileSync(join(__dirname, "../../salt/teleport/parameters/defaults.yaml"), "utf8")).teleport;
+    expect(String(defaults.version)).toBe(TELEPORT_VERSION);
+    expect(defaults.repo.channel).toBe(`stable/v${TELEPORT_VERSION.split(".")[0]}`);
+    // Teleport's APT/YUM signing key, as published on goteleport.com/docs/reference/public-certificates.
+    expect(defaults.repo.key_fingerprint).toBe("0C5E8BA5658E320D1B031179C87ED53A6282C411");
   });
 
   test.each(named)("%s", (_name, doc) => {

@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as path from "path";
 
 /**
- * Teleport 17 reaches its audit storage (DynamoDB events, S3 recordings) with the AWS SDK
+ * Teleport (17 and 18) reaches its audit storage (DynamoDB events, S3 recordings) with the AWS SDK
  * for Go v2's default chain. Its packaged unit (teleport.service: no User=, no HOME) runs
  * it as root with no HOME, so on equinix-metal the SDK would never find root's shared config
  * (Roles Anywhere credential_process). The Teleport machine's highstate must point the
