@@ -147,7 +147,8 @@ interface Pins {
 function loadPins(): Pins {
   const pins = YAML.parse(readCloudInitFile("pins.yaml")) as Pins;
   const problems: string[] = [];
-  if (!/^3007\.\d+$/.test(pins.salt?.version ?? "")) problems.push("salt.version must be an exact 3007.x version");
+  // The 3008 LTS line only (3007 STS is past its end of life: .conformance/salt-release.md).
+  if (!/^3008\.\d+$/.test(pins.salt?.version ?? "")) problems.push("salt.version must be an exact 3008.x (LTS) version");
   if (!/^[0-9A-F]{40}$/.test(pins.salt?.key_fingerprint ?? "")) {
     problems.push("salt.key_fingerprint must be 40 upper-case hex digits");
   }

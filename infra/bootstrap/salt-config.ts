@@ -54,6 +54,13 @@ export const SALT_MASTER_ORCHESTRATION = {
 /** Job returns can carry inline pillar (join/registration tokens): keep them one hour. */
 export const SALT_MASTER_KEEP_JOBS_SECONDS = 3600;
 
+/**
+ * The oldest request-payload (authentication protocol) version the master accepts. Version 3 carries
+ * the per-minion session key and token checks; older formats let a minion impersonate another
+ * (CVE-2025-62349). 0 disables the check. See .conformance/salt-release.md.
+ */
+export const SALT_MASTER_MINIMUM_AUTH_VERSION = 3;
+
 export interface SaltMasterConfig {
   interface: string;
   ipv6: boolean;
@@ -61,6 +68,7 @@ export interface SaltMasterConfig {
   hash_type: "sha256";
   auto_accept: false;
   open_mode: false;
+  minimum_auth_version: typeof SALT_MASTER_MINIMUM_AUTH_VERSION;
   permissive_pki_access: false;
   publisher_acl: Record<string, string[]>;
   publisher_acl_blacklist: { users: string[]; modules: string[] };
@@ -107,6 +115,9 @@ export function buildSaltMasterConfig(input: { masterMinionId: string }): SaltMa
     // Only pre-seeded keys (write_files, pillar) are ever accepted; no autosign of any kind.
     auto_accept: false,
     open_mode: false,
+    // Refuse every payload older than protocol version 3 (the downgrade of CVE-2025-62349), explicitly:
+    // the code's fallback when the option is missing is 0 (off).
+    minimum_auth_version: SALT_MASTER_MINIMUM_AUTH_VERSION,
     permissive_pki_access: false,
     // No non-root user may publish anything.
     publisher_acl: {},
@@ -150,8 +161,8 @@ export function renderSaltMasterConfig(input: { masterMinionId: string }): strin
 
 /**
  * The master's systemd drop-in: `User=root`, `Group=root`. Some salt-master.service units
- * from the Salt project carry `User=salt` (saltstack/salt 35307ffd), others none (c2f129ac,
- * 3006.9): with `User=salt` the process could never become the `user: root` of master.d and
+ * from the Salt project carry `User=salt` (saltstack/salt 35307ffd), others none (c2f129ac, an
+ * older 3006 package): with `User=salt` the process could never become the `user: root` of master.d and
  * the master would not start. Drop-ins are read after the unit and win. cloud-init writes this
  * text before salt-master is installed; salt_master.service writes the same bytes from pillar
  * `ci_fleet_master:master_service_drop_in`, then reloads systemd and restarts the master.

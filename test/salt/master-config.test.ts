@@ -125,8 +125,8 @@ function effectiveUser(masterD: Record<string, string>): string {
 /**
  * salt-master.service as the Salt project has shipped it (pkg/common/salt-master.service): some
  * versions run the daemon as `salt` (saltstack/salt 35307ffd), others leave the user to the
- * config (c2f129ac, 3006.9). Which one the pinned 3007.x deb carries was not settled from the
- * sources at hand, so the master must run as root under either.
+ * config (c2f129ac, an older 3006 package). Which one the pinned deb carries was not settled from
+ * the sources at hand, so the master must run as root under either.
  */
 const PACKAGED_UNITS: Record<string, string> = {
   "35307ffd (User=salt)":
@@ -301,7 +301,7 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     expect(gitLatest.args).not.toHaveProperty("identity");
     const [configId] = Object.entries(side.states).find(([, st]) => st.function === "file.managed" && st.args.name === SALT_PATHS.gitSystemConfig)!;
     expect(requisites(gitLatest, "require")).toContain(`file: ${configId}`);
-    // Arguments salt.states.git.latest (3007) takes, with the values the master needs.
+    // Arguments salt.states.git.latest takes (unchanged in the 3008 notes), with the values the master needs.
     expect(gitLatest.args).toMatchObject({ name: input.saltRepository.url, target: SALT_PATHS.repositoryCheckout, rev: "main", force_reset: true, force_fetch: true, user: "root" });
 
     // Nothing sets an ssh command that would override core.sshCommand or skip the host key check.
@@ -327,6 +327,18 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     });
     // An empty autosign_grains_dir is a path Salt walks, not "off": leave the default (kept absent).
     expect(config).not.toHaveProperty("autosign_grains_dir");
+  });
+
+  test("the master refuses authentication payloads below protocol version 3 (CVE-2025-62349)", () => {
+    // salt/channel/server.py ReqServerChannel.handle_message: `minimum_version = opts.get("minimum_auth_version", 0)`;
+    // a payload is refused when `minimum_version > 0 and version < minimum_version`. Version 3 is the payload
+    // format with the per-minion session key and token checks; 0 turns the check off. Set explicitly so the
+    // fleet does not depend on the packaged default (3 since PR #68468/#68473/#68474, but 0 in the fallback).
+    const config = YAML.parse(cloudInitFile("/etc/salt/master.d/ci-fleet.conf")!.content) as Record<string, unknown>;
+    expect(config.minimum_auth_version).toBe(3);
+    const refused = (version: number) => (config.minimum_auth_version as number) > 0 && version < (config.minimum_auth_version as number);
+    expect([0, 1, 2].map(refused)).toEqual([true, true, true]);
+    expect(refused(3)).toBe(false);
   });
 
   test("every file both writers touch gets the same bytes (deploy key, known hosts)", () => {
