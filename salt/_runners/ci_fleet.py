@@ -6,14 +6,22 @@
   salt-run ci_fleet.deregister_stale               remove GitHub runners that are no minion
 
 Short-lived tokens (Teleport node join, 15 min; GitHub registration, 1 h) reach one
-minion only, as inline pillar of its state.apply. The GitHub App key stays on the
-master. The logic is in `Orchestrator` with every dependency injected (Salt's local
-client, HTTP, clock, JWT signer), so test/salt/test_orchestration.py runs it with fakes.
+minion only, through that minion's pillar: the master writes the token to a root-only
+file under INLINE_PILLAR_DIR that salt/pillar/minion.sls merges into `ci_fleet_inline`
+of that minion alone, publishes `state.apply <sls>` WITHOUT the token, and removes the
+file right after. Never as inline pillar (`state.apply pillar=...`): that is an argument
+of the publication, and Salt sends every publication to every minion under one shared
+key (ZeroMQ publishes unfiltered by default; design.md, "How a secret travels" 6);
+pillar is compiled per minion and encrypted for that minion alone.
+The GitHub App key stays on the master. The logic is in `Orchestrator` with every
+dependency injected (Salt's local client, HTTP, clock, JWT signer, the pillar files),
+so test/orchestration/test_orchestration.py runs it with fakes.
 """
 import base64
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -25,6 +33,16 @@ log = logging.getLogger(__name__)
 GITHUB_API = "https://api.github.com"
 RUNNER_STATE_FILE = "/opt/actions-runner/.runner"
 TELEPORT_TOKEN_FILE = "/var/lib/teleport/join-token"
+# Under the generated pillar root (infra/bootstrap/salt-config.ts SALT_PATHS.generatedPillar,
+# a pillar_roots entry); the pillar sync only ever touches its minions/ sibling.
+INLINE_PILLAR_DIR = "/srv/ci-fleet/pillar/inline"
+# The keys salt/pillar/minion.sls reads into ci_fleet_inline (one file each, so two
+# concurrent orchestrations for one minion never overwrite each other's token).
+INLINE_KEYS = ("teleport_join_token", "github_registration_token")
+# Tokens are opaque ASCII (GitHub: base32-like; Teleport: hex). Anything else is refused:
+# the value is read back by a Jinja include and parsed as JSON.
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,512}$")
+MINION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def _b64(data):
@@ -59,6 +77,37 @@ def urllib_http(method, url, headers, body=None):
             return response.status, json.loads(text) if text else None
     except urllib.error.HTTPError as error:
         return error.code, None
+
+
+class InlinePillar:
+    """Per-minion token files under a pillar root, read by salt/pillar/minion.sls."""
+
+    def __init__(self, directory=INLINE_PILLAR_DIR):
+        self.directory = directory
+
+    def _path(self, minion_id, key):
+        if key not in INLINE_KEYS or not MINION_ID_PATTERN.match(minion_id or ""):
+            raise ValueError("refusing inline pillar %r for minion %r" % (key, minion_id))
+        return os.path.join(self.directory, minion_id, key + ".json")
+
+    def put(self, minion_id, key, token):
+        if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
+            raise ValueError("refusing a malformed %s for %s" % (key, minion_id))
+        path = self._path(minion_id, key)
+        for directory in (self.directory, os.path.dirname(path)):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as handle:
+            handle.write(json.dumps(token))
+        os.rename(tmp, path)
+
+    def remove(self, minion_id, key):
+        try:
+            os.unlink(self._path(minion_id, key))
+        except FileNotFoundError:
+            pass
 
 
 class GitHub:
@@ -108,8 +157,9 @@ class Orchestrator:
     """local(tgt, fun, arg=(), kwarg=None) -> {minion_id: return}, like LocalClient.cmd."""
 
     def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
-                 sleep=time.sleep, join_timeout=120):
+                 sleep=time.sleep, join_timeout=120, inline=None):
         self.stack = stack
+        self.inline = inline if inline is not None else InlinePillar()
         self.minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
         self.runner_pillar = runner_pillar      # minion_id -> its ci_fleet:runner
         self.local, self.github, self.sleep = local, github, sleep
@@ -117,20 +167,33 @@ class Orchestrator:
         self.teleport_id = "%s-teleport" % stack
 
     # -- Teleport -----------------------------------------------------------------------
+    def _node_names(self):
+        """Joined node names, or None when the Teleport machine did not answer with a list."""
+        names = self.local(self.teleport_id, "ci_fleet_teleport.node_names").get(self.teleport_id)
+        return names if isinstance(names, list) else None
+
     def join_teleport_nodes(self):
-        joined = set(self.local(self.teleport_id, "ci_fleet_teleport.node_names").get(self.teleport_id) or [])
+        joined = self._node_names()
+        if joined is None:
+            # Fail closed: without the list, every minion would look unjoined and get a token.
+            log.warning("%s did not list its nodes: no Teleport joins this round", self.teleport_id)
+            return []
         done = []
         for minion_id in sorted(self.minions):
             if self.minions[minion_id].get("role") == "teleport" or minion_id in joined:
                 continue
-            token = self.local(self.teleport_id, "ci_fleet_teleport.node_token", kwarg={"ttl": "15m"})[self.teleport_id]
+            token = self.local(self.teleport_id, "ci_fleet_teleport.node_token", kwarg={"ttl": "15m"}).get(self.teleport_id)
+            if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
+                log.warning("%s gave no usable node token: no Teleport joins this round", self.teleport_id)
+                return done
             try:
-                self.local(minion_id, "state.apply", arg=["teleport.node"],
-                           kwarg={"pillar": {"ci_fleet_inline": {"teleport_join_token": token}}})
+                self.inline.put(minion_id, "teleport_join_token", token)
+                self.local(minion_id, "state.apply", arg=["teleport.node"])
                 if self._wait_joined(minion_id):
                     done.append(minion_id)
             finally:
-                # The token is single-purpose: revoke it and remove the copy either way.
+                # The token is single-purpose: revoke it and remove every copy either way.
+                self.inline.remove(minion_id, "teleport_join_token")
                 self.local(self.teleport_id, "ci_fleet_teleport.remove_token", arg=[token])
                 self.local(minion_id, "file.remove", arg=[TELEPORT_TOKEN_FILE])
         return done
@@ -138,8 +201,7 @@ class Orchestrator:
     def _wait_joined(self, minion_id):
         waited = 0
         while waited <= self.join_timeout:
-            names = self.local(self.teleport_id, "ci_fleet_teleport.node_names").get(self.teleport_id) or []
-            if minion_id in names:
+            if minion_id in (self._node_names() or []):
                 return True
             self.sleep(5)
             waited += 5
@@ -161,26 +223,61 @@ class Orchestrator:
                 continue
             org = self.runner_pillar[minion_id]["github_organization"]
             token = self.github.registration_token(org)
-            self.local(minion_id, "state.apply", arg=["github_runner"],
-                       kwarg={"pillar": {"ci_fleet_inline": {"github_registration_token": token}}})
+            try:
+                self.inline.put(minion_id, "github_registration_token", token)
+                self.local(minion_id, "state.apply", arg=["github_runner"])
+            finally:
+                self.inline.remove(minion_id, "github_registration_token")
             registered.append(minion_id)
         return registered
 
+    def _is_stale(self, runner, queues):
+        """A runner named <stack>-<queue>-<name> of one of this stack's queues, carrying that
+        queue's `queue-<queue>` label (github_runner.register adds it), that is no minion.
+        The name alone is ambiguous (stack `prod` queue `eu-a` vs stack `prod-eu` queue `a`);
+        with the label it is not. Busy runners are never deleted."""
+        name = runner.get("name", "")
+        if name in self.minions or runner.get("busy"):
+            return False
+        labels = {label.get("name") for label in runner.get("labels") or [] if isinstance(label, dict)}
+        return any(name.startswith("%s-%s-" % (self.stack, queue)) and "queue-%s" % queue in labels
+                   for queue in queues)
+
     def deregister_stale_github_runners(self):
-        """Delete this stack's runners whose name is no current minion."""
+        """Delete this stack's runners whose name is no current minion (current queues only:
+        GitHub itself removes a self-hosted runner that has not connected for 14 days)."""
         removed = []
         organizations = sorted({self.runner_pillar[m]["github_organization"] for m in self.github_runner_ids()})
-        prefix = "%s-" % self.stack
+        queues = sorted({spec["queue"] for spec in self.minions.values()
+                         if spec.get("role") == "runner" and spec.get("queue")})
         for org in organizations:
             for runner in self.github.runners(org):
-                name = runner["name"]
-                if name.startswith(prefix) and name not in self.minions:
+                if self._is_stale(runner, queues):
                     self.github.delete_runner(org, runner["id"])
-                    removed.append(name)
+                    removed.append(runner["name"])
         return removed
 
 
 # --- Salt entry points (need a running master: __opts__, __salt__) ---------------------
+
+def salt_local(client, timeout=300):
+    """LocalClient.cmd as {minion_id: return} of the minions that answered without error.
+
+    With full_return=False, LocalClient.cmd gives a minion that did not answer the value
+    False (newer releases) or leaves it out (older ones): `file.file_exists` -> False would
+    then read as "no runner registration". With full_return=True an answer is a dict with
+    `ret` and `retcode`; anything else (False, missing) is dropped, so callers see None."""
+
+    def local(tgt, fun, arg=(), kwarg=None):
+        returns = client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or {}, timeout=timeout, full_return=True)
+        answered = {}
+        for minion_id, data in (returns or {}).items():
+            if isinstance(data, dict) and "ret" in data and not data.get("retcode"):
+                answered[minion_id] = data["ret"]
+        return answered
+
+    return local
+
 
 def _orchestrator():
     import salt.client  # noqa: only on the master
@@ -194,13 +291,10 @@ def _orchestrator():
         if spec.get("agent") == "github-actions":
             pillar = __salt__["pillar.show_pillar"](minion_id)  # noqa: F821
             runner_pillar[minion_id] = pillar.get("ci_fleet", {}).get("runner", {})
-    client = salt.client.LocalClient(mopts=__opts__)  # noqa: F821
-
-    def local(tgt, fun, arg=(), kwarg=None):
-        return client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or {}, timeout=300)
-
+    local = salt_local(salt.client.LocalClient(mopts=__opts__))  # noqa: F821
     app = master_pillar.get("ci_fleet_master", {}).get("github_app")
-    return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None)
+    return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None,
+                        inline=InlinePillar(INLINE_PILLAR_DIR))
 
 
 def join_teleport_nodes():

@@ -1,6 +1,22 @@
 #!jinja|json
 {#- The pillar document of the minion being compiled, written by ci-fleet-pillar-sync
     to /srv/ci-fleet/pillar/minions/<id>.json (a pillar_roots entry). A missing document
-    fails the pillar render, so the minion gets no highstate: fail closed. #}
+    fails the pillar render, so the minion gets no highstate: fail closed.
+
+    ci_fleet_inline: a one-time token the master's orchestration (salt/_runners/ci_fleet.py)
+    put in /srv/ci-fleet/pillar/inline/<id>/<key>.json for the duration of one state.apply
+    of this minion. Pillar is compiled for, and encrypted to, this minion alone; a
+    publication (`state.apply pillar=...`) would reach every minion. The file holds one
+    JSON string the runner checked against [A-Za-z0-9_.-]; absent files are skipped. #}
 {%- import_json 'minions/' ~ opts.id ~ '.json' as document %}
+{%- set inline = {} %}
+{%- for key in ['teleport_join_token', 'github_registration_token'] %}
+{%-   set text %}{% include 'inline/' ~ opts.id ~ '/' ~ key ~ '.json' ignore missing %}{% endset %}
+{%-   if text | trim %}
+{%-     do inline.update({key: text | trim | load_json}) %}
+{%-   endif %}
+{%- endfor %}
+{%- if inline %}
+{%-   do document.update({'ci_fleet_inline': inline}) %}
+{%- endif %}
 {{ document | json }}

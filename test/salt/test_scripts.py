@@ -247,7 +247,7 @@ class FakeGitHubHTTP:
             return 201, {"token": "ghs_installation"}
         if path.endswith("/actions/runners/registration-token"):
             assert headers["Authorization"] == "Bearer ghs_installation"
-            return 201, {"token": "REG-TOKEN", "expires_at": "later"}
+            return 201, {"token": "REGTOKEN0123456789", "expires_at": "later"}
         if path.startswith("/orgs/example-org/actions/runners?"):
             page = int(path.rsplit("page=", 1)[1])
             chunk = self.runners[(page - 1) * 2: page * 2]   # two per page: pagination
@@ -268,7 +268,7 @@ class FakeLocal:
         if fun == "ci_fleet_teleport.node_names":
             return {tgt: list(self.joined)}
         if fun == "ci_fleet_teleport.node_token":
-            return {tgt: "JOIN-%d" % len(self.calls)}
+            return {tgt: "JOIN-TOKEN-%04d" % len(self.calls)}
         if fun == "state.apply" and arg == ["teleport.node"]:
             self.joined.append(tgt)
         if fun == "file.file_exists":
@@ -291,17 +291,37 @@ class OrchestrationTest(unittest.TestCase):
         return orchestration.GitHub(MASTER_PILLAR["ci_fleet_master"]["github_app"], http=http,
                                     clock=lambda: 1700000000, sign=lambda key, msg: b"sig")
 
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline = orchestration.InlinePillar(os.path.join(self.dir, "inline"))
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
     def test_teleport_join_gives_each_token_to_one_minion_then_revokes_it(self):
         local = FakeLocal(joined=["prod-default-r1"])
-        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, sleep=lambda s: None)
+        inline_dir = self.inline.directory
+        seen = {}
+        original = local.__call__
+
+        def spy(tgt, fun, arg=(), kwarg=None):
+            if fun == "state.apply":   # the token file of that minion, and no other
+                seen[tgt] = {m: sorted(os.listdir(os.path.join(inline_dir, m))) for m in os.listdir(inline_dir)}
+                with open(os.path.join(inline_dir, tgt, "teleport_join_token.json")) as handle:
+                    seen[tgt]["token"] = json.load(handle)
+            return original(tgt, fun, arg, kwarg)
+
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, spy, sleep=lambda s: None,
+                                          inline=self.inline)
         self.assertEqual(orch.join_teleport_nodes(), ["prod-default-r2", "prod-release-r1", "prod-salt-master"])
         applies = [c for c in local.calls if c[1] == "state.apply"]
-        tokens = [c[3]["pillar"]["ci_fleet_inline"]["teleport_join_token"] for c in applies]
         self.assertEqual([c[0] for c in applies], ["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        self.assertTrue(all(c[3] is None for c in applies))   # nothing secret in the publication
+        tokens = [seen[c[0]]["token"] for c in applies]
         self.assertEqual(len(set(tokens)), 3)
         for token, apply in zip(tokens, applies):
-            given_to = [c[0] for c in local.calls if c[3] and token in json.dumps(c[3])]
-            self.assertEqual(given_to, [apply[0]])
+            self.assertEqual(seen[apply[0]][apply[0]], ["teleport_join_token.json"])
+            self.assertEqual([m for m in seen[apply[0]] if m != "token" and seen[apply[0]][m]], [apply[0]])
             self.assertIn(("prod-teleport", "ci_fleet_teleport.remove_token", [token], None), local.calls)
             self.assertIn((apply[0], "file.remove", [orchestration.TELEPORT_TOKEN_FILE], None), local.calls)
         self.assertTrue(all(c[1] != "state.apply" or c[0] != "prod-teleport" for c in local.calls))
@@ -310,23 +330,29 @@ class OrchestrationTest(unittest.TestCase):
     def test_github_registration_only_for_unregistered_runners(self):
         http = FakeGitHubHTTP()
         local = FakeLocal(registered={"prod-default-r1"})
-        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, self.github(http))
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, self.github(http),
+                                          inline=self.inline)
         self.assertEqual(orch.register_github_runners(), ["prod-default-r2"])
         apply = [c for c in local.calls if c[1] == "state.apply"]
-        self.assertEqual(apply, [("prod-default-r2", "state.apply", ["github_runner"],
-                                  {"pillar": {"ci_fleet_inline": {"github_registration_token": "REG-TOKEN"}}})])
+        # The token goes through the minion's pillar file (test/orchestration), not the publication.
+        self.assertEqual(apply, [("prod-default-r2", "state.apply", ["github_runner"], None)])
+        self.assertEqual(os.listdir(os.path.join(self.inline.directory, "prod-default-r2")), [])
         self.assertEqual([c[:2] for c in http.calls], [
             ("POST", orchestration.GITHUB_API + "/app/installations/456/access_tokens"),
             ("POST", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/registration-token")])
         self.assertTrue(http.calls[0][2].startswith("Bearer ey"))   # the App JWT
 
     def test_deregisters_only_this_stacks_runners_that_are_no_minion(self):
+        def gh_runner(id_, name, queue):
+            return {"id": id_, "name": name, "busy": False, "status": "offline",
+                    "labels": [{"name": "self-hosted"}, {"name": "queue-" + queue}]}
         http = FakeGitHubHTTP(runners=[
-            {"id": 1, "name": "prod-default-r1"}, {"id": 2, "name": "prod-default-r9"},
-            {"id": 3, "name": "staging-default-r1"}, {"id": 4, "name": "prod-old-r1"},
-            {"id": 5, "name": "someone-elses-runner"}])
-        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, FakeLocal(), self.github(http))
-        self.assertEqual(orch.deregister_stale_github_runners(), ["prod-default-r9", "prod-old-r1"])
+            gh_runner(1, "prod-default-r1", "default"), gh_runner(2, "prod-default-r9", "default"),
+            gh_runner(3, "staging-default-r1", "default"), gh_runner(4, "prod-release-r4", "release"),
+            gh_runner(5, "someone-elses-runner", "default")])
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, FakeLocal(), self.github(http),
+                                          inline=self.inline)
+        self.assertEqual(orch.deregister_stale_github_runners(), ["prod-default-r9", "prod-release-r4"])
         deletes = [c[1] for c in http.calls if c[0] == "DELETE"]
         self.assertEqual(deletes, [orchestration.GITHUB_API + "/orgs/example-org/actions/runners/2",
                                    orchestration.GITHUB_API + "/orgs/example-org/actions/runners/4"])

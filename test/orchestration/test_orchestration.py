@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""The master's orchestration (salt/_runners/ci_fleet.py) against the upstream interfaces
+it uses, with fakes shaped like them (docs/upstream-conformance.md, orchestration rows):
+
+- salt.client.LocalClient.cmd: a minion that does not answer is False (or absent) with
+  full_return=False; with full_return=True an answer is {"ret", "retcode"}.
+- Salt publications reach every minion (ZeroMQ, unfiltered by default): no token may be an
+  argument of a publication to a minion; tokens travel through that minion's pillar
+  (salt/pillar/minion.sls, rendered here with Debian's Jinja2 through test/salt/render.py).
+- GitHub REST: runners list {total_count, runners:[{id,name,status,busy,labels:[{name}]}]}.
+
+  python3 test/orchestration/test_orchestration.py      (run by orchestration.test.ts)
+  CI_FLEET_SALT_ROOT=DIR runs the same tests against another copy of the salt/ tree.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import types
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SALT = os.environ.get("CI_FLEET_SALT_ROOT") or os.path.join(ROOT, "salt")
+sys.path.insert(0, os.path.join(ROOT, "test", "salt"))
+import render  # noqa: E402  (test/salt/render.py: Salt's Jinja extensions over real Jinja2)
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("ci_fleet_runner_under_test", os.path.join(SALT, "_runners", "ci_fleet.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+orchestration = load_runner()
+
+STACK = "prod"
+MASTER_ID = "prod-salt-master"
+MINIONS = {
+    "prod-salt-master": {"role": "salt-master"},
+    "prod-teleport": {"role": "teleport"},
+    "prod-default-r1": {"role": "runner", "queue": "default", "agent": "github-actions"},
+    "prod-default-r2": {"role": "runner", "queue": "default", "agent": "github-actions"},
+    "prod-release-r1": {"role": "runner", "queue": "release", "agent": "buildkite"},
+}
+GITHUB_APP = {"app_id": "123", "installation_id": "456", "private_key_pem": "unused"}
+REG_TOKEN = "AABBCCDDEEFFGGHHIIJJKKLLMMNN0"
+JOIN_TOKEN_PREFIX = "0123456789abcdef"
+
+
+class FakeLocalClient:
+    """salt.client.LocalClient as of the newer releases: `cmd` with full_return=False maps a
+    targeted minion that did not answer to False; with full_return=True every answer is
+    {"ret": ..., "retcode": ...} and a non-answer is still False."""
+
+    def __init__(self, down=(), registered=(), joined=(), teleport_down=False):
+        self.down, self.registered = set(down), set(registered)
+        self.joined, self.teleport_down = list(joined), teleport_down
+        self.publications = []
+        self.tokens = 0
+
+    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
+            kwarg=None, **kwargs):
+        self.publications.append({"tgt": tgt, "fun": fun, "arg": list(arg), "kwarg": dict(kwarg or {})})
+        if tgt in self.down or (tgt == "prod-teleport" and self.teleport_down):
+            return {tgt: False}
+        value = self.execute(tgt, fun, list(arg), dict(kwarg or {}))
+        return {tgt: {"ret": value, "retcode": 0, "jid": "1"}} if full_return else {tgt: value}
+
+    def execute(self, tgt, fun, arg, kwarg):
+        if fun == "ci_fleet_teleport.node_names":
+            return list(self.joined)
+        if fun == "ci_fleet_teleport.node_token":
+            self.tokens += 1
+            return "%s%04d" % (JOIN_TOKEN_PREFIX, self.tokens)
+        if fun == "state.apply" and arg == ["teleport.node"]:
+            self.joined.append(tgt)
+        if fun == "file.file_exists":
+            return tgt in self.registered
+        return True
+
+
+class FakeGitHubHTTP:
+    def __init__(self, runners=(), page_size=2):
+        self.calls, self.runners, self.page_size = [], list(runners), page_size
+
+    def __call__(self, method, url, headers, body=None):
+        self.calls.append((method, url))
+        assert headers["X-GitHub-Api-Version"] == "2022-11-28"
+        path = url[len(orchestration.GITHUB_API):]
+        if path == "/app/installations/456/access_tokens":
+            return 201, {"token": "ghs_installation", "expires_at": "2030-01-01T00:00:00Z"}
+        if path.endswith("/actions/runners/registration-token"):
+            return 201, {"token": REG_TOKEN, "expires_at": "2030-01-01T00:00:00Z"}
+        if path.startswith("/orgs/example-org/actions/runners?"):
+            page = int(path.rsplit("page=", 1)[1])
+            chunk = self.runners[(page - 1) * self.page_size: page * self.page_size]
+            return 200, {"total_count": len(self.runners), "runners": chunk}
+        if method == "DELETE":
+            return 204, None
+        return 404, None
+
+
+def runner(id_, name, queue, busy=False, status="offline"):
+    labels = [{"id": 1, "name": "self-hosted", "type": "read-only"},
+              {"id": 2, "name": "queue-%s" % queue, "type": "custom"}]
+    return {"id": id_, "name": name, "os": "Linux", "status": status, "busy": busy, "labels": labels}
+
+
+class Harness:
+    """The runner module's Salt entry points with the loader globals Salt injects
+    (__opts__, __salt__ = the runner loader) and a fake `salt.client` module."""
+
+    def __init__(self, client, http, inline_dir):
+        self.client, self.http, self.inline_dir = client, http, inline_dir
+        self.pillar_reads = {}   # minion id -> ci_fleet_inline seen by each state.apply
+
+    def pillar(self, minion_id):
+        document = {"ci_fleet": {"runner": {"github_organization": "example-org"}}}
+        if minion_id == MASTER_ID:
+            document["ci_fleet_master"] = {"minions": MINIONS, "github_app": GITHUB_APP}
+        return document
+
+    def __enter__(self):
+        module = orchestration
+        fake_salt = types.ModuleType("salt")
+        fake_client = types.ModuleType("salt.client")
+        fake_client.LocalClient = lambda mopts=None, **kw: self.client
+        fake_salt.client = fake_client
+        self.saved = {k: sys.modules.get(k) for k in ("salt", "salt.client")}
+        sys.modules.update({"salt": fake_salt, "salt.client": fake_client})
+        module.__opts__ = {"ci_fleet": {"master_minion_id": MASTER_ID}}
+        module.__salt__ = {"pillar.show_pillar": self.pillar}
+        self.saved_github = module.GitHub
+        self.saved_inline = getattr(module, "INLINE_PILLAR_DIR", None)
+        http = self.http
+        module.GitHub = lambda app: self.saved_github(app, http=http, clock=lambda: 1700000000,
+                                                      sign=lambda key, msg: b"sig")
+        module.INLINE_PILLAR_DIR = self.inline_dir
+        if hasattr(module, "InlinePillar"):
+            module.InlinePillar.__init__.__defaults__ = (self.inline_dir,)
+        # No real waiting for Teleport joins.
+        init = module.Orchestrator.__init__
+        self.saved_defaults = init.__defaults__
+        init.__defaults__ = tuple((lambda seconds: None) if d is module.time.sleep else d
+                                  for d in init.__defaults__)
+        # What the minion's pillar holds at the moment its state.apply is published.
+        original = self.client.execute
+
+        def execute(tgt, fun, arg, kwarg):
+            if fun == "state.apply":
+                self.pillar_reads.setdefault(tgt, []).append(read_inline(self.inline_dir, tgt))
+            return original(tgt, fun, arg, kwarg)
+
+        self.client.execute = execute
+        return self
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+        orchestration.GitHub = self.saved_github
+        orchestration.Orchestrator.__init__.__defaults__ = self.saved_defaults
+        if self.saved_inline is None:
+            del orchestration.INLINE_PILLAR_DIR
+        else:
+            orchestration.INLINE_PILLAR_DIR = self.saved_inline
+            orchestration.InlinePillar.__init__.__defaults__ = (self.saved_inline,)
+
+
+def read_inline(inline_dir, minion_id):
+    """The ci_fleet_inline salt/pillar/minion.sls gives minion_id, rendered for real."""
+    pillar_dir = tempfile.mkdtemp()
+    try:
+        os.makedirs(os.path.join(pillar_dir, "minions"))
+        with open(os.path.join(pillar_dir, "minions", minion_id + ".json"), "w") as handle:
+            json.dump({"ci_fleet": {"minion_id": minion_id}}, handle)
+        if os.path.isdir(inline_dir):
+            shutil.copytree(inline_dir, os.path.join(pillar_dir, "inline"))
+        pillar, _, _ = render.compile_pillar(SALT, pillar_dir, minion_id, render.Recorder())
+        return pillar.get("ci_fleet_inline", {})
+    finally:
+        shutil.rmtree(pillar_dir)
+
+
+class OrchestrationConformanceTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def published_tokens(self, client):
+        leaked = []
+        for publication in client.publications:
+            text = json.dumps(publication)
+            if REG_TOKEN in text or JOIN_TOKEN_PREFIX in text:
+                leaked.append((publication["tgt"], publication["fun"]))
+        return leaked
+
+    def test_a_registration_token_never_travels_in_a_publication_only_in_that_minions_pillar(self):
+        client = FakeLocalClient(registered={"prod-default-r1"})
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir) as harness:
+            self.assertEqual(orchestration.register_github_runners(), ["prod-default-r2"])
+        self.assertEqual(self.published_tokens(client), [])
+        applies = [p for p in client.publications if p["fun"] == "state.apply"]
+        self.assertEqual(applies, [{"tgt": "prod-default-r2", "fun": "state.apply", "arg": ["github_runner"], "kwarg": {}}])
+        # The minion's own pillar held the token while its state.apply ran, and only then.
+        self.assertEqual(harness.pillar_reads["prod-default-r2"], [{"github_registration_token": REG_TOKEN}])
+        self.assertEqual(read_inline(self.inline_dir, "prod-default-r2"), {})
+        self.assertEqual(read_inline(self.inline_dir, "prod-default-r1"), {})
+
+    def test_a_join_token_reaches_only_its_minion_through_pillar_and_is_revoked(self):
+        client = FakeLocalClient(joined=["prod-default-r1", "prod-default-r2", "prod-salt-master"])
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir) as harness:
+            self.assertEqual(orchestration.join_teleport_nodes(), ["prod-release-r1"])
+        applies = [p for p in client.publications if p["fun"] == "state.apply"]
+        self.assertEqual(applies, [{"tgt": "prod-release-r1", "fun": "state.apply", "arg": ["teleport.node"], "kwarg": {}}])
+        token = harness.pillar_reads["prod-release-r1"][0]["teleport_join_token"]
+        self.assertTrue(token.startswith(JOIN_TOKEN_PREFIX))
+        # Only the revocation on the Teleport machine names the token (open item: that
+        # publication still reaches every minion; see the conformance row).
+        self.assertEqual(self.published_tokens(client), [("prod-teleport", "ci_fleet_teleport.remove_token")])
+        self.assertIn({"tgt": "prod-release-r1", "fun": "file.remove", "arg": [orchestration.TELEPORT_TOKEN_FILE],
+                       "kwarg": {}}, client.publications)
+        self.assertEqual(read_inline(self.inline_dir, "prod-release-r1"), {})
+
+    def test_token_files_are_root_only_and_malformed_tokens_are_refused(self):
+        inline = orchestration.InlinePillar(self.inline_dir)
+        inline.put("prod-default-r1", "github_registration_token", REG_TOKEN)
+        path = os.path.join(self.inline_dir, "prod-default-r1", "github_registration_token.json")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.inline_dir).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
+        for bad in ("{{ 7*7 }}", "a\"b", "", None, "x" * 600):
+            with self.assertRaises(ValueError):
+                inline.put("prod-default-r1", "teleport_join_token", bad)
+        for bad_id in ("../etc", "prod/x", ""):
+            with self.assertRaises(ValueError):
+                inline.put(bad_id, "teleport_join_token", REG_TOKEN)
+        with self.assertRaises(ValueError):
+            inline.put("prod-default-r1", "other_key", REG_TOKEN)
+
+    def test_a_minion_that_does_not_answer_is_not_taken_for_an_unregistered_runner(self):
+        # prod-default-r2 is down: LocalClient.cmd reports it as False, like "no .runner".
+        client = FakeLocalClient(registered={"prod-default-r1"}, down={"prod-default-r2"})
+        http = FakeGitHubHTTP()
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(), [])
+        self.assertEqual([c for c in http.calls if c[1].endswith("/registration-token")], [])
+        self.assertEqual([p for p in client.publications if p["fun"] == "state.apply"], [])
+
+    def test_no_join_tokens_while_the_teleport_machine_does_not_answer(self):
+        client = FakeLocalClient(teleport_down=True)
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            self.assertEqual(orchestration.join_teleport_nodes(), [])
+        self.assertEqual([p["fun"] for p in client.publications], ["ci_fleet_teleport.node_names"])
+
+    def test_reactor_call_registers_only_the_minion_named_by_the_event(self):
+        # salt/utils/reactor.py: `args: [{minion: ID}]` becomes kwarg {"minion": ID}.
+        client = FakeLocalClient()
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1"])
+        self.assertEqual({p["tgt"] for p in client.publications}, {"prod-default-r1"})
+
+    def test_stale_runners_are_only_this_stacks_by_name_and_queue_label(self):
+        http = FakeGitHubHTTP(runners=[
+            runner(1, "prod-default-r1", "default"),          # a minion
+            runner(2, "prod-default-r9", "default"),          # stale: deleted
+            runner(3, "prod-eu-default-r1", "default"),       # stack prod-eu, not ours
+            runner(4, "prod-default-r8", "default", busy=True),   # running a job: kept
+            runner(5, "staging-default-r1", "default"),
+            runner(6, "someone-elses-runner", "default"),
+            runner(7, "prod-release-r7", "release"),          # stale, other queue page: deleted
+        ])
+        client = FakeLocalClient()
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.deregister_stale(), ["prod-default-r9", "prod-release-r7"])
+        deletes = [c[1] for c in http.calls if c[0] == "DELETE"]
+        self.assertEqual(deletes, [orchestration.GITHUB_API + "/orgs/example-org/actions/runners/2",
+                                   orchestration.GITHUB_API + "/orgs/example-org/actions/runners/7"])
+        pages = [c[1] for c in http.calls if c[0] == "GET"]
+        self.assertEqual(len(pages), 4)   # 7 runners, 2 per page
+        self.assertTrue(all("per_page=100" in p for p in pages))
+
+
+if __name__ == "__main__":
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    sys.exit(0 if result.wasSuccessful() else 1)
