@@ -18,6 +18,7 @@ dependency injected (Salt's local client, HTTP, clock, JWT signer, the pillar fi
 so test/orchestration/test_orchestration.py runs it with fakes.
 """
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -194,7 +195,8 @@ class Orchestrator:
             finally:
                 # The token is single-purpose: revoke it and remove every copy either way.
                 self.inline.remove(minion_id, "teleport_join_token")
-                self.local(self.teleport_id, "ci_fleet_teleport.remove_token", arg=[token])
+                # By its hash: a publication reaches every minion.
+                self.local(self.teleport_id, "ci_fleet_teleport.remove_token", arg=[hashlib.sha256(token.encode()).hexdigest()])
                 self.local(minion_id, "file.remove", arg=[TELEPORT_TOKEN_FILE])
         return done
 

@@ -30,6 +30,11 @@ describe("orchestration runner (python: fake LocalClient/GitHub, real Jinja2 pil
     const run = spawnSync(python, [path.join(__dirname, "test_orchestration.py")], { encoding: "utf8" });
     if (run.status !== 0) throw new Error(`${run.stdout}\n${run.stderr}`);
   });
+
+  test("test/orchestration/test_teleport_module.py passes (tokens revoked by their sha256)", () => {
+    const run = spawnSync(python, [path.join(__dirname, "test_teleport_module.py")], { encoding: "utf8" });
+    if (run.status !== 0) throw new Error(`${run.stdout}\n${run.stderr}`);
+  });
 });
 
 describe("seams between the master config and the Salt tree", () => {
