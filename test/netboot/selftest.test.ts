@@ -320,11 +320,12 @@ describe("ci-netboot-selftest: real network boots", () => {
 
   test("--timeout names the stage it was waiting for and cleans up", async () => {
     requireNetbootPrerequisites();
-    const run = await runSelftest(["--timeout", "1"]);
+    // Two seconds: enough for dnsmasq and the HTTP server to start on a loaded CI machine
+    // (they share the deadline), never enough for a DHCPACK, even under KVM: iPXE alone
+    // waits ~2 s for Ctrl-B before it configures the network.
+    const run = await runSelftest(["--timeout", "2"]);
     expect(run.code).toBe(1);
-    // The guest cannot reach DHCP within one second, even under KVM: iPXE alone waits
-    // ~2 s for Ctrl-B before it configures the network.
-    expect(run.stderr).toMatch(/FAIL stage dhcp: timed out after 1s before a DHCPACK/);
+    expect(run.stderr).toMatch(/FAIL stage dhcp: timed out after 2s before a DHCPACK/);
     expect(run.stderr).toContain("--- last lines of dnsmasq log");
     expectCleanedUp(run, 3);
   });
