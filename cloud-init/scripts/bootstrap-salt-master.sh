@@ -2,9 +2,9 @@
 # ci-fleet: first boot of the Salt master, after ci-fleet-install-salt.
 # Clone the Salt tree at the pinned ref, sync the pillar, start the master, then let
 # Salt own the master too (it is its own minion).
-# Usage: ci-fleet-bootstrap-salt-master REPOSITORY_URL REF
+# Usage: ci-fleet-bootstrap-salt-master REPOSITORY_URL REF PILLAR_WAIT_SECONDS
 set -eu
-url=$1 ref=$2
+url=$1 ref=$2 pillar_wait=$3
 # A private repository: git reaches it with the ssh command in /etc/gitconfig (written by
 # cloud-init, kept by salt_master.repository from the same builder): the deploy key, and only
 # the pinned host keys. No GIT_SSH_COMMAND here: it would override that one command.
@@ -28,10 +28,12 @@ set -a; . /etc/ci-fleet/aws/environment; set +a
 # The first pillar sync, before the master starts: every minion's pillar, and every
 # minion's key accepted from the authoritative list in SSM (user-data pre-seeded those it
 # could fit). The stack is the second path element of /ci-fleet/<stack>/pillar/.
+# `pulumi up` writes the documents only once every machine exists: wait for the master's own.
 stack=$(printf '%s' "$CI_FLEET_SSM_PILLAR_PREFIX" | cut -d/ -f3)
 python3 /srv/ci-fleet/repo/salt/salt_master/files/ci_fleet_pillar_sync.py \
   --stack "$stack" --region "$AWS_REGION" --output "$CI_FLEET_PILLAR_DIR/minions" \
-  --bootstrap-accept-keys /etc/salt/pki/master/minions
+  --bootstrap-accept-keys /etc/salt/pki/master/minions \
+  --wait-for "$stack-salt-master" --wait-seconds "$pillar_wait"
 # The unit and its drop-in (User=root, written before the package) are loaded afresh.
 systemctl daemon-reload
 systemctl enable --now salt-master

@@ -88,6 +88,17 @@ export const METADATA_SERVICE_ADDRESSES: Readonly<Record<MachineProviderName, re
 };
 
 export const SALT_PORTS = [4505, 4506] as const;
+
+/**
+ * First boot happens before `pulumi up` has written the pillar documents (each holds its
+ * machine's address and the Teleport auth address, so they come after every machine), and
+ * Equinix Metal takes minutes per device. The master's first pillar sync waits this long
+ * for its own document; every minion waits for the master longer than that.
+ */
+export const MASTER_PILLAR_WAIT_SECONDS = 2 * 3600;
+export const MINION_MASTER_WAIT_SECONDS = 3 * 3600;
+/** The wait script pings the master every 20 s. */
+const MASTER_PING_INTERVAL_SECONDS = 20;
 export const EC2_USER_DATA_LIMIT_BYTES = 16384;
 /** What a secret looks like in masked output (preview files, snapshots). */
 export const SECRET_MASK = "[secret]";
@@ -460,7 +471,7 @@ export function buildMinionCloudConfig(input: MinionBootstrapInput): CloudConfig
     runcmd: [
       installSaltCommand(["salt-minion"]),
       ["systemctl", "enable", "--now", "salt-minion"],
-      [BOOTSTRAP_PATHS.waitForMasterAndHighstate],
+      [BOOTSTRAP_PATHS.waitForMasterAndHighstate, String(MINION_MASTER_WAIT_SECONDS / MASTER_PING_INTERVAL_SECONDS)],
     ],
   });
 }
@@ -587,7 +598,7 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
       ]),
     );
   }
-  runcmd.push([BOOTSTRAP_PATHS.bootstrapSaltMaster, repo.url, repo.ref]);
+  runcmd.push([BOOTSTRAP_PATHS.bootstrapSaltMaster, repo.url, repo.ref, String(MASTER_PILLAR_WAIT_SECONDS)]);
 
   return assemble("salt-master", input.provider, {
     bootcmd: [inlineScript("ci-fleet-salt-master-firewall", SCRIPTS.saltMasterFirewall, [...input.minionNetworks].sort())],

@@ -6,6 +6,7 @@ import * as path from "path";
 import * as YAML from "yaml";
 import {
   BOOTSTRAP_PATHS,
+  MASTER_PILLAR_WAIT_SECONDS,
   BootstrapInputError,
   CloudConfig,
   METADATA_SERVICE_ADDRESSES,
@@ -232,7 +233,7 @@ describe("the Salt master", () => {
       ...(provider === "equinix-metal" ? ["ci-fleet-install-pinned-download"] : []),
       BOOTSTRAP_PATHS.bootstrapSaltMaster,
     ]);
-    expect(doc.runcmd!.at(-1)).toEqual([BOOTSTRAP_PATHS.bootstrapSaltMaster, "git@github.com:example-org/ci-fleet.git", "main"]);
+    expect(doc.runcmd!.at(-1)).toEqual([BOOTSTRAP_PATHS.bootstrapSaltMaster, "git@github.com:example-org/ci-fleet.git", "main", String(MASTER_PILLAR_WAIT_SECONDS)]);
     const script = fileAt(doc, BOOTSTRAP_PATHS.bootstrapSaltMaster).content;
     const order = ["git -C /srv/ci-fleet/repo fetch", SALT_PATHS.pillarSync, "systemctl enable --now salt-master", "state.highstate"];
     const positions = order.map((needle) => {

@@ -142,6 +142,43 @@ class PillarSyncTest(unittest.TestCase):
             self.assertEqual(handle.read(), "PUB-prod-a-r1")
         self.assertEqual(self.commands, [])
 
+    def test_first_boot_waits_for_the_masters_own_document(self):
+        # pulumi up writes the pillar documents only after every machine exists (a document
+        # holds the machine's address and the Teleport auth address), minutes after the
+        # master boots: the first sync waits for them, bounded, instead of failing once.
+        pki = os.path.join(self.dir, "pki", "minions")
+        master = {"/ci-fleet/prod/pillar/prod-salt-master": doc("prod-salt-master", role="salt-master")}
+        runner = {"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}
+
+        class Appearing(FakeSSM):
+            """Nothing, then a credential error, then a runner's document, then all of them."""
+            def __init__(self):
+                super().__init__({})
+                self.rounds = 0
+
+            def get_parameters_by_path(self, **kwargs):
+                if not kwargs.get("NextToken"):
+                    self.rounds += 1
+                    self.parameters = [{}, {}, runner, dict(runner, **master)][min(self.rounds - 1, 3)]
+                    if self.rounds == 2:
+                        raise RuntimeError("ExpiredToken: not yet")
+                return super().get_parameters_by_path(**kwargs)
+
+        slept = []
+        ssm = Appearing()
+        pillar_sync.sync(ssm, "prod", self.out, run=lambda cmd, **kw: self.commands.append(cmd), accept_keys_dir=pki,
+                         wait_for="prod-salt-master", wait_seconds=600, sleep=slept.append, clock=lambda: sum(slept))
+        self.assertEqual(ssm.rounds, 4)
+        self.assertEqual(slept, [30, 30, 30])
+        self.assertEqual(sorted(os.listdir(pki)), ["prod-a-r1", "prod-salt-master"])
+        # Bounded: after wait_seconds it fails with the reason, having deleted nothing.
+        slept.clear()
+        with self.assertRaisesRegex(pillar_sync.SyncError, "prod-salt-master.*not in SSM after 120 s"):
+            pillar_sync.sync(FakeSSM(runner), "prod", self.out, accept_keys_dir=pki, wait_for="prod-salt-master",
+                             wait_seconds=120, sleep=slept.append, clock=lambda: sum(slept))
+        self.assertEqual(slept, [30, 30, 30, 30])
+        self.assertEqual(sorted(os.listdir(self.out)), ["prod-a-r1.json", "prod-salt-master.json"])
+
     def test_fails_closed_without_deleting(self):
         self.run_sync(FakeSSM({"/ci-fleet/prod/pillar/prod-a-r1": doc("prod-a-r1")}))
         for ssm, message in [

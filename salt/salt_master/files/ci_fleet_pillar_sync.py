@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 LOG = logging.getLogger("ci-fleet-pillar-sync")
 # Minion ids are DNS labels built from config keys (docs/contracts.md).
@@ -178,8 +179,41 @@ def accept_minion_keys(pki_dir, documents):
     return accepted
 
 
-def sync(ssm, stack, output_dir, run=subprocess.run, apply_states=True, accept_keys_dir=None):
-    documents = with_minion_index(fetch_documents(ssm, stack))
+# How often the first sync looks again while `pulumi up` has not written the documents yet.
+WAIT_INTERVAL_SECONDS = 30
+
+
+def fetch_when_present(ssm, stack, wait_for, wait_seconds, sleep=time.sleep, clock=time.monotonic):
+    """The documents, once the one of minion `wait_for` is among them.
+
+    `pulumi up` writes the pillar documents only after every machine exists (a document
+    holds the machine's own address and the Teleport auth address), so at the master's
+    first boot they may not be there yet, and its fresh credentials may not work yet
+    either. Until the deadline both are waited for; then the last reason is raised.
+    """
+    deadline = clock() + wait_seconds
+    while True:
+        try:
+            documents = fetch_documents(ssm, stack)
+            if wait_for in documents:
+                return documents
+            reason = "pillar document of %s is not in SSM" % wait_for
+        except SyncError:
+            raise
+        except Exception as error:  # noqa: BLE001 - AWS errors are retried until the deadline
+            reason = "pillar documents unreadable (%s) and %s is not in SSM" % (type(error).__name__, wait_for)
+        if clock() >= deadline:
+            raise SyncError("%s after %d s" % (reason, wait_seconds))
+        LOG.info("%s yet; looking again in %d s", reason, WAIT_INTERVAL_SECONDS)
+        sleep(WAIT_INTERVAL_SECONDS)
+
+
+def sync(ssm, stack, output_dir, run=subprocess.run, apply_states=True, accept_keys_dir=None,
+         wait_for=None, wait_seconds=0, sleep=time.sleep, clock=time.monotonic):
+    if wait_for:
+        documents = with_minion_index(fetch_when_present(ssm, stack, wait_for, wait_seconds, sleep, clock))
+    else:
+        documents = with_minion_index(fetch_documents(ssm, stack))
     changed, removed = write_documents(output_dir, documents)
     LOG.info("%d documents, changed: %s, removed: %s", len(documents),
              ", ".join(changed) or "none", ", ".join(removed) or "none")
@@ -201,6 +235,9 @@ def main(argv=None):
                         help="only refresh pillar; the scheduled highstate applies it")
     parser.add_argument("--bootstrap-accept-keys", metavar="PKI_DIR",
                         help="first boot: also pre-seed every minion's key into PKI_DIR; notify nobody")
+    parser.add_argument("--wait-for", metavar="MINION_ID",
+                        help="first boot: wait until this minion's document is in SSM (see --wait-seconds)")
+    parser.add_argument("--wait-seconds", type=int, default=0, metavar="SECONDS")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     import boto3  # Debian python3-boto3; imported here so tests need no AWS SDK.
@@ -208,7 +245,8 @@ def main(argv=None):
     ssm = boto3.client("ssm", region_name=args.region)
     try:
         sync(ssm, args.stack, args.output, apply_states=not args.no_apply,
-             accept_keys_dir=args.bootstrap_accept_keys)
+             accept_keys_dir=args.bootstrap_accept_keys, wait_for=args.wait_for,
+             wait_seconds=args.wait_seconds)
     except SyncError as error:
         LOG.error("%s", error)
         return 1

@@ -1,0 +1,52 @@
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { BOOTSTRAP_PATHS, buildMinionCloudConfig, buildSaltMasterCloudConfig, CloudCommand } from "../../infra/bootstrap/cloud-config";
+import { SALT_PATHS } from "../../infra/bootstrap/salt-config";
+import { Fleet, generateFleet, masterInput, minionInput } from "./fixtures";
+
+/**
+ * First boot, across machines. `pulumi up` writes the pillar documents only once every
+ * machine exists (each holds its machine's address and the Teleport auth address), so the
+ * master's first pillar sync waits for its own document, and every minion waits for the
+ * master longer than the master may wait: computed from what each user-data really runs.
+ */
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const PING_SECONDS = Number(/sleep (\d+)/.exec(fs.readFileSync(path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), "utf8"))![1]);
+
+const command = (runcmd: CloudCommand[] | undefined, program: string): string[] => {
+  const found = (runcmd ?? []).find((c) => Array.isArray(c) && c[0] === program);
+  if (!Array.isArray(found)) throw new Error(`${program} is not in runcmd`);
+  return found;
+};
+
+describe.each(["equinix-metal", "aws"] as const)("first boot on %s", (provider) => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await generateFleet();
+  });
+
+  test("the master waits for its own pillar document, and every minion waits for the master longer", () => {
+    const master = buildSaltMasterCloudConfig(masterInput(fleet, provider));
+    const [, , , masterWait] = command(master.runcmd, BOOTSTRAP_PATHS.bootstrapSaltMaster);
+    expect(Number(masterWait)).toBeGreaterThanOrEqual(3600);
+    for (const minionId of [...fleet.minions.keys()].filter((id) => !id.endsWith("-salt-master"))) {
+      const doc = buildMinionCloudConfig(minionInput(fleet, provider, minionId));
+      const [, tries] = command(doc.runcmd, BOOTSTRAP_PATHS.waitForMasterAndHighstate);
+      // The master also installs packages and clones the tree before it waits: half an hour of room.
+      expect({ minionId, waits: Number(tries) * PING_SECONDS >= Number(masterWait) + 1800 }).toEqual({ minionId, waits: true });
+    }
+  });
+
+  test("the bootstrap passes that wait to the pillar sync, which takes it", () => {
+    const script = fs.readFileSync(path.join(ROOT, "cloud-init/scripts/bootstrap-salt-master.sh"), "utf8");
+    expect(script).toMatch(/pillar_wait=\$3/);
+    expect(script).toMatch(/--wait-for "\$stack-salt-master" --wait-seconds "\$pillar_wait"/);
+    expect(script).toContain(`python3 ${SALT_PATHS.pillarSync} `);
+    const help = spawnSync("python3", [path.join(ROOT, "salt/salt_master/files/ci_fleet_pillar_sync.py"), "--help"], { encoding: "utf8" });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/--wait-for MINION_ID/);
+    expect(help.stdout).toMatch(/--wait-seconds SECONDS/);
+  });
+});
