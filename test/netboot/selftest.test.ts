@@ -6,6 +6,7 @@ import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import * as YAML from "yaml";
 
 const SCRIPT = path.resolve(__dirname, "../../salt/runner/files/ci-netboot-selftest");
 
@@ -320,12 +321,12 @@ describe("ci-netboot-selftest: real network boots", () => {
 
   test("--timeout names the stage it was waiting for and cleans up", async () => {
     requireNetbootPrerequisites();
-    // Two seconds: enough for dnsmasq and the HTTP server to start on a loaded CI machine
-    // (they share the deadline), never enough for a DHCPACK, even under KVM: iPXE alone
-    // waits ~2 s for Ctrl-B before it configures the network.
-    const run = await runSelftest(["--timeout", "2"]);
+    // The timeout is the guest's: the servers get their own bound to start, so however
+    // loaded the machine, one second is spent on the boot, and it is never enough for a
+    // DHCPACK, even under KVM: iPXE alone waits ~2 s for Ctrl-B before it configures the network.
+    const run = await runSelftest(["--timeout", "1"]);
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/FAIL stage dhcp: timed out after 2s before a DHCPACK/);
+    expect(run.stderr).toMatch(/FAIL stage dhcp: timed out after 1s before a DHCPACK/);
     expect(run.stderr).toContain("--- last lines of dnsmasq log");
     expectCleanedUp(run, 3);
   });
@@ -357,4 +358,16 @@ describe("ci-netboot-selftest: real network boots", () => {
     expect(run.stdout).not.toContain("PASS");
     expectCleanedUp(run, 3);
   });
+});
+
+test("the unit's start timeout covers the KVM probe, the servers' start and the boot, so systemd never kills a boot the test would report", () => {
+  const selftest = YAML.parse(fs.readFileSync(path.resolve(__dirname, "../../salt/runner/parameters/defaults.yaml"), "utf8")).runner.selftest;
+  const script = fs.readFileSync(SCRIPT, "utf8");
+  const services = Number(/^readonly SERVICES_START_SECONDS=(\d+)$/m.exec(script)![1]);
+  const probe = Number(/timeout (\d+) qemu-system-x86_64 -machine pc -accel kvm/.exec(script)![1]);
+  const unit = fs.readFileSync(path.resolve(__dirname, "../../salt/runner/selftest.sls"), "utf8");
+  expect(unit).toContain("ExecStart={{ selftest.script }} --timeout {{ selftest.boot_timeout_seconds }}");
+  expect(unit).toContain("TimeoutStartSec={{ selftest.timeout_seconds }}");
+  // A minute of room for package-free setup and cleanup.
+  expect(probe + services + selftest.boot_timeout_seconds + 60).toBeLessThanOrEqual(selftest.timeout_seconds);
 });
