@@ -84,8 +84,11 @@ const IAM_ROLE_NAME = /^[\w+=,.@-]{1,64}$/;
 const POLICY_ARN = /^arn:aws(-[a-z]+)*:iam::(aws|\d{12}):policy\/[\w+=,.@/-]{1,512}$/;
 /** EC2 resource ids: `ami-` and 8 (before 2016) or 17 lower-case hex digits. */
 const AMI_ID = /^ami-([0-9a-f]{8}|[0-9a-f]{17})$/;
-/** AMI ids copied from tutorials and examples into stack files: never checked for any region. */
-const PLACEHOLDER_AMIS = ["ami-0c55b159cbfafe1f0"];
+/**
+ * AMI ids copied from tutorials and from AWS's documentation examples into stack files:
+ * never checked for any region.
+ */
+const PLACEHOLDER_AMIS = ["ami-0c55b159cbfafe1f0", "ami-0abcdef1234567890", "ami-0123456789abcdef0", "ami-1234567890abcdef0", "ami-12345678", "ami-1a2b3c4d"];
 /**
  * arm64 instance types: `g` among the attributes after the generation (AWS Graviton: c7g,
  * m6gd, c7gn, im4gn, x2gd, ...) and the first Graviton family, a1. The fleet's image is amd64.
@@ -289,9 +292,9 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
         // No imageId: Canonical's published Ubuntu 24.04 for amd64 (machines/aws.ts).
         let imageId: string | undefined;
         if (typeof o.imageId === "string" && PLACEHOLDER_AMIS.includes(o.imageId)) {
-          c.problem("aws.imageId", `${o.imageId} is a placeholder copied from tutorials, not an image checked for this region; remove aws.imageId to use Canonical's published Ubuntu 24.04 image, or pin an AMI id you have checked`);
+          c.problem("aws.imageId", `${o.imageId} is a placeholder copied from tutorials or AWS's examples, not an image checked for this region; remove aws.imageId to use Canonical's published Ubuntu 24.04 image, or pin an AMI id you have checked`);
         } else if (o.imageId !== undefined) {
-          imageId = c.string("aws.imageId", o.imageId, AMI_ID, "an AMI id (ami- and 8 or 17 lower-case hex digits) such as ami-0123456789abcdef0");
+          imageId = c.string("aws.imageId", o.imageId, AMI_ID, "an AMI id (ami- and 8 or 17 lower-case hex digits)");
         }
         const subnetsRaw = c.map("aws.subnets", o.subnets, "subnets", /^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$/, "an availability zone such as us-east-2a");
         const subnets: AwsSite["subnets"] = {};
@@ -496,6 +499,10 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     if (!o) continue;
     const queue = typeof o.queue === "string" && queuesRaw && o.queue in queuesRaw ? o.queue : undefined;
     if (!queue && o.queue !== undefined) c.problem(`${path}.queue`, `expected one of the queues (${Object.keys(queuesRaw ?? {}).join(", ")}), got ${describe(o.queue)}`);
+    // A runner is as trusted as the least trusted job it runs: an untrusted queue deploys nothing.
+    if (queue && queues[queue] && !queues[queue].trusted) {
+      c.problem(`${path}.queue`, `queue "${queue}" runs untrusted code (trusted: false); a deploy target needs a trusted queue, or every pull request could deploy`);
+    }
     const accountId = c.string(`${path}.accountId`, o.accountId, ACCOUNT_ID, "a 12-digit AWS account id");
     const roleName = c.string(`${path}.roleName`, o.roleName, IAM_ROLE_NAME, "an IAM role name (at most 64 characters of [A-Za-z0-9+=,.@_-])");
     const managedPolicyArns = o.managedPolicyArns === undefined ? [] : c.strings(`${path}.managedPolicyArns`, o.managedPolicyArns, POLICY_ARN, "IAM managed policy ARNs (arn:aws:iam::aws:policy/... or arn:aws:iam::<account>:policy/...)");

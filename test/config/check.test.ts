@@ -67,6 +67,11 @@ const CASES: [string, (v: any) => void, string[]][] = [
   ["an unknown nested key", (v) => (v.queues.default.runners["pr-1"].size = "xl"), ["ci-fleet:queues.default.runners.pr-1.size: unknown key; expected one of plan, os"]],
   ["a reserved queue name", (v) => (v.queues.salt = { agent: "buildkite", trusted: true, runners: { s1: { plan: "runner" } } }), ["ci-fleet:queues.salt: queue name salt is reserved (it would collide with the control plane's machine names)"]],
   ["a machine name over 63 characters", (v) => (v.queues.default.runners["a-very-long-runner-name-that-goes-on-and-on-forever-x"] = { plan: "runner" }), ["ci-fleet:queues.default.runners.a-very-long-runner-name-that-goes-on-and-on-forever-x: machine name production-default-a-very-long-runner-name-that-goes-on-and-on-forever-x is 72 characters; hostnames allow at most 63"]],
+  [
+    "a deploy target on the untrusted queue (pull requests would hold its role)",
+    (v) => (v.deployTargets["infra-staging"].queue = "default"),
+    ['ci-fleet:deployTargets.infra-staging.queue: queue "default" runs untrusted code (trusted: false); a deploy target needs a trusted queue, or every pull request could deploy'],
+  ],
   ["a deploy target naming an unknown queue", (v) => (v.deployTargets["infra-staging"].queue = "nightly"), ['ci-fleet:deployTargets.infra-staging.queue: expected one of the queues (default, infra, release), got "nightly"']],
   ["an invalid account id", (v) => (v.deployTargets["release-artifacts"].accountId = "5678"), ['ci-fleet:deployTargets.release-artifacts.accountId: expected a 12-digit AWS account id, got "5678"']],
   ["a role name over IAM's limit", (v) => (v.deployTargets["release-artifacts"].roleName = "r".repeat(65)), [`ci-fleet:deployTargets.release-artifacts.roleName: expected an IAM role name (at most 64 characters of [A-Za-z0-9+=,.@_-]), got "${"r".repeat(57)}" (65 characters)`]],
