@@ -10,8 +10,9 @@ base:
     - salt_master
     - aws_credentials
   '*-teleport':
-    - teleport.auth
+    # aws_credentials first: teleport.auth's audit backend reads root's AWS config.
     - aws_credentials
+    - teleport.auth
   '* and not *-teleport':
     - match: compound
     - teleport.node

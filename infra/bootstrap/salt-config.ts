@@ -77,6 +77,7 @@ export interface SaltMasterConfig {
   peer_run: Record<string, never>;
   file_recv: false;
   pillar_opts: false;
+  on_demand_ext_pillar: [];
   keep_jobs_seconds: number;
   fileserver_backend: string[];
   file_roots: { base: string[] };
@@ -130,6 +131,9 @@ export function buildSaltMasterConfig(input: { masterMinionId: string }): SaltMa
     file_recv: false,
     // The master's own config (and its secrets) is not pillar.
     pillar_opts: false,
+    // No external pillar may be compiled on demand (pillar.ext / `pillar_ext`); Salt's default
+    // list is ["libvirt", "virtkey"]. ci-fleet uses no external pillar at all.
+    on_demand_ext_pillar: [],
     keep_jobs_seconds: SALT_MASTER_KEEP_JOBS_SECONDS,
     fileserver_backend: ["roots"],
     file_roots: { base: [SALT_PATHS.stateTree] },

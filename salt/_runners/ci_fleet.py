@@ -18,6 +18,8 @@ dependency injected (Salt's local client, HTTP, clock, JWT signer, the pillar fi
 so test/orchestration/test_orchestration.py runs it with fakes.
 """
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -40,6 +42,13 @@ INLINE_PILLAR_DIR = "/srv/ci-fleet/pillar/inline"
 # The keys salt/pillar/minion.sls reads into ci_fleet_inline (one file each, so two
 # concurrent orchestrations for one minion never overwrite each other's token).
 INLINE_KEYS = ("teleport_join_token", "github_registration_token")
+# How long each token is valid (Teleport node token --ttl=15m; GitHub registration token 1 h).
+# A file older than that holds a dead token: a killed run (master restart) never reached its
+# `finally`, so every run sweeps such files first.
+INLINE_LIFETIME_SECONDS = {"teleport_join_token": 15 * 60, "github_registration_token": 3600}
+# Held (shared) by every entry point while it runs; salt_master.service takes it exclusively
+# (flock(1)) to restart the master after the runner modules changed, so no run is killed.
+ORCHESTRATION_LOCK = "/run/ci-fleet-orchestration.lock"
 # Tokens are opaque ASCII (GitHub: base32-like; Teleport: hex). Anything else is refused:
 # the value is read back by a Jinja include and parsed as JSON.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,512}$")
@@ -83,6 +92,8 @@ def urllib_http(method, url, headers, body=None):
 class InlinePillar:
     """Per-minion token files under a pillar root, read by salt/pillar/minion.sls."""
 
+    clock = staticmethod(time.time)
+
     def __init__(self, directory=INLINE_PILLAR_DIR):
         self.directory = directory
 
@@ -109,6 +120,31 @@ class InlinePillar:
             os.unlink(self._path(minion_id, key))
         except FileNotFoundError:
             pass
+
+    def sweep(self):
+        """Remove token files (and half-written .tmp files) older than their token's lifetime."""
+        removed = []
+        now = self.clock()
+        try:
+            minion_dirs = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return removed
+        for minion_id in minion_dirs:
+            directory = os.path.join(self.directory, minion_id)
+            if not os.path.isdir(directory):
+                continue
+            for name in sorted(os.listdir(directory)):
+                key = name[: -len(".tmp")] if name.endswith(".tmp") else name
+                key = key[: -len(".json")] if key.endswith(".json") else key
+                lifetime = INLINE_LIFETIME_SECONDS.get(key, 0)
+                path = os.path.join(directory, name)
+                try:
+                    if now - os.lstat(path).st_mtime > lifetime:
+                        os.unlink(path)
+                        removed.append(path)
+                except FileNotFoundError:
+                    pass
+        return removed
 
 
 class GitHub:
@@ -281,8 +317,23 @@ def salt_local(client, timeout=300):
     return local
 
 
+@contextlib.contextmanager
+def _orchestration_lock():
+    """Shared: runs do not exclude each other, only the master's refresh (exclusive) waits."""
+    with open(ORCHESTRATION_LOCK, "a") as handle:
+        os.chmod(ORCHESTRATION_LOCK, 0o600)
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _orchestrator():
     import salt.client  # noqa: only on the master
+
+    # Tokens left behind by a killed run die here, whatever this run does next.
+    InlinePillar(INLINE_PILLAR_DIR).sweep()
 
     master_id = __opts__["ci_fleet"]["master_minion_id"]  # noqa: F821 (Salt loader global)
     stack = master_id[: -len("-salt-master")]
@@ -300,23 +351,27 @@ def _orchestrator():
 
 
 def join_teleport_nodes():
-    return _orchestrator().join_teleport_nodes()
+    with _orchestration_lock():
+        return _orchestrator().join_teleport_nodes()
 
 
 def register_github_runners(minion=None):
-    orchestrator = _orchestrator()
-    return orchestrator.register_github_runners(only=minion) if orchestrator.github else []
+    with _orchestration_lock():
+        orchestrator = _orchestrator()
+        return orchestrator.register_github_runners(only=minion) if orchestrator.github else []
 
 
 def deregister_stale():
-    orchestrator = _orchestrator()
-    return orchestrator.deregister_stale_github_runners() if orchestrator.github else []
+    with _orchestration_lock():
+        orchestrator = _orchestrator()
+        return orchestrator.deregister_stale_github_runners() if orchestrator.github else []
 
 
 def reconcile():
-    orchestrator = _orchestrator()
-    result = {"teleport_joined": orchestrator.join_teleport_nodes()}
-    if orchestrator.github:
-        result["github_registered"] = orchestrator.register_github_runners()
-        result["github_removed"] = orchestrator.deregister_stale_github_runners()
-    return result
+    with _orchestration_lock():
+        orchestrator = _orchestrator()
+        result = {"teleport_joined": orchestrator.join_teleport_nodes()}
+        if orchestrator.github:
+            result["github_registered"] = orchestrator.register_github_runners()
+            result["github_removed"] = orchestrator.deregister_stale_github_runners()
+        return result

@@ -76,11 +76,21 @@ salt_master-pillar_sync-timer-unit-file-managed:
         [Install]
         WantedBy=timers.target
 
+{#- Salt reloads systemd only for the unit a service state starts (the timer), never for the
+    .service the timer starts: reload here, so a changed ExecStart is the one that runs. #}
+salt_master-pillar_sync-units-cmd-run:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: salt_master-pillar_sync-service-unit-file-managed
+      - file: salt_master-pillar_sync-timer-unit-file-managed
+
 salt_master-pillar_sync-timer-service-running:
   service.running:
     - name: ci-fleet-pillar-sync.timer
     - enable: True
     - require:
+      - cmd: salt_master-pillar_sync-units-cmd-run
       - pkg: salt_master-pillar_sync-boto3-pkg-installed
       - file: salt_master-pillar_sync-pillar-dir-file-directory
       - file: salt_master-pillar_sync-script-file-managed

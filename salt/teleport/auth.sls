@@ -9,6 +9,10 @@
 {%- set region = salt['pillar.get']('ci_fleet:aws:region', '') %}
 include:
   - teleport
+{%- if provider == 'equinix-metal' %}
+  # The drop-in below points the AWS SDK at root's config, written by aws_credentials.
+  - aws_credentials
+{%- endif %}
 
 {%- if not auth_config or not resources %}
 
@@ -17,6 +21,8 @@ teleport-auth-pillar-test-fail_without_changes:
     - name: pillar ci_fleet_teleport:auth_config and ci_fleet_teleport:resources_gzip_base64 are required on the Teleport machine
 {%- else %}
 {%-   set digest = resources | sha256 %}
+{%-   set stamp_dir = teleport.resources_stamp.rsplit('/', 1)[0] %}
+{%-   set unless = 'grep -qx %s %s' | format(digest, teleport.resources_stamp) %}
 
 teleport-auth-config-file-managed:
   file.managed:
@@ -48,13 +54,26 @@ teleport-auth-aws-dropin-file-managed:
         Environment=AWS_CONFIG_FILE={{ teleport.aws_config_file }}
         Environment=AWS_SDK_LOAD_CONFIG=1
         Environment=AWS_REGION={{ region }}
+
+{#- Salt reloads systemd itself only when `systemctl status` says so: reload explicitly. #}
+teleport-auth-aws-dropin-daemon-reload-cmd-run:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: teleport-auth-aws-dropin-file-managed
 {%-   endif %}
 
 teleport-auth-service-running:
   service.running:
     - name: teleport
     - enable: True
-    # Salt's systemd module runs daemon-reload itself when a unit or drop-in changed.
+{%-   if provider == 'equinix-metal' %}
+    # The audit backend (DynamoDB/S3) initialises at start with root's Roles Anywhere
+    # config: never start Teleport before that file exists.
+    - require:
+      - file: aws_credentials-roles_anywhere-config-file-managed
+      - cmd: teleport-auth-aws-dropin-daemon-reload-cmd-run
+{%-   endif %}
     - watch:
       - file: teleport-auth-config-file-managed
       - pkg: teleport-package-install-pkg-installed
@@ -72,27 +91,42 @@ teleport-auth-resources-file-managed:
     - makedirs: True
     - dir_mode: '0700'
     - show_changes: False
-    # Only when the resources changed since they were last applied.
-    - unless: grep -qx {{ digest }} {{ teleport.resources_stamp }}
+    # Until these resources have been applied successfully (the stamp is written only then).
+    - unless: {{ unless }}
     - require:
       - service: teleport-auth-service-running
 
+{#- Every highstate until it succeeds (never `onchanges` of the file above: after a failed
+    apply that file is unchanged and the apply would not be retried). Waits, bounded, for
+    the auth service to answer (`tctl status` pings it) before `tctl create -f`; the decoded
+    stream (the connector's client secret) is removed on every exit. #}
 teleport-auth-resources-apply-cmd-run:
   cmd.run:
-    - name: >-
-        umask 077 &&
-        base64 -d {{ teleport.resources_file }}.gz.b64 | gunzip > {{ teleport.resources_file }} &&
-        tctl create -f {{ teleport.resources_file }} && mkdir -p {{ teleport.resources_stamp.rsplit('/', 1)[0] }} && echo {{ digest }} > {{ teleport.resources_stamp }}
+    - name: |
+        set -u
+        umask 077
+        trap 'rm -f {{ teleport.resources_file }} {{ teleport.resources_file }}.gz.b64' EXIT
+        tries=0
+        until tctl status >/dev/null 2>&1; do
+          tries=$((tries + 1))
+          if [ "$tries" -ge {{ teleport.auth_ready.tries }} ]; then echo "teleport auth service not ready" >&2; exit 1; fi
+          sleep {{ teleport.auth_ready.interval_seconds }}
+        done
+        base64 -d {{ teleport.resources_file }}.gz.b64 | gunzip > {{ teleport.resources_file }} || exit 1
+        tctl create -f {{ teleport.resources_file }} || exit 1
+        mkdir -p {{ stamp_dir }} && echo {{ digest }} > {{ teleport.resources_stamp }}.tmp && mv {{ teleport.resources_stamp }}.tmp {{ teleport.resources_stamp }}
+    - unless: {{ unless }}
     - output_loglevel: quiet
-    - onchanges:
+    - require:
       - file: teleport-auth-resources-file-managed
+      - service: teleport-auth-service-running
 
+{#- Belt and braces (the command's trap removes them): no requisite on the command, so
+    they run after it whether or not it succeeded. #}
 {%- for suffix in ['', '.gz.b64'] %}
 
 teleport-auth-resources{{ suffix | replace('.', '-') }}-file-absent:
   file.absent:
     - name: {{ teleport.resources_file }}{{ suffix }}
-    - require:
-      - cmd: teleport-auth-resources-apply-cmd-run
 {%- endfor %}
 {%- endif %}

@@ -141,6 +141,8 @@ class Harness:
         module.GitHub = lambda app: self.saved_github(app, http=http, clock=lambda: 1700000000,
                                                       sign=lambda key, msg: b"sig")
         module.INLINE_PILLAR_DIR = self.inline_dir
+        self.saved_lock = getattr(module, "ORCHESTRATION_LOCK", None)
+        module.ORCHESTRATION_LOCK = os.path.join(os.path.dirname(self.inline_dir), "orchestration.lock")
         if hasattr(module, "InlinePillar"):
             module.InlinePillar.__init__.__defaults__ = (self.inline_dir,)
         # No real waiting for Teleport joins.
@@ -166,6 +168,8 @@ class Harness:
             else:
                 sys.modules[key] = value
         orchestration.GitHub = self.saved_github
+        if self.saved_lock is not None:
+            orchestration.ORCHESTRATION_LOCK = self.saved_lock
         orchestration.Orchestrator.__init__.__defaults__ = self.saved_defaults
         if self.saved_inline is None:
             del orchestration.INLINE_PILLAR_DIR
@@ -290,6 +294,81 @@ class OrchestrationConformanceTest(unittest.TestCase):
         pages = [c[1] for c in http.calls if c[0] == "GET"]
         self.assertEqual(len(pages), 4)   # 7 runners, 2 per page
         self.assertTrue(all("per_page=100" in p for p in pages))
+
+
+class StaleInlinePillarTest(unittest.TestCase):
+    """A master restart (or any kill) mid-orchestration skips the `finally` that removes a token
+    file; such a file must never outlive its token (teleport 15 min, GitHub 1 h)."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_sweep_removes_files_older_than_their_tokens_lifetime_fake_clock(self):
+        now = 1_800_000_000
+        inline = orchestration.InlinePillar(self.inline_dir)
+        inline.clock = lambda: now
+        inline.put("prod-default-r1", "teleport_join_token", JOIN_TOKEN_PREFIX + "aa")
+        inline.put("prod-default-r2", "teleport_join_token", JOIN_TOKEN_PREFIX + "bb")
+        inline.put("prod-default-r1", "github_registration_token", REG_TOKEN)
+        inline.put("prod-default-r2", "github_registration_token", REG_TOKEN)
+        path = lambda m, k: os.path.join(self.inline_dir, m, k + ".json")
+        os.utime(path("prod-default-r1", "teleport_join_token"), (now - 15 * 60 - 1,) * 2)   # expired
+        os.utime(path("prod-default-r2", "teleport_join_token"), (now - 14 * 60,) * 2)       # live
+        os.utime(path("prod-default-r1", "github_registration_token"), (now - 3600 - 1,) * 2)  # expired
+        os.utime(path("prod-default-r2", "github_registration_token"), (now - 3500,) * 2)      # live
+        # A half-written file of a killed put().
+        with open(path("prod-default-r2", "teleport_join_token") + ".tmp", "w") as handle:
+            handle.write("x")
+        os.utime(path("prod-default-r2", "teleport_join_token") + ".tmp", (now - 3 * 3600,) * 2)
+        removed = inline.sweep()
+        self.assertEqual(sorted(removed), sorted([path("prod-default-r1", "teleport_join_token"),
+                                                  path("prod-default-r1", "github_registration_token"),
+                                                  path("prod-default-r2", "teleport_join_token") + ".tmp"]))
+        self.assertEqual(read_inline(self.inline_dir, "prod-default-r1"), {})
+        self.assertEqual(set(read_inline(self.inline_dir, "prod-default-r2")), {"teleport_join_token", "github_registration_token"})
+
+    def test_every_entry_point_sweeps_before_it_works(self):
+        for entry in ("reconcile", "join_teleport_nodes", "register_github_runners", "deregister_stale"):
+            inline = orchestration.InlinePillar(self.inline_dir)
+            inline.put("prod-default-r1", "github_registration_token", REG_TOKEN)
+            stale = os.path.join(self.inline_dir, "prod-default-r1", "github_registration_token.json")
+            os.utime(stale, (os.path.getmtime(stale) - 2 * 3600,) * 2)
+            client = FakeLocalClient(registered={"prod-default-r1", "prod-default-r2"},
+                                     joined=list(MINIONS))
+            with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+                getattr(orchestration, entry)()
+            self.assertFalse(os.path.exists(stale), entry)
+
+    def test_entry_points_hold_the_orchestration_lock_a_master_refresh_waits_for(self):
+        import fcntl
+        lock = os.path.join(self.dir, "orchestration.lock")
+        client = FakeLocalClient(registered={"prod-default-r1"})
+        seen = []
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            saved = orchestration.ORCHESTRATION_LOCK
+            orchestration.ORCHESTRATION_LOCK = lock
+            original = client.execute
+
+            def execute(tgt, fun, arg, kwarg):
+                if fun == "state.apply":
+                    with open(lock) as handle:
+                        try:
+                            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            seen.append("free")
+                        except BlockingIOError:
+                            seen.append("held")
+                return original(tgt, fun, arg, kwarg)
+
+            client.execute = execute
+            try:
+                orchestration.register_github_runners()
+            finally:
+                orchestration.ORCHESTRATION_LOCK = saved
+        self.assertEqual(seen, ["held"])
 
 
 if __name__ == "__main__":

@@ -249,6 +249,35 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     expect(requisites(service, "require")).toContain(`cmd: ${reloadId}`);
   });
 
+  test("a repository change does not restart the master; changed runner modules restart it only under the orchestration lock", () => {
+    // file_roots / pillar_roots / orch and reactor sls are read from disk per request: no restart.
+    // Runner modules stay loaded in the master's long-lived processes (scheduler, reactor), so a
+    // change to salt/_runners needs a restart, but one that waits for running orchestration.
+    const service = Object.values(salt.states).find((st) => st.function === "service.running" && st.args.name === "salt-master")!;
+    expect(requisites(service, "watch").filter((r) => r.startsWith("git: "))).toEqual([]);
+    const watched = requisites(service, "watch").map((r) => salt.states[r.split(": ")[1]]?.args.name);
+    expect(watched.sort()).toEqual(["/etc/salt/master.d/ci-fleet.conf", "/etc/systemd/system/salt-master.service.d/ci-fleet.conf"]);
+    const [gitId] = Object.entries(salt.states).find(([, st]) => st.function === "git.latest")!;
+    const refresh = Object.entries(salt.states).filter(([, st]) => st.function === "cmd.run" && String(st.args.name).includes("systemctl restart salt-master"));
+    expect(refresh).toHaveLength(1);
+    const [, cmd] = refresh[0];
+    expect(cmd.args).not.toHaveProperty("onchanges");
+    expect(requisites(cmd, "require")).toContain(`git: ${gitId}`);
+    const runner = fs.readFileSync(path.join(ROOT, "salt/_runners/ci_fleet.py"), "utf8");
+    const lock = /^ORCHESTRATION_LOCK = "([^"]+)"$/m.exec(runner)?.[1];
+    expect(lock).toBeDefined();
+    expect(String(cmd.args.name)).toContain(`flock -x -w `);
+    expect(String(cmd.args.name)).toContain(` ${lock} `);
+    expect(String(cmd.args.unless)).toContain(`${SALT_PATHS.repositoryCheckout}/salt/_runners/`);
+  });
+
+  test("the master serves no on-demand external pillar (on_demand_ext_pillar: [])", () => {
+    // salt/config: default ["libvirt", "virtkey"]; pillar.ext / pillar_ext on demand compiles those
+    // external pillars for any caller allowed to run it. None is needed here.
+    const config = YAML.parse(cloudInitFile("/etc/salt/master.d/ci-fleet.conf")!.content) as Record<string, unknown>;
+    expect(config.on_demand_ext_pillar).toEqual([]);
+  });
+
   test("the bootstrap-only AWS files are removed once Salt has written root's own AWS config", () => {
     const bootstrapOnly = cloudInit.map((f) => f.path).filter((p) => p.startsWith("/etc/ci-fleet/aws/"));
     expect(bootstrapOnly.length).toBeGreaterThan(0);

@@ -63,11 +63,11 @@ export function grainMatches(text: string): string[] {
 
 const expectedTop: Record<string, string[]> = {
   "production-salt-master": ["base", "access", "salt_master", "aws_credentials", "teleport.node"],
-  "production-teleport": ["base", "access", "teleport.auth", "aws_credentials"],
+  "production-teleport": ["base", "access", "aws_credentials", "teleport.auth"],
   "production-default-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "github_runner"],
   "production-release-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "buildkite"],
   "staging-salt-master": ["base", "access", "salt_master", "aws_credentials", "teleport.node"],
-  "staging-teleport": ["base", "access", "teleport.auth", "aws_credentials"],
+  "staging-teleport": ["base", "access", "aws_credentials", "teleport.auth"],
   "staging-infra-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "github_runner"],
   "staging-default-r1": ["base", "access", "teleport.node", "runner", "aws_credentials", "buildkite"],
 };
