@@ -9,7 +9,7 @@
 
 aws_credentials-instance_profile-config-file-managed:
   file.managed:
-    - name: {{ aws.user.home }}/.aws/config
+    - name: {{ aws.user.config }}
     - user: root
     - group: root
     - mode: '0600'
@@ -83,9 +83,17 @@ aws_credentials-instance_profile-timer-service-running:
     - watch:
       - file: aws_credentials-instance_profile-timer-unit-file-managed
 
+aws_credentials-instance_profile-config-dir-file-directory:
+  file.directory:
+    - name: {{ aws.user.config.rsplit('/', 1)[0] }}
+    - user: root
+    - group: {{ user }}
+    - mode: '0750'
+    - makedirs: True
+
 aws_credentials-instance_profile-config-file-managed:
   file.managed:
-    - name: {{ aws.user.home }}/.aws/config
+    - name: {{ aws.user.config }}
     - user: root
     - group: {{ user }}
     - mode: '0640'
@@ -95,4 +103,6 @@ aws_credentials-instance_profile-config-file-managed:
         [default]
         region = {{ aws.region }}
         credential_process = /bin/cat {{ aws.imds_credentials_file }}
+    - require:
+      - file: aws_credentials-instance_profile-config-dir-file-directory
 {%- endif %}

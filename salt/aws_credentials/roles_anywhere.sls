@@ -44,9 +44,20 @@ aws_credentials-roles_anywhere-private-key-file-managed:
     - require:
       - file: aws_credentials-roles_anywhere-cert-dir-file-directory
 
+{%- if user != 'root' %}
+
+aws_credentials-roles_anywhere-config-dir-file-directory:
+  file.directory:
+    - name: {{ aws.user.config.rsplit('/', 1)[0] }}
+    - user: root
+    - group: {{ user }}
+    - mode: '0750'
+    - makedirs: True
+{%- endif %}
+
 aws_credentials-roles_anywhere-config-file-managed:
   file.managed:
-    - name: {{ aws.user.home }}/.aws/config
+    - name: {{ aws.user.config }}
     - user: root
     - group: {{ user }}
     - mode: '0640'
@@ -60,4 +71,7 @@ aws_credentials-roles_anywhere-config-file-managed:
       - file: aws_credentials-roles_anywhere-signing-helper-file-managed
       - file: aws_credentials-roles_anywhere-certificate-file-managed
       - file: aws_credentials-roles_anywhere-private-key-file-managed
+{%-   if user != 'root' %}
+      - file: aws_credentials-roles_anywhere-config-dir-file-directory
+{%-   endif %}
 {%- endif %}

@@ -24,12 +24,6 @@ buildkite-config-token-script-file-managed:
     - group: root
     - mode: '0755'
 
-buildkite-config-build-dir-file-directory:
-  file.directory:
-    - name: {{ buildkite.build_dir }}
-    - user: {{ runner.user.name }}
-    - group: {{ runner.user.name }}
-    - mode: '0700'
-    - makedirs: True
-    - require:
-      - file: runner-user-work-dir-file-directory
+{#- build-path and plugins-path live in the work dir, which ci-agent-reset recreates empty
+    before and after every job; the agent creates them (MkdirAll, agent_start.go). Salt
+    writes nothing below the CI user's home. #}

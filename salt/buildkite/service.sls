@@ -1,5 +1,6 @@
 {%- from "buildkite/map.jinja" import buildkite with context %}
 {%- from "runner/map.jinja" import runner with context %}
+{%- from "aws_credentials/map.jinja" import aws_credentials with context %}
 {#- Gated on the netboot self-test (Requires= + After=). The agent exits after each
     job (disconnect-after-job) and systemd restarts it through the root reset. #}
 {%- set env_file = '/run/' ~ buildkite.runtime_dir ~ '/agent.env' %}
@@ -36,10 +37,15 @@ buildkite-service-unit-file-managed:
         Environment=CI_FLEET_SSM_PREFIX={{ buildkite.ssm_prefix }}
         Environment=AWS_REGION={{ buildkite.region }}
         Environment=CI_FLEET_STATE_DIR={{ buildkite.state_dir }}
+        # The queue role's AWS config (root-owned, outside the CI user's home), for the token
+        # script (boto3), the hooks (JS SDK v3) and every job.
+        Environment=AWS_CONFIG_FILE={{ aws_credentials.users.runner.config }}
         ExecStartPre=+{{ runner.reset_script }}
         ExecStartPre={{ buildkite.token_script }} --parameter {{ buildkite.token_parameter }} --region {{ buildkite.region }} --output {{ env_file }}
         EnvironmentFile=-{{ env_file }}
         ExecStart=/usr/local/bin/buildkite-agent start
+        # After each job (disconnect-after-job), not only before the next start.
+        ExecStopPost=-+{{ runner.reset_script }}
         KillMode=control-group
         Restart=always
         RestartSec=5
@@ -62,7 +68,6 @@ buildkite-service-agent-service-running:
       - file: buildkite-archive-binary-file-symlink
       - file: buildkite-hooks-agent-hooks-file-recurse
       - file: buildkite-config-token-script-file-managed
-      - file: buildkite-config-build-dir-file-directory
     - watch:
       - file: buildkite-service-unit-file-managed
       - file: buildkite-config-agent-cfg-file-managed

@@ -95,6 +95,15 @@ github_runner-archive-updater-timer-file-managed:
         [Install]
         WantedBy=timers.target
 
+{#- Salt's service states reload systemd only for the unit they start: the .service the
+    timer starts is reloaded here, so a changed ExecStart is the one that runs. #}
+github_runner-archive-updater-units-cmd-run:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: github_runner-archive-updater-service-file-managed
+      - file: github_runner-archive-updater-timer-file-managed
+
 github_runner-archive-updater-timer-service-running:
   service.running:
     - name: {{ updater.unit }}.timer
@@ -103,4 +112,5 @@ github_runner-archive-updater-timer-service-running:
       - file: github_runner-archive-updater-service-file-managed
       - file: github_runner-archive-updater-timer-file-managed
     - require:
+      - cmd: github_runner-archive-updater-units-cmd-run
       - cmd: github_runner-archive-floor-cmd-run

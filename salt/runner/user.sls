@@ -26,14 +26,8 @@ runner-user-home-file-directory:
     - require:
       - user: runner-user-ci-agent-user-present
 
-runner-user-work-dir-file-directory:
-  file.directory:
-    - name: {{ runner.work_dir }}
-    - user: {{ runner.user.name }}
-    - group: {{ runner.user.name }}
-    - mode: '0700'
-    - require:
-      - file: runner-user-home-file-directory
+{#- Nothing below the home is Salt's: root would write through paths a job controls
+    (symlinks). ci-agent-reset recreates the work dir before and after every job. #}
 
 runner-user-no-sudo-file-absent:
   file.absent:

@@ -8,6 +8,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import * as vm from "vm";
 import * as YAML from "yaml";
 import { METADATA_SERVICE_ADDRESSES } from "../../infra/bootstrap/cloud-config";
 import { previewStack, ROOT } from "../support/preview";
@@ -65,6 +66,9 @@ const minion = (id: string) => {
   if (!m) throw new Error(`no minion ${id}`);
   return m;
 };
+/** Where the CI user's AWS config lives: root-owned, outside the home the CI user (every job) can write. */
+const RUNNER_AWS_CONFIG = "/etc/ci-fleet/ci-agent/aws-config";
+const isAwsConfig = (p: string) => p.endsWith("/.aws/config") || p === RUNNER_AWS_CONFIG;
 const stateNamed = (m: Minion, fn: string, name: string) => m.states.find((s) => s.function === fn && (s.args.name ?? s.id) === name);
 
 test("every machine of both stacks renders without problems", () => {
@@ -112,7 +116,7 @@ describe("aws_credentials", () => {
     const defined = new Set(["--certificate", "--private-key", "--trust-anchor-arn", "--profile-arn", "--role-arn", "--region", "--endpoint", "--session-duration", "--intermediates", "--role-session-name"]);
     for (const [id, m] of Object.entries(minions)) {
       if (documents[id].ci_fleet.provider !== "equinix-metal") continue;
-      const config = Object.entries(m.files).find(([p]) => p.endsWith("/.aws/config"))![1];
+      const config = Object.entries(m.files).find(([p]) => isAwsConfig(p))![1];
       const line = config.split("\n").find((l) => l.startsWith("credential_process = "))!;
       const argv = line.slice("credential_process = ".length).split(" ");
       expect(argv.slice(0, 2)).toEqual([helper, "credential-process"]);
@@ -126,7 +130,7 @@ describe("aws_credentials", () => {
 
   test("aws runners: the CI user's credential_process prints the copy the root timer writes", () => {
     const m = minion("production-aws-default-pr-1");
-    expect(m.files["/var/lib/ci-agent/.aws/config"]).toContain("credential_process = /bin/cat /run/ci-fleet/aws/credentials.json\n");
+    expect(m.files[RUNNER_AWS_CONFIG]).toContain("credential_process = /bin/cat /run/ci-fleet/aws/credentials.json\n");
     expect(m.files["/etc/systemd/system/ci-fleet-imds-credentials.timer"]).toMatch(/\[Timer\]\nOnBootSec=0\nOnUnitActiveSec=10min\n/);
   });
 });
@@ -270,7 +274,7 @@ describe("every unit's user can read what the unit names", () => {
       }
       // The aws_credentials user: its config, the credential_process program and the files it names.
       for (const [configPath, text] of Object.entries(m.files)) {
-        if (!configPath.endsWith("/.aws/config")) continue;
+        if (!isAwsConfig(configPath)) continue;
         const state = m.states.find((s) => s.args.name === configPath)!;
         const user = String(state.args.group) === "root" ? "root" : String(state.args.group);
         expect({ id, configPath, ok: can(m, table, user, configPath, 4) }).toEqual({ id, configPath, ok: true });
@@ -287,10 +291,10 @@ describe("every unit's user can read what the unit names", () => {
       }
     }
     expect(checked).toEqual(expect.arrayContaining([
-      "production-default-pr-1 /var/lib/ci-agent/.aws/config /etc/ci-fleet/roles-anywhere/private-key.pem",
-      "production-default-pr-1 /var/lib/ci-agent/.aws/config /usr/local/bin/aws_signing_helper",
+      `production-default-pr-1 ${RUNNER_AWS_CONFIG} /etc/ci-fleet/roles-anywhere/private-key.pem`,
+      `production-default-pr-1 ${RUNNER_AWS_CONFIG} /usr/local/bin/aws_signing_helper`,
       "production-teleport /root/.aws/config /etc/ci-fleet/roles-anywhere/certificate.pem",
-      "production-aws-default-pr-1 /var/lib/ci-agent/.aws/config /run/ci-fleet/aws/credentials.json",
+      `production-aws-default-pr-1 ${RUNNER_AWS_CONFIG} /run/ci-fleet/aws/credentials.json`,
       "production-default-pr-1 /etc/systemd/system/ci-netboot-selftest.service /usr/local/sbin/ci-netboot-selftest",
     ]));
   });
@@ -314,3 +318,172 @@ describe("every unit's user can read what the unit names", () => {
     expect(out).toEqual({ file: [0, 12345, "0o640"], dir: [0, 12345, "0o750"] });
   });
 });
+
+describe("root writes nothing through a path the CI user controls", () => {
+  // Salt's file states run as root and follow symlinks (file.managed follow_symlinks: True;
+  // the kernel follows a symlinked parent directory whatever the state says): a path below a
+  // directory the CI user can write (its home, its work dir) lets a job aim root's write at
+  // any file (`ln -s /etc/sudoers.d ~/.aws`).
+  const ROOT_WRITERS = new Set(["file.managed", "file.directory", "file.recurse", "file.symlink", "file.absent", "archive.extracted", "file.serialize", "file.replace", "file.append"]);
+  test("no root-run file state names a path below a directory the CI user can write", () => {
+    const failures: string[] = [];
+    let runners = 0;
+    for (const [id, m] of Object.entries(minions)) {
+      const ci = m.states.find((s) => s.function === "user.present" && s.args.name === "ci-agent");
+      if (!ci) continue;
+      runners++;
+      const writable = new Set<string>([String(ci.args.home)]);
+      for (const s of m.states) {
+        if (s.function !== "file.directory") continue;
+        const mode = parseInt(String(s.args.mode ?? "0755"), 8);
+        if (s.args.user === "ci-agent" || (s.args.group === "ci-agent" && (mode & 0o020) !== 0) || (mode & 0o002) !== 0) writable.add(String(s.args.name));
+      }
+      for (const s of m.states) {
+        if (!ROOT_WRITERS.has(s.function)) continue;
+        const name = String(s.args.name ?? s.id);
+        for (let dir = path.dirname(name); dir !== "/"; dir = path.dirname(dir)) {
+          if (writable.has(dir)) failures.push(`${id}: ${s.id} (${s.function}) writes ${name} below ${dir}, which ci-agent can write`);
+        }
+      }
+    }
+    expect(runners).toBeGreaterThan(0);
+    expect(failures).toEqual([]);
+  });
+
+  test("the CI user's AWS config is root-owned, group ci-agent, in a root directory ci-agent may only enter", () => {
+    for (const id of ["production-default-pr-1", "production-aws-default-pr-1"]) {
+      const m = minion(id);
+      expect({ id, args: stateNamed(m, "file.managed", RUNNER_AWS_CONFIG)?.args }).toMatchObject({ id, args: { user: "root", group: "ci-agent", mode: "0640" } });
+      expect({ id, args: stateNamed(m, "file.directory", path.dirname(RUNNER_AWS_CONFIG))?.args }).toMatchObject({ id, args: { user: "root", group: "ci-agent", mode: "0750" } });
+      expect(Object.keys(m.files).filter((p) => p.startsWith("/var/lib/ci-agent/"))).toEqual([]);
+    }
+    // Root's own config stays where the root services look (teleport.service drop-in, pillar sync).
+    expect(typeof minion("production-teleport").files["/root/.aws/config"]).toBe("string");
+  });
+});
+
+describe("ci-agent-reset (the rendered script, run for real as root on a fake home)", () => {
+  const RESET = "/usr/local/sbin/ci-agent-reset";
+  const script = () => minion("production-default-pr-1").files[RESET];
+  const sh = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: "utf8" });
+
+  test("passes shellcheck as POSIX sh", () => {
+    const file = path.join(tmp, "ci-agent-reset");
+    fs.writeFileSync(file, script(), { mode: 0o755 });
+    const run = sh("shellcheck", ["-s", "sh", file]);
+    if (run.error) throw new Error(`cannot run shellcheck (Debian package shellcheck): ${run.error.message}`);
+    expect({ status: run.status, out: run.stdout }).toEqual({ status: 0, out: "" });
+  });
+
+  test("every agent unit runs it as root before each start and after each stop", () => {
+    for (const [id, m] of Object.entries(minions)) {
+      for (const unit of ["/etc/systemd/system/actions-runner.service", "/etc/systemd/system/buildkite-agent.service"]) {
+        const text = m.files[unit];
+        if (!text) continue;
+        expect({ id, unit, pre: text.includes(`\nExecStartPre=+${RESET}\n`), post: text.includes(`\nExecStopPost=-+${RESET}\n`) }).toEqual({ id, unit, pre: true, post: true });
+      }
+    }
+  });
+
+  test("leaves the home with only an empty work dir, follows no symlink, ends lingering and the user manager, kills the user's processes", () => {
+    if (process.getuid && process.getuid() !== 0) throw new Error("this test creates a user and chowns files: run it as root");
+    const user = `cifr${process.pid % 100000}`;
+    const add = sh("useradd", ["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", user]);
+    if (add.status !== 0) throw new Error(`useradd: ${add.stderr}`);
+    // Not under /tmp or /var/tmp: the script also sweeps the CI user's files there.
+    const root = fs.mkdtempSync("/run/ci-fleet-reset-");
+    let sleeper: ReturnType<typeof spawnSync> | undefined;
+    try {
+      const home = path.join(root, "home");
+      const work = path.join(home, "work");
+      const outside = path.join(root, "outside");
+      const stubs = path.join(root, "bin");
+      const calls = path.join(root, "calls");
+      for (const d of [home, work, path.join(work, "_temp"), outside, stubs, path.join(home, ".config", "git"), path.join(home, ".cache"), path.join(home, ".local", "share")]) fs.mkdirSync(d, { recursive: true });
+      fs.writeFileSync(path.join(outside, "keep"), "root's file");
+      for (const f of [".gitconfig", ".npmrc", ".config/git/config", ".cache/blob", ".local/share/x", "work/build.log", "work/_temp/step.sh"]) fs.writeFileSync(path.join(home, f), "left by a job");
+      fs.symlinkSync(outside, path.join(home, ".aws"));
+      fs.symlinkSync(outside, path.join(work, "link"));
+      // loginctl and systemctl have no logind/PID 1 here: stubs record the calls (in order).
+      for (const stub of ["loginctl", "systemctl"]) fs.writeFileSync(path.join(stubs, stub), `#!/bin/sh\necho "${stub} $*" >> ${JSON.stringify(calls)}\n`, { mode: 0o755 });
+      sh("chown", ["-R", "-h", `${user}:${user}`, home]);
+      const text = script()
+        .replace(/^user=.*$/m, `user=${user}`)
+        .replace(/^home=.*$/m, `home=${home}`)
+        .replace(/^work=.*$/m, `work=${work}`);
+      expect(text).not.toContain("/var/lib/ci-agent");
+      const file = path.join(root, "reset");
+      fs.writeFileSync(file, text, { mode: 0o755 });
+      // A process of the CI user that outlived its job (e.g. a systemd --user service).
+      const uid = Number(sh("id", ["-u", user]).stdout.trim());
+      sleeper = spawnSync("sh", ["-c", `setpriv --reuid=${uid} --regid=${uid} --clear-groups sleep 300 >/dev/null 2>&1 & echo $!`], { encoding: "utf8" });
+      const pid = Number(String(sleeper.stdout).trim());
+      expect(isAlive(pid)).toBe(true);
+      const env = { ...process.env, PATH: `${stubs}:/usr/sbin:/usr/bin:/sbin:/bin` };
+      for (const round of [1, 2]) {
+        const run = spawnSync("/bin/sh", [file], { encoding: "utf8", env });
+        expect({ round, status: run.status, stderr: run.stderr }).toEqual({ round, status: 0, stderr: "" });
+        expect(fs.readdirSync(home)).toEqual(["work"]);
+        expect(fs.readdirSync(work)).toEqual([]);
+        const h = fs.lstatSync(home);
+        const w = fs.lstatSync(work);
+        expect([h.isDirectory(), h.uid, h.gid, (h.mode & 0o7777).toString(8)]).toEqual([true, uid, uid, "750"]);
+        expect([w.isDirectory(), w.uid, w.gid, (w.mode & 0o7777).toString(8)]).toEqual([true, uid, uid, "700"]);
+        expect(fs.readFileSync(path.join(outside, "keep"), "utf8")).toBe("root's file");
+        // Next round: a job replaced the work dir by a symlink to a root directory.
+        fs.rmSync(work, { recursive: true });
+        fs.symlinkSync(outside, work);
+        sh("chown", ["-h", `${user}:${user}`, work]);
+      }
+      waitUntil(() => !isAlive(pid));
+      expect(isAlive(pid)).toBe(false);
+      const recorded = fs.readFileSync(calls, "utf8").trim().split("\n").slice(0, 3);
+      expect(recorded).toEqual([`loginctl disable-linger ${user}`, `loginctl terminate-user ${user}`, `systemctl stop user@${uid}.service`]);
+    } finally {
+      sh("pkill", ["-KILL", "-u", user]);
+      sh("userdel", [user]);
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("polkit: the CI user cannot make itself linger (Ubuntu 24.04 polkit 124 JavaScript rules)", () => {
+  const RULE = "/etc/polkit-1/rules.d/10-ci-fleet-ci-agent.rules";
+  // systemd's org.freedesktop.login1.policy: set-self-linger is allow_any=yes, so without a rule
+  // any job may `loginctl enable-linger` itself and start `systemd --user` units outside the agent's cgroup.
+  function decide(text: string, actionId: string, user: string): unknown {
+    const rules: ((action: unknown, subject: unknown) => unknown)[] = [];
+    const polkit = { Result: { NO: "no", YES: "yes", AUTH_SELF: "auth_self", AUTH_ADMIN: "auth_admin", NOT_HANDLED: null }, addRule: (f: (a: unknown, s: unknown) => unknown) => rules.push(f), log: () => undefined };
+    vm.runInNewContext(text, { polkit });
+    expect(rules).toHaveLength(1);
+    return rules[0]({ id: actionId }, { user, local: false, active: false, isInGroup: () => false });
+  }
+  test("every runner denies ci-agent set-self-linger and set-user-linger, and decides nothing else", () => {
+    let runners = 0;
+    for (const [id, m] of Object.entries(minions)) {
+      if (!m.states.some((s) => s.function === "user.present" && s.args.name === "ci-agent")) continue;
+      runners++;
+      const text = m.files[RULE];
+      expect({ id, rule: typeof text }).toEqual({ id, rule: "string" });
+      expect(stateNamed(m, "file.managed", RULE)!.args).toMatchObject({ user: "root", group: "root", mode: "0644" });
+      for (const action of ["org.freedesktop.login1.set-self-linger", "org.freedesktop.login1.set-user-linger"]) {
+        expect({ id, action, ci: decide(text, action, "ci-agent"), root: decide(text, action, "root") }).toEqual({ id, action, ci: "no", root: undefined });
+      }
+      expect(decide(text, "org.freedesktop.login1.reboot", "ci-agent")).toBeUndefined();
+    }
+    expect(runners).toBeGreaterThan(0);
+  });
+});
+
+function isAlive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^\d+ \(.*\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+function waitUntil(ok: () => boolean, ms = 3000): void {
+  const end = Date.now() + ms;
+  while (!ok() && Date.now() < end) spawnSync("sleep", ["0.05"]);
+}

@@ -73,4 +73,19 @@ describe("buildkite-agent.service on the production runners", () => {
       expect(directives(unit, "Service", "ExecStart")).toEqual(["/usr/local/bin/buildkite-agent start"]);
     }
   });
+
+  test("the agent, its token script and every hook find the root-owned AWS config through AWS_CONFIG_FILE; the reset also runs after each job", () => {
+    // Environment= applies to every Exec* line (token script included); the agent passes its
+    // environment to hooks and jobs (agent/job_runner.go processEnv := append(os.Environ(), ...)).
+    // botocore (AWS_CONFIG_FILE, configprovider.py) and the JS SDK v3 (getConfigFilepath) read it.
+    for (const id of buildkiteMinions(render)) {
+      const unit = parseUnit(render.minions[id].files[UNIT]);
+      const configPath = unitEnvironment(unit).get("AWS_CONFIG_FILE");
+      expect({ id, configPath }).toEqual({ id, configPath: "/etc/ci-fleet/ci-agent/aws-config" });
+      // Salt writes exactly that file, and nothing under the CI user's home.
+      expect({ id, written: typeof render.minions[id].files[configPath!] }).toEqual({ id, written: "string" });
+      expect(Object.keys(render.minions[id].files).filter((p) => p.startsWith("/var/lib/ci-agent/"))).toEqual([]);
+      expect(directives(unit, "Service", "ExecStopPost")).toEqual(["-+/usr/local/sbin/ci-agent-reset"]);
+    }
+  });
 });

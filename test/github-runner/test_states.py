@@ -118,6 +118,37 @@ class GithubRunnerStatesTest(unittest.TestCase):
         self.assertIn("ExecStopPost=-+/usr/bin/salt-call --log-level=quiet event.send "
                       "ci-fleet/github-runner/unregistered", unit)
 
+    def test_the_highstate_starts_a_registered_runner_and_leaves_a_finished_ephemeral_one_down(self):
+        # A unit that failed to start once (its Requires= self-test failed at boot, any start
+        # failure) is not restarted by Restart= (only a process exit is); the master registers
+        # only minions without .runner. So every highstate starts a *registered* runner; an
+        # ephemeral runner that just finished has deleted .runner (Runner.cs
+        # DeleteLocalRunnerConfig), the guard is false, and the state leaves it down.
+        running = [(sid, a) for sid, (sls, body) in self.plain.states.items()
+                   for function, a in [args(body)]
+                   if function == "service.running" and a.get("name") == "actions-runner.service"]
+        self.assertEqual(len(running), 1, running)
+        sid, state = running[0]
+        self.assertEqual(state.get("onlyif"), "test -f /opt/actions-runner/.runner")
+        self.assertNotIn("enable", state)        # enabling is service.enabled's job
+        self.assertNotIn("watch", state)         # never restarts a runner in the middle of a job
+        self.assertIn({"service": "github_runner-service-enabled-service-enabled"}, state.get("require", []))
+        # ...which requires the self-test: a failing self-test still keeps the runner down.
+        _, enabled = self.state(self.plain, "github_runner-service-enabled-service-enabled")
+        self.assertIn({"service": "runner-selftest-service-running"}, enabled["require"])
+
+    def test_jobs_get_the_root_owned_aws_config_and_the_reset_runs_after_every_job(self):
+        unit = self.plain.files["/etc/systemd/system/actions-runner.service"]
+        lines = unit.splitlines()
+        # The worker and every job step inherit the listener's environment (JobDispatcher.cs
+        # environment: null; ProcessInvoker.cs adds to StartInfo.Environment).
+        self.assertIn("Environment=AWS_CONFIG_FILE=/etc/ci-fleet/ci-agent/aws-config", lines)
+        self.assertIn("ExecStartPre=+/usr/local/sbin/ci-agent-reset", lines)
+        reset = lines.index("ExecStopPost=-+/usr/local/sbin/ci-agent-reset")
+        event = [i for i, l in enumerate(lines) if l.startswith("ExecStopPost=") and "event.send" in l][0]
+        # Reset first: the master's re-registration (config.sh as ci-agent) must not race its pkill.
+        self.assertLess(reset, event)
+
     def test_registration_updates_first_then_configures_under_the_updater_lock(self):
         ids = list(self.registering.states)
         update_id, config_id = "github_runner-register-update-cmd-run", "github_runner-register-config-cmd-run"

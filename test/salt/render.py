@@ -382,6 +382,10 @@ def check_states(highstate, root, known):
         if not isinstance(body, dict):
             continue
         functions = state_function(state_id, body)
+        for key, value in body.items():
+            names = [k for item in (value or []) if isinstance(item, dict) for k in item] if isinstance(value, list) else []
+            for name in sorted({n for n in names if names.count(n) > 1}):
+                problems.append("%s: argument %s given twice (one would silently replace the other)" % (state_id, name))
         if len(functions) != 1:
             problems.append("%s: expected exactly one module.function, got %s" % (state_id, functions))
         for function, args in functions:

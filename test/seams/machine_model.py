@@ -17,8 +17,9 @@ per minion, a JSON model of what ends up on the disk and what runs:
 - units: systemd units written by any part (drop-ins merged) and the packages' own units;
 - processes: every command a unit, a hook or the Salt master runs, with its uid, groups,
   environment (systemd's Environment=/EnvironmentFile= semantics) and the AWS credentials
-  it resolves (AWS_CONFIG_FILE or $HOME/.aws/config -> credential_process; IMDS on aws
-  for uid 0 only, as the metadata guard in user-data allows).
+  it resolves (AWS_CONFIG_FILE, else $HOME/.aws/config -> credential_process; IMDS on aws
+  for uid 0 only, as the metadata guard in user-data allows); the CI agents' own processes
+  (runs_jobs: their environment is every job's) resolve credentials too.
 
 The seam tests (test/seams/*.test.ts) judge the model.
 """
@@ -909,7 +910,12 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
             for m in re.finditer(r"required\(env, \"([A-Z_][A-Z0-9_]*)\"", "".join(hooks_src.values())):
                 p["requires_env"].append({"var": m.group(1), "by": "hooks/buildkite/src (required(env, ...))"})
         p["aws_calls"] = aws_calls(machine, p, scripts, hooks_src)
-        if p["aws_calls"] or p["kind"] == "buildkite-hook":
+        # The CI agent's own process: its environment is every job's (buildkite/agent
+        # agent/job_runner.go processEnv := os.Environ(); actions/runner JobDispatcher.cs starts
+        # the worker with environment: null and ProcessInvoker.cs adds to the inherited one),
+        # and jobs get the queue role by design.
+        p["runs_jobs"] = p is agent or p is runner
+        if p["aws_calls"] or p["kind"] == "buildkite-hook" or p["runs_jobs"]:
             p["credentials"] = credentials_of(machine, p, cloud)
     runs = bootstrap_runs(at_boot, cloud)
     boot_scripts = {p: f["content"] for p, f in at_boot.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}

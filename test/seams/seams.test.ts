@@ -150,6 +150,32 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
       expect(failures).toEqual([]);
     }, 120_000);
 
+    test("CI jobs wear the queue role through an AWS config that no CI job can write or redirect", () => {
+      // A config below a directory the job's user can write is a config the job chooses for
+      // the next job, and a path root writes through (Salt follows symlinks).
+      const failures: string[] = [];
+      let agents = 0;
+      for (const m of byMachine(models)) {
+        for (const p of m.processes.filter((x) => x.runs_jobs || x.kind === "buildkite-hook" || x.kind === "github-hook")) {
+          if (p.runs_jobs) agents++;
+          const label = `${m.id}: ${p.source} (as ${p.user})`;
+          const principal = principalOf(m, p, iam);
+          if ("error" in principal) failures.push(`${label}: ${principal.error}`);
+          else if (principal.roleArn !== m.aws_pillar.role_arn) failures.push(`${label} wears ${principal.roleArn}, not the queue role ${m.aws_pillar.role_arn}`);
+          const config = p.credentials?.config.path;
+          if (!config) continue;
+          const f = m.files[config];
+          if (!f || f.owner !== "root") failures.push(`${label}: its AWS config ${config} (${p.credentials?.config.how}) is ${f ? `owned by ${f.owner}` : "written by no part"}`);
+          for (let dir = path.dirname(config); dir !== "/"; dir = path.dirname(dir)) {
+            const d = m.files[dir];
+            if (d && d.owner === p.user) failures.push(`${label}: its AWS config ${config} is below ${dir}, which ${p.user} owns`);
+          }
+        }
+      }
+      expect(agents).toBeGreaterThan(0);
+      expect(failures).toEqual([]);
+    });
+
     test("Roles Anywhere: each machine's certificate subject, trust anchor and profile admit the role it asks for", async () => {
       const failures: string[] = [];
       for (const m of byMachine(models)) {

@@ -67,6 +67,8 @@ export interface Process {
   requires_env: { var: string; by: string }[];
   aws_calls: AwsCall[];
   credentials?: Credentials;
+  /** The CI agent's main process: every job inherits its environment (and so its AWS config). */
+  runs_jobs?: boolean;
   hook?: string;
   config?: Record<string, unknown>;
   config_writers?: Record<string, string>;
@@ -117,7 +119,7 @@ async function build(stack: string): Promise<StackModels> {
       python,
       [
         path.join(__dirname, "machine_model.py"),
-        "--salt-root", path.join(ROOT, "salt"),
+        "--salt-root", process.env.CI_FLEET_SALT_ROOT ?? path.join(ROOT, "salt"),
         "--documents", path.join(dir, "documents.json"),
         "--user-data", path.join(dir, "user-data.json"),
         "--hooks-src", path.join(ROOT, "hooks/buildkite/src"),
