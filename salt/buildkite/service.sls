@@ -40,6 +40,7 @@ buildkite-service-unit-file-managed:
         # The queue role's AWS config (root-owned, outside the CI user's home), for the token
         # script (boto3), the hooks (JS SDK v3) and every job.
         Environment=AWS_CONFIG_FILE={{ aws_credentials.users.runner.config }}
+        Environment=AWS_SHARED_CREDENTIALS_FILE={{ aws_credentials.users.runner.shared_credentials }}
         ExecStartPre=+{{ runner.reset_script }}
         ExecStartPre={{ buildkite.token_script }} --parameter {{ buildkite.token_parameter }} --region {{ buildkite.region }} --output {{ env_file }}
         EnvironmentFile=-{{ env_file }}

@@ -35,6 +35,7 @@ github_runner-service-unit-file-managed:
         # The queue role's AWS config (root-owned, outside the CI user's home). The listener's
         # environment reaches the worker and every job step (JobDispatcher.cs, ProcessInvoker.cs).
         Environment=AWS_CONFIG_FILE={{ aws_credentials.users.runner.config }}
+        Environment=AWS_SHARED_CREDENTIALS_FILE={{ aws_credentials.users.runner.shared_credentials }}
         ExecStartPre=+{{ runner.reset_script }}
         ExecStart={{ github_runner.install_dir }}/run.sh
         # The reset first: the re-registration the event triggers runs config.sh as the CI user.

@@ -82,6 +82,10 @@ describe("buildkite-agent.service on the production runners", () => {
       const unit = parseUnit(render.minions[id].files[UNIT]);
       const configPath = unitEnvironment(unit).get("AWS_CONFIG_FILE");
       expect({ id, configPath }).toEqual({ id, configPath: "/etc/ci-fleet/ci-agent/aws-config" });
+      // botocore reads the shared credentials file before credential_process: not one in $HOME.
+      const credentials = unitEnvironment(unit).get("AWS_SHARED_CREDENTIALS_FILE");
+      expect({ id, credentials }).toEqual({ id, credentials: "/etc/ci-fleet/ci-agent/aws-credentials-none" });
+      expect(Object.keys(render.minions[id].files)).not.toContain(credentials);
       // Salt writes exactly that file, and nothing under the CI user's home.
       expect({ id, written: typeof render.minions[id].files[configPath!] }).toEqual({ id, written: "string" });
       expect(Object.keys(render.minions[id].files).filter((p) => p.startsWith("/var/lib/ci-agent/"))).toEqual([]);

@@ -143,6 +143,8 @@ class GithubRunnerStatesTest(unittest.TestCase):
         # The worker and every job step inherit the listener's environment (JobDispatcher.cs
         # environment: null; ProcessInvoker.cs adds to StartInfo.Environment).
         self.assertIn("Environment=AWS_CONFIG_FILE=/etc/ci-fleet/ci-agent/aws-config", lines)
+        # No shared credentials file a job could plant in $HOME: one nobody writes, root's directory.
+        self.assertIn("Environment=AWS_SHARED_CREDENTIALS_FILE=/etc/ci-fleet/ci-agent/aws-credentials-none", lines)
         self.assertIn("ExecStartPre=+/usr/local/sbin/ci-agent-reset", lines)
         reset = lines.index("ExecStopPost=-+/usr/local/sbin/ci-agent-reset")
         event = [i for i, l in enumerate(lines) if l.startswith("ExecStopPost=") and "event.send" in l][0]
