@@ -22,31 +22,16 @@ def main():
     root = os.path.abspath(args.salt_root)
     docs = render.program_documents(args.documents, root) if args.documents else render.fixtures.documents()
     out = {}
-    import tempfile
-    with tempfile.TemporaryDirectory() as pillar_dir:
-        os.makedirs(os.path.join(pillar_dir, "minions"))
-        for minion_id, doc in docs.items():
-            with open(os.path.join(pillar_dir, "minions", minion_id + ".json"), "w") as handle:
-                json.dump(doc, handle)
-        env = render.make_env([root])
-        for minion_id in sorted(docs):
-            pillar, _, _ = render.compile_pillar(root, pillar_dir, minion_id, render.Recorder())
-            grains = render.grains_for(minion_id)
-            extra = {"salt": render.salt_functions(pillar, grains, render.Recorder())}
-            top = render.parse_rendered(render.render_file(env, "top.sls", pillar, grains, minion_id, extra))
-            names, _ = render.top_sls_for(top, minion_id)
-            highstate = render.Highstate(root, env, pillar, grains, minion_id, extra)
-            for sls in names:
-                highstate.add(sls)
-            states = {}
-            for state_id, (sls, body) in highstate.states.items():
-                functions = render.state_function(state_id, body) if isinstance(body, dict) else []
-                states[state_id] = {"sls": sls, "functions": [{"function": f, "args": a} for f, a in functions]}
-            out[minion_id] = {
-                "labels": render.traverse(pillar, "ci_fleet:teleport:labels", None),
-                "errors": highstate.errors,
-                "states": states,
-            }
+    for minion_id, pillar, _top_sls, highstate in render.highstates(root, docs):
+        states = {}
+        for state_id, (sls, body) in highstate.states.items():
+            functions = render.state_function(state_id, body) if isinstance(body, dict) else []
+            states[state_id] = {"sls": sls, "functions": [{"function": f, "args": a} for f, a in functions]}
+        out[minion_id] = {
+            "labels": render.traverse(pillar, "ci_fleet:teleport:labels", None),
+            "errors": highstate.errors,
+            "states": states,
+        }
     print(json.dumps(out, indent=1, sort_keys=True, default=str))
 
 

@@ -25,29 +25,14 @@ def states(salt_root, documents_file):
     root = os.path.abspath(salt_root)
     docs = render.program_documents(documents_file, root) if documents_file else render.fixtures.documents()
     out = {}
-    import tempfile
-    with tempfile.TemporaryDirectory() as pillar_dir:
-        os.makedirs(os.path.join(pillar_dir, "minions"))
-        for minion_id, doc in docs.items():
-            with open(os.path.join(pillar_dir, "minions", minion_id + ".json"), "w") as handle:
-                json.dump(doc, handle)
-        env = render.make_env([root])
-        for minion_id in sorted(docs):
-            pillar, _, _ = render.compile_pillar(root, pillar_dir, minion_id, render.Recorder())
-            grains = render.grains_for(minion_id)
-            extra = {"salt": render.salt_functions(pillar, grains, render.Recorder())}
-            top = render.parse_rendered(render.render_file(env, "top.sls", pillar, grains, minion_id, extra))
-            names, _ = render.top_sls_for(top, minion_id)
-            highstate = render.Highstate(root, env, pillar, grains, minion_id, extra)
-            for sls in names:
-                highstate.add(sls)
-            problems = highstate.errors + render.check_states(highstate, root, render.KNOWN_STATE_FUNCTIONS)
-            listed = []
-            for state_id, (sls, body) in sorted(highstate.states.items()):
-                for function, args in render.state_function(state_id, body):
-                    listed.append({"id": state_id, "sls": sls, "function": function, "args": args})
-            out[minion_id] = {"top": names, "states": listed, "files": highstate.files,
-                              "problems": problems}
+    for minion_id, _pillar, names, highstate in render.highstates(root, docs):
+        problems = highstate.errors + render.check_states(highstate, root, render.KNOWN_STATE_FUNCTIONS)
+        listed = []
+        for state_id, (sls, body) in sorted(highstate.states.items()):
+            for function, args in render.state_function(state_id, body):
+                listed.append({"id": state_id, "sls": sls, "function": function, "args": args})
+        out[minion_id] = {"top": names, "states": listed, "files": highstate.files,
+                          "problems": problems}
     return out
 
 

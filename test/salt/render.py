@@ -467,6 +467,27 @@ def program_documents(path, root):
         return sync.with_minion_index(json.load(handle))
 
 
+def highstates(root, docs):
+    """(minion_id, pillar, top_sls, highstate) for every minion of `docs`, in id order, with
+    each pillar served as the master serves it (pillar top, the documents as files)."""
+    with tempfile.TemporaryDirectory() as pillar_dir:
+        os.makedirs(os.path.join(pillar_dir, "minions"))
+        for minion_id, doc in docs.items():
+            with open(os.path.join(pillar_dir, "minions", minion_id + ".json"), "w") as handle:
+                json.dump(doc, handle)
+        env = make_env([root])
+        for minion_id in sorted(docs):
+            pillar, _, _ = compile_pillar(root, pillar_dir, minion_id, Recorder())
+            grains = grains_for(minion_id)
+            extra = {"salt": salt_functions(pillar, grains, Recorder())}
+            top = parse_rendered(render_file(env, "top.sls", pillar, grains, minion_id, extra))
+            top_sls, _ = top_sls_for(top, minion_id)
+            highstate = Highstate(root, env, pillar, grains, minion_id, extra)
+            for sls in top_sls:
+                highstate.add(sls)
+            yield minion_id, pillar, top_sls, highstate
+
+
 def run(root, contracts_md, documents_file=None):
     root = os.path.abspath(root)
     docs = program_documents(documents_file, root) if documents_file else fixtures.documents()
