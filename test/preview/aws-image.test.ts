@@ -43,12 +43,12 @@ test("on aws every instance boots the image resolved from Canonical's parameter,
 });
 
 test("a pinned image is used as given, and says so", async () => {
-  const aws = { ...(stackConfig("production-aws")["ci-fleet:aws"] as object), imageId: "ami-0123456789abcdef0" };
+  const aws = { ...(stackConfig("production-aws")["ci-fleet:aws"] as object), imageId: "ami-05f2c7a1e9d3b4f86" };
   const run = await previewStack("production-aws", { "ci-fleet:aws": aws });
   const instances = run.resources.filter((r) => r.type === INSTANCE);
   expect(instances).toHaveLength(9);
   for (const i of instances) {
-    expect(i.inputs.ami).toBe("ami-0123456789abcdef0");
+    expect(i.inputs.ami).toBe("ami-05f2c7a1e9d3b4f86");
     expect((i.inputs.tags as Record<string, string>)["ci-fleet:image"]).toBe("pinned");
     expect(i.options.ignoreChanges).toEqual(["userDataBase64", "ami"]);
   }
