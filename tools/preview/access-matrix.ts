@@ -206,6 +206,8 @@ function simulation(principal: string, action: string, resource: string, identit
  */
 class KmsDecryptEvaluator {
   private readonly validated = new Map<string, boolean>();
+  /** Per role: the key policy as it applies to that role's sessions (see keyPolicyFor). */
+  private readonly policyFor = new Map<string, object>();
   constructor(
     private readonly key: { arn: string; policy: Document },
     private readonly errors: string[],
@@ -214,13 +216,46 @@ class KmsDecryptEvaluator {
   async decide(roleArn: string, identity: { name: string; policy: Document }[], context: Record<string, string>): Promise<Decision> {
     const sim = simulation(sessionOf(roleArn), "kms:Decrypt", this.key.arn, identity, this.key.policy, context);
     if (!this.validated.has(roleArn)) {
+      // Validated against the whole key policy, once per role.
       this.validated.set(roleArn, (await decide(sim, `kms:Decrypt by ${roleArn}`, this.errors)) !== "Error");
     }
     if (!this.validated.get(roleArn)) return "Error";
-    // A validated policy object carries the name runUnsafeSimulation needs for a resource policy.
-    const resourcePolicy = { __validated: true, policyDocument: this.key.policy, metadata: { name: "kms-key-policy" }, errors: [] };
+    let resourcePolicy = this.policyFor.get(roleArn);
+    if (!resourcePolicy) {
+      // A validated policy object carries the name runUnsafeSimulation needs for a resource policy.
+      resourcePolicy = { __validated: true, policyDocument: keyPolicyFor(this.key.policy, roleArn), metadata: { name: "kms-key-policy" }, errors: [] };
+      this.policyFor.set(roleArn, resourcePolicy);
+    }
     return runUnsafeSimulation({ ...sim, resourcePolicy }, {});
   }
+}
+
+/**
+ * The key policy without the Allow statements that cannot apply to a session of `roleArn`:
+ * those whose only principals are other IAM roles. The key policy has one such statement per
+ * reading role, so evaluating every (role, path) pair against the whole policy costs
+ * queues³; against this view it costs queues². The decision is the same: the evaluator puts
+ * a statement whose principal does not match in no allow and no deny list (iam-simulate
+ * 0.1.173, analyzeResourcePolicy), and a role ARN matches a session only by account and
+ * role name compared with localeCompare(base) (roleArnMatchesAssumedRoleSession), which is
+ * the test here. Anything else (wildcards, accounts, services, NotPrincipal, Deny) is kept.
+ */
+export function keyPolicyFor(policy: Document, roleArn: string): Document {
+  const [, , , , account, resource] = roleArn.split(":");
+  const name = resource.split("/").pop() as string;
+  const namesOnlyOtherRoles = (s: Statement): boolean => {
+    if (s.Effect !== "Allow" || s.NotPrincipal !== undefined || typeof s.Principal !== "object" || s.Principal === null) return false;
+    const principal = s.Principal as Record<string, unknown>;
+    if (Object.keys(principal).length !== 1 || !("AWS" in principal)) return false;
+    const values = asArray(principal.AWS as unknown);
+    return values.length > 0 && values.every((v) => {
+      const m = typeof v === "string" ? /^arn:aws:iam::(\d{12}):role\/([\w+=,.@/-]+)$/.exec(v) : null;
+      if (!m) return false;
+      const other = m[2].split("/").pop() as string;
+      return m[1] !== account || other.localeCompare(name, "en", { sensitivity: "base" }) !== 0;
+    });
+  };
+  return { ...policy, Statement: policy.Statement.filter((s) => !namesOnlyOtherRoles(s)) };
 }
 
 export async function computeAccessMatrix(resources: CapturedResource[], ctx: AccessMatrixContext): Promise<AccessMatrix> {

@@ -6,6 +6,7 @@ import { checkCapturedResources } from "../../policy/offline";
 import { accessMatrixPassed, computeAccessMatrix, renderAccessMatrixMarkdown } from "./access-matrix";
 import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts } from "./report";
 import { PreviewRun, runPreview } from "./run";
+import { MIN_SCANNED_SECRET, SecretScanner } from "./secret-scan";
 import { readStackInput, StackFileError } from "./stack-files";
 
 /**
@@ -47,6 +48,8 @@ export interface PreviewOutput {
   run: PreviewRun;
   checks: PreviewCheck[];
   files: Record<string, string>;
+  /** The leak scan over every form of every secret of the run: for what is printed, too. */
+  scanner: SecretScanner;
 }
 
 /** Everything the preview writes, as file path (relative to out/<stack>) -> content. */
@@ -85,30 +88,27 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
 
   // The last line of defence: no secret value may appear in anything written or printed.
+  // One automaton over every form of every secret, built once; each text is read once.
+  const scanner = new SecretScanner(run.secretValues);
   const leakCheck = (leaks: string[]): PreviewCheck => ({
     name: "no secret value in any written file",
     ok: leaks.length === 0,
     detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
   });
-  checks.push(leakCheck(findSecretLeaks(files, run.secretValues)));
+  const leaking = scanner.leakingFiles(files);
+  checks.push(leakCheck(leaking));
   // The access matrix's own headings sit one level below the report's.
   files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 "));
-  checks[checks.length - 1] = leakCheck(findSecretLeaks(files, run.secretValues));
+  if (scanner.leaks(files["report.md"])) leaking.push("report.md");
+  leaking.sort();
+  checks[checks.length - 1] = leakCheck(leaking);
   // Never write a file that would leak.
-  for (const f of findSecretLeaks(files, run.secretValues)) delete files[f];
-  return { run, checks, files };
+  for (const f of leaking) delete files[f];
+  return { run, checks, files, scanner };
 }
 
-/** Secrets shorter than this are too likely to match ordinary text to be meaningful. */
-const MIN_SCANNED_SECRET = 8;
-
 export function findSecretLeaks(files: Record<string, string>, secrets: Iterable<string>): string[] {
-  const needles: string[] = [];
-  for (const s of secrets) {
-    if (s.length < MIN_SCANNED_SECRET || s === "[secret]") continue;
-    needles.push(s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1));
-  }
-  return Object.keys(files).filter((f) => needles.some((n) => n.length >= MIN_SCANNED_SECRET && files[f].includes(n))).sort();
+  return new SecretScanner(secrets).leakingFiles(files);
 }
 
 export function writePreview(outDir: string, stack: string, files: Record<string, string>): string {
@@ -132,6 +132,19 @@ export function summary(out: PreviewOutput, dir: string): string {
   lines.push("  checks:");
   for (const k of checks) lines.push(`    ${k.ok ? "ok    " : "FAILED"}  ${k.name}${k.ok ? "" : `: ${k.detail}`}`);
   return lines.join("\n");
+}
+
+/**
+ * The summary as printed: scanned like every written file. Should it carry a secret (the
+ * output directory's name could), the leak check fails and every occurrence is masked.
+ */
+export function printedSummary(out: PreviewOutput, dir: string): string {
+  const text = summary(out, dir);
+  if (!out.scanner.leaks(text)) return text;
+  const i = out.checks.findIndex((k) => k.name === "no secret value in any written file");
+  const where = out.checks[i].ok ? [] : [out.checks[i].detail.replace(/^found in /, "")];
+  out.checks[i] = { ...out.checks[i], ok: false, detail: `found in ${[...where, "the printed summary"].join(", ")}` };
+  return out.scanner.masked(summary(out, dir));
 }
 
 /**
@@ -176,8 +189,9 @@ async function main(): Promise<number> {
   });
   try {
     const out = await buildPreview(process.cwd(), args.stack, args.configFile);
-    const dir = writePreview(args.outDir, args.stack, out.files);
-    process.stdout.write(summary(out, dir) + "\n");
+    const text = printedSummary(out, path.join(args.outDir, args.stack));
+    writePreview(args.outDir, args.stack, out.files);
+    process.stdout.write(text + "\n");
     return out.checks.every((k) => k.ok) ? 0 : 1;
   } catch (e) {
     if (e instanceof FleetConfigError) {
