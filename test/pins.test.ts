@@ -19,7 +19,6 @@ const salt = (formula: string) => yaml(`salt/${formula}/parameters/defaults.yaml
 
 const DOWNLOADS: [string, { version: string; source?: string; url?: string; sha256: string }][] = [
   ["GitHub Actions runner (salt/github_runner)", salt("github_runner")],
-  ["buildkite-agent (salt/buildkite)", salt("buildkite")],
   ["aws_signing_helper (salt/aws_credentials)", salt("aws_credentials").signing_helper],
   ["aws_signing_helper (cloud-init/pins.yaml)", cloudInitPins.aws_signing_helper],
 ];
@@ -40,10 +39,20 @@ test("the signing helper is the same download in cloud-init and in Salt", () => 
 });
 
 test("signing keys are pinned by full fingerprints, none a placeholder", () => {
-  for (const fingerprint of [cloudInitPins.salt.key_fingerprint, salt("teleport").repo.key_fingerprint]) {
+  const fingerprints = [cloudInitPins.salt.key_fingerprint, salt("teleport").repo.key_fingerprint, salt("buildkite").repo.key_fingerprint];
+  for (const fingerprint of fingerprints) {
     expect(fingerprint).toMatch(/^[0-9A-F]{40}$/);
     expect(fingerprint).not.toMatch(PLACEHOLDER);
   }
+  expect(new Set(fingerprints).size).toBe(fingerprints.length);
+});
+
+test("buildkite-agent's repository key is looked up by its pinned fingerprint; no tarball sha256 is left", () => {
+  // buildkite-agent comes from Buildkite's signed apt repository (no tarball, no sha256 to pin):
+  // its key is looked up by that fingerprint and installed only if it has it (salt/buildkite/repo.sls).
+  const repo = salt("buildkite").repo;
+  expect(repo.key_url).toBe(`https://keys.openpgp.org/vks/v1/by-fingerprint/${repo.key_fingerprint}`);
+  expect(salt("buildkite")).not.toHaveProperty("sha256");
 });
 
 /**

@@ -1,5 +1,6 @@
 include:
   - .packages
+  - .apt_keys
   - .firewall
   - .sshd
   - .upgrades

@@ -3,6 +3,19 @@
 
 include:
   - runner.user
+  - .package
+
+{#- After the agent package: its postinst, on install, runs
+    `chown -R buildkite-agent:buildkite-agent /etc/buildkite-agent` (buildkite/agent@v3.123.1
+    packaging/linux/scripts/after-install-and-upgrade.sh); Salt then owns all of it again. #}
+buildkite-config-dir-file-directory:
+  file.directory:
+    - name: {{ buildkite.config_dir }}
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - pkg: buildkite-package-agent-pkg-installed
 
 buildkite-config-agent-cfg-file-managed:
   file.managed:
@@ -12,9 +25,11 @@ buildkite-config-agent-cfg-file-managed:
     - user: root
     - group: root
     - mode: '0644'
-    - makedirs: True
     - context:
         buildkite: {{ buildkite | json }}
+    - require:
+      - pkg: buildkite-package-agent-pkg-installed
+      - file: buildkite-config-dir-file-directory
 
 buildkite-config-token-script-file-managed:
   file.managed:

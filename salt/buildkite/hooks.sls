@@ -16,5 +16,8 @@ buildkite-hooks-agent-hooks-file-recurse:
     - file_mode: '0755'
     - clean: True
     - makedirs: True
+    # After the agent package: on install its postinst copies hook samples here if the
+    # directory is missing (clean: True removes them) and chowns /etc/buildkite-agent.
     - require:
       - pkg: buildkite-package-install-pkg-installed
+      - pkg: buildkite-package-agent-pkg-installed

@@ -1,7 +1,7 @@
 include:
   - runner
+  - .repo
   - .package
-  - .archive
   - .hooks
   - .config
   - .service

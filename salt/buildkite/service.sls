@@ -7,7 +7,7 @@
 
 include:
   - runner.selftest
-  - .archive
+  - .package
   - .hooks
   - .config
 
@@ -44,7 +44,7 @@ buildkite-service-unit-file-managed:
         ExecStartPre=+{{ runner.reset_script }}
         ExecStartPre={{ buildkite.token_script }} --parameter {{ buildkite.token_parameter }} --region {{ buildkite.region }} --output {{ env_file }}
         EnvironmentFile=-{{ env_file }}
-        ExecStart=/usr/local/bin/buildkite-agent start
+        ExecStart=/usr/bin/{{ buildkite.package }} start
         # After each job (disconnect-after-job), not only before the next start.
         ExecStopPost=-+{{ runner.reset_script }}
         KillMode=control-group
@@ -66,9 +66,21 @@ buildkite-service-agent-service-running:
     - enable: True
     - require:
       - service: runner-selftest-service-running
-      - file: buildkite-archive-binary-file-symlink
+      - pkg: buildkite-package-agent-pkg-installed
       - file: buildkite-hooks-agent-hooks-file-recurse
       - file: buildkite-config-token-script-file-managed
     - watch:
       - file: buildkite-service-unit-file-managed
       - file: buildkite-config-agent-cfg-file-managed
+
+{#- The tarball install this formula used before the apt package, removed once the agent
+    runs from /usr/bin (after the unit above points there, so systemd never restarts the
+    agent into a path that is gone). #}
+{%- for what, path in [('binary', buildkite.old_install.binary), ('releases', buildkite.old_install.releases_dir)] %}
+
+buildkite-service-old-{{ what }}-file-absent:
+  file.absent:
+    - name: {{ path }}
+    - require:
+      - service: buildkite-service-agent-service-running
+{%- endfor %}

@@ -4,13 +4,8 @@
 {#- The signing key is downloaded once and installed only if its fingerprint matches
     the pinned one (check_cmd runs on the downloaded file before it is put in place). #}
 
-teleport-repo-verify-script-file-managed:
-  file.managed:
-    - name: /usr/local/sbin/ci-fleet-verify-key-fingerprint
-    - source: salt://teleport/files/ci-fleet-verify-key-fingerprint
-    - user: root
-    - group: root
-    - mode: '0755'
+include:
+  - base.apt_keys
 
 teleport-repo-signing-key-file-managed:
   file.managed:
@@ -23,7 +18,7 @@ teleport-repo-signing-key-file-managed:
     - group: root
     - mode: '0644'
     - require:
-      - file: teleport-repo-verify-script-file-managed
+      - file: base-apt_keys-verify-script-file-managed
 
 teleport-repo-sources-file-managed:
   file.managed:

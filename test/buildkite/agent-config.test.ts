@@ -97,18 +97,90 @@ describe("buildkite-agent.cfg on an untrusted queue (test/salt/fixtures.py stagi
 });
 
 describe("the pinned agent release", () => {
-  const defaults = YAML.parse(fs.readFileSync(path.join(ROOT, "salt/buildkite/parameters/defaults.yaml"), "utf8")).buildkite as {
-    version: string;
-    source: string;
-    sha256: string;
-  };
+  // Buildkite's package signing key, as published in its install docs
+  // (https://buildkite.com/docs/agent/v3/ubuntu: keys.openpgp.org/vks/v1/by-fingerprint/<this>).
+  const FINGERPRINT = "32A37959C2FA5C3C99EFBC32A79206696452D198";
+  const VERIFY = "/usr/local/sbin/ci-fleet-verify-key-fingerprint";
+  const defaults = YAML.parse(fs.readFileSync(path.join(ROOT, "salt/buildkite/parameters/defaults.yaml"), "utf8")).buildkite as Record<string, any>;
+  let render: StackRender;
+  beforeAll(async () => {
+    render = await renderStack("production");
+  });
 
-  test("is 3.41 or later (OIDC), and source and sha256 name that exact asset", () => {
-    const [major, minor] = defaults.version.split(".").map(Number);
+  type State = RenderedMinion["states"][string];
+  const states = (id: string, fn: string): [string, State][] => Object.entries(render.minions[id].states).filter(([, s]) => s.function === fn);
+  const named = (id: string, fn: string, name: string): [string, State] => {
+    const found = states(id, fn).filter(([, s]) => s.args.name === name);
+    expect({ id, fn, name, count: found.length }).toEqual({ id, fn, name, count: 1 });
+    return found[0];
+  };
+  const requires = (state: State) => ((state.args.require ?? []) as Record<string, string>[]).map((r) => Object.entries(r)[0].join(":"));
+
+  test("is 3.41 or later (OIDC)", () => {
+    const [major, minor] = String(defaults.version).split(".").map(Number);
     expect(major === 3 && minor >= 41).toBe(true);
-    expect(defaults.source).toBe(
-      `https://github.com/buildkite/agent/releases/download/v${defaults.version}/buildkite-agent-linux-amd64-${defaults.version}.tar.gz`,
-    );
-    expect(defaults.sha256).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  test("the agent is installed from Buildkite's signed apt repository with the pinned fingerprint, never a downloaded tarball", () => {
+    expect(defaults.repo).toEqual({
+      url: "https://apt.buildkite.com/buildkite-agent",
+      channel: "stable",
+      file: "/etc/apt/sources.list.d/buildkite-agent.list",
+      key_url: `https://keys.openpgp.org/vks/v1/by-fingerprint/${FINGERPRINT}`,
+      key_file: "/usr/share/keyrings/buildkite-agent-archive-keyring.asc",
+      key_fingerprint: FINGERPRINT,
+    });
+    for (const key of ["source", "sha256", "install_dir"]) expect(defaults).not.toHaveProperty(key);
+    expect(buildkiteMinions(render).length).toBeGreaterThan(0);
+    for (const id of buildkiteMinions(render)) {
+      const files = render.minions[id].files;
+      // Nothing is downloaded and unpacked outside apt.
+      expect({ id, archives: states(id, "archive.extracted"), symlinks: states(id, "file.symlink") }).toEqual({ id, archives: [], symlinks: [] });
+      // The key is installed only if its fingerprint is the pinned one (check_cmd runs on the download).
+      const [keyId, key] = named(id, "file.managed", defaults.repo.key_file);
+      expect(key.args).toMatchObject({ source: defaults.repo.key_url, check_cmd: `${VERIFY} ${FINGERPRINT}`, replace: false, user: "root", mode: "0644" });
+      const [scriptId] = named(id, "file.managed", VERIFY);
+      expect(requires(key)).toContain(`file:${scriptId}`);
+      // apt trusts that key, and only it, for this repository.
+      const [sourcesId, sources] = named(id, "file.managed", defaults.repo.file);
+      expect(files[defaults.repo.file]).toBe(`deb [signed-by=${defaults.repo.key_file}] https://apt.buildkite.com/buildkite-agent stable main`);
+      expect(requires(sources)).toContain(`file:${keyId}`);
+      // Pinned to the release (deb version <version>-<build number>) and held.
+      const [pinId] = named(id, "file.managed", "/etc/apt/preferences.d/ci-fleet-buildkite-agent");
+      expect(files["/etc/apt/preferences.d/ci-fleet-buildkite-agent"]).toContain(`Package: buildkite-agent\nPin: version ${defaults.version}-*\nPin-Priority: 1001\n`);
+      const [, pkg] = named(id, "pkg.installed", "buildkite-agent");
+      expect(pkg.args).toMatchObject({ version: `${defaults.version}-*`, hold: true, refresh: true });
+      expect(requires(pkg)).toEqual(expect.arrayContaining([`file:${sourcesId}`, `file:${pinId}`]));
+      // The tarball install is removed from machines that had it.
+      const absent = states(id, "file.absent").map(([, s]) => s.args.name);
+      expect(absent).toEqual(expect.arrayContaining(["/usr/local/bin/buildkite-agent", "/opt/buildkite-agent"]));
+    }
+  });
+
+  test("one copy of the key-fingerprint check serves every vendor repository", () => {
+    const copies: string[] = [];
+    const walk = (rel: string) => {
+      for (const e of fs.readdirSync(path.join(ROOT, rel), { withFileTypes: true })) {
+        if (e.isDirectory()) walk(path.join(rel, e.name));
+        else if (e.name === "ci-fleet-verify-key-fingerprint") copies.push(path.join(rel, e.name));
+      }
+    };
+    walk("salt");
+    expect(copies).toHaveLength(1);
+  });
+
+  test("Salt's files in /etc/buildkite-agent are written after the package, and its hook samples are cleaned away", () => {
+    // The deb's postinst (buildkite/agent@v3.123.1 packaging/linux/scripts/after-install-and-upgrade.sh)
+    // on install copies a template cfg and the hooks/*.sample files only where none exist, and runs
+    // `chown -R buildkite-agent:buildkite-agent /etc/buildkite-agent`: Salt re-owns all of it afterwards.
+    for (const id of buildkiteMinions(render)) {
+      const [pkgId] = named(id, "pkg.installed", "buildkite-agent");
+      const [, dir] = named(id, "file.directory", "/etc/buildkite-agent");
+      expect(dir.args).toMatchObject({ user: "root", group: "root", mode: "0755" });
+      const [, cfg] = named(id, "file.managed", "/etc/buildkite-agent/buildkite-agent.cfg");
+      const [, hooks] = named(id, "file.recurse", "/etc/buildkite-agent/hooks");
+      expect(hooks.args).toMatchObject({ clean: true, user: "root" });
+      for (const state of [dir, cfg, hooks]) expect({ id, name: state.args.name, requires: requires(state) }).toEqual({ id, name: state.args.name, requires: expect.arrayContaining([`pkg:${pkgId}`]) });
+    }
   });
 });

@@ -19,7 +19,8 @@ function verify(unitText: string): { status: number | null; stderr: string } {
       fs.writeFileSync(path.join(dir, stub), "#!/bin/sh\n", { mode: 0o755 });
     }
     fs.writeFileSync(path.join(dir, "ci-netboot-selftest.service"), "[Service]\nType=oneshot\nExecStart=/bin/true\n");
-    const text = unitText.replaceAll("/usr/local/sbin/", `${dir}/`).replaceAll("/usr/local/bin/", `${dir}/`);
+    // ci-fleet's scripts in /usr/local/sbin; the agent from Buildkite's deb (/usr/bin/buildkite-agent).
+    const text = unitText.replaceAll("/usr/local/sbin/", `${dir}/`).replaceAll("/usr/bin/buildkite-agent", `${dir}/buildkite-agent`);
     fs.writeFileSync(path.join(dir, "buildkite-agent.service"), text);
     const run = spawnSync("systemd-analyze", ["verify", "--man=no", path.join(dir, "buildkite-agent.service")], {
       encoding: "utf8",
@@ -70,7 +71,9 @@ describe("buildkite-agent.service on the production runners", () => {
       // The reset (as root) runs before the token is fetched, and the agent reads its config from the file Salt writes.
       expect(pre[0]).toBe("+/usr/local/sbin/ci-agent-reset");
       expect(unitEnvironment(unit).get("BUILDKITE_AGENT_CONFIG")).toBe("/etc/buildkite-agent/buildkite-agent.cfg");
-      expect(directives(unit, "Service", "ExecStart")).toEqual(["/usr/local/bin/buildkite-agent start"]);
+      // The binary Buildkite's deb installs (buildkite/agent@v3.123.1 scripts/build-debian-package.sh:
+      // "./$BUILD_BINARY_PATH=/usr/bin/buildkite-agent"), as the package's own unit runs it.
+      expect(directives(unit, "Service", "ExecStart")).toEqual(["/usr/bin/buildkite-agent start"]);
     }
   });
 

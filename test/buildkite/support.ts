@@ -17,6 +17,8 @@ export interface RenderedMinion {
   top_sls: string[];
   state_ids: string[];
   files: Record<string, string>;
+  /** Each state's function and arguments, by state id. */
+  states: Record<string, { sls: string; function: string; args: Record<string, unknown> }>;
 }
 
 export interface StackRender {

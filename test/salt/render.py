@@ -546,6 +546,10 @@ def run(root, contracts_md, documents_file=None):
             out["problems"].extend(check_states(highstate, root, KNOWN_STATE_FUNCTIONS))
             external = set(highstate.external_missing)
             out["files"] = highstate.files
+            # Each state's function and arguments (for tests of what a state asks Salt to do).
+            out["states"] = {sid: {"sls": sls, "function": function, "args": args}
+                             for sid, (sls, body) in highstate.states.items() if isinstance(body, dict)
+                             for function, args in state_function(sid, body)[:1]}
 
             # Every other sls (incl. orchestration) renders for this minion too.
             for path in all_sls(root):

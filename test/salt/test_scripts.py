@@ -264,7 +264,7 @@ class FingerprintScriptTest(unittest.TestCase):
             with open(key, "wb") as handle:
                 handle.write(subprocess.run(["gpg", "--armor", "--export"], env=env, check=True,
                                             stdout=subprocess.PIPE).stdout)
-            script = os.path.join(SALT, "teleport/files/ci-fleet-verify-key-fingerprint")
+            script = os.path.join(SALT, "base/files/ci-fleet-verify-key-fingerprint")
             self.assertEqual(subprocess.run(["sh", script, fpr.lower(), key]).returncode, 0)
             wrong = subprocess.run(["sh", script, "0" * 40, key], stderr=subprocess.PIPE)
             self.assertEqual(wrong.returncode, 1)

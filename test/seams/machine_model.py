@@ -68,9 +68,20 @@ TELEPORT_PACKAGE_UNIT = {
     "Unit": {"Description": ["Teleport Service"]},
     "Service": {"ExecStart": ["/usr/local/bin/teleport start --config /etc/teleport.yaml --pid-file=/run/teleport.pid"]},
 }
+# Buildkite's deb (buildkite/agent@v3.123.1 scripts/build-debian-package.sh and
+# packaging/linux/scripts/after-install-and-upgrade.sh): /usr/bin/buildkite-agent; on install
+# the postinst adds the system user `buildkite-agent`, creates /etc/buildkite-agent and runs
+# `chown -R buildkite-agent:buildkite-agent /etc/buildkite-agent` (its unit goes to
+# /lib/systemd/system, which ci-fleet's /etc/systemd/system unit of the same name overrides).
+# Modelled before Salt's states, which require the package and write /etc/buildkite-agent after it.
+BUILDKITE_PACKAGE_FILES = {
+    "/usr/bin/buildkite-agent": {"kind": "file", "owner": "root", "group": "root", "mode": 0o755},
+    "/etc/buildkite-agent": {"kind": "dir", "owner": "buildkite-agent", "group": "buildkite-agent", "mode": 0o755},
+}
+BUILDKITE_PACKAGE_USER = {"name": "buildkite-agent", "home": "/var/lib/buildkite-agent", "groups": [], "system": True}
 # Executables that come from distribution or vendor packages, not from a part of ci-fleet.
 PACKAGED_EXECUTABLES = ("/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/", "/usr/local/bin/teleport",
-                        "/usr/local/bin/tctl", "/opt/actions-runner/", "/opt/buildkite-agent/")
+                        "/usr/local/bin/tctl", "/opt/actions-runner/")
 
 
 def dirs_of(path):
@@ -863,12 +874,17 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
     # cloud-init's bootstrap commands run before any highstate: judge them on this disk.
     at_boot = copy.copy(machine)
     at_boot.files = copy.deepcopy(machine.files)
-    apply_salt(machine, highstate, root, rendered_files)
     for sid, (sls, body) in highstate.states.items():
         for function, args in render.state_function(sid, body) if isinstance(body, dict) else []:
             if function == "pkg.installed":
                 names = args.get("pkgs") or [args.get("name", sid)]
                 packages.update(str(n) for n in names)
+    if "buildkite-agent" in packages:
+        for path, f in BUILDKITE_PACKAGE_FILES.items():
+            machine.put(path, f["kind"], f["owner"], f["group"], f["mode"], "package buildkite-agent (postinst)")
+        machine.users["buildkite-agent"] = dict(BUILDKITE_PACKAGE_USER)
+        machine.groups["buildkite-agent"] = {"name": "buildkite-agent"}
+    apply_salt(machine, highstate, root, rendered_files)
     machine.units = collect_units(machine, packages)
     scripts = {p: f["content"] for p, f in machine.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
     processes = unit_processes(machine, machine.units)
