@@ -95,9 +95,9 @@ export const SALT_PORTS = [4505, 4506] as const;
  * Equinix Metal takes minutes per device. The master's first pillar sync waits this long
  * for its own document; every minion waits for the master longer than that.
  */
-export const MASTER_PILLAR_WAIT_SECONDS = 2 * 3600;
-export const MINION_MASTER_WAIT_SECONDS = 3 * 3600;
-/** The wait script pings the master every 20 s. */
+export const MASTER_PILLAR_WAIT_SECONDS = 6 * 3600;
+export const MINION_MASTER_WAIT_SECONDS = 7 * 3600;
+/** The wait script tries the master every 20 s. */
 const MASTER_PING_INTERVAL_SECONDS = 20;
 export const EC2_USER_DATA_LIMIT_BYTES = 16384;
 /** What a secret looks like in masked output (preview files, snapshots). */
