@@ -69,9 +69,29 @@ buildkite-service-agent-service-running:
       - pkg: buildkite-package-agent-pkg-installed
       - file: buildkite-hooks-agent-hooks-file-recurse
       - file: buildkite-config-token-script-file-managed
-    - watch:
+      - cmd: buildkite-service-unit-reload-cmd-run
+      - cmd: buildkite-service-agent-graceful-restart-cmd-run
+
+{#- A changed unit or config must not cancel a running job (a restart would signal every
+    process of it): reload systemd and send SIGTERM to the agent alone, which disconnects
+    after finishing its job (Buildkite's agent lifecycle: SIGTERM graceful, SIGQUIT not);
+    Restart=always then starts it, through the reset, with the new unit and config. #}
+buildkite-service-unit-reload-cmd-run:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: buildkite-service-unit-file-managed
+
+buildkite-service-agent-graceful-restart-cmd-run:
+  cmd.run:
+    - name: >-
+        pid=$(systemctl show --property=MainPID --value {{ buildkite.unit }}) &&
+        if [ "$pid" -gt 0 ]; then kill -TERM "$pid"; fi
+    - onchanges:
       - file: buildkite-service-unit-file-managed
       - file: buildkite-config-agent-cfg-file-managed
+    - require:
+      - cmd: buildkite-service-unit-reload-cmd-run
 
 {#- The tarball install this formula used before the apt package, removed once the agent
     runs from /usr/bin (after the unit above points there, so systemd never restarts the

@@ -96,3 +96,32 @@ describe("buildkite-agent.service on the production runners", () => {
     }
   });
 });
+
+describe("a changed unit or config never cancels a running job", () => {
+  let render: StackRender;
+  beforeAll(async () => {
+    render = await renderStack("production");
+  });
+
+  test("Salt reloads systemd and asks only the agent's main process to stop gracefully (SIGTERM: finish the job, then exit)", () => {
+    // docs/agent/lifecycle: SIGTERM makes the agent disconnect after completing its job; SIGQUIT
+    // cancels it. A restart (watch) would have systemd signal every process of the job.
+    for (const id of buildkiteMinions(render)) {
+      const states = render.minions[id].states;
+      const running = states["buildkite-service-agent-service-running"];
+      expect({ id, watch: running.args.watch }).toEqual({ id, watch: undefined });
+      const roll = states["buildkite-service-agent-graceful-restart-cmd-run"];
+      expect(roll.function).toBe("cmd.run");
+      expect(roll.args.onchanges).toEqual([{ file: "buildkite-service-unit-file-managed" }, { file: "buildkite-config-agent-cfg-file-managed" }]);
+      const command = String(roll.args.name);
+      expect(roll.args.require).toEqual([{ cmd: "buildkite-service-unit-reload-cmd-run" }]);
+      expect(states["buildkite-service-unit-reload-cmd-run"].args.name).toBe("systemctl daemon-reload");
+      expect(command).toContain("systemctl show --property=MainPID --value buildkite-agent.service");
+      expect(command).toMatch(/kill -TERM "\$pid"/);
+      expect(command).not.toMatch(/systemctl (re)?start|systemctl restart|SIGQUIT|-QUIT/);
+      // systemd then starts it again through the reset, with the new unit and config.
+      expect(directives(parseUnit(render.minions[id].files[UNIT]), "Service", "Restart")).toEqual(["always"]);
+    }
+  });
+});
+
