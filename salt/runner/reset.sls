@@ -1,8 +1,8 @@
 {%- from "runner/map.jinja" import runner with context %}
 {#- Run as root before every agent start (ExecStartPre=+) and after every stop
     (ExecStopPost=-+): nothing of a job reaches the next one. The CI user's whole home
-    is wiped (Salt manages nothing below it: a job controls every path there) except the
-    work dir, which is emptied; both are recreated with the owner and mode the agents need.
+    is wiped (Salt manages nothing below it: a job controls every path there), the home
+    and the work dir made afresh with the owner and mode the agents need.
     A job cannot outlive the agent's cgroup either: lingering and the user's systemd
     manager are ended before the CI user's processes are killed. #}
 
@@ -27,18 +27,23 @@ runner-reset-script-file-managed:
         systemctl stop "user@$uid.service" 2>/dev/null || true
         # Processes of the CI user outside the agent's own (stopped) service.
         pkill -KILL -u "$user" || true
-        # The home: everything but a real work dir goes (rm never follows a symlink).
-        if [ -L "$work" ] || { [ -e "$work" ] && [ ! -d "$work" ]; }; then
-          rm -f -- "$work"
-        fi
-        find "$home" -mindepth 1 -maxdepth 1 ! -path "$work" -exec rm -rf -- {} +
-        if [ -d "$work" ]; then
-          find "$work" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
-        fi
-        install -d -o "$user" -g "$user" -m 0750 "$home"
-        install -d -o "$user" -g "$user" -m 0700 "$work"
-        for dir in /tmp /var/tmp /dev/shm; do
+        # The home goes whole, work dir included (rm never follows a symlink), and both are
+        # made afresh: mkdir fails rather than follow a link planted in between, and
+        # chown -h never follows one, so root writes nowhere a job chose.
+        find "$home" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
+        chown -h "$user:$user" "$home"
+        chmod 0750 "$home"
+        mkdir -m 0700 "$work"
+        chown -h "$user:$user" "$work"
+        # Everything else a job can leave for the next one: files in the world-writable
+        # directories, POSIX message queues, System V IPC (RemoveIPC= skips system users).
+        for dir in /tmp /var/tmp /dev/shm /run/lock /var/crash /dev/mqueue; do
+          [ -d "$dir" ] || continue
           find "$dir" -xdev -mindepth 1 -user "$user" -delete 2>/dev/null || true
+        done
+        for kind in m q s; do
+          ipcs -"$kind" 2>/dev/null | awk -v u="$user" '$3 == u {print $2}' |
+            while read -r id; do ipcrm -"$kind" "$id" 2>/dev/null || true; done
         done
 
 {#- systemd's org.freedesktop.login1.policy allows set-self-linger to any user

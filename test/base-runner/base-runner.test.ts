@@ -375,6 +375,15 @@ describe("ci-agent-reset (the rendered script, run for real as root on a fake ho
     expect({ status: run.status, out: run.stdout }).toEqual({ status: 0, out: "" });
   });
 
+  test("also sweeps what a job can leave outside its home: world-writable dirs, message queues, System V IPC", () => {
+    const text = script();
+    expect(text).toContain("for dir in /tmp /var/tmp /dev/shm /run/lock /var/crash /dev/mqueue; do");
+    expect(text).toMatch(/for kind in m q s; do\n\s*ipcs -"\$kind"/);
+    // Made afresh without following a link a job planted: mkdir (fails on an existing path), chown -h.
+    expect(text).toMatch(/mkdir -m 0700 "\$work"\n\s*chown -h "\$user:\$user" "\$work"/);
+    expect(text).not.toMatch(/install -d/);
+  });
+
   test("every agent unit runs it as root before each start and after each stop", () => {
     for (const [id, m] of Object.entries(minions)) {
       for (const unit of ["/etc/systemd/system/actions-runner.service", "/etc/systemd/system/buildkite-agent.service"]) {
