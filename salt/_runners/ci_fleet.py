@@ -46,9 +46,34 @@ INLINE_KEYS = ("teleport_join_token", "github_registration_token")
 # A file older than that holds a dead token: a killed run (master restart) never reached its
 # `finally`, so every run sweeps such files first.
 INLINE_LIFETIME_SECONDS = {"teleport_join_token": 15 * 60, "github_registration_token": 3600}
+
+
+def _runner_refresh_defaults():
+    """salt_master:runner_refresh of the formula's defaults, beside this module in the checkout
+    (salt/_runners/ -> salt/salt_master/parameters/defaults.yaml): the one place the lock and
+    marker paths are written down, read by salt_master/service.sls too."""
+    import yaml  # PyYAML: a dependency of Salt itself
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                        "salt_master", "parameters", "defaults.yaml")
+    with open(path) as handle:
+        return yaml.safe_load(handle)["salt_master"]["runner_refresh"]
+
+
+_REFRESH = _runner_refresh_defaults()
 # Held (shared) by every entry point while it runs; salt_master.service takes it exclusively
-# (flock(1)) to restart the master after the runner modules changed, so no run is killed.
-ORCHESTRATION_LOCK = "/run/ci-fleet-orchestration.lock"
+# (flock(1)) to restart the master (config, unit drop-in or runner modules changed), so no run
+# is killed.
+ORCHESTRATION_LOCK = _REFRESH["lock"]
+# Created by that restart before it waits for the lock, removed after (trap). flock(2) has no
+# writer preference: overlapping shared holders would starve the exclusive request forever, so
+# while the marker exists no entry point starts (or, inside a run, no new join/registration).
+RESTART_PENDING = _REFRESH["pending"]
+# A marker older than the restart's longest wait (plus a margin) was left by a killed restart.
+RESTART_PENDING_STALE_SECONDS = int(_REFRESH["lock_wait_seconds"]) + 60
+# One run stops starting new Teleport joins / registrations after this long (each join may wait
+# join_timeout), so a run the restart waits for ends within about this plus one join.
+RUN_BUDGET_SECONDS = 300
+_clock = time.time
 # Tokens are opaque ASCII (GitHub: base32-like; Teleport: hex). Anything else is refused:
 # the value is read back by a Jinja include and parsed as JSON.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,512}$")
@@ -194,7 +219,8 @@ class Orchestrator:
     """local(tgt, fun, arg=(), kwarg=None) -> {minion_id: return}, like LocalClient.cmd."""
 
     def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
-                 sleep=time.sleep, join_timeout=120, inline=None):
+                 sleep=time.sleep, join_timeout=120, inline=None, clock=time.monotonic,
+                 run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False):
         self.stack = stack
         self.inline = inline if inline is not None else InlinePillar()
         self.minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
@@ -202,6 +228,19 @@ class Orchestrator:
         self.local, self.github, self.sleep = local, github, sleep
         self.join_timeout = join_timeout
         self.teleport_id = "%s-teleport" % stack
+        self.clock, self.run_budget_seconds, self.stop_requested = clock, run_budget_seconds, stop_requested
+        self.started = clock()
+
+    def _must_stop(self, what):
+        """True (logged) when this run should start no new `what`: a master restart is waiting
+        for the orchestration lock, or the run has used its time budget."""
+        if self.stop_requested():
+            log.info("a salt-master restart is pending: no new %s this round", what)
+            return True
+        if self.clock() - self.started > self.run_budget_seconds:
+            log.warning("run budget of %ss used: no new %s this round", self.run_budget_seconds, what)
+            return True
+        return False
 
     # -- Teleport -----------------------------------------------------------------------
     def _node_names(self):
@@ -219,6 +258,8 @@ class Orchestrator:
         for minion_id in sorted(self.minions):
             if self.minions[minion_id].get("role") == "teleport" or minion_id in joined:
                 continue
+            if self._must_stop("Teleport joins"):
+                return done
             token = self.local(self.teleport_id, "ci_fleet_teleport.node_token", kwarg={"ttl": "15m"}).get(self.teleport_id)
             if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
                 log.warning("%s gave no usable node token: no Teleport joins this round", self.teleport_id)
@@ -259,6 +300,8 @@ class Orchestrator:
             has_state = self.local(minion_id, "file.file_exists", arg=[RUNNER_STATE_FILE]).get(minion_id)
             if has_state is not False:    # registered, or the minion did not answer
                 continue
+            if self._must_stop("runner registrations"):
+                return registered
             org = self.runner_pillar[minion_id]["github_organization"]
             token = self.github.registration_token(org)
             try:
@@ -317,14 +360,37 @@ def salt_local(client, timeout=300):
     return local
 
 
+def _restart_pending():
+    """Is a salt-master restart waiting for the orchestration lock (a fresh marker)?"""
+    try:
+        age = _clock() - os.stat(RESTART_PENDING).st_mtime
+    except FileNotFoundError:
+        return False
+    if age > RESTART_PENDING_STALE_SECONDS:
+        log.warning("ignoring stale %s (%.0fs old: its restart was killed)", RESTART_PENDING, age)
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def _orchestration_lock():
-    """Shared: runs do not exclude each other, only the master's refresh (exclusive) waits."""
+def _orchestration_lock(entry):
+    """Shared: runs do not exclude each other, only the master's restart (exclusive) waits.
+    Yields False, holding nothing, while a restart is pending: this round does nothing and
+    the shared holders drain (flock(2) would otherwise let them starve the restart)."""
+    if _restart_pending():
+        log.info("ci_fleet.%s: salt-master restart pending (%s): nothing this round", entry, RESTART_PENDING)
+        yield False
+        return
     with open(ORCHESTRATION_LOCK, "a") as handle:
         os.chmod(ORCHESTRATION_LOCK, 0o600)
         fcntl.flock(handle, fcntl.LOCK_SH)
         try:
-            yield
+            # The restart may have announced itself while this run waited for the lock.
+            if _restart_pending():
+                log.info("ci_fleet.%s: salt-master restart pending (%s): nothing this round", entry, RESTART_PENDING)
+                yield False
+            else:
+                yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -347,28 +413,34 @@ def _orchestrator():
     local = salt_local(salt.client.LocalClient(mopts=__opts__))  # noqa: F821
     app = master_pillar.get("ci_fleet_master", {}).get("github_app")
     return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None,
-                        inline=InlinePillar(INLINE_PILLAR_DIR))
+                        inline=InlinePillar(INLINE_PILLAR_DIR), stop_requested=_restart_pending)
 
 
 def join_teleport_nodes():
-    with _orchestration_lock():
-        return _orchestrator().join_teleport_nodes()
+    with _orchestration_lock("join_teleport_nodes") as go:
+        return _orchestrator().join_teleport_nodes() if go else []
 
 
 def register_github_runners(minion=None):
-    with _orchestration_lock():
+    with _orchestration_lock("register_github_runners") as go:
+        if not go:
+            return []
         orchestrator = _orchestrator()
         return orchestrator.register_github_runners(only=minion) if orchestrator.github else []
 
 
 def deregister_stale():
-    with _orchestration_lock():
+    with _orchestration_lock("deregister_stale") as go:
+        if not go:
+            return []
         orchestrator = _orchestrator()
         return orchestrator.deregister_stale_github_runners() if orchestrator.github else []
 
 
 def reconcile():
-    with _orchestration_lock():
+    with _orchestration_lock("reconcile") as go:
+        if not go:
+            return {}
         orchestrator = _orchestrator()
         result = {"teleport_joined": orchestrator.join_teleport_nodes()}
         if orchestrator.github:

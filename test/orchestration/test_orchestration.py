@@ -143,6 +143,8 @@ class Harness:
         module.INLINE_PILLAR_DIR = self.inline_dir
         self.saved_lock = getattr(module, "ORCHESTRATION_LOCK", None)
         module.ORCHESTRATION_LOCK = os.path.join(os.path.dirname(self.inline_dir), "orchestration.lock")
+        self.saved_pending = getattr(module, "RESTART_PENDING", None)
+        module.RESTART_PENDING = os.path.join(os.path.dirname(self.inline_dir), "orchestration.restart-pending")
         if hasattr(module, "InlinePillar"):
             module.InlinePillar.__init__.__defaults__ = (self.inline_dir,)
         # No real waiting for Teleport joins.
@@ -170,6 +172,10 @@ class Harness:
         orchestration.GitHub = self.saved_github
         if self.saved_lock is not None:
             orchestration.ORCHESTRATION_LOCK = self.saved_lock
+        if self.saved_pending is None:
+            del orchestration.RESTART_PENDING
+        else:
+            orchestration.RESTART_PENDING = self.saved_pending
         orchestration.Orchestrator.__init__.__defaults__ = self.saved_defaults
         if self.saved_inline is None:
             del orchestration.INLINE_PILLAR_DIR
@@ -369,6 +375,132 @@ class StaleInlinePillarTest(unittest.TestCase):
             finally:
                 orchestration.ORCHESTRATION_LOCK = saved
         self.assertEqual(seen, ["held"])
+
+
+def load_refresh_defaults():
+    """salt_master:runner_refresh in the formula's defaults (what service.sls renders)."""
+    import yaml
+    with open(os.path.join(SALT, "salt_master", "parameters", "defaults.yaml")) as handle:
+        return yaml.safe_load(handle)["salt_master"]["runner_refresh"]
+
+
+class RestartPendingTest(unittest.TestCase):
+    """Linux flock(2) has no writer preference: overlapping shared holders (the 5-minute reconcile,
+    reactor runs, on purpose a rooted minion flooding the unregistered event) can starve the
+    master's exclusive restart forever. The restart announces itself with a marker file before it
+    waits; every entry point then returns without doing anything, so the shared holders drain
+    within one run. Fake clock throughout."""
+
+    NOW = 1_800_000_000
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+        self.marker = os.path.join(self.dir, "orchestration.restart-pending")
+        self.lock = os.path.join(self.dir, "orchestration.lock")
+        self.saved_clock = getattr(orchestration, "_clock", None)
+        orchestration._clock = lambda: self.NOW
+
+    def tearDown(self):
+        if self.saved_clock is None:
+            del orchestration._clock
+        else:
+            orchestration._clock = self.saved_clock
+        shutil.rmtree(self.dir)
+
+    def write_marker(self, age):
+        with open(self.marker, "w"):
+            pass
+        os.utime(self.marker, (self.NOW - age,) * 2)
+
+    def test_the_lock_and_marker_paths_are_the_formulas_defaults(self):
+        defaults = load_refresh_defaults()
+        self.assertEqual(orchestration.ORCHESTRATION_LOCK, defaults["lock"])
+        self.assertEqual(orchestration.RESTART_PENDING, defaults["pending"])
+        self.assertTrue(defaults["pending"].startswith("/run/"))
+
+    def test_a_pending_restart_makes_every_entry_point_return_without_doing_anything(self):
+        for entry in ("reconcile", "join_teleport_nodes", "register_github_runners", "deregister_stale"):
+            self.write_marker(age=10)
+            client = FakeLocalClient()
+            http = FakeGitHubHTTP(runners=[runner(2, "prod-default-r9", "default")])
+            with self.assertLogs(orchestration.log, "INFO") as logs, Harness(client, http, self.inline_dir):
+                result = getattr(orchestration, entry)()
+            self.assertFalse(result, entry)
+            self.assertEqual((client.publications, http.calls), ([], []), entry)
+            self.assertFalse(os.path.exists(self.lock), entry)    # not even the shared lock taken
+            self.assertTrue(any("restart" in line for line in logs.output), entry)
+
+    def test_a_stale_marker_of_a_killed_restart_does_not_stop_orchestration_forever(self):
+        # The restart waits lock_wait_seconds at most; a marker much older than that is left
+        # by a killed restart (its trap never ran) and is ignored.
+        wait = load_refresh_defaults()["lock_wait_seconds"]
+        self.write_marker(age=wait + 120)
+        client = FakeLocalClient(joined=["prod-default-r1", "prod-default-r2", "prod-salt-master"])
+        with self.assertLogs(orchestration.log, "WARNING") as logs, Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            self.assertEqual(orchestration.join_teleport_nodes(), ["prod-release-r1"])
+        self.assertTrue(any("stale" in line for line in logs.output))
+
+    def test_a_restart_announced_during_a_run_stops_new_joins_and_registrations(self):
+        client = FakeLocalClient()
+        original = client.execute
+
+        def execute(tgt, fun, arg, kwarg):
+            if fun == "state.apply":
+                self.write_marker(age=0)     # the highstate's restart starts waiting now
+            return original(tgt, fun, arg, kwarg)
+
+        client.execute = execute
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            joined = orchestration.join_teleport_nodes()
+        applies = [p["tgt"] for p in client.publications if p["fun"] == "state.apply"]
+        self.assertEqual(len(applies), 1)
+        self.assertEqual(joined, applies)
+        # The started join still cleaned up after itself.
+        self.assertEqual([p["fun"] for p in client.publications].count("ci_fleet_teleport.remove_token"), 1)
+        os.unlink(self.marker)
+        client = FakeLocalClient()
+        original2 = client.execute
+
+        def execute2(tgt, fun, arg, kwarg):
+            if fun == "state.apply":
+                self.write_marker(age=0)
+            return original2(tgt, fun, arg, kwarg)
+
+        client.execute = execute2
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            self.assertEqual(len(orchestration.register_github_runners()), 1)
+
+    def test_one_run_stops_starting_teleport_joins_after_its_time_budget(self):
+        # Minions that never join: each join waits join_timeout on the fake clock.
+        minions = {"prod-teleport": {"role": "teleport"}}
+        minions.update({"prod-default-r%d" % i: {"role": "runner", "queue": "default"} for i in range(10)})
+        now = [0.0]
+
+        class NeverJoins(FakeLocalClient):
+            def execute(self, tgt, fun, arg, kwarg):
+                if fun == "state.apply":
+                    now[0] += 1
+                    return True
+                return FakeLocalClient.execute(self, tgt, fun, arg, kwarg)
+
+        client = NeverJoins()
+
+        def sleep(seconds):
+            now[0] += seconds
+
+        orchestrator = orchestration.Orchestrator(
+            STACK, {"ci_fleet_master": {"minions": minions}}, {}, orchestration.salt_local(client),
+            sleep=sleep, join_timeout=120, inline=orchestration.InlinePillar(self.inline_dir),
+            clock=lambda: now[0], run_budget_seconds=300)
+        with self.assertLogs(orchestration.log, "WARNING") as logs:
+            self.assertEqual(orchestrator.join_teleport_nodes(), [])
+        started = [p["tgt"] for p in client.publications if p["fun"] == "state.apply"]
+        # Joins start at t=0, ~126, ~252; the fourth would start past 300 s.
+        self.assertEqual(len(started), 3)
+        self.assertEqual([p["fun"] for p in client.publications].count("ci_fleet_teleport.remove_token"), 3)
+        self.assertTrue(any("budget" in line for line in logs.output))
+        self.assertLessEqual(now[0], 300 + 130)
 
 
 if __name__ == "__main__":

@@ -245,9 +245,82 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     const [reloadId, reload] = Object.entries(salt.states).find(([, st]) => st.function === "cmd.run" && st.args.name === "systemctl daemon-reload" && requisites(st, "onchanges").includes(`file: ${dropInId}`))!;
     expect(reload).toBeDefined();
     const service = Object.values(salt.states).find((st) => st.function === "service.running" && st.args.name === "salt-master");
-    expect(requisites(service, "watch")).toContain(`file: ${dropInId}`);
     expect(requisites(service, "require")).toContain(`cmd: ${reloadId}`);
+    // The restart the drop-in triggers runs after the reload (it requires the running service, which requires the reload).
+    const [, restart] = configRestart();
+    expect(requisites(restart, "onchanges")).toContain(`file: ${dropInId}`);
   });
+
+  /** The cmd.run that restarts the master when its config or unit drop-in changes. */
+  const configRestart = () => {
+    const found = Object.entries(salt.states).filter(([, st]) => st.function === "cmd.run" && String(st.args.name).includes("systemctl restart salt-master") && st.args.onchanges !== undefined);
+    expect(found).toHaveLength(1);
+    return found[0];
+  };
+  /** ORCHESTRATION_LOCK and RESTART_PENDING as salt/_runners/ci_fleet.py has them at import. */
+  const runnerPaths = () => {
+    const proc = spawnSync(python, ["-c", "import importlib.util,json,sys; s=importlib.util.spec_from_file_location('m', sys.argv[1]); m=importlib.util.module_from_spec(s); s.loader.exec_module(m); print(json.dumps([m.ORCHESTRATION_LOCK, m.RESTART_PENDING]))", path.join(ROOT, "salt/_runners/ci_fleet.py")], { encoding: "utf8" });
+    expect(proc.stderr).toBe("");
+    const [lock, pending] = JSON.parse(proc.stdout) as [string, string];
+    return { lock, pending };
+  };
+
+  test("a config or unit drop-in change restarts the master only through the orchestration lock, after announcing itself", () => {
+    // A `watch` restart would kill a running orchestration (its token revocation in `finally` never runs).
+    const service = Object.values(salt.states).find((st) => st.function === "service.running" && st.args.name === "salt-master")!;
+    expect(requisites(service, "watch")).toEqual([]);
+    expect(service.args.enable).toBe(true);
+    const [, restart] = configRestart();
+    const watched = requisites(restart, "onchanges").map((r) => salt.states[r.split(": ")[1]]?.args.name);
+    expect(watched.sort()).toEqual(["/etc/salt/master.d/ci-fleet.conf", "/etc/systemd/system/salt-master.service.d/ci-fleet.conf"]);
+    // First boot: the bootstrap started the master; the restart runs only after service.running.
+    const [serviceId] = Object.entries(salt.states).find(([, st]) => st === service)!;
+    expect(requisites(restart, "require")).toContain(`service: ${serviceId}`);
+    const { lock, pending } = runnerPaths();
+    const command = String(restart.args.name);
+    expect(command).toContain(`flock -x -w 900 ${lock} systemctl restart salt-master`);
+    expect(command).toContain(pending);
+    // Every restart, the runner-module one too, announces itself the same way.
+    for (const [, st] of Object.entries(salt.states).filter(([, st]) => st.function === "cmd.run" && String(st.args.name).includes("systemctl restart salt-master"))) {
+      expect(String(st.args.name)).toContain(`: > ${pending} && flock -x -w 900 ${lock} systemctl restart salt-master`);
+    }
+  });
+
+  test("the rendered restart command, run with real flock(1) and a fake systemctl: marker while it waits, restart after the shared holder leaves, marker gone either way", () => {
+    const [, restart] = configRestart();
+    const { lock, pending } = runnerPaths();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-restart-"));
+    try {
+      const bin = path.join(dir, "bin");
+      fs.mkdirSync(bin);
+      const log = path.join(dir, "systemctl.log");
+      fs.writeFileSync(path.join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${log}\n`, { mode: 0o755 });
+      const tmpLock = path.join(dir, "orchestration.lock");
+      const tmpPending = path.join(dir, "restart-pending");
+      const command = String(restart.args.name).split(lock).join(tmpLock).split(pending).join(tmpPending);
+      // A shared holder (an orchestration run) for 2 s; the restart must see the marker meanwhile.
+      const script = [
+        `flock -s ${tmpLock} sleep 2 &`,
+        "sleep 0.3",
+        `( ${command} ) & restart=$!`,
+        "sleep 0.5",
+        `test -f ${tmpPending} && echo "pending-while-waiting mode=$(stat -c %a ${tmpPending})"`,
+        `test -f ${log} && echo restarted-too-early`,
+        'wait $restart; echo "status=$?"',
+        `test -f ${tmpPending} && echo marker-left-behind`,
+        `cat ${log}`,
+        // A holder that outlasts the wait: flock fails, the marker still goes.
+        `flock -s ${tmpLock} sleep 3 & sleep 0.3`,
+        `( ${command.replace("-w 900", "-w 1")} ); echo "timeout-status=$?"`,
+        `test -f ${tmpPending} && echo marker-left-after-timeout`,
+        "wait",
+      ].join("\n");
+      const proc = spawnSync("/bin/sh", ["-c", script], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, timeout: 20_000 });
+      expect(proc.stdout.trim().split("\n")).toEqual(["pending-while-waiting mode=600", "status=0", "restart salt-master", "timeout-status=1"]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   test("a repository change does not restart the master; changed runner modules restart it only under the orchestration lock", () => {
     // file_roots / pillar_roots / orch and reactor sls are read from disk per request: no restart.
@@ -255,17 +328,14 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     // change to salt/_runners needs a restart, but one that waits for running orchestration.
     const service = Object.values(salt.states).find((st) => st.function === "service.running" && st.args.name === "salt-master")!;
     expect(requisites(service, "watch").filter((r) => r.startsWith("git: "))).toEqual([]);
-    const watched = requisites(service, "watch").map((r) => salt.states[r.split(": ")[1]]?.args.name);
-    expect(watched.sort()).toEqual(["/etc/salt/master.d/ci-fleet.conf", "/etc/systemd/system/salt-master.service.d/ci-fleet.conf"]);
     const [gitId] = Object.entries(salt.states).find(([, st]) => st.function === "git.latest")!;
-    const refresh = Object.entries(salt.states).filter(([, st]) => st.function === "cmd.run" && String(st.args.name).includes("systemctl restart salt-master"));
+    const refresh = Object.entries(salt.states).filter(([, st]) => st.function === "cmd.run" && String(st.args.name).includes("systemctl restart salt-master") && st.args.onchanges === undefined);
     expect(refresh).toHaveLength(1);
     const [, cmd] = refresh[0];
     expect(cmd.args).not.toHaveProperty("onchanges");
     expect(requisites(cmd, "require")).toContain(`git: ${gitId}`);
-    const runner = fs.readFileSync(path.join(ROOT, "salt/_runners/ci_fleet.py"), "utf8");
-    const lock = /^ORCHESTRATION_LOCK = "([^"]+)"$/m.exec(runner)?.[1];
-    expect(lock).toBeDefined();
+    const { lock } = runnerPaths();
+    expect(lock).toMatch(/^\/run\//);
     expect(String(cmd.args.name)).toContain(`flock -x -w `);
     expect(String(cmd.args.name)).toContain(` ${lock} `);
     expect(String(cmd.args.unless)).toContain(`${SALT_PATHS.repositoryCheckout}/salt/_runners/`);
