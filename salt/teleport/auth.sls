@@ -22,7 +22,9 @@ teleport-auth-pillar-test-fail_without_changes:
 {%- else %}
 {%-   set digest = resources | sha256 %}
 {%-   set stamp_dir = teleport.resources_stamp.rsplit('/', 1)[0] %}
-{%-   set unless = 'grep -qx %s %s' | format(digest, teleport.resources_stamp) %}
+{#- The stamp names what was applied and the day: the same resources are applied again
+    the next day, so roles or the connector lost or edited in the backend come back. #}
+{%-   set unless = 'grep -qx "%s $(date +%%F)" %s' | format(digest, teleport.resources_stamp) %}
 
 teleport-auth-config-file-managed:
   file.managed:
@@ -114,7 +116,7 @@ teleport-auth-resources-apply-cmd-run:
         done
         base64 -d {{ teleport.resources_file }}.gz.b64 | gunzip > {{ teleport.resources_file }} || exit 1
         tctl create -f {{ teleport.resources_file }} || exit 1
-        mkdir -p {{ stamp_dir }} && echo {{ digest }} > {{ teleport.resources_stamp }}.tmp && mv {{ teleport.resources_stamp }}.tmp {{ teleport.resources_stamp }}
+        mkdir -p {{ stamp_dir }} && echo "{{ digest }} $(date +%F)" > {{ teleport.resources_stamp }}.tmp && mv {{ teleport.resources_stamp }}.tmp {{ teleport.resources_stamp }}
     - unless: {{ unless }}
     - output_loglevel: quiet
     - require:

@@ -89,7 +89,7 @@ describe("teleport.auth: first boot and retries", () => {
     expect(m.errors).toEqual([]);
     const apply = only(m, "teleport-auth-resources-apply-cmd-run");
     expect(apply.args).not.toHaveProperty("onchanges");
-    expect(apply.args.unless).toMatch(/^grep -qx [0-9a-f]{64} \/var\/lib\/ci-fleet\/teleport-resources\.sha256$/);
+    expect(apply.args.unless).toMatch(/^grep -qx "[0-9a-f]{64} \$\(date \+%F\)" \/var\/lib\/ci-fleet\/teleport-resources\.sha256$/);
     expect(refs(apply.args.require)).toEqual(expect.arrayContaining(["file: teleport-auth-resources-file-managed", "service: teleport-auth-service-running"]));
     const file = only(m, "teleport-auth-resources-file-managed");
     expect(file.args.unless).toBe(apply.args.unless);
@@ -155,7 +155,14 @@ exit 2
         expect(r).toMatchObject({ ran: true, status: 0 });
         expect(fs.readFileSync(path.join(dir, "created"), "utf8")).toBe(zlib.gunzipSync(new Uint8Array(Buffer.from(pillarValue(), "base64"))).toString("utf8"));
         expect(fs.readdirSync(path.join(dir, "run"))).toEqual([]);
-        // 4. Unchanged resources: nothing runs.
+        // 4. Unchanged resources: nothing runs the same day.
+        expect(highstate(dir, fakeTctl).ran).toBe(false);
+        // 5. A day later they are applied again (tctl create -f overwrites): roles or the
+        //    connector lost or edited in the backend come back within a day.
+        const stamp = path.join(dir, "lib", "teleport-resources.sha256");
+        fs.writeFileSync(stamp, fs.readFileSync(stamp, "utf8").replace(/ \d{4}-\d{2}-\d{2}$/m, " 2000-01-01"));
+        r = highstate(dir, fakeTctl);
+        expect(r).toMatchObject({ ran: true, status: 0 });
         expect(highstate(dir, fakeTctl).ran).toBe(false);
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
