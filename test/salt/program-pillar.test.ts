@@ -1,8 +1,4 @@
-import { spawnSync } from "child_process";
-import * as fs from "fs";
-import * as os from "os";
-import * as path from "path";
-import { previewStack, ROOT } from "../support/preview";
+import { renderStack, type StackRender } from "../support/salt-render";
 
 /**
  * The contract between the program and the Salt tree, end to end: the pillar documents the
@@ -11,43 +7,12 @@ import { previewStack, ROOT } from "../support/preview";
  * them, for every machine of both production stacks, using only keys the contract declares.
  */
 
-const python = process.env.CI_FLEET_PYTHON ?? (fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
-
-interface RenderResult {
-  fatal?: string;
-  minions: Record<string, { problems: string[]; top_sls: string[]; pillar_equals_own_document: boolean; state_ids: string[] }>;
-  fixture_problems: string[];
-  pillar_paths_outside_contract: string[];
-}
-
 describe.each(["production", "production-aws"])("the Salt tree with the pillar %s's program writes", (stack) => {
-  let result: RenderResult;
+  let result: StackRender;
   let machines: string[];
   beforeAll(async () => {
-    const run = await previewStack(stack);
-    machines = run.machines.map((m) => m.hostname);
-    const documents: Record<string, unknown> = {};
-    for (const [key, inputs] of run.rawInputs) {
-      const name = inputs.name as string | undefined;
-      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`)) {
-        documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
-      }
-    }
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-pillar-"));
-    const file = path.join(dir, "documents.json");
-    fs.writeFileSync(file, JSON.stringify(documents), { mode: 0o600 });
-    try {
-      const proc = spawnSync(python, [path.join(__dirname, "render.py"), "--salt-root", path.join(ROOT, "salt"), "--contracts", path.join(ROOT, "docs/contracts.md"), "--documents", file], {
-        encoding: "utf8",
-        maxBuffer: 64 * 1024 * 1024,
-      });
-      if (proc.error) throw new Error(`cannot run ${python} (Debian package python3): ${proc.error.message}`);
-      result = JSON.parse(proc.stdout) as RenderResult;
-      if (result.fatal) throw new Error(result.fatal);
-      if (proc.status !== 0) throw new Error(`render.py exited ${proc.status}:\n${proc.stderr}`);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    result = await renderStack(stack);
+    machines = result.machines;
   });
 
   test("one document per machine, each served to its own minion only", () => {

@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { renderSaltMasterServiceDropIn } from "../../infra/bootstrap/salt-config";
-import { renderStack, type StackRender } from "../buildkite/support";
+import { renderStack, type StackRender } from "../support/salt-render";
 
 /**
  * Every systemd unit and drop-in the fleet writes, as systemd reads it: `systemd-analyze
