@@ -5,8 +5,8 @@
   salt-run ci_fleet.register_github_runners [minion=ID]   (also the reactor, per runner)
   salt-run ci_fleet.deregister_stale               remove GitHub runners that are no minion
 
-Short-lived tokens (Teleport node join, 15 min; GitHub registration, 1 h) reach one
-minion only, through that minion's pillar: the master writes the token to a root-only
+Short-lived secrets (Teleport node join token, 15 min; a GitHub just-in-time runner
+config, single use, bound to one runner name, group and labels) reach one minion only, through that minion's pillar: the master writes the token to a root-only
 file under INLINE_PILLAR_DIR that salt/pillar/minion.sls merges into `ci_fleet_inline`
 of that minion alone, publishes `state.apply <sls>` WITHOUT the token, and removes the
 file right after. Never as inline pillar (`state.apply pillar=...`): that is an argument
@@ -34,32 +34,40 @@ import urllib.request
 log = logging.getLogger(__name__)
 
 GITHUB_API = "https://api.github.com"
-RUNNER_STATE_FILE = "/opt/actions-runner/.runner"
 TELEPORT_TOKEN_FILE = "/var/lib/teleport/join-token"
 # Under the generated pillar root (infra/bootstrap/salt-config.ts SALT_PATHS.generatedPillar,
 # a pillar_roots entry); the pillar sync only ever touches its minions/ sibling.
 INLINE_PILLAR_DIR = "/srv/ci-fleet/pillar/inline"
 # The keys salt/pillar/minion.sls reads into ci_fleet_inline (one file each, so two
 # concurrent orchestrations for one minion never overwrite each other's token).
-INLINE_KEYS = ("teleport_join_token", "github_registration_token")
-# How long each token is valid (Teleport node token --ttl=15m; GitHub registration token 1 h).
-# A file older than that holds a dead token: a killed run (master restart) never reached its
-# `finally`, so every run sweeps such files first.
-INLINE_LIFETIME_SECONDS = {"teleport_join_token": 15 * 60, "github_registration_token": 3600}
+INLINE_KEYS = ("teleport_join_token", "github_jit_config")
+# How long each file may be served (Teleport node token --ttl=15m; a GitHub JIT config, like
+# the registration token it replaces, 1 h). A file older than that is removed: a killed run
+# (master restart) never reached its `finally`, so every run sweeps such files first.
+INLINE_LIFETIME_SECONDS = {"teleport_join_token": 15 * 60, "github_jit_config": 3600}
+
+
+def _formula_defaults(formula):
+    """<formula> of a formula's defaults, beside this module in the checkout
+    (salt/_runners/ -> salt/<formula>/parameters/defaults.yaml): one place for each path."""
+    import yaml  # PyYAML: a dependency of Salt itself
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                        formula, "parameters", "defaults.yaml")
+    with open(path) as handle:
+        return yaml.safe_load(handle)[formula]
 
 
 def _runner_refresh_defaults():
-    """salt_master:runner_refresh of the formula's defaults, beside this module in the checkout
-    (salt/_runners/ -> salt/salt_master/parameters/defaults.yaml): the one place the lock and
-    marker paths are written down, read by salt_master/service.sls too."""
-    import yaml  # PyYAML: a dependency of Salt itself
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                        "salt_master", "parameters", "defaults.yaml")
-    with open(path) as handle:
-        return yaml.safe_load(handle)["salt_master"]["runner_refresh"]
+    """salt_master:runner_refresh: the one place the lock and marker paths are written down,
+    read by salt_master/service.sls too."""
+    return _formula_defaults("salt_master")["runner_refresh"]
 
 
 _REFRESH = _runner_refresh_defaults()
+# The runner unit (its status gates a JIT config: no job running) and the runner's work
+# directory (the JIT config's work_folder), as the formulas write them.
+RUNNER_UNIT = _formula_defaults("github_runner")["unit"]
+RUNNER_WORK_FOLDER = _formula_defaults("runner")["work_dir"]
 # Held (shared) by every entry point while it runs; salt_master.service takes it exclusively
 # (flock(1)) to restart the master (config, unit drop-in or runner modules changed), so no run
 # is killed.
@@ -77,6 +85,9 @@ _clock = time.time
 # Tokens are opaque ASCII (GitHub: base32-like; Teleport: hex). Anything else is refused:
 # the value is read back by a Jinja include and parsed as JSON.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,512}$")
+# A GitHub encoded_jit_config: standard base64 (of a JSON map of runner files).
+JIT_CONFIG_PATTERN = re.compile(r"^[A-Za-z0-9+/]{16,65536}={0,2}$")
+INLINE_PATTERNS = {"teleport_join_token": TOKEN_PATTERN, "github_jit_config": JIT_CONFIG_PATTERN}
 MINION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -128,7 +139,7 @@ class InlinePillar:
         return os.path.join(self.directory, minion_id, key + ".json")
 
     def put(self, minion_id, key, token):
-        if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
+        if not isinstance(token, str) or not INLINE_PATTERNS.get(key, TOKEN_PATTERN).match(token):
             raise ValueError("refusing a malformed %s for %s" % (key, minion_id))
         path = self._path(minion_id, key)
         for directory in (self.directory, os.path.dirname(path)):
@@ -172,6 +183,25 @@ class InlinePillar:
         return removed
 
 
+def jit_config_without_updates(encoded):
+    """The encoded JIT config with `disableUpdate: true` in its `.runner` settings.
+
+    The runner writes each entry of the decoded JSON map (file name -> base64 content) into
+    its root and reads `.runner` as RunnerSettings; the listener sends its DisableUpdate with
+    every message request, as `config.sh --disableupdate` would have set it (actions/runner
+    v2.336.0 Runner.cs, ConfigurationStore.cs, MessageListener.cs). The root-run updater, not
+    the runner, replaces releases. Anything not shaped like that is refused."""
+    files = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+    if not isinstance(files, dict) or not isinstance(files.get(".runner"), str):
+        raise ValueError("a JIT config without .runner settings")
+    settings = json.loads(base64.b64decode(files[".runner"], validate=True).decode("utf-8-sig"))
+    if not isinstance(settings, dict):
+        raise ValueError("JIT config .runner settings are not an object")
+    settings["disableUpdate"] = True
+    files[".runner"] = base64.b64encode(json.dumps(settings).encode()).decode()
+    return base64.b64encode(json.dumps(files).encode()).decode()
+
+
 class GitHub:
     def __init__(self, app, http=urllib_http, clock=time.time, sign=openssl_rs256):
         self.app, self.http, self.clock, self.sign = app, http, clock, sign
@@ -196,9 +226,30 @@ class GitHub:
             self._token = data["token"]
         return self._token
 
-    def registration_token(self, org):
-        path = "/orgs/%s/actions/runners/registration-token" % org
-        return self._call("POST", path, self.installation_token(), expect=(201,))["token"]
+    def runner_group_id(self, org, name):
+        """The id of the organisation's runner group `name`; LookupError when there is none
+        (never a fallback to Default)."""
+        page, seen = 1, 0
+        while True:
+            data = self._call("GET", "/orgs/%s/actions/runner-groups?per_page=100&page=%d" % (org, page),
+                              self.installation_token())
+            groups = data.get("runner_groups") or []
+            for group in groups:
+                if group.get("name") == name:
+                    return group["id"]
+            seen += len(groups)
+            if not groups or seen >= data.get("total_count", 0):
+                raise LookupError("GitHub organisation %s has no runner group %r" % (org, name))
+            page += 1
+
+    def generate_jitconfig(self, org, name, runner_group_id, labels, work_folder):
+        """A single-use runner config bound to this name, group and labels (201)."""
+        data = self._call("POST", "/orgs/%s/actions/runners/generate-jitconfig" % org,
+                          self.installation_token(),
+                          body={"name": name, "runner_group_id": runner_group_id,
+                                "labels": list(labels), "work_folder": work_folder},
+                          expect=(201,))
+        return data["encoded_jit_config"]
 
     def runners(self, org):
         runners, page = [], 1
@@ -292,23 +343,59 @@ class Orchestrator:
         return sorted(m for m, spec in self.minions.items()
                       if spec.get("role") == "runner" and spec.get("agent") == "github-actions")
 
+    def _runner_spec(self, minion_id):
+        """Organisation, runner group and labels of a runner, from the pillar the master
+        compiled for it (ci_fleet:runner) and the master's own minion list: never from
+        anything the minion says. The `queue-<queue>` label marks this stack's runners
+        (deregister_stale_github_runners)."""
+        spec = self.runner_pillar.get(minion_id) or {}
+        queue = self.minions[minion_id].get("queue") or spec.get("queue")
+        org, group = spec.get("github_organization"), spec.get("runner_group")
+        if not org or not group or not queue:
+            raise LookupError("%s: no github_organization, runner_group or queue in its pillar" % minion_id)
+        labels = [label for label in spec.get("labels") or [] if label != "queue-%s" % queue]
+        return org, group, labels + ["queue-%s" % queue]
+
     def register_github_runners(self, only=None):
-        registered = []
+        """Give a just-in-time runner config to each runner GitHub does not list.
+
+        The master decides: a runner needs a config when its name (the minion id) is absent
+        from the organisation's runner list (GitHub removes an ephemeral JIT runner after its
+        job). The minion's answer only gates readiness: its unit must answer as not running
+        (no job in progress). A minion that says it is unregistered while GitHub lists it gets
+        nothing. The config is minted for that name, the runner group (resolved by name) and
+        the labels of the master's pillar, and reaches the minion through its pillar only."""
+        registered, listed, groups = [], {}, {}
         for minion_id in self.github_runner_ids():
             if only and minion_id != only:
                 continue
-            has_state = self.local(minion_id, "file.file_exists", arg=[RUNNER_STATE_FILE]).get(minion_id)
-            if has_state is not False:    # registered, or the minion did not answer
+            try:
+                org, group, labels = self._runner_spec(minion_id)
+            except LookupError as error:
+                log.error("%s", error)
+                continue
+            if org not in listed:
+                listed[org] = {runner.get("name") for runner in self.github.runners(org)}
+            if minion_id in listed[org]:
+                continue
+            running = self.local(minion_id, "service.status", arg=[RUNNER_UNIT]).get(minion_id)
+            if running is not False:    # running (maybe a job), or the minion did not answer
                 continue
             if self._must_stop("runner registrations"):
                 return registered
-            org = self.runner_pillar[minion_id]["github_organization"]
-            token = self.github.registration_token(org)
             try:
-                self.inline.put(minion_id, "github_registration_token", token)
+                if (org, group) not in groups:
+                    groups[(org, group)] = self.github.runner_group_id(org, group)
+            except LookupError as error:
+                log.error("%s: not registering %s", error, minion_id)
+                continue
+            config = jit_config_without_updates(self.github.generate_jitconfig(
+                org, minion_id, groups[(org, group)], labels, RUNNER_WORK_FOLDER))
+            try:
+                self.inline.put(minion_id, "github_jit_config", config)
                 self.local(minion_id, "state.apply", arg=["github_runner"])
             finally:
-                self.inline.remove(minion_id, "github_registration_token")
+                self.inline.remove(minion_id, "github_jit_config")
             registered.append(minion_id)
         return registered
 
@@ -324,16 +411,29 @@ class Orchestrator:
         return any(name.startswith("%s-%s-" % (self.stack, queue)) and "queue-%s" % queue in labels
                    for queue in queues)
 
+    def _is_dead_jit_runner(self, runner):
+        """A runner of a current minion that can never come back: GitHub shows it offline and
+        idle, and its minion answers that the unit is not running. Its single-use JIT config
+        was removed when the unit stopped (ExecStopPost), so it would stay listed (and get no
+        new config) until GitHub drops it; deleting it lets the next round mint a new one.
+        The minion's answer can only remove the runner of its own name; the new config is
+        bound to the same name, group and labels."""
+        name = runner.get("name", "")
+        if name not in self.github_runner_ids() or runner.get("busy") or runner.get("status") != "offline":
+            return False
+        return self.local(name, "service.status", arg=[RUNNER_UNIT]).get(name) is False
+
     def deregister_stale_github_runners(self):
         """Delete this stack's runners whose name is no current minion (current queues only:
-        GitHub itself removes a self-hosted runner that has not connected for 14 days)."""
+        GitHub itself removes a self-hosted runner that has not connected for 14 days), and
+        the runners of current minions whose JIT config is gone (_is_dead_jit_runner)."""
         removed = []
         organizations = sorted({self.runner_pillar[m]["github_organization"] for m in self.github_runner_ids()})
         queues = sorted({spec["queue"] for spec in self.minions.values()
                          if spec.get("role") == "runner" and spec.get("queue")})
         for org in organizations:
             for runner in self.github.runners(org):
-                if self._is_stale(runner, queues):
+                if self._is_stale(runner, queues) or self._is_dead_jit_runner(runner):
                     self.github.delete_runner(org, runner["id"])
                     removed.append(runner["name"])
         return removed
@@ -345,8 +445,8 @@ def salt_local(client, timeout=300):
     """LocalClient.cmd as {minion_id: return} of the minions that answered without error.
 
     With full_return=False, LocalClient.cmd gives a minion that did not answer the value
-    False (newer releases) or leaves it out (older ones): `file.file_exists` -> False would
-    then read as "no runner registration". With full_return=True an answer is a dict with
+    False (newer releases) or leaves it out (older ones): `service.status` -> False would
+    then read as "the runner unit is not running". With full_return=True an answer is a dict with
     `ret` and `retcode`; anything else (False, missing) is dropped, so callers see None."""
 
     def local(tgt, fun, arg=(), kwarg=None):

@@ -1,50 +1,44 @@
 {%- from "github_runner/map.jinja" import github_runner with context %}
-{%- from "runner/map.jinja" import runner with context %}
-{#- Registration, applied by the master's orchestration (salt/_runners/ci_fleet.py)
-    with a one-hour registration token as inline pillar for this minion only. The
-    token reaches config.sh through its environment (ACTIONS_RUNNER_INPUT_TOKEN),
-    never the command line, and is not logged. In a normal highstate there is no
-    token and this file does nothing. #}
-{%- set token = salt['pillar.get']('ci_fleet_inline:github_registration_token', '') %}
+{#- Registration, applied by the master's orchestration (salt/_runners/ci_fleet.py) with a
+    GitHub just-in-time runner config in this minion's own pillar
+    (ci_fleet_inline:github_jit_config). The master minted it for this runner's name, runner
+    group and labels; it is single use (one job, then GitHub removes the runner). Nothing
+    here chooses a name, group or label, and config.sh is never run. The config goes to a
+    root-only file the unit reads as root (EnvironmentFile=) and removes when the runner
+    stops; it is never on a command line and never shown in a diff. In a normal highstate
+    there is no config and this file does nothing. #}
+{%- set jit_config = salt['pillar.get']('ci_fleet_inline:github_jit_config', '') %}
 include:
   - .service
 
-{%- if token %}
-{%-   set labels = (github_runner.labels + ['queue-' ~ github_runner.queue]) | join(',') %}
+{%- if jit_config %}
 
-{#- Register on the newest release: GitHub gives no jobs to a runner more than 30 days
-    behind. No requisite: if GitHub's API cannot be read, register on what is installed. #}
+{#- Start on the newest release: GitHub gives no jobs to a runner more than 30 days
+    behind. No requisite (Salt runs the states in this order): if GitHub's API cannot be
+    read, start what is installed. #}
 github_runner-register-update-cmd-run:
   cmd.run:
     - name: {{ github_runner.updater.script }} update
 
-{#- Under the updater's lock, and by absolute path: config.sh resolves its directory
-    (the current release) only once the lock is held. --disableupdate: the runner cannot
-    replace its root-owned files; the updater does. #}
-github_runner-register-config-cmd-run:
-  cmd.run:
-    - name: >-
-        flock --wait 900 {{ github_runner.updater.lock }}
-        {{ github_runner.install_dir }}/config.sh --unattended --replace --disableupdate
-        {%- if github_runner.ephemeral %} --ephemeral{% endif %}
-        --url https://github.com/{{ github_runner.organization }}
-        --name {{ github_runner.minion_id }}
-        --runnergroup {{ github_runner.runner_group | json }}
-        --labels {{ labels | json }}
-        --work {{ runner.work_dir }}
-    - cwd: {{ github_runner.install_dir }}
-    - runas: {{ runner.user.name }}
-    - env:
-      - ACTIONS_RUNNER_INPUT_TOKEN: {{ token | json }}
-    - hide_output: True
-    - output_loglevel: quiet
-    - unless: test -f {{ github_runner.install_dir }}/.runner
+github_runner-register-jit-config-file-managed:
+  file.managed:
+    - name: {{ github_runner.jit_config_file }}
+    - user: root
+    - group: root
+    - mode: '0600'
+    - makedirs: True
+    - show_changes: False
+    - contents: |
+        ACTIONS_RUNNER_INPUT_JITCONFIG={{ jit_config }}
     - require:
       - service: github_runner-service-enabled-service-enabled
 
-github_runner-register-service-running:
-  service.running:
-    - name: {{ github_runner.unit }}
+{#- Started under the updater's lock: the listener writes the config's files into the
+    current release, and the updater switches releases only while the unit is inactive
+    (it holds the same lock), so a switch never races the start. #}
+github_runner-register-start-cmd-run:
+  cmd.run:
+    - name: flock --wait 900 {{ github_runner.updater.lock }} systemctl start {{ github_runner.unit }}
     - require:
-      - cmd: github_runner-register-config-cmd-run
+      - file: github_runner-register-jit-config-file-managed
 {%- endif %}

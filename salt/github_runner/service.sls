@@ -1,11 +1,13 @@
 {%- from "github_runner/map.jinja" import github_runner with context %}
 {%- from "runner/map.jinja" import runner with context %}
 {%- from "aws_credentials/map.jinja" import aws_credentials with context %}
-{#- Gated on the netboot self-test (Requires= + After=). Ephemeral: the runner exits
-    after one job and unregisters itself; the unit then stays down (no .runner file)
-    and tells the master, which registers it again with a fresh token. A registered
-    runner whose start failed (a failed self-test at boot, any start failure: Restart=
-    only restarts an exited process) is started by the next highstate. #}
+{#- Gated on the netboot self-test (Requires= + After=). Just-in-time: the runner starts
+    from the single-use config the master minted (github_runner.register writes it to
+    jit_config_file); after its one job GitHub removes the runner, the unit removes the
+    config and stays down (no config file) and tells the master, which mints a new one
+    once GitHub no longer lists the runner. A runner whose start failed before it ran (a
+    failed self-test at boot: Restart= only restarts an exited process) still has its
+    config and is started by the next highstate. #}
 
 include:
   - runner.selftest
@@ -26,7 +28,7 @@ github_runner-service-unit-file-managed:
         Requires={{ runner.selftest.unit }}
         After={{ runner.selftest.unit }} network-online.target
         Wants=network-online.target
-        ConditionPathExists={{ github_runner.install_dir }}/.runner
+        ConditionPathExists={{ github_runner.jit_config_file }}
 
         [Service]
         User={{ runner.user.name }}
@@ -36,16 +38,23 @@ github_runner-service-unit-file-managed:
         # environment reaches the worker and every job step (JobDispatcher.cs, ProcessInvoker.cs).
         Environment=AWS_CONFIG_FILE={{ aws_credentials.users.runner.config }}
         Environment=AWS_SHARED_CREDENTIALS_FILE={{ aws_credentials.users.runner.shared_credentials }}
+        # ACTIONS_RUNNER_INPUT_JITCONFIG=<encoded JIT config>: read by systemd (root) before
+        # it drops to the CI user; the listener takes it as `run --jitconfig` (CommandSettings:
+        # ACTIONS_RUNNER_INPUT_ prefix, a secret: masked). Never on a command line. `-`: only
+        # the condition above decides whether the unit starts.
+        EnvironmentFile=-{{ github_runner.jit_config_file }}
         ExecStartPre=+{{ runner.reset_script }}
         ExecStart={{ github_runner.install_dir }}/run.sh
-        # The reset first: the re-registration the event triggers runs config.sh as the CI user.
+        # Single use: the config and the runner files the listener wrote from it go first.
+        ExecStopPost=+/bin/rm -f {{ github_runner.jit_config_file }} {{ github_runner.install_dir }}/.runner {{ github_runner.install_dir }}/.credentials {{ github_runner.install_dir }}/.credentials_rsaparams
+        # The reset before the event: the home is wiped before the master starts a new runner.
         ExecStopPost=-+{{ runner.reset_script }}
         ExecStopPost=-+/usr/bin/salt-call --log-level=quiet event.send {{ github_runner.unregistered_event }}
         KillMode=control-group
-        # run.sh exits 0 for every listener exit but 2 (run-helper.sh), including 6
-        # "configuration refreshed, restart me" and 5 "session conflict" with the
-        # registration still there. Restart: a registered runner comes back; after its
-        # job an ephemeral runner has deleted .runner and the condition keeps it down.
+        # run.sh exits 0 for every listener exit but 2 (run-helper.sh). Whatever the exit,
+        # ExecStopPost has removed the single-use config, so the condition keeps the unit
+        # down until the master mints a new one (deregister_stale removes a runner GitHub
+        # still lists offline once its minion's unit is down).
         Restart=always
         RestartSec=15
         PrivateTmp=yes
@@ -78,11 +87,11 @@ github_runner-service-enabled-service-enabled:
       - cmd: github_runner-archive-floor-cmd-run
 
 {#- onlyif is evaluated when the state runs (salt/state.py _run_check): a runner that has
-    just finished its one job has deleted .runner and is left down for the master. #}
+    finished its one job has no JIT config any more and is left down for the master. #}
 github_runner-service-running-service-running:
   service.running:
     - name: {{ github_runner.unit }}
-    - onlyif: test -f {{ github_runner.install_dir }}/.runner
+    - onlyif: test -f {{ github_runner.jit_config_file }}
     - require:
       - cmd: github_runner-service-unit-reload-cmd-run
       - service: github_runner-service-enabled-service-enabled

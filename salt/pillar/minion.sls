@@ -3,14 +3,16 @@
     to /srv/ci-fleet/pillar/minions/<id>.json (a pillar_roots entry). A missing document
     fails the pillar render, so the minion gets no highstate: fail closed.
 
-    ci_fleet_inline: a one-time token the master's orchestration (salt/_runners/ci_fleet.py)
+    ci_fleet_inline: a one-time secret the master's orchestration (salt/_runners/ci_fleet.py)
     put in /srv/ci-fleet/pillar/inline/<id>/<key>.json for the duration of one state.apply
-    of this minion. Pillar is compiled for, and encrypted to, this minion alone; a
-    publication (`state.apply pillar=...`) would reach every minion. The file holds one
-    JSON string the runner checked against [A-Za-z0-9_.-]; absent files are skipped. #}
+    of this minion: teleport_join_token, github_jit_config (a GitHub just-in-time runner
+    config). Pillar is compiled for, and encrypted to, this minion alone; a publication
+    (`state.apply pillar=...`) would reach every minion. The file holds one JSON string the
+    runner checked (token: [A-Za-z0-9_.-]; JIT config: base64 [A-Za-z0-9+/=]); absent files
+    are skipped. #}
 {%- import_json 'minions/' ~ opts.id ~ '.json' as document %}
 {%- set inline = {} %}
-{%- for key in ['teleport_join_token', 'github_registration_token'] %}
+{%- for key in ['teleport_join_token', 'github_jit_config'] %}
 {%-   set text %}{% include 'inline/' ~ opts.id ~ '/' ~ key ~ '.json' ignore missing %}{% endset %}
 {%-   if text | trim %}
 {%-     do inline.update({key: text | trim | load_json}) %}

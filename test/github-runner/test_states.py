@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The github_runner formula as Salt would render it (real Jinja2 through test/salt/render.py)
-for a contract-shaped runner, with and without the master's inline registration token.
+for a contract-shaped runner, with and without the master's inline JIT runner config.
 
   python3 test/github-runner/test_states.py      (run by test/github-runner/github-runner.test.ts)
 """
@@ -26,10 +26,14 @@ MINION = "production-default-r1"
 FLOOR_SHA256 = "04cf0be1aff4c3ec3554466c39124ca250e3effd8873bb7e8d68535aa9505d5d"
 
 
-def highstate(token=None):
+JIT_FILE = "/run/ci-fleet/actions-runner.jitconfig"
+JIT = "eyIucnVubmVyIjogImV5SmhaMlZ1ZEU1aGJXVWlPaUFpY2pFaWZRPT0ifQ=="
+
+
+def highstate(jit_config=None):
     pillar = json.loads(json.dumps(fixtures.documents()[MINION]))
-    if token:
-        pillar["ci_fleet_inline"] = {"github_registration_token": token}
+    if jit_config:
+        pillar["ci_fleet_inline"] = {"github_jit_config": jit_config}
     grains = render.grains_for(MINION)
     env = render.make_env([SALT])
     extra = {"salt": render.salt_functions(pillar, grains, render.Recorder())}
@@ -56,7 +60,7 @@ class GithubRunnerStatesTest(unittest.TestCase):
         with open(os.path.join(SALT, "github_runner", "parameters", "defaults.yaml")) as handle:
             cls.defaults = yaml.safe_load(handle)["github_runner"]
         cls.plain = highstate()
-        cls.registering = highstate(token="REG-TOKEN-VALUE")
+        cls.registering = highstate(jit_config=JIT)
 
     def state(self, highstate, state_id):
         self.assertIn(state_id, highstate.states)
@@ -110,13 +114,26 @@ class GithubRunnerStatesTest(unittest.TestCase):
         self.assertNotIn("/opt/actions-runner/.path", self.plain.files)
         self.assertNotIn("/opt/actions-runner/.env", self.plain.files)
 
-    def test_the_runner_unit_restarts_a_registered_runner_and_stays_down_when_unregistered(self):
+    def test_the_runner_unit_starts_only_from_a_jit_config_and_removes_it_when_it_stops(self):
         unit = self.plain.files["/etc/systemd/system/actions-runner.service"]
-        self.assertIn("ConditionPathExists=/opt/actions-runner/.runner", unit)
-        self.assertIn("ExecStart=/opt/actions-runner/run.sh", unit)
-        self.assertIn("Restart=always", unit)
-        self.assertIn("ExecStopPost=-+/usr/bin/salt-call --log-level=quiet event.send "
-                      "ci-fleet/github-runner/unregistered", unit)
+        lines = unit.splitlines()
+        self.assertIn("ConditionPathExists=" + JIT_FILE, lines)
+        self.assertFalse([l for l in lines if l.startswith("ConditionPathExists=") and l.endswith("/.runner")])
+        # Read by systemd as root before it drops to ci-agent; the listener takes the
+        # ACTIONS_RUNNER_INPUT_JITCONFIG input; never on the command line.
+        self.assertIn("EnvironmentFile=-" + JIT_FILE, lines)
+        self.assertIn("User=ci-agent", lines)
+        self.assertIn("ExecStart=/opt/actions-runner/run.sh", lines)
+        self.assertFalse([l for l in lines if l.startswith("Exec") and "--jitconfig" in l])
+        self.assertIn("Restart=always", lines)
+        remove = [i for i, l in enumerate(lines) if l.startswith("ExecStopPost=+/bin/rm -f ")]
+        self.assertEqual(len(remove), 1, lines)
+        removed = lines[remove[0]].split()[2:]
+        self.assertEqual(removed, [JIT_FILE, "/opt/actions-runner/.runner", "/opt/actions-runner/.credentials",
+                                   "/opt/actions-runner/.credentials_rsaparams"])
+        event = lines.index("ExecStopPost=-+/usr/bin/salt-call --log-level=quiet event.send "
+                            "ci-fleet/github-runner/unregistered")
+        self.assertLess(remove[0], event)
 
     def test_the_highstate_starts_a_registered_runner_and_leaves_a_finished_ephemeral_one_down(self):
         # A unit that failed to start once (its Requires= self-test failed at boot, any start
@@ -129,7 +146,7 @@ class GithubRunnerStatesTest(unittest.TestCase):
                    if function == "service.running" and a.get("name") == "actions-runner.service"]
         self.assertEqual(len(running), 1, running)
         sid, state = running[0]
-        self.assertEqual(state.get("onlyif"), "test -f /opt/actions-runner/.runner")
+        self.assertEqual(state.get("onlyif"), "test -f " + JIT_FILE)
         self.assertNotIn("enable", state)        # enabling is service.enabled's job
         self.assertNotIn("watch", state)         # never restarts a runner in the middle of a job
         self.assertIn({"service": "github_runner-service-enabled-service-enabled"}, state.get("require", []))
@@ -148,26 +165,36 @@ class GithubRunnerStatesTest(unittest.TestCase):
         self.assertIn("ExecStartPre=+/usr/local/sbin/ci-agent-reset", lines)
         reset = lines.index("ExecStopPost=-+/usr/local/sbin/ci-agent-reset")
         event = [i for i, l in enumerate(lines) if l.startswith("ExecStopPost=") and "event.send" in l][0]
-        # Reset first: the master's re-registration (config.sh as ci-agent) must not race its pkill.
+        # Reset first: the home is wiped before the master starts the next runner.
         self.assertLess(reset, event)
 
-    def test_registration_updates_first_then_configures_under_the_updater_lock(self):
+    def test_registration_writes_the_jit_config_root_only_and_starts_under_the_updater_lock(self):
         ids = list(self.registering.states)
-        update_id, config_id = "github_runner-register-update-cmd-run", "github_runner-register-config-cmd-run"
-        self.assertLess(ids.index(update_id), ids.index(config_id))
+        update_id = "github_runner-register-update-cmd-run"
+        file_id = "github_runner-register-jit-config-file-managed"
+        start_id = "github_runner-register-start-cmd-run"
+        self.assertLess(ids.index(update_id), ids.index(file_id))
+        self.assertLess(ids.index(file_id), ids.index(start_id))
         _, update = self.state(self.registering, update_id)
         self.assertEqual(update["name"], "/usr/local/sbin/ci-fleet-actions-runner-update update")
         self.assertNotIn("require", update)      # GitHub's API down must not stop registration
-        _, config = self.state(self.registering, config_id)
-        argv = config["name"].split()
-        self.assertEqual(argv[:4], ["flock", "--wait", "900", "/run/ci-fleet/actions-runner.lock"])
-        self.assertEqual(argv[4], "/opt/actions-runner/config.sh")
-        for flag in ("--unattended", "--replace", "--disableupdate", "--ephemeral"):
-            self.assertIn(flag, argv)
-        self.assertEqual(config["env"], [{"ACTIONS_RUNNER_INPUT_TOKEN": "REG-TOKEN-VALUE"}])
-        self.assertNotIn("REG-TOKEN-VALUE", config["name"])
-        self.assertEqual(config["runas"], "ci-agent")
-        self.assertNotIn(update_id, self.plain.states)
+        function, jit = self.state(self.registering, file_id)
+        self.assertEqual(function, "file.managed")
+        self.assertEqual((jit["name"], jit["user"], jit["group"], jit["mode"]), (JIT_FILE, "root", "root", "0600"))
+        self.assertIs(jit["show_changes"], False)
+        self.assertEqual(jit["contents"], "ACTIONS_RUNNER_INPUT_JITCONFIG=%s\n" % JIT)
+        function, start = self.state(self.registering, start_id)
+        self.assertEqual(function, "cmd.run")
+        self.assertEqual(start["name"].split(), ["flock", "--wait", "900", "/run/ci-fleet/actions-runner.lock",
+                                                 "systemctl", "start", "actions-runner.service"])
+        self.assertIn({"file": file_id}, start["require"])
+        self.assertNotIn(JIT, json.dumps([b for sid, b in self.registering.states.items() if sid != file_id]))
+        # No registration token, no config.sh: name, group and labels are not chosen here.
+        everything = json.dumps(self.registering.states)
+        for gone in ("config.sh", "ACTIONS_RUNNER_INPUT_TOKEN", "--runnergroup", "--labels", "github_registration_token"):
+            self.assertNotIn(gone, everything)
+        for state_id in (update_id, file_id, start_id):
+            self.assertNotIn(state_id, self.plain.states)
 
     def test_the_job_hooks_pass_shellcheck_as_bash(self):
         # The runner runs a .sh hook with bash (HostContext.GetDefaultShellForScript).

@@ -7,11 +7,15 @@ it uses, with fakes shaped like them (docs/upstream-conformance.md, orchestratio
 - Salt publications reach every minion (ZeroMQ, unfiltered by default): no token may be an
   argument of a publication to a minion; tokens travel through that minion's pillar
   (salt/pillar/minion.sls, rendered here with Debian's Jinja2 through test/salt/render.py).
-- GitHub REST: runners list {total_count, runners:[{id,name,status,busy,labels:[{name}]}]}.
+- GitHub REST: runners list {total_count, runners:[{id,name,status,busy,labels:[{name}]}]};
+  runner groups {total_count, runner_groups:[{id,name}]}; generate-jitconfig {name,
+  runner_group_id, labels, work_folder} -> 201 {runner, encoded_jit_config} where the config
+  is base64 of a JSON map file name -> base64 content (actions/runner Runner.cs).
 
   python3 test/orchestration/test_orchestration.py      (run by orchestration.test.ts)
   CI_FLEET_SALT_ROOT=DIR runs the same tests against another copy of the salt/ tree.
 """
+import base64
 import importlib.util
 import hashlib
 import json
@@ -49,6 +53,29 @@ MINIONS = {
 }
 GITHUB_APP = {"app_id": "123", "installation_id": "456", "private_key_pem": "unused"}
 REG_TOKEN = "AABBCCDDEEFFGGHHIIJJKKLLMMNN0"
+RSA_SECRET = "RSA-PRIVATE-PARAMS-OF-THE-RUNNER"
+# ci_fleet:runner of each GitHub runner, as the master compiles its pillar.
+RUNNER_GROUP, LABELS = "untrusted", ["self-hosted", "linux", "x64", "netboot"]
+# GET /orgs/{org}/actions/runner-groups, two per page: the group is on the second page.
+GROUPS = [{"id": 1, "name": "Default"}, {"id": 3, "name": "trusted"}, {"id": 7, "name": "untrusted"}]
+
+
+def b64(data):
+    return base64.b64encode(data if isinstance(data, bytes) else json.dumps(data).encode()).decode()
+
+
+def encoded_jit_config(name):
+    """What generate-jitconfig answers: base64 of {file: base64(content)}."""
+    return b64({".runner": b64({"agentId": 42, "agentName": name, "poolId": 7, "poolName": RUNNER_GROUP,
+                                "ephemeral": True, "serverUrl": "https://pipelines.example/x",
+                                "gitHubUrl": "https://github.com/example-org", "workFolder": "_work"}),
+                ".credentials": b64({"scheme": "OAuth", "data": {"clientId": "c", "authorizationUrl": "u"}}),
+                ".credentials_rsaparams": b64(RSA_SECRET.encode())})
+
+
+def decoded_jit_config(encoded):
+    files = json.loads(base64.b64decode(encoded))
+    return {name: base64.b64decode(content) for name, content in files.items()}
 JOIN_TOKEN_PREFIX = "0123456789abcdef"
 
 
@@ -57,8 +84,8 @@ class FakeLocalClient:
     targeted minion that did not answer to False; with full_return=True every answer is
     {"ret": ..., "retcode": ...} and a non-answer is still False."""
 
-    def __init__(self, down=(), registered=(), joined=(), teleport_down=False):
-        self.down, self.registered = set(down), set(registered)
+    def __init__(self, down=(), active=(), joined=(), teleport_down=False):
+        self.down, self.active = set(down), set(active)   # active: the runner unit runs
         self.joined, self.teleport_down = list(joined), teleport_down
         self.publications = []
         self.tokens = 0
@@ -79,14 +106,17 @@ class FakeLocalClient:
             return "%s%04d" % (JOIN_TOKEN_PREFIX, self.tokens)
         if fun == "state.apply" and arg == ["teleport.node"]:
             self.joined.append(tgt)
+        if fun == "service.status":
+            return tgt in self.active
         if fun == "file.file_exists":
-            return tgt in self.registered
+            return False     # every minion claims "no /opt/actions-runner/.runner": it proves nothing
         return True
 
 
 class FakeGitHubHTTP:
-    def __init__(self, runners=(), page_size=2):
-        self.calls, self.runners, self.page_size = [], list(runners), page_size
+    def __init__(self, runners=(), page_size=2, groups=GROUPS):
+        self.calls, self.runners, self.page_size, self.groups = [], list(runners), page_size, list(groups)
+        self.jit_requests, self.jit_configs = [], []
 
     def __call__(self, method, url, headers, body=None):
         self.calls.append((method, url))
@@ -96,6 +126,18 @@ class FakeGitHubHTTP:
             return 201, {"token": "ghs_installation", "expires_at": "2030-01-01T00:00:00Z"}
         if path.endswith("/actions/runners/registration-token"):
             return 201, {"token": REG_TOKEN, "expires_at": "2030-01-01T00:00:00Z"}
+        if method == "POST" and path == "/orgs/example-org/actions/runners/generate-jitconfig":
+            assert headers["Authorization"] == "Bearer ghs_installation"
+            self.jit_requests.append(body)
+            config = encoded_jit_config(body["name"])
+            self.jit_configs.append(config)
+            return 201, {"runner": {"id": 42, "name": body["name"], "status": "offline", "busy": False},
+                         "encoded_jit_config": config}
+        if method == "GET" and path.startswith("/orgs/example-org/actions/runner-groups?"):
+            assert "per_page=100" in path
+            page = int(path.rsplit("page=", 1)[1])
+            chunk = self.groups[(page - 1) * self.page_size: page * self.page_size]
+            return 200, {"total_count": len(self.groups), "runner_groups": chunk}
         if path.startswith("/orgs/example-org/actions/runners?"):
             page = int(path.rsplit("page=", 1)[1])
             chunk = self.runners[(page - 1) * self.page_size: page * self.page_size]
@@ -105,7 +147,7 @@ class FakeGitHubHTTP:
         return 404, None
 
 
-def runner(id_, name, queue, busy=False, status="offline"):
+def runner(id_, name, queue, busy=False, status="online"):
     labels = [{"id": 1, "name": "self-hosted", "type": "read-only"},
               {"id": 2, "name": "queue-%s" % queue, "type": "custom"}]
     return {"id": id_, "name": name, "os": "Linux", "status": status, "busy": busy, "labels": labels}
@@ -120,7 +162,8 @@ class Harness:
         self.pillar_reads = {}   # minion id -> ci_fleet_inline seen by each state.apply
 
     def pillar(self, minion_id):
-        document = {"ci_fleet": {"runner": {"github_organization": "example-org"}}}
+        document = {"ci_fleet": {"runner": {"github_organization": "example-org", "queue": "default",
+                                            "runner_group": RUNNER_GROUP, "labels": list(LABELS)}}}
         if minion_id == MASTER_ID:
             document["ci_fleet_master"] = {"minions": MINIONS, "github_app": GITHUB_APP}
         return document
@@ -207,25 +250,90 @@ class OrchestrationConformanceTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.dir)
 
-    def published_tokens(self, client):
+    def published_tokens(self, client, http=None):
+        secrets = [REG_TOKEN, JOIN_TOKEN_PREFIX, RSA_SECRET]
+        if http is not None:
+            secrets += http.jit_configs
+            secrets += [orchestration.jit_config_without_updates(c) for c in http.jit_configs]
         leaked = []
         for publication in client.publications:
             text = json.dumps(publication)
-            if REG_TOKEN in text or JOIN_TOKEN_PREFIX in text:
+            if any(secret in text for secret in secrets):
                 leaked.append((publication["tgt"], publication["fun"]))
         return leaked
 
-    def test_a_registration_token_never_travels_in_a_publication_only_in_that_minions_pillar(self):
-        client = FakeLocalClient(registered={"prod-default-r1"})
-        with Harness(client, FakeGitHubHTTP(), self.inline_dir) as harness:
+    def test_a_jit_config_for_the_exact_name_group_and_labels_reaches_only_that_minions_pillar(self):
+        # GitHub lists prod-default-r1: only prod-default-r2 gets a config.
+        http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r1", "default")])
+        client = FakeLocalClient()
+        with Harness(client, http, self.inline_dir) as harness:
             self.assertEqual(orchestration.register_github_runners(), ["prod-default-r2"])
-        self.assertEqual(self.published_tokens(client), [])
+        self.assertEqual(http.jit_requests, [{
+            "name": "prod-default-r2",
+            "runner_group_id": 7,        # "untrusted", resolved by name (second page)
+            "labels": ["self-hosted", "linux", "x64", "netboot", "queue-default"],
+            "work_folder": "/var/lib/ci-agent/work",
+        }])
+        # No organisation-wide registration token, ever.
+        self.assertEqual([c for c in http.calls if "registration-token" in c[1]], [])
+        self.assertEqual(self.published_tokens(client, http), [])
         applies = [p for p in client.publications if p["fun"] == "state.apply"]
         self.assertEqual(applies, [{"tgt": "prod-default-r2", "fun": "state.apply", "arg": ["github_runner"], "kwarg": {}}])
-        # The minion's own pillar held the token while its state.apply ran, and only then.
-        self.assertEqual(harness.pillar_reads["prod-default-r2"], [{"github_registration_token": REG_TOKEN}])
+        # The minion's own pillar held the config while its state.apply ran, and only then:
+        # GitHub's config with updates disabled, the credentials unchanged.
+        (seen,) = harness.pillar_reads["prod-default-r2"]
+        self.assertEqual(set(seen), {"github_jit_config"})
+        files = decoded_jit_config(seen["github_jit_config"])
+        original = decoded_jit_config(http.jit_configs[0])
+        self.assertEqual(json.loads(files[".runner"]), dict(json.loads(original[".runner"]), disableUpdate=True))
+        self.assertEqual(files[".credentials_rsaparams"], RSA_SECRET.encode())
+        self.assertEqual(files[".credentials"], original[".credentials"])
         self.assertEqual(read_inline(self.inline_dir, "prod-default-r2"), {})
         self.assertEqual(read_inline(self.inline_dir, "prod-default-r1"), {})
+
+    def test_a_minion_claiming_to_be_unregistered_gets_nothing_while_github_lists_it(self):
+        # Both units answer "not running" (a rooted minion can say anything); GitHub lists both.
+        http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r1", "default", status="offline"),
+                                       runner(2, "prod-default-r2", "default")])
+        client = FakeLocalClient()
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(), [])
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), [])
+        self.assertEqual(http.jit_requests, [])
+        self.assertEqual([c for c in http.calls if "registration-token" in c[1]], [])
+        self.assertEqual([p for p in client.publications if p["fun"] == "state.apply"], [])
+        # Listed: the minion is not even asked.
+        self.assertEqual([p for p in client.publications if p["fun"] == "service.status"], [])
+
+    def test_a_runner_whose_unit_runs_gets_no_config(self):
+        http = FakeGitHubHTTP()
+        client = FakeLocalClient(active={"prod-default-r1", "prod-default-r2"})
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(), [])
+        self.assertEqual(http.jit_requests, [])
+
+    def test_a_runner_group_that_does_not_exist_is_an_error_never_default(self):
+        http = FakeGitHubHTTP(groups=[{"id": 1, "name": "Default"}, {"id": 3, "name": "trusted"}])
+        client = FakeLocalClient()
+        with self.assertLogs(orchestration.log, "ERROR") as logs, Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(), [])
+        self.assertTrue(any("untrusted" in line for line in logs.output))
+        self.assertEqual(http.jit_requests, [])
+        self.assertEqual([p for p in client.publications if p["fun"] == "state.apply"], [])
+
+    def test_a_runner_without_a_group_in_its_pillar_is_not_registered(self):
+        http = FakeGitHubHTTP()
+        client = FakeLocalClient()
+        orch = orchestration.Orchestrator(STACK, {"ci_fleet_master": {"minions": MINIONS}},
+                                          {m: {"github_organization": "example-org", "labels": LABELS}
+                                           for m in ("prod-default-r1", "prod-default-r2")},
+                                          orchestration.salt_local(client),
+                                          orchestration.GitHub(GITHUB_APP, http=http, clock=lambda: 1700000000,
+                                                               sign=lambda key, msg: b"sig"),
+                                          inline=orchestration.InlinePillar(self.inline_dir))
+        with self.assertLogs(orchestration.log, "ERROR"):
+            self.assertEqual(orch.register_github_runners(), [])
+        self.assertEqual(http.jit_requests, [])
 
     def test_a_join_token_reaches_only_its_minion_through_pillar_and_is_revoked(self):
         client = FakeLocalClient(joined=["prod-default-r1", "prod-default-r2", "prod-salt-master"])
@@ -245,8 +353,8 @@ class OrchestrationConformanceTest(unittest.TestCase):
 
     def test_token_files_are_root_only_and_malformed_tokens_are_refused(self):
         inline = orchestration.InlinePillar(self.inline_dir)
-        inline.put("prod-default-r1", "github_registration_token", REG_TOKEN)
-        path = os.path.join(self.inline_dir, "prod-default-r1", "github_registration_token.json")
+        inline.put("prod-default-r1", "github_jit_config", encoded_jit_config("prod-default-r1"))
+        path = os.path.join(self.inline_dir, "prod-default-r1", "github_jit_config.json")
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertEqual(stat.S_IMODE(os.stat(self.inline_dir).st_mode), 0o700)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
@@ -256,15 +364,20 @@ class OrchestrationConformanceTest(unittest.TestCase):
         for bad_id in ("../etc", "prod/x", ""):
             with self.assertRaises(ValueError):
                 inline.put(bad_id, "teleport_join_token", REG_TOKEN)
-        with self.assertRaises(ValueError):
-            inline.put("prod-default-r1", "other_key", REG_TOKEN)
+        for bad in ("{{ 7*7 }}", "a\"b", "", None, "abc{%def%}ghijklmnop", "x" * 70000):
+            with self.assertRaises(ValueError):
+                inline.put("prod-default-r1", "github_jit_config", bad)
+        for key in ("other_key", "github_registration_token"):
+            with self.assertRaises(ValueError):
+                inline.put("prod-default-r1", key, REG_TOKEN)
 
-    def test_a_minion_that_does_not_answer_is_not_taken_for_an_unregistered_runner(self):
-        # prod-default-r2 is down: LocalClient.cmd reports it as False, like "no .runner".
-        client = FakeLocalClient(registered={"prod-default-r1"}, down={"prod-default-r2"})
+    def test_a_minion_that_does_not_answer_is_not_taken_for_an_idle_runner(self):
+        # prod-default-r2 is down: LocalClient.cmd reports it as False, like "unit not running".
+        client = FakeLocalClient(active={"prod-default-r1"}, down={"prod-default-r2"})
         http = FakeGitHubHTTP()
         with Harness(client, http, self.inline_dir):
             self.assertEqual(orchestration.register_github_runners(), [])
+        self.assertEqual(http.jit_requests, [])
         self.assertEqual([c for c in http.calls if c[1].endswith("/registration-token")], [])
         self.assertEqual([p for p in client.publications if p["fun"] == "state.apply"], [])
 
@@ -277,14 +390,16 @@ class OrchestrationConformanceTest(unittest.TestCase):
     def test_reactor_call_registers_only_the_minion_named_by_the_event(self):
         # salt/utils/reactor.py: `args: [{minion: ID}]` becomes kwarg {"minion": ID}.
         client = FakeLocalClient()
-        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+        http = FakeGitHubHTTP()
+        with Harness(client, http, self.inline_dir):
             self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1"])
         self.assertEqual({p["tgt"] for p in client.publications}, {"prod-default-r1"})
+        self.assertEqual([r["name"] for r in http.jit_requests], ["prod-default-r1"])
 
     def test_stale_runners_are_only_this_stacks_by_name_and_queue_label(self):
         http = FakeGitHubHTTP(runners=[
             runner(1, "prod-default-r1", "default"),          # a minion
-            runner(2, "prod-default-r9", "default"),          # stale: deleted
+            runner(2, "prod-default-r9", "default", status="offline"),   # stale: deleted
             runner(3, "prod-eu-default-r1", "default"),       # stack prod-eu, not ours
             runner(4, "prod-default-r8", "default", busy=True),   # running a job: kept
             runner(5, "staging-default-r1", "default"),
@@ -300,6 +415,30 @@ class OrchestrationConformanceTest(unittest.TestCase):
         pages = [c[1] for c in http.calls if c[0] == "GET"]
         self.assertEqual(len(pages), 4)   # 7 runners, 2 per page
         self.assertTrue(all("per_page=100" in p for p in pages))
+
+    def test_a_current_minions_runner_left_offline_without_its_config_is_removed(self):
+        # After any stop the unit has removed its single-use config: a runner GitHub still
+        # lists offline and idle, whose unit is down, never comes back; it is deleted so the
+        # next round mints a new config. Online, busy or running units are kept.
+        http = FakeGitHubHTTP(runners=[
+            runner(1, "prod-default-r1", "default", status="offline"),   # unit down: deleted
+            runner(2, "prod-default-r2", "default", status="offline"),   # unit runs: kept
+        ])
+        client = FakeLocalClient(active={"prod-default-r2"})
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.deregister_stale(), ["prod-default-r1"])
+        http = FakeGitHubHTTP(runners=[
+            runner(1, "prod-default-r1", "default", status="online"),
+            runner(2, "prod-default-r2", "default", status="offline", busy=True),
+        ])
+        client = FakeLocalClient()
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.deregister_stale(), [])
+        self.assertEqual([c for c in http.calls if c[0] == "DELETE"], [])
+        # The next round: GitHub no longer lists it, so the master mints a config for it.
+        http = FakeGitHubHTTP(runners=[runner(2, "prod-default-r2", "default")])
+        with Harness(FakeLocalClient(), http, self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(), ["prod-default-r1"])
 
 
 class StaleInlinePillarTest(unittest.TestCase):
@@ -319,31 +458,31 @@ class StaleInlinePillarTest(unittest.TestCase):
         inline.clock = lambda: now
         inline.put("prod-default-r1", "teleport_join_token", JOIN_TOKEN_PREFIX + "aa")
         inline.put("prod-default-r2", "teleport_join_token", JOIN_TOKEN_PREFIX + "bb")
-        inline.put("prod-default-r1", "github_registration_token", REG_TOKEN)
-        inline.put("prod-default-r2", "github_registration_token", REG_TOKEN)
+        inline.put("prod-default-r1", "github_jit_config", encoded_jit_config("prod-default-r1"))
+        inline.put("prod-default-r2", "github_jit_config", encoded_jit_config("prod-default-r2"))
         path = lambda m, k: os.path.join(self.inline_dir, m, k + ".json")
         os.utime(path("prod-default-r1", "teleport_join_token"), (now - 15 * 60 - 1,) * 2)   # expired
         os.utime(path("prod-default-r2", "teleport_join_token"), (now - 14 * 60,) * 2)       # live
-        os.utime(path("prod-default-r1", "github_registration_token"), (now - 3600 - 1,) * 2)  # expired
-        os.utime(path("prod-default-r2", "github_registration_token"), (now - 3500,) * 2)      # live
+        os.utime(path("prod-default-r1", "github_jit_config"), (now - 3600 - 1,) * 2)  # expired
+        os.utime(path("prod-default-r2", "github_jit_config"), (now - 3500,) * 2)      # live
         # A half-written file of a killed put().
         with open(path("prod-default-r2", "teleport_join_token") + ".tmp", "w") as handle:
             handle.write("x")
         os.utime(path("prod-default-r2", "teleport_join_token") + ".tmp", (now - 3 * 3600,) * 2)
         removed = inline.sweep()
         self.assertEqual(sorted(removed), sorted([path("prod-default-r1", "teleport_join_token"),
-                                                  path("prod-default-r1", "github_registration_token"),
+                                                  path("prod-default-r1", "github_jit_config"),
                                                   path("prod-default-r2", "teleport_join_token") + ".tmp"]))
         self.assertEqual(read_inline(self.inline_dir, "prod-default-r1"), {})
-        self.assertEqual(set(read_inline(self.inline_dir, "prod-default-r2")), {"teleport_join_token", "github_registration_token"})
+        self.assertEqual(set(read_inline(self.inline_dir, "prod-default-r2")), {"teleport_join_token", "github_jit_config"})
 
     def test_every_entry_point_sweeps_before_it_works(self):
         for entry in ("reconcile", "join_teleport_nodes", "register_github_runners", "deregister_stale"):
             inline = orchestration.InlinePillar(self.inline_dir)
-            inline.put("prod-default-r1", "github_registration_token", REG_TOKEN)
-            stale = os.path.join(self.inline_dir, "prod-default-r1", "github_registration_token.json")
+            inline.put("prod-default-r1", "github_jit_config", encoded_jit_config("prod-default-r1"))
+            stale = os.path.join(self.inline_dir, "prod-default-r1", "github_jit_config.json")
             os.utime(stale, (os.path.getmtime(stale) - 2 * 3600,) * 2)
-            client = FakeLocalClient(registered={"prod-default-r1", "prod-default-r2"},
+            client = FakeLocalClient(active={"prod-default-r1", "prod-default-r2"},
                                      joined=list(MINIONS))
             with Harness(client, FakeGitHubHTTP(), self.inline_dir):
                 getattr(orchestration, entry)()
@@ -352,7 +491,7 @@ class StaleInlinePillarTest(unittest.TestCase):
     def test_entry_points_hold_the_orchestration_lock_a_master_refresh_waits_for(self):
         import fcntl
         lock = os.path.join(self.dir, "orchestration.lock")
-        client = FakeLocalClient(registered={"prod-default-r1"})
+        client = FakeLocalClient(active={"prod-default-r1"})
         seen = []
         with Harness(client, FakeGitHubHTTP(), self.inline_dir):
             saved = orchestration.ORCHESTRATION_LOCK

@@ -277,6 +277,7 @@ class FakeGitHubHTTP:
     def __init__(self, runners=()):
         self.calls = []
         self.runners = list(runners)
+        self.jit_requests = []
 
     def __call__(self, method, url, headers, body=None):
         self.calls.append((method, url, headers["Authorization"]))
@@ -284,8 +285,15 @@ class FakeGitHubHTTP:
         if path == "/app/installations/456/access_tokens":
             return 201, {"token": "ghs_installation"}
         if path.endswith("/actions/runners/registration-token"):
-            assert headers["Authorization"] == "Bearer ghs_installation"
             return 201, {"token": "REGTOKEN0123456789", "expires_at": "later"}
+        if method == "POST" and path == "/orgs/example-org/actions/runners/generate-jitconfig":
+            assert headers["Authorization"] == "Bearer ghs_installation"
+            self.jit_requests.append(body)
+            runner_file = base64.b64encode(json.dumps({"agentName": body["name"]}).encode()).decode()
+            config = base64.b64encode(json.dumps({".runner": runner_file}).encode()).decode()
+            return 201, {"runner": {"id": 9, "name": body["name"]}, "encoded_jit_config": config}
+        if path.startswith("/orgs/example-org/actions/runner-groups?"):
+            return 200, {"total_count": 2, "runner_groups": [{"id": 1, "name": "Default"}, {"id": 5, "name": "untrusted"}]}
         if path.startswith("/orgs/example-org/actions/runners?"):
             page = int(path.rsplit("page=", 1)[1])
             chunk = self.runners[(page - 1) * 2: page * 2]   # two per page: pagination
@@ -296,10 +304,10 @@ class FakeGitHubHTTP:
 
 
 class FakeLocal:
-    def __init__(self, joined=(), registered=()):
+    def __init__(self, joined=(), active=()):
         self.calls = []
         self.joined = list(joined)
-        self.registered = set(registered)
+        self.active = set(active)     # runner units that run
 
     def __call__(self, tgt, fun, arg=(), kwarg=None):
         self.calls.append((tgt, fun, list(arg), kwarg))
@@ -309,8 +317,10 @@ class FakeLocal:
             return {tgt: "JOIN-TOKEN-%04d" % len(self.calls)}
         if fun == "state.apply" and arg == ["teleport.node"]:
             self.joined.append(tgt)
+        if fun == "service.status":
+            return {tgt: tgt in self.active}
         if fun == "file.file_exists":
-            return {tgt: tgt in self.registered}
+            return {tgt: False}       # a minion's claim, which must not decide anything
         return {tgt: True}
 
 
@@ -321,7 +331,8 @@ MASTER_PILLAR = {"ci_fleet_master": {"minions": {
     "prod-default-r2": {"role": "runner", "queue": "default", "agent": "github-actions"},
     "prod-release-r1": {"role": "runner", "queue": "release", "agent": "buildkite"},
 }, "github_app": {"app_id": "123", "installation_id": "456", "private_key_pem": "unused"}}}
-RUNNER_PILLAR = {m: {"github_organization": "example-org"} for m in ("prod-default-r1", "prod-default-r2")}
+RUNNER_PILLAR = {m: {"github_organization": "example-org", "runner_group": "untrusted", "queue": "default",
+                     "labels": ["self-hosted", "linux"]} for m in ("prod-default-r1", "prod-default-r2")}
 
 
 class OrchestrationTest(unittest.TestCase):
@@ -365,19 +376,26 @@ class OrchestrationTest(unittest.TestCase):
         self.assertTrue(all(c[1] != "state.apply" or c[0] != "prod-teleport" for c in local.calls))
         self.assertTrue(all(not c[1].startswith("cmd.") for c in local.calls))
 
-    def test_github_registration_only_for_unregistered_runners(self):
-        http = FakeGitHubHTTP()
-        local = FakeLocal(registered={"prod-default-r1"})
+    def test_github_jit_config_only_for_runners_github_does_not_list(self):
+        http = FakeGitHubHTTP(runners=[{"id": 1, "name": "prod-default-r1", "busy": False, "status": "online",
+                                        "labels": [{"name": "queue-default"}]}])
+        local = FakeLocal()
         orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, self.github(http),
                                           inline=self.inline)
         self.assertEqual(orch.register_github_runners(), ["prod-default-r2"])
         apply = [c for c in local.calls if c[1] == "state.apply"]
-        # The token goes through the minion's pillar file (test/orchestration), not the publication.
+        # The config goes through the minion's pillar file (test/orchestration), not the publication.
         self.assertEqual(apply, [("prod-default-r2", "state.apply", ["github_runner"], None)])
         self.assertEqual(os.listdir(os.path.join(self.inline.directory, "prod-default-r2")), [])
         self.assertEqual([c[:2] for c in http.calls], [
             ("POST", orchestration.GITHUB_API + "/app/installations/456/access_tokens"),
-            ("POST", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/registration-token")])
+            ("GET", orchestration.GITHUB_API + "/orgs/example-org/actions/runners?per_page=100&page=1"),
+            ("GET", orchestration.GITHUB_API + "/orgs/example-org/actions/runner-groups?per_page=100&page=1"),
+            ("POST", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/generate-jitconfig")])
+        self.assertEqual(http.jit_requests, [{"name": "prod-default-r2", "runner_group_id": 5,
+                                              "labels": ["self-hosted", "linux", "queue-default"],
+                                              "work_folder": "/var/lib/ci-agent/work"}])
+        self.assertFalse([c for c in http.calls if "registration-token" in c[1]])
         self.assertTrue(http.calls[0][2].startswith("Bearer ey"))   # the App JWT
 
     def test_deregisters_only_this_stacks_runners_that_are_no_minion(self):
@@ -388,8 +406,9 @@ class OrchestrationTest(unittest.TestCase):
             gh_runner(1, "prod-default-r1", "default"), gh_runner(2, "prod-default-r9", "default"),
             gh_runner(3, "staging-default-r1", "default"), gh_runner(4, "prod-release-r4", "release"),
             gh_runner(5, "someone-elses-runner", "default")])
-        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, FakeLocal(), self.github(http),
-                                          inline=self.inline)
+        # prod-default-r1's unit runs (offline is then a blip): a current minion's runner is kept.
+        orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, FakeLocal(active={"prod-default-r1"}),
+                                          self.github(http), inline=self.inline)
         self.assertEqual(orch.deregister_stale_github_runners(), ["prod-default-r9", "prod-release-r4"])
         deletes = [c[1] for c in http.calls if c[0] == "DELETE"]
         self.assertEqual(deletes, [orchestration.GITHUB_API + "/orgs/example-org/actions/runners/2",
