@@ -288,10 +288,10 @@ class Updater:
 
 
 def locked(path):
-    # Root-owned, readable: config.sh (the CI user) locks it through a read-only open.
+    # Root-owned, readable: the runner's start (register.sls, as root) locks it too.
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644))
-    fcntl.flock(handle, fcntl.LOCK_EX)    # the registration (config.sh) takes it too
+    fcntl.flock(handle, fcntl.LOCK_EX)    # the runner's start (register.sls) takes it too
     return handle
 
 
