@@ -1,21 +1,11 @@
 import { FleetConfigError } from "../../infra/config/check";
-import { loadFleetConfig, OFFLINE_PLACEHOLDER } from "../../infra/config/load";
-import { runUnderMocks } from "../../tools/preview/mock-runtime";
+import { OFFLINE_PLACEHOLDER } from "../../infra/config/load";
+import { loaderError } from "./run-loader";
 import { readStackInput } from "../../tools/preview/stack-files";
 import { ROOT } from "../support/preview";
 
 /** The loader as `pulumi up` runs it: a missing secret is a config error, listed with how to set it. */
-async function load(config: Record<string, string>, secretKeys: string[], offlinePreview: boolean): Promise<unknown> {
-  let error: unknown;
-  await runUnderMocks({ stack: "production", account: { accountId: "210987654321", region: "us-east-2" }, config, secretKeys }, () => {
-    try {
-      loadFleetConfig({ offlinePreview });
-    } catch (e) {
-      error = e;
-    }
-  });
-  return error;
-}
+const load = loaderError;
 
 test("under pulumi up, every missing secret is one listed problem", async () => {
   const input = readStackInput(ROOT, "production");

@@ -1,6 +1,6 @@
 import { FleetConfigError } from "../../infra/config/check";
-import { loadFleetConfig, OFFLINE_PLACEHOLDER } from "../../infra/config/load";
-import { runUnderMocks } from "../../tools/preview/mock-runtime";
+import { OFFLINE_PLACEHOLDER } from "../../infra/config/load";
+import { loaderError } from "./run-loader";
 import { readStackInput } from "../../tools/preview/stack-files";
 import { ROOT } from "../support/preview";
 import { githubClientId, githubClientSecret, opensshPrivateKey, rsaPrivateKeyPem } from "./secret-fixtures";
@@ -41,14 +41,7 @@ async function load(overrides: Record<string, unknown>, offlinePreview: boolean)
     else config[k] = typeof v === "string" ? v : JSON.stringify(v, (_key, x) => x);
   }
   const secretKeys = [...new Set([...input.secretKeys, ...Object.keys(overrides).filter((k) => !k.endsWith(":saltMaster"))])];
-  let error: unknown;
-  await runUnderMocks({ stack: "production", account: { accountId: "210987654321", region: "us-east-2" }, config, secretKeys }, () => {
-    try {
-      loadFleetConfig({ offlinePreview });
-    } catch (e) {
-      error = e;
-    }
-  });
+  const error = await loaderError(config, secretKeys, offlinePreview);
   if (error !== undefined && !(error instanceof FleetConfigError)) throw error;
   return error as FleetConfigError | undefined;
 }
