@@ -4,6 +4,7 @@
 include:
   - runner.user
   - .package
+  - .user
 
 {#- After the agent package: its postinst, on install, runs
     `chown -R buildkite-agent:buildkite-agent /etc/buildkite-agent` (buildkite/agent@v3.123.1
@@ -31,14 +32,7 @@ buildkite-config-agent-cfg-file-managed:
       - pkg: buildkite-package-agent-pkg-installed
       - file: buildkite-config-dir-file-directory
 
-buildkite-config-token-script-file-managed:
-  file.managed:
-    - name: {{ buildkite.token_script }}
-    - source: salt://buildkite/files/buildkite_agent_token.py
-    - user: root
-    - group: root
-    - mode: '0755'
-
-{#- build-path and plugins-path live in the work dir, which ci-agent-reset recreates empty
-    before and after every job; the agent creates them (MkdirAll, agent_start.go). Salt
-    writes nothing below the CI user's home. #}
+{#- build-path is made by ci-agent-reset (the job's, the agent may only enter it);
+    plugins-path and sockets-path are made by the job process in the CI user's work dir,
+    which the reset recreates empty before and after every job. Salt writes nothing below
+    the CI user's home. #}

@@ -1,7 +1,10 @@
 include:
   - runner
   - .repo
+  - .user
   - .package
   - .hooks
   - .config
+  - .token
+  - .job
   - .service

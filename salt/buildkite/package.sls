@@ -2,6 +2,7 @@
 
 include:
   - .repo
+  - .user
 
 buildkite-package-nodejs-pin-file-managed:
   file.managed:
@@ -45,3 +46,5 @@ buildkite-package-agent-pkg-installed:
     - require:
       - file: buildkite-repo-sources-file-managed
       - file: buildkite-package-agent-pin-file-managed
+      # Salt's agent user first: the postinst then finds it and makes none of its own.
+      - user: buildkite-user-agent-user-present

@@ -1,4 +1,5 @@
 {%- from "runner/map.jinja" import runner with context %}
+{%- from "buildkite/map.jinja" import buildkite with context %}
 {#- Run as root before every agent start (ExecStartPre=+) and after every stop
     (ExecStopPost=-+): nothing of a job reaches the next one. The CI user's whole home
     is wiped (Salt manages nothing below it: a job controls every path there), the home
@@ -35,6 +36,17 @@ runner-reset-script-file-managed:
         chmod 0750 "$home"
         mkdir -m 0700 "$work"
         chown -h "$user:$user" "$work"
+{%- if runner.agent == 'buildkite' %}
+        # Buildkite (buildkite.job): the agent runs as {{ buildkite.agent_user.name }}, every job as $user.
+        # build-path is the job's; the agent only enters it (the job process starts there). Its
+        # parent is root's, so no job can swap it for a link. The hooks' state dir is the job's.
+        builds={{ buildkite.build_dir }}
+        rm -rf -- "$builds"
+        mkdir -m 0710 "$builds"
+        chown -h "$user:{{ buildkite.agent_user.name }}" "$builds"
+        mkdir -m 0700 "{{ buildkite.job_secrets_dir }}"
+        chown -h "$user:$user" "{{ buildkite.job_secrets_dir }}"
+{%- endif %}
         # Everything else a job can leave for the next one: files in the world-writable
         # directories, POSIX message queues, System V IPC (RemoveIPC= skips system users).
         for dir in /tmp /var/tmp /dev/shm /run/lock /var/crash /dev/mqueue; do

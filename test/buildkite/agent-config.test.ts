@@ -29,7 +29,7 @@ function parseAgentConfig(text: string): Map<string, string> {
  * does not know is silently ignored, so a misspelt key would quietly drop a setting.
  */
 const START_FLAGS = new Set([
-  "name", "tags", "build-path", "hooks-path", "plugins-path", "git-clean-flags",
+  "name", "tags", "bootstrap-script", "build-path", "hooks-path", "plugins-path", "sockets-path", "git-clean-flags",
   "disconnect-after-job", "no-command-eval", "no-local-hooks", "no-plugins",
 ]);
 
@@ -50,8 +50,12 @@ describe("buildkite-agent.cfg on the production runners", () => {
       }
       expect(cfg.get("name")).toBe(id);
       expect(cfg.get("disconnect-after-job")).toBe("true");
-      expect(cfg.get("build-path")).toBe("/var/lib/ci-agent/work/builds");
+      expect(cfg.get("build-path")).toBe("/var/lib/buildkite-builds");
       expect(cfg.get("hooks-path")).toBe("/etc/buildkite-agent/hooks");
+      // The job's own paths (the job process makes them in the CI user's work dir, wiped by the reset).
+      expect([cfg.get("plugins-path"), cfg.get("sockets-path")]).toEqual(["/var/lib/ci-agent/work/plugins", "/var/lib/ci-agent/work/sockets"]);
+      // The cfg is world-readable: never the token (`token`, clicommand/global.go AgentRegisterTokenFlag).
+      expect({ id, token: cfg.has("token") }).toEqual({ id, token: false });
     }
   });
 

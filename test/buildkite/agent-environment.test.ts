@@ -6,9 +6,10 @@ import { buildkiteMinions, directives, parseUnit, renderStack, unitEnvironment, 
 /**
  * The seam between the job-secrets hooks (hooks/buildkite/src) and the agent's systemd
  * unit (salt/buildkite/service.sls): every environment variable the hooks read must
- * reach them on a real runner. The hooks run as children of `buildkite-agent start`,
- * whose own environment (the unit's) is passed to every job and hook
- * (buildkite/agent@v3.123.1 agent/job_runner.go: `processEnv := append(os.Environ(), env...)`).
+ * reach them on a real runner. The hooks run in the job process that `buildkite-agent start`
+ * starts, whose own environment (the unit's) is passed to every job and hook
+ * (buildkite/agent@v3.123.1 agent/job_runner.go: `processEnv := append(os.Environ(), env...)`)
+ * and kept by the privilege drop to the CI user (sudo -E; test/buildkite/agent-token.test.ts).
  */
 
 const SRC = path.join(ROOT, "hooks/buildkite/src");
@@ -109,14 +110,19 @@ describe.each(["production", "production-aws"])("the Buildkite agent unit of %s 
         expect({ id, name, set: env.has(name) }).toEqual({ id, name, set: true });
         if (name in expected) expect({ id, name, value: env.get(name) }).toEqual({ id, name, value: expected[name] });
       }
-      // CI_FLEET_STATE_DIR: a directory that exists while the agent runs, owned by the agent's
-      // user, mode 0700: one of the unit's RuntimeDirectory= entries (created by systemd before
-      // ExecStartPre, owned by User=, mode RuntimeDirectoryMode=; systemd.exec(5)).
+      // CI_FLEET_STATE_DIR: the hooks run in the job process, as the CI user (bootstrap-script
+      // drops every job to it), so the directory is the job user's, 0700, made afresh by the
+      // root reset (ExecStartPre=+) in the CI user's work dir, which the reset has just recreated.
       const stateDir = env.get("CI_FLEET_STATE_DIR")!;
-      const runtimeDirs = directives(unit, "Service", "RuntimeDirectory").flatMap((v) => v.split(/\s+/)).map((d) => `/run/${d}`);
-      expect({ id, stateDir, createdBySystemd: runtimeDirs.includes(stateDir) }).toEqual({ id, stateDir, createdBySystemd: true });
-      expect({ id, mode: directives(unit, "Service", "RuntimeDirectoryMode") }).toEqual({ id, mode: ["0700"] });
-      expect({ id, user }).toEqual({ id, user: ["ci-agent"] });
+      expect({ id, user }).toEqual({ id, user: ["buildkite-agent"] });
+      const reset = render.minions[id].files["/usr/local/sbin/ci-agent-reset"];
+      expect(directives(unit, "Service", "ExecStartPre")).toContain("+/usr/local/sbin/ci-agent-reset");
+      const work = /^work=(\S+)$/m.exec(reset)?.[1];
+      expect({ id, stateDir, inWork: work !== undefined && stateDir.startsWith(`${work}/`) }).toEqual({ id, stateDir, inWork: true });
+      const made = reset.indexOf(`mkdir -m 0700 "${stateDir}"`);
+      const owned = reset.indexOf(`chown -h "$user:$user" "${stateDir}"`);
+      expect({ id, made: made > reset.indexOf('mkdir -m 0700 "$work"'), owned: owned > made }).toEqual({ id, made: true, owned: true });
+      expect(/^user=ci-agent$/m.test(reset)).toBe(true);
       expect(Buffer.byteLength(path.join(stateDir, JOB_UUID, "pipeline.sock"))).toBeLessThanOrEqual(107);
       // The hooks' prefix check (context.ts PREFIX) accepts what the unit sets.
       expect(env.get("CI_FLEET_SSM_PREFIX")).toMatch(/^\/ci-fleet\/[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+\/$/);

@@ -15,12 +15,12 @@ const UNIT = "/etc/systemd/system/buildkite-agent.service";
 function verify(unitText: string): { status: number | null; stderr: string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-bk-unit-"));
   try {
-    for (const stub of ["ci-agent-reset", "buildkite-agent-token", "buildkite-agent"]) {
+    for (const stub of ["ci-agent-reset", "buildkite-agent-start"]) {
       fs.writeFileSync(path.join(dir, stub), "#!/bin/sh\n", { mode: 0o755 });
     }
     fs.writeFileSync(path.join(dir, "ci-netboot-selftest.service"), "[Service]\nType=oneshot\nExecStart=/bin/true\n");
-    // ci-fleet's scripts in /usr/local/sbin; the agent from Buildkite's deb (/usr/bin/buildkite-agent).
-    const text = unitText.replaceAll("/usr/local/sbin/", `${dir}/`).replaceAll("/usr/bin/buildkite-agent", `${dir}/buildkite-agent`);
+    // ci-fleet's scripts in /usr/local/sbin (the start script execs Buildkite's /usr/bin/buildkite-agent).
+    const text = unitText.replaceAll("/usr/local/sbin/", `${dir}/`);
     fs.writeFileSync(path.join(dir, "buildkite-agent.service"), text);
     const run = spawnSync("systemd-analyze", ["verify", "--man=no", path.join(dir, "buildkite-agent.service")], {
       encoding: "utf8",
@@ -51,35 +51,32 @@ describe("buildkite-agent.service on the production runners", () => {
     expect(verify(broken).stderr).toContain("Unknown key 'NoNewPrivilege'");
   });
 
-  test("the token reaches the agent: ExecStartPre writes, as the agent's user, the file EnvironmentFile= reads", () => {
-    // systemd.exec(5): EnvironmentFile= is read "after all processes from a previous unit state
-    // terminated. This means you can generate these files in one unit state, and read it with
-    // this option in the next" -- ExecStartPre (start-pre) writes, ExecStart (start) reads.
+  test("the token reaches the agent only as a systemd credential loaded (as root) from a root-only file; nothing runs before the agent but the root reset", () => {
+    // systemd.exec(5) LoadCredential=ID:PATH: the service manager reads PATH and passes a copy
+    // "only accessible to the user associated with the unit ... (as well as the superuser)"
+    // at $CREDENTIALS_DIRECTORY/ID; a file that cannot be read fails the start.
     for (const id of buildkiteMinions(render)) {
       const unit = parseUnit(render.minions[id].files[UNIT]);
-      const envFiles = directives(unit, "Service", "EnvironmentFile");
-      expect(envFiles).toEqual(["-/run/buildkite-agent/agent.env"]);
-      const pre = directives(unit, "Service", "ExecStartPre");
-      const token = pre.find((c) => c.includes("buildkite-agent-token"))!;
-      // No "+": it runs as User= with the queue's AWS credentials, writing into the RuntimeDirectory.
-      expect(token.startsWith("/usr/local/sbin/buildkite-agent-token ")).toBe(true);
-      const args = token.split(/\s+/);
-      const doc = render.documents[id].ci_fleet;
-      expect(args[args.indexOf("--output") + 1]).toBe("/run/buildkite-agent/agent.env");
-      expect(args[args.indexOf("--parameter") + 1]).toBe(`/ci-fleet/production/${doc.runner!.queue}/buildkite/agent-token`);
-      expect(args[args.indexOf("--region") + 1]).toBe(unitEnvironment(unit).get("AWS_REGION"));
-      // The reset (as root) runs before the token is fetched, and the agent reads its config from the file Salt writes.
-      expect(pre[0]).toBe("+/usr/local/sbin/ci-agent-reset");
+      expect({ id, credentials: directives(unit, "Service", "LoadCredential"), envFiles: directives(unit, "Service", "EnvironmentFile") }).toEqual({
+        id,
+        credentials: ["agent-token:/etc/ci-fleet/buildkite-agent/agent-token"],
+        envFiles: [],
+      });
+      // The reset (as root) is the only command before the agent: no token script, nothing as the agent's user.
+      expect({ id, pre: directives(unit, "Service", "ExecStartPre") }).toEqual({ id, pre: ["+/usr/local/sbin/ci-agent-reset"] });
       expect(unitEnvironment(unit).get("BUILDKITE_AGENT_CONFIG")).toBe("/etc/buildkite-agent/buildkite-agent.cfg");
-      // The binary Buildkite's deb installs (buildkite/agent@v3.123.1 scripts/build-debian-package.sh:
-      // "./$BUILD_BINARY_PATH=/usr/bin/buildkite-agent"), as the package's own unit runs it.
-      expect(directives(unit, "Service", "ExecStart")).toEqual(["/usr/bin/buildkite-agent start"]);
+      // The start script execs the binary Buildkite's deb installs (buildkite/agent@v3.123.1
+      // scripts/build-debian-package.sh: "./$BUILD_BINARY_PATH=/usr/bin/buildkite-agent"), as the package's unit runs it.
+      expect(directives(unit, "Service", "ExecStart")).toEqual(["/usr/local/sbin/buildkite-agent-start"]);
+      expect(render.minions[id].files["/usr/local/sbin/buildkite-agent-start"]).toMatch(/\nexec \/usr\/bin\/buildkite-agent start\n$/);
+      // The token is in no Environment= (systemctl show prints those to every user) and no command line.
+      expect({ id, inUnit: /BUILDKITE_AGENT_TOKEN=|--token/.test(render.minions[id].files[UNIT]) }).toEqual({ id, inUnit: false });
     }
   });
 
-  test("the agent, its token script and every hook find the root-owned AWS config through AWS_CONFIG_FILE; the reset also runs after each job", () => {
-    // Environment= applies to every Exec* line (token script included); the agent passes its
-    // environment to hooks and jobs (agent/job_runner.go processEnv := append(os.Environ(), ...)).
+  test("every job and hook finds the root-owned AWS config through AWS_CONFIG_FILE; the reset also runs after each job", () => {
+    // The agent passes its environment to the job process and so to the hooks (agent/job_runner.go
+    // processEnv := append(os.Environ(), ...)); sudo -E keeps it (test/buildkite/agent-token.test.ts).
     // botocore (AWS_CONFIG_FILE, configprovider.py) and the JS SDK v3 (getConfigFilepath) read it.
     for (const id of buildkiteMinions(render)) {
       const unit = parseUnit(render.minions[id].files[UNIT]);
@@ -112,7 +109,13 @@ describe("a changed unit or config never cancels a running job", () => {
       expect({ id, watch: running.args.watch }).toEqual({ id, watch: undefined });
       const roll = states["buildkite-service-agent-graceful-restart-cmd-run"];
       expect(roll.function).toBe("cmd.run");
-      expect(roll.args.onchanges).toEqual([{ file: "buildkite-service-unit-file-managed" }, { file: "buildkite-config-agent-cfg-file-managed" }]);
+      // A new unit, cfg or token (rotated in the pillar) reaches the agent at its next job boundary.
+      expect(roll.args.onchanges).toEqual([
+        { file: "buildkite-service-unit-file-managed" },
+        { file: "buildkite-config-agent-cfg-file-managed" },
+        { file: "buildkite-service-start-script-file-managed" },
+        { file: "buildkite-token-file-managed" },
+      ]);
       const command = String(roll.args.name);
       expect(roll.args.require).toEqual([{ cmd: "buildkite-service-unit-reload-cmd-run" }]);
       expect(states["buildkite-service-unit-reload-cmd-run"].args.name).toBe("systemctl daemon-reload");
