@@ -4,18 +4,23 @@ import { denyInsecureTransport, encryptedBucket } from "../storage/encrypted-buc
 import { SESSION_RECORDINGS_PREFIX, type TeleportAuditBackend } from "./config";
 
 /**
- * Where Teleport's audit log outlives the Teleport machine, in the fleet's AWS account
- * (on both providers; on equinix-metal the Teleport machine reaches it with its Roles
- * Anywhere credentials):
+ * Where Teleport's cluster state and audit log outlive the Teleport machine, in the fleet's
+ * AWS account (on both providers; on equinix-metal the Teleport machine reaches them with its
+ * Roles Anywhere credentials):
  *
+ * - cluster state (`storage.type: dynamodb`): a DynamoDB table of its own in the schema of
+ *   lib/backend/dynamo (HashKey/FullPath, stream NEW_IMAGE, TTL on `Expires`), encrypted
+ *   with the fleet key, point-in-time recovery on, deletion-protected. It holds the CAs and
+ *   their private keys, users, roles, tokens and node records: a replaced Teleport machine
+ *   with the same config serves the same cluster, and joined nodes keep their certificates;
  * - session recordings: an S3 bucket, SSE-KMS with the fleet key, versioned (Teleport
  *   plays the OLDEST version of a recording, so an overwrite cannot hide a session),
  *   public access blocked, owner-enforced, TLS-only, expired after the retention;
  * - audit events: a DynamoDB table in the schema Teleport's `dynamodb://` backend uses,
  *   encrypted with the fleet key, point-in-time recovery on, TTL on `Expires` (Teleport
  *   sets it from `retention_period`), deletion-protected;
- * - an inline policy on the Teleport machine's role granting what Teleport calls on the
- *   two (and nothing that deletes or reconfigures them: Pulumi owns their settings).
+ * - inline policies on the Teleport machine's role granting what Teleport calls on them
+ *   (and nothing that deletes or reconfigures them: Pulumi owns their settings).
  */
 
 export interface TeleportAuditStorageArgs {
@@ -54,6 +59,69 @@ export function teleportAuditBucketName(stack: string, accountId: string): strin
 
 export function teleportEventsTableName(stack: string): string {
   return `ci-fleet-${stack}-teleport-events`;
+}
+
+export function teleportStateTableName(stack: string): string {
+  return `ci-fleet-${stack}-teleport-state`;
+}
+
+/**
+ * DynamoDB schema of Teleport's cluster state backend (lib/backend/dynamo `createTable`:
+ * hash key `HashKey`, range key `FullPath`, both strings; `configureTable` turns on TTL on
+ * `Expires` and a NEW_IMAGE stream when they are off, calls this backend needs no permission
+ * for because the table is made with them).
+ */
+export const TELEPORT_STATE_TABLE_SCHEMA = {
+  hashKey: "HashKey",
+  rangeKey: "FullPath",
+  attributes: [
+    { name: "HashKey", type: "S" },
+    { name: "FullPath", type: "S" },
+  ],
+  ttlAttribute: "Expires",
+  streamViewType: "NEW_IMAGE",
+} as const;
+
+/**
+ * The Teleport machine's permissions on its cluster state table: exactly what
+ * lib/backend/dynamo calls on an existing table made as above. At start (`configureTable`):
+ * DescribeTable, DescribeTimeToLive. Items: GetItem, PutItem (Create/Put/Update/
+ * CompareAndSwap/ConditionalUpdate), UpdateItem (KeepAlive), DeleteItem (Delete,
+ * ConditionalDelete, expired keys), Query (GetRange), BatchWriteItem (DeleteRange);
+ * TransactWriteItems (AtomicWrite) is authorised per item as PutItem, DeleteItem and
+ * ConditionCheckItem. The event stream (shards.go): DescribeTable (LatestStreamArn),
+ * DescribeStream, GetShardIterator, GetRecords on the table's stream. Deliberately absent:
+ * CreateTable, UpdateTable, UpdateTimeToLive, UpdateContinuousBackups (PITR cannot be turned
+ * off from the machine), DeleteTable, Scan, and any application-autoscaling action.
+ */
+export function teleportStateAccessPolicy(tableArn: string): object {
+  return {
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "ClusterStateTable",
+        Effect: "Allow",
+        Action: [
+          "dynamodb:BatchWriteItem",
+          "dynamodb:ConditionCheckItem",
+          "dynamodb:DeleteItem",
+          "dynamodb:DescribeTable",
+          "dynamodb:DescribeTimeToLive",
+          "dynamodb:GetItem",
+          "dynamodb:PutItem",
+          "dynamodb:Query",
+          "dynamodb:UpdateItem",
+        ],
+        Resource: tableArn,
+      },
+      {
+        Sid: "ClusterStateStream",
+        Effect: "Allow",
+        Action: ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+        Resource: `${tableArn}/stream/*`,
+      },
+    ],
+  };
 }
 
 export interface AuditAccessPolicyInput {
@@ -130,6 +198,8 @@ export class TeleportAuditStorage extends pulumi.ComponentResource {
   public readonly bucketArn: pulumi.Output<string>;
   public readonly eventsTableName: pulumi.Output<string>;
   public readonly eventsTableArn: pulumi.Output<string>;
+  public readonly stateTableName: pulumi.Output<string>;
+  public readonly stateTableArn: pulumi.Output<string>;
   /** Ready for `buildAuthProxyConfig({..., audit})`. */
   public readonly auditBackend: pulumi.Output<TeleportAuditBackend>;
 
@@ -197,14 +267,46 @@ export class TeleportAuditStorage extends pulumi.ComponentResource {
       child,
     );
 
+    const stateSchema = TELEPORT_STATE_TABLE_SCHEMA;
+    const stateTable = new aws.dynamodb.Table(
+      `${name}-state`,
+      {
+        name: teleportStateTableName(args.stack),
+        billingMode: "PAY_PER_REQUEST",
+        hashKey: stateSchema.hashKey,
+        rangeKey: stateSchema.rangeKey,
+        attributes: stateSchema.attributes.map((a) => ({ ...a })),
+        streamEnabled: true,
+        streamViewType: stateSchema.streamViewType,
+        ttl: { attributeName: stateSchema.ttlAttribute, enabled: true },
+        pointInTimeRecovery: { enabled: true },
+        serverSideEncryption: { enabled: true, kmsKeyArn: args.kmsKeyArn },
+        deletionProtectionEnabled: true,
+        tags: { ...tags, "ci-fleet:purpose": "teleport-cluster-state" },
+      },
+      child,
+    );
+    new aws.iam.RolePolicy(
+      `${name}-teleport-state-access`,
+      {
+        role: args.teleportRoleName,
+        name: "teleport-cluster-state",
+        policy: stateTable.arn.apply((tableArn) => JSON.stringify(teleportStateAccessPolicy(tableArn))),
+      },
+      child,
+    );
+
     this.bucketName = bucket.bucket;
     this.bucketArn = bucket.arn;
     this.eventsTableName = table.name;
     this.eventsTableArn = table.arn;
-    this.auditBackend = pulumi.all([bucket.bucket, table.name]).apply(
-      ([sessionsBucket, eventsTable]): TeleportAuditBackend => ({
+    this.stateTableName = stateTable.name;
+    this.stateTableArn = stateTable.arn;
+    this.auditBackend = pulumi.all([bucket.bucket, table.name, stateTable.name]).apply(
+      ([sessionsBucket, eventsTable, stateTableName]): TeleportAuditBackend => ({
         kind: "aws",
         region: args.region,
+        stateTable: stateTableName,
         sessionsBucket,
         eventsTable,
         retentionDays: args.retentionDays,
@@ -215,6 +317,8 @@ export class TeleportAuditStorage extends pulumi.ComponentResource {
       bucketArn: this.bucketArn,
       eventsTableName: this.eventsTableName,
       eventsTableArn: this.eventsTableArn,
+      stateTableName: this.stateTableName,
+      stateTableArn: this.stateTableArn,
     });
   }
 }

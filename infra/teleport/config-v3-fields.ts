@@ -188,6 +188,21 @@ export const TELEPORT_GITHUB_V3_FIELDS: readonly string[] = [
   "spec.teams_to_roles[].roles[]",
 ];
 
+/**
+ * Provision token resource, `version: v2`, as the fleet renders it (`iam` join): api/types
+ * ProvisionTokenSpecV2 `roles`, `join_method`, `allow` (TokenRule `aws_account`, `aws_arn`).
+ */
+export const TELEPORT_PROVISION_TOKEN_V2_FIELDS: readonly string[] = [
+  "kind",
+  "version",
+  "metadata.name",
+  "metadata.description",
+  "spec.roles[]",
+  "spec.join_method",
+  "spec.allow[].aws_account",
+  "spec.allow[].aws_arn",
+];
+
 /** Every leaf key path of a document, in the syntax above (e.g. `ssh_service.labels.role`). */
 export function documentKeyPaths(doc: unknown, prefix = ""): string[] {
   if (Array.isArray(doc)) {

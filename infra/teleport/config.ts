@@ -18,16 +18,20 @@ export const TELEPORT_SSH_PORT = 3022;
 export const SESSION_RECORDINGS_PREFIX = "records";
 
 /**
- * Where the audit log goes.
- * - `aws`: events in a DynamoDB table (queried by the web UI and `tctl`; DynamoDB TTL
- *   enforces the retention), recordings in S3 (lifecycle enforces the retention). Used on
- *   both providers: on equinix-metal the Teleport machine reaches them with its Roles
- *   Anywhere credentials. Built by `TeleportAuditStorage` (./audit-storage.ts).
- * - `local`: files under the data directory. Lost with the machine's disk: allowed only
- *   on equinix-metal, for a stack without AWS credentials on the Teleport machine.
+ * Where the cluster state and the audit log go.
+ * - `aws`: the cluster state (CAs and their keys, users, roles, tokens, nodes) in a DynamoDB
+ *   table of its own (`stateTable`, PITR on), audit events in another DynamoDB table
+ *   (queried by the web UI and `tctl`; DynamoDB TTL enforces the retention), recordings in
+ *   S3 (lifecycle enforces the retention). Used on both providers: on equinix-metal the
+ *   Teleport machine reaches them with its Roles Anywhere credentials. Built by
+ *   `TeleportAuditStorage` (./audit-storage.ts). A replaced Teleport machine serves the same
+ *   cluster from them.
+ * - `local`: sqlite and files under the data directory. Lost with the machine's disk:
+ *   refused on aws; kept only for an equinix-metal stack without AWS credentials on the
+ *   Teleport machine (the fleet never renders it).
  */
 export type TeleportAuditBackend =
-  | { kind: "aws"; region: string; sessionsBucket: string; eventsTable: string; retentionDays: number }
+  | { kind: "aws"; region: string; stateTable: string; sessionsBucket: string; eventsTable: string; retentionDays: number }
   | { kind: "local"; eventsDir: string; sessionsDir: string };
 
 export interface TeleportLabelsInput {
@@ -37,14 +41,53 @@ export interface TeleportLabelsInput {
   queue?: string;
 }
 
-/** The static labels every Teleport SSH service carries; roles select machines by them. */
+/**
+ * Prefix Teleport gives the labels of a `server_info` resource named `si-<node name>`
+ * (api/types/server_info.go `fixLabels`: `si-` -> `TeleportDynamicLabelPrefix`). Every label
+ * a role's node_labels use carries it; no node config renders one (config.test.ts).
+ */
+export const TELEPORT_ASSIGNED_LABEL_PREFIX = "dynamic/";
+
+/**
+ * The labels the auth service gives a machine, as RBAC sees them (`dynamic/role`,
+ * `dynamic/stack`, `dynamic/queue`). The master's orchestration writes them into the
+ * `server_info` resource of the machine's node (`si-<host id>`) after the join, from this
+ * machine's pillar (`ci_fleet:teleport:labels`, written by the program), never from
+ * anything the machine says; roles select machines by these keys only.
+ */
 export function teleportNodeLabels(input: TeleportLabelsInput): Record<string, string> {
   if ((input.role === "runner") !== (input.queue !== undefined)) {
     throw new Error(`teleport labels: a queue label is required on runners and only on runners (role ${input.role})`);
   }
-  const labels: Record<string, string> = { role: input.role, stack: input.stack };
-  if (input.queue !== undefined) labels.queue = input.queue;
+  const labels: Record<string, string> = { [`${TELEPORT_ASSIGNED_LABEL_PREFIX}role`]: input.role, [`${TELEPORT_ASSIGNED_LABEL_PREFIX}stack`]: input.stack };
+  if (input.queue !== undefined) labels[`${TELEPORT_ASSIGNED_LABEL_PREFIX}queue`] = input.queue;
   return sortedRecord(labels);
+}
+
+/**
+ * What a node's own teleport.yaml shows of its assigned labels: the same values without the
+ * prefix, for `tsh ls` before the auth service's labels arrive. Display only: the node can
+ * set any label it likes (lib/srv/regular/sshserver.go `getStaticLabels`: config labels
+ * override the auth service's), so no role may select on these keys (access.test.ts).
+ */
+export function teleportDisplayLabels(assigned: Readonly<Record<string, string>>): Record<string, string> {
+  const display: Record<string, string> = {};
+  for (const [key, value] of Object.entries(assigned)) {
+    if (!key.startsWith(TELEPORT_ASSIGNED_LABEL_PREFIX)) throw new Error(`teleport labels: ${JSON.stringify(key)} is not an assigned (${TELEPORT_ASSIGNED_LABEL_PREFIX}) label`);
+    display[key.slice(TELEPORT_ASSIGNED_LABEL_PREFIX.length)] = value;
+  }
+  return sortedRecord(display);
+}
+
+/**
+ * Name of the `iam` provision token a machine joins with on aws: one per AWS role the
+ * machines wear (a queue's agent role, the Salt master's role). Not a secret: the token admits
+ * only a caller who proves, with a signed sts:GetCallerIdentity, an EC2 instance session of
+ * that role (./resources.ts `buildIamJoinTokens`).
+ */
+export function teleportIamTokenName(input: TeleportLabelsInput): string {
+  if (input.role === "teleport") throw new Error("teleport join: the Teleport machine is the auth service; it never joins");
+  return input.role === "runner" ? `ci-fleet-${input.stack}-iam-queue-${input.queue}` : `ci-fleet-${input.stack}-iam-${input.role}`;
 }
 
 export interface AuthProxyConfigInput {
@@ -59,15 +102,19 @@ export interface AuthProxyConfigInput {
   publicAddr: string;
   acmeEmail: string;
   audit: TeleportAuditBackend;
+  /** The labels the auth service assigns this machine (`teleportNodeLabels`); rendered for display only. */
   labels: Record<string, string>;
 }
 
 export interface NodeConfigInput {
+  /** aws: `iam` join (AWS-attested); equinix-metal: a short-lived single-machine token file. */
+  provider: MachineProviderName;
   /** Machine name, e.g. `<stack>-<queue>-<runner>`. */
   nodename: string;
   privateIpv4: string;
   /** The auth service's private address, `10.x.x.x:3025`. */
   authAddress: string;
+  /** The labels the auth service assigns this machine (`teleportNodeLabels`); rendered for display only. */
   labels: Record<string, string>;
   /**
    * CA pins (`sha256:...`) of the cluster, when the join orchestration knows them: without
@@ -93,7 +140,10 @@ export interface TeleportAuthProxyConfig {
     data_dir: string;
     log: TeleportLog;
     storage: {
-      type: "sqlite";
+      type: "dynamodb" | "sqlite";
+      /** dynamodb: lib/backend/dynamo Config `region`, `table_name`. */
+      region?: string;
+      table_name?: string;
       audit_events_uri: string[];
       audit_sessions_uri: string;
       retention_period?: string;
@@ -105,7 +155,7 @@ export interface TeleportAuthProxyConfig {
     listen_addr: string;
     proxy_listener_mode: "multiplex";
     authentication: { type: "github"; connector_name: string; local_auth: false };
-    session_recording: "node-sync";
+    session_recording: "proxy-sync";
     proxy_checks_host_keys: true;
     disconnect_expired_cert: true;
   };
@@ -126,12 +176,18 @@ export interface TeleportSshService {
   permit_user_env: false;
 }
 
+/**
+ * `iam`: token_name is the provision token's name (not secret). `token`: token_name is a
+ * file path (Teleport reads the token from it when it starts with `/`).
+ */
+export type TeleportJoinParams = { method: "iam"; token_name: string } | { method: "token"; token_name: string };
+
 export interface TeleportNodeConfig {
   version: "v3";
   teleport: {
     nodename: string;
     data_dir: string;
-    join_params: { method: "token"; token_name: string };
+    join_params: TeleportJoinParams;
     auth_server: string;
     ca_pin?: string[];
     log: TeleportLog;
@@ -160,6 +216,9 @@ export function buildAuthProxyConfig(input: AuthProxyConfigInput): TeleportAuthP
     if (!Number.isInteger(input.audit.retentionDays) || input.audit.retentionDays < 1) {
       problems.push(`audit.retentionDays must be a positive whole number of days, got ${input.audit.retentionDays}`);
     }
+    if (!input.audit.stateTable || input.audit.stateTable === input.audit.eventsTable) {
+      problems.push("audit.stateTable: the cluster state needs its own DynamoDB table, separate from the audit events table");
+    }
   }
   fail("teleport auth config", problems);
 
@@ -169,9 +228,9 @@ export function buildAuthProxyConfig(input: AuthProxyConfigInput): TeleportAuthP
       nodename: input.nodename,
       data_dir: TELEPORT_DATA_DIR,
       log: buildLog(),
-      // Cluster state (CAs, users, roles) stays on the machine's disk (`dir`): a single
-      // auth server; the audit log is what must outlive the machine.
-      storage: { type: "sqlite", ...auditStorage(input.audit) },
+      // Cluster state (CAs and their keys, users, roles, tokens, nodes) and the audit log
+      // outlive the machine: a replacement with this config serves the same cluster.
+      storage: clusterStorage(input.audit),
     },
     auth_service: {
       enabled: true,
@@ -180,9 +239,13 @@ export function buildAuthProxyConfig(input: AuthProxyConfigInput): TeleportAuthP
       proxy_listener_mode: "multiplex",
       // GitHub is the only way in: no local users, so no passwords to phish or reset.
       authentication: { type: "github", connector_name: GITHUB_CONNECTOR_NAME, local_auth: false },
-      // Nodes stream recordings to the auth service as the session runs: nothing is
-      // buffered on a runner's disk, where a job could read or delete it.
-      session_recording: "node-sync",
+      // The proxy records every session and streams it to the auth service as it runs: a
+      // node never holds, writes or uploads a recording, so root on a runner cannot alter
+      // or drop its own sessions' recordings. With proxy recording the proxy terminates SSH
+      // and dials the node itself; it then checks the node's host certificate against the
+      // cluster's host CA (proxy_checks_host_keys), so a machine without the node's
+      // certificate cannot stand in for it.
+      session_recording: "proxy-sync",
       proxy_checks_host_keys: true,
       disconnect_expired_cert: true,
     },
@@ -203,6 +266,7 @@ export function buildNodeConfig(input: NodeConfigInput): TeleportNodeConfig {
     ...checkAuthAddress(input.authAddress),
     ...checkLabels(input.labels),
   ];
+  if (input.provider !== "aws" && input.provider !== "equinix-metal") problems.push(`provider ${JSON.stringify(input.provider)} is not aws or equinix-metal`);
   for (const pin of input.caPins ?? []) {
     if (!/^sha256:[0-9a-f]{64}$/.test(pin)) problems.push(`caPins: ${JSON.stringify(pin)} is not sha256:<64 hex digits>`);
   }
@@ -211,9 +275,7 @@ export function buildNodeConfig(input: NodeConfigInput): TeleportNodeConfig {
   const teleport: TeleportNodeConfig["teleport"] = {
     nodename: input.nodename,
     data_dir: TELEPORT_DATA_DIR,
-    // The token is a file path: the join orchestration writes a short-lived token there;
-    // the config itself never carries one.
-    join_params: { method: "token", token_name: TELEPORT_JOIN_TOKEN_PATH },
+    join_params: joinParams(input.provider, input.labels),
     // Exactly one of auth_server / proxy_server: the auth service over private IPv4.
     auth_server: input.authAddress,
     log: buildLog(),
@@ -233,24 +295,47 @@ function buildLog(): TeleportLog {
   return { output: "stderr", severity: "INFO", format: { output: "json" } };
 }
 
+/**
+ * aws: the `iam` method, AWS-attested: the node signs sts:GetCallerIdentity with its
+ * instance role and the auth service checks the answer against the token's allow rules;
+ * nothing secret is delivered to the machine. equinix-metal: the token is a file path the
+ * master's join orchestration fills, for one join, through this machine's own pillar (a
+ * 15-minute token, revoked as soon as the join is seen); the config never carries a token.
+ */
+function joinParams(provider: MachineProviderName, labels: Record<string, string>): TeleportJoinParams {
+  if (provider === "aws") {
+    const at = (key: string) => labels[`${TELEPORT_ASSIGNED_LABEL_PREFIX}${key}`];
+    const queue = at("queue");
+    return { method: "iam", token_name: teleportIamTokenName({ stack: at("stack"), role: at("role") as MachineRole, ...(queue !== undefined ? { queue } : {}) }) };
+  }
+  return { method: "token", token_name: TELEPORT_JOIN_TOKEN_PATH };
+}
+
 function buildSshService(privateIpv4: string, labels: Record<string, string>): TeleportSshService {
   return {
     enabled: true,
     // The proxy dials nodes over the private network; nothing listens publicly.
     listen_addr: `${privateIpv4}:${TELEPORT_SSH_PORT}`,
-    labels: sortedRecord(labels),
+    // Display copies only: roles select on the auth service's `dynamic/` labels.
+    labels: teleportDisplayLabels(labels),
     // Salt creates the logins; Teleport must never create host users on demand.
     disable_create_host_user: true,
     permit_user_env: false,
   };
 }
 
-function auditStorage(audit: TeleportAuditBackend): Omit<TeleportAuthProxyConfig["teleport"]["storage"], "type"> {
+function clusterStorage(audit: TeleportAuditBackend): TeleportAuthProxyConfig["teleport"]["storage"] {
   if (audit.kind === "local") {
-    return { audit_events_uri: [`file://${audit.eventsDir}`], audit_sessions_uri: `file://${audit.sessionsDir}` };
+    return { type: "sqlite", audit_events_uri: [`file://${audit.eventsDir}`], audit_sessions_uri: `file://${audit.sessionsDir}` };
   }
   const region = encodeURIComponent(audit.region);
   return {
+    // lib/backend/dynamo: the table exists (Pulumi made it with streams, TTL on `Expires`
+    // and PITR), so Teleport only describes it; `continuous_backups`/`auto_scaling` stay
+    // unset, or Teleport would call UpdateContinuousBackups / Application Auto Scaling.
+    type: "dynamodb",
+    region: audit.region,
+    table_name: audit.stateTable,
     audit_events_uri: [`dynamodb://${audit.eventsTable}?region=${region}`],
     audit_sessions_uri: `s3://${audit.sessionsBucket}/${SESSION_RECORDINGS_PREFIX}?region=${region}`,
     // Teleport stamps each DynamoDB event with this expiry and the table's TTL deletes it
@@ -278,8 +363,11 @@ function checkPrivateIpv4(field: string, address: string): string[] {
 
 function checkAuthAddress(address: string): string[] {
   const [host, port, ...rest] = address.split(":");
-  if (rest.length > 0 || port !== String(TELEPORT_AUTH_PORT) || !isRfc1918Ipv4(host)) {
-    return [`authAddress ${JSON.stringify(address)} must be <private IPv4>:${TELEPORT_AUTH_PORT}`];
+  // A stable DNS name (infra/fleet/control-plane-dns.ts) survives the Teleport machine's replacement;
+  // Teleport dials the name again on every reconnect and checks the server by the cluster's CA.
+  const isName = checkDnsName("authAddress", host ?? "").length === 0 && !/^[\d.]+$/.test(host ?? "");
+  if (rest.length > 0 || port !== String(TELEPORT_AUTH_PORT) || !(isRfc1918Ipv4(host) || isName)) {
+    return [`authAddress ${JSON.stringify(address)} must be <DNS name or private IPv4>:${TELEPORT_AUTH_PORT}`];
   }
   return [];
 }
@@ -305,11 +393,13 @@ function checkClusterName(name: string): string[] {
 function checkLabels(labels: Record<string, string>): string[] {
   const problems: string[] = [];
   for (const [key, value] of Object.entries(labels)) {
-    if (!/^[a-z0-9][a-z0-9_.\/-]*$/.test(key) || key === "*") problems.push(`label key ${JSON.stringify(key)} is not a plain label name`);
+    if (!key.startsWith(TELEPORT_ASSIGNED_LABEL_PREFIX) || !/^[a-z0-9][a-z0-9_.-]*$/.test(key.slice(TELEPORT_ASSIGNED_LABEL_PREFIX.length))) {
+      problems.push(`label key ${JSON.stringify(key)} is not an assigned label (${TELEPORT_ASSIGNED_LABEL_PREFIX}<name>)`);
+    }
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(value)) problems.push(`label ${key}=${JSON.stringify(value)}: value is not a plain label value`);
   }
   for (const required of ["role", "stack"]) {
-    if (!(required in labels)) problems.push(`labels: the ${JSON.stringify(required)} label is required`);
+    if (!(`${TELEPORT_ASSIGNED_LABEL_PREFIX}${required}` in labels)) problems.push(`labels: the ${JSON.stringify(TELEPORT_ASSIGNED_LABEL_PREFIX + required)} label is required`);
   }
   return problems;
 }

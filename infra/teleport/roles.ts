@@ -13,6 +13,18 @@
  *   job's credentials, and a job never holds the operator's.
  */
 
+import { TELEPORT_ASSIGNED_LABEL_PREFIX } from "./config";
+
+/**
+ * Label keys the roles select on: only labels the auth service assigns (`dynamic/`, from the
+ * `server_info` the master writes after a join), never a label from a node's own config.
+ * Teleport 18 has no node label a node cannot also assert itself (docs/upstream-conformance.md
+ * section 8): these are the labels the fleet controls, and the master locks any node whose
+ * `dynamic/` labels differ from what it assigned (salt/_runners/ci_fleet.py).
+ */
+export const ROLE_LABEL = `${TELEPORT_ASSIGNED_LABEL_PREFIX}role`;
+export const QUEUE_LABEL = `${TELEPORT_ASSIGNED_LABEL_PREFIX}queue`;
+
 export const ROLE_FLEET_ADMIN = "fleet-admin";
 export const ROLE_FLEET_AUDITOR = "fleet-auditor";
 export const ROLE_RUNNER_OPERATOR = "runner-operator";
@@ -109,7 +121,7 @@ function operatorRole(name: string, description: string, nodeLabels: LabelSelect
       allow: { logins: [LOGIN_OPERATOR], node_labels: nodeLabels },
       // Belt and braces: even if an allow rule were widened by mistake, the control plane
       // stays out of reach. Teleport applies a deny from ANY of a user's roles.
-      deny: { logins: [...FORBIDDEN_LOGINS], node_labels: { role: [...CONTROL_PLANE_ROLES] } },
+      deny: { logins: [...FORBIDDEN_LOGINS], node_labels: { [ROLE_LABEL]: [...CONTROL_PLANE_ROLES] } },
     },
   };
 }
@@ -142,11 +154,11 @@ export function buildRoles(input: RolesInput): TeleportRole[] {
   return [
     admin,
     auditor,
-    operatorRole(ROLE_RUNNER_OPERATOR, "Every runner, as ci-operator; never the Salt master or the Teleport machine.", { role: "runner" }),
+    operatorRole(ROLE_RUNNER_OPERATOR, "Every runner, as ci-operator; never the Salt master or the Teleport machine.", { [ROLE_LABEL]: "runner" }),
     ...queues.map((queue) =>
       operatorRole(runnerOperatorRoleName(queue), `The runners of queue ${queue}, as ci-operator; never the Salt master or the Teleport machine.`, {
-        queue,
-        role: "runner",
+        [QUEUE_LABEL]: queue,
+        [ROLE_LABEL]: "runner",
       }),
     ),
   ];

@@ -1,7 +1,10 @@
 {%- from "teleport/map.jinja" import teleport with context %}
 {#- Every other machine: the Teleport SSH service from ci_fleet:teleport:node_config.
-    The join token exists only as inline pillar of the master's join orchestration
-    (salt/_runners/ci_fleet.py); in any other run a leftover token file is removed. #}
+    aws: the config joins with the `iam` method (the node proves its instance role to the
+    auth service; nothing secret is delivered). equinix-metal: the join token exists only as
+    inline pillar of the master's join orchestration (salt/_runners/ci_fleet.py), for one
+    join; in any other run a leftover token file is removed. The labels roles select on are
+    assigned afterwards by the auth service (server_info, ci_fleet.assign_teleport_labels). #}
 {%- set node_config = salt['pillar.get']('ci_fleet:teleport:node_config', '') %}
 {%- set join_token = salt['pillar.get']('ci_fleet_inline:teleport_join_token', '') %}
 include:

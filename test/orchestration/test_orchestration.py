@@ -77,6 +77,33 @@ def decoded_jit_config(encoded):
     files = json.loads(base64.b64decode(encoded))
     return {name: base64.b64decode(content) for name, content in files.items()}
 JOIN_TOKEN_PREFIX = "0123456789abcdef"
+# What the program writes into each minion's pillar (ci_fleet:teleport): the labels the auth
+# service assigns (infra/teleport/config.ts teleportNodeLabels) and the SSH listen address.
+ADDRESSES = {"prod-salt-master": "10.0.0.5", "prod-teleport": "10.0.0.6", "prod-default-r1": "10.0.1.10",
+             "prod-default-r2": "10.0.1.11", "prod-release-r1": "10.0.1.12"}
+
+
+def assigned_labels(minion_id):
+    spec = MINIONS[minion_id]
+    labels = {"dynamic/role": spec["role"], "dynamic/stack": STACK}
+    if "queue" in spec:
+        labels["dynamic/queue"] = spec["queue"]
+    return labels
+
+
+def minion_document(minion_id):
+    """The parts of a minion's pillar document the Teleport orchestration reads."""
+    labels = assigned_labels(minion_id)
+    ssh = "ssh_service:\n  enabled: true\n  listen_addr: %s:3022\n" % ADDRESSES[minion_id]
+    if MINIONS[minion_id]["role"] == "teleport":
+        return {"ci_fleet": {"teleport": {"labels": labels}}, "ci_fleet_teleport": {"auth_config": ssh}}
+    return {"ci_fleet": {"teleport": {"labels": labels, "node_config": ssh}}}
+
+
+def node(host, hostname, addr=None, labels=None, own=False):
+    """One node as ci_fleet_teleport.nodes returns it (tctl nodes ls: what the node announced)."""
+    return {"name": host, "hostname": hostname, "addr": addr or "%s:3022" % ADDRESSES.get(hostname, "10.9.9.9"),
+            "labels": dict(labels or {}), "self": own}
 
 
 class FakeLocalClient:
@@ -84,11 +111,16 @@ class FakeLocalClient:
     targeted minion that did not answer to False; with full_return=True every answer is
     {"ret": ..., "retcode": ...} and a non-answer is still False."""
 
-    def __init__(self, down=(), active=(), joined=(), teleport_down=False):
+    def __init__(self, down=(), active=(), joined=(), teleport_down=False, nodes=None, server_infos=None):
         self.down, self.active = set(down), set(active)   # active: the runner unit runs
         self.joined, self.teleport_down = list(joined), teleport_down
         self.publications = []
         self.tokens = 0
+        # The Teleport machine's view: nodes (host id, announced hostname/address/labels) and
+        # the server_info assignments (host id -> labels); locks it was asked to create.
+        self.nodes = list(nodes or [])
+        self.server_infos = dict(server_infos or {})
+        self.locks = []
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
             kwarg=None, **kwargs):
@@ -104,6 +136,19 @@ class FakeLocalClient:
         if fun == "ci_fleet_teleport.node_token":
             self.tokens += 1
             return "%s%04d" % (JOIN_TOKEN_PREFIX, self.tokens)
+        if fun == "ci_fleet_teleport.nodes":
+            return [dict(n) for n in self.nodes]
+        if fun == "ci_fleet_teleport.server_infos":
+            return dict(self.server_infos)
+        if fun == "ci_fleet_teleport.assign_labels":
+            self.server_infos[arg[0]] = dict(arg[1])
+            return True
+        if fun == "ci_fleet_teleport.lock_node":
+            self.locks.append(arg[0])
+            return True
+        if fun.startswith("grains."):
+            # A rooted minion answers whatever it likes; the orchestration must never ask.
+            return {"id": "prod-release-r1", "role": "salt-master", "queue": "release"}
         if fun == "state.apply" and arg == ["teleport.node"]:
             self.joined.append(tgt)
         if fun == "service.status":
@@ -157,14 +202,17 @@ class Harness:
     """The runner module's Salt entry points with the loader globals Salt injects
     (__opts__, __salt__ = the runner loader) and a fake `salt.client` module."""
 
-    def __init__(self, client, http, inline_dir):
-        self.client, self.http, self.inline_dir = client, http, inline_dir
+    def __init__(self, client, http, inline_dir, provider="equinix-metal"):
+        self.client, self.http, self.inline_dir, self.provider = client, http, inline_dir, provider
         self.pillar_reads = {}   # minion id -> ci_fleet_inline seen by each state.apply
 
     def pillar(self, minion_id):
         document = {"ci_fleet": {"runner": {"github_organization": "example-org", "queue": "default",
                                             "runner_group": RUNNER_GROUP, "labels": list(LABELS)}}}
+        document["ci_fleet"].update(minion_document(minion_id)["ci_fleet"])
+        document.update({k: v for k, v in minion_document(minion_id).items() if k != "ci_fleet"})
         if minion_id == MASTER_ID:
+            document["ci_fleet"]["provider"] = self.provider
             document["ci_fleet_master"] = {"minions": MINIONS, "github_app": GITHUB_APP}
         return document
 
@@ -629,7 +677,7 @@ class RestartPendingTest(unittest.TestCase):
             now[0] += seconds
 
         orchestrator = orchestration.Orchestrator(
-            STACK, {"ci_fleet_master": {"minions": minions}}, {}, orchestration.salt_local(client),
+            STACK, {"ci_fleet": {"provider": "equinix-metal"}, "ci_fleet_master": {"minions": minions}}, {}, orchestration.salt_local(client),
             sleep=sleep, join_timeout=120, inline=orchestration.InlinePillar(self.inline_dir),
             clock=lambda: now[0], run_budget_seconds=300)
         with self.assertLogs(orchestration.log, "WARNING") as logs:
@@ -640,6 +688,169 @@ class RestartPendingTest(unittest.TestCase):
         self.assertEqual([p["fun"] for p in client.publications].count("ci_fleet_teleport.remove_token"), 3)
         self.assertTrue(any("budget" in line for line in logs.output))
         self.assertLessEqual(now[0], 300 + 130)
+
+
+class RootedRunnerTeleportTest(unittest.TestCase):
+    """Root on prod-default-r1 (untrusted pull-request code) against the Teleport orchestration:
+    it can stop its agent, answer anything to any question, announce any hostname, address or
+    label in Teleport. It must get no token for another machine, no labels of another machine,
+    and announcing labels it was not given gets it locked."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def tokens_in_pillars(self):
+        """minion id -> the join token its pillar would serve now (every minion's, rendered)."""
+        return {m: read_inline(self.inline_dir, m).get("teleport_join_token") for m in MINIONS}
+
+    def test_a_runner_that_stops_its_agent_gets_a_token_only_in_its_own_pillar(self):
+        # Everyone is joined except the rooted runner, which stopped its agent (its node expired).
+        client = FakeLocalClient(joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        seen = {}
+        original = client.execute
+
+        def execute(tgt, fun, arg, kwarg):
+            if fun == "state.apply":
+                seen[tgt] = self.tokens_in_pillars()
+            return original(tgt, fun, arg, kwarg)
+
+        client.execute = execute
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            self.assertEqual(orchestration.join_teleport_nodes(), ["prod-default-r1"])
+        # While the token existed, only prod-default-r1's own pillar served it.
+        holders = {m for m, token in seen["prod-default-r1"].items() if token}
+        self.assertEqual(holders, {"prod-default-r1"})
+        self.assertEqual(list(seen), ["prod-default-r1"])
+        self.assertEqual(client.tokens, 1)
+        # Revoked after the join was seen, and no copy is left anywhere.
+        self.assertEqual([p["fun"] for p in client.publications].count("ci_fleet_teleport.remove_token"), 1)
+        self.assertEqual({m: t for m, t in self.tokens_in_pillars().items() if t}, {})
+        self.assertEqual(OrchestrationConformanceTest.published_tokens(self, client), [])
+
+    def test_what_a_minion_says_about_itself_is_never_asked(self):
+        # A rooted runner would claim in its grains to be prod-release-r1 (the fake answers so):
+        # the orchestration never reads grains; the token goes by the master's own minion list.
+        client = FakeLocalClient(joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir) as harness:
+            orchestration.join_teleport_nodes()
+            orchestration.assign_teleport_labels()
+        self.assertEqual([p for p in client.publications if p["fun"].startswith("grains.")], [])
+        self.assertEqual(sorted(harness.pillar_reads), ["prod-default-r1"])
+
+    def test_a_runner_claiming_another_machines_hostname_gets_no_token_for_it(self):
+        # prod-release-r1 has not joined; the rooted prod-default-r1 stopped its own agent and
+        # announces prod-release-r1's hostname from a second node. Teleport's list then shows
+        # prod-release-r1 and no prod-default-r1: the master mints one token, for the name it
+        # sees missing, into that minion's own pillar; prod-release-r1's pillar gets nothing.
+        client = FakeLocalClient(joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        seen = {}
+        original = client.execute
+
+        def execute(tgt, fun, arg, kwarg):
+            if fun == "state.apply":
+                seen[tgt] = {m: t for m, t in self.tokens_in_pillars().items() if t}
+            return original(tgt, fun, arg, kwarg)
+
+        client.execute = execute
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            orchestration.join_teleport_nodes()
+        self.assertEqual(list(seen), ["prod-default-r1"])
+        self.assertEqual(list(seen["prod-default-r1"]), ["prod-default-r1"])
+        self.assertEqual(client.tokens, 1)
+
+    def test_aws_mints_no_token_at_all(self):
+        client = FakeLocalClient(joined=[])
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir, provider="aws"):
+            self.assertEqual(orchestration.join_teleport_nodes(), [])
+        self.assertEqual(client.tokens, 0)
+        self.assertEqual([p for p in client.publications if p["fun"] in ("ci_fleet_teleport.node_token", "state.apply")], [])
+
+    def test_an_unknown_provider_mints_nothing(self):
+        client = FakeLocalClient(joined=[])
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir, provider=None):
+            with self.assertLogs(orchestration.log, "WARNING"):
+                self.assertEqual(orchestration.join_teleport_nodes(), [])
+        self.assertEqual(client.tokens, 0)
+
+    def honest_nodes(self):
+        return [node("h-master", "prod-salt-master"), node("h-teleport", "prod-teleport", own=True),
+                node("h-d1", "prod-default-r1"), node("h-d2", "prod-default-r2"), node("h-r1", "prod-release-r1")]
+
+    def test_each_machine_gets_exactly_its_own_labels_from_its_pillar(self):
+        client = FakeLocalClient(nodes=self.honest_nodes())
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            result = orchestration.assign_teleport_labels()
+        self.assertEqual(sorted(result["assigned"]), sorted(MINIONS))
+        self.assertEqual(client.server_infos, {
+            "h-master": assigned_labels("prod-salt-master"), "h-teleport": assigned_labels("prod-teleport"),
+            "h-d1": assigned_labels("prod-default-r1"), "h-d2": assigned_labels("prod-default-r2"),
+            "h-r1": assigned_labels("prod-release-r1")})
+        self.assertEqual(client.locks, [])
+        # Every label written is a dynamic/ label: the only keys the roles select on.
+        for labels in client.server_infos.values():
+            self.assertTrue(all(k.startswith("dynamic/") for k in labels))
+        # A second round changes nothing.
+        before = len([p for p in client.publications if p["fun"] == "ci_fleet_teleport.assign_labels"])
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            orchestration.assign_teleport_labels()
+        self.assertEqual(len([p for p in client.publications if p["fun"] == "ci_fleet_teleport.assign_labels"]), before)
+
+    def test_a_runner_announcing_labels_it_was_not_given_is_locked(self):
+        nodes = self.honest_nodes()
+        nodes[2]["labels"] = {"dynamic/role": "runner", "dynamic/queue": "release", "dynamic/stack": STACK}
+        client = FakeLocalClient(nodes=nodes, server_infos={"h-d1": assigned_labels("prod-default-r1")})
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "ERROR"):
+                result = orchestration.assign_teleport_labels()
+        self.assertEqual(client.locks, ["h-d1"])
+        self.assertEqual(result["locked"], ["h-d1"])
+        self.assertEqual(client.server_infos["h-d1"], assigned_labels("prod-default-r1"))   # never rewritten
+
+    def test_a_node_with_dynamic_labels_and_no_assignment_is_locked(self):
+        nodes = self.honest_nodes() + [node("h-rogue", "prod-rogue", addr="10.0.1.10:3023",
+                                            labels={"dynamic/role": "salt-master"})]
+        client = FakeLocalClient(nodes=nodes)
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "ERROR"):
+                orchestration.assign_teleport_labels()
+        self.assertEqual(client.locks, ["h-rogue"])
+        self.assertNotIn("h-rogue", client.server_infos)
+
+    def test_an_impostor_of_a_machines_name_gets_none_of_its_labels(self):
+        # The rooted runner joins a second node announcing prod-release-r1's hostname:
+        # - at its own address: not M's address, so not M (and the proxy would dial M's address);
+        # - at M's address too: two nodes claim M, none gets M's labels (fail closed).
+        for impostor_addr, expect_ambiguous in (("10.0.1.10:3022", False), ("10.0.1.12:3022", True)):
+            nodes = self.honest_nodes() + [node("h-impostor", "prod-release-r1", addr=impostor_addr)]
+            client = FakeLocalClient(nodes=nodes)
+            with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+                if expect_ambiguous:
+                    with self.assertLogs(orchestration.log, "ERROR"):
+                        result = orchestration.assign_teleport_labels()
+                else:
+                    result = orchestration.assign_teleport_labels()
+            self.assertNotIn("h-impostor", client.server_infos)
+            self.assertEqual(result["ambiguous"], ["prod-release-r1"] if expect_ambiguous else [])
+            self.assertEqual("h-r1" in client.server_infos, not expect_ambiguous)
+
+    def test_a_runner_claiming_the_teleport_machine_is_not_taken_for_it(self):
+        nodes = self.honest_nodes() + [node("h-fake-teleport", "prod-teleport")]
+        client = FakeLocalClient(nodes=nodes)
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            orchestration.assign_teleport_labels()
+        self.assertEqual(client.server_infos["h-teleport"], assigned_labels("prod-teleport"))
+        self.assertNotIn("h-fake-teleport", client.server_infos)
+
+    def test_no_labels_and_no_locks_while_the_teleport_machine_does_not_answer(self):
+        client = FakeLocalClient(nodes=self.honest_nodes(), teleport_down=True)
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "WARNING"):
+                self.assertEqual(orchestration.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": []})
+        self.assertEqual(client.server_infos, {})
 
 
 if __name__ == "__main__":

@@ -17,17 +17,39 @@ def load_module(token_dir, tctl):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.TOKEN_DIR = token_dir
+    module.LOCK_DIR = os.path.join(os.path.dirname(token_dir), "locks")
+    module.HOST_UUID_FILE = os.path.join(os.path.dirname(token_dir), "host_uuid")
+    with open(module.HOST_UUID_FILE, "w") as handle:
+        handle.write("own-host\n")
     module.__salt__ = {"cmd.run_all": tctl}
     return module
+
+
+# `tctl nodes ls --format=json`: []types.Server (ServerV2) as the auth service stores them.
+NODES_JSON = json.dumps([
+    {"kind": "node", "version": "v2", "metadata": {"name": "own-host", "labels": {"role": "teleport"}},
+     "spec": {"hostname": "prod-teleport", "addr": "10.0.0.6:3022"}},
+    {"kind": "node", "version": "v2", "metadata": {"name": "1f2e", "labels": {"role": "runner", "dynamic/queue": "default"}},
+     "spec": {"hostname": "prod-default-r1", "addr": "10.0.1.10:3022"}},
+])
 
 
 class FakeTctl:
     def __init__(self):
         self.calls, self.tokens, self.counter = [], set(), 0
 
-    def __call__(self, argv, python_shell, output_loglevel, hide_output):
+    def __call__(self, argv, python_shell, output_loglevel, hide_output, stdin=None):
         assert argv[0] == "tctl" and python_shell is False and hide_output is True
         self.calls.append(argv[1:])
+        self.stdin = stdin
+        if argv[1:] == ["nodes", "ls", "--format=json"]:
+            return {"retcode": 0, "stdout": NODES_JSON, "stderr": ""}
+        if argv[1:] == ["get", "server_info", "--format=json"]:
+            return {"retcode": 0, "stdout": json.dumps([
+                {"kind": "server_info", "metadata": {"name": "si-1f2e"}, "spec": {"new_labels": {"dynamic/queue": "default"}}},
+                {"kind": "server_info", "metadata": {"name": "aws-123-i-0abc"}, "spec": {"new_labels": {"aws/x": "y"}}}]), "stderr": ""}
+        if argv[1:3] == ["create", "-f"] or argv[1] == "lock":
+            return {"retcode": 0, "stdout": "", "stderr": ""}
         if argv[1:3] == ["tokens", "add"]:
             self.counter += 1
             token = "tok%029d" % self.counter
@@ -75,6 +97,44 @@ class TeleportModule(unittest.TestCase):
         os.utime(path, (old, old))
         self.module.node_token()
         self.assertFalse(os.path.exists(path))
+
+
+class TeleportLabelsModule(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.tctl = FakeTctl()
+        self.module = load_module(os.path.join(self.dir, "tokens"), self.tctl)
+
+    def test_nodes_are_host_ids_with_what_each_announced_and_the_own_host_marked(self):
+        self.assertEqual(self.module.nodes(), [
+            {"name": "1f2e", "hostname": "prod-default-r1", "addr": "10.0.1.10:3022",
+             "labels": {"role": "runner", "dynamic/queue": "default"}, "self": False},
+            {"name": "own-host", "hostname": "prod-teleport", "addr": "10.0.0.6:3022", "labels": {"role": "teleport"}, "self": True},
+        ])
+
+    def test_server_infos_are_the_si_assignments_only(self):
+        self.assertEqual(self.module.server_infos(), {"1f2e": {"dynamic/queue": "default"}})
+
+    def test_assign_labels_creates_the_si_server_info_through_stdin(self):
+        labels = {"dynamic/role": "runner", "dynamic/queue": "default", "dynamic/stack": "prod"}
+        self.assertTrue(self.module.assign_labels("1f2e", labels))
+        self.assertEqual(self.tctl.calls[-1], ["create", "-f"])
+        self.assertEqual(json.loads(self.tctl.stdin), {
+            "kind": "server_info", "version": "v1", "sub_kind": "cloud_info", "metadata": {"name": "si-1f2e"},
+            "spec": {"new_labels": {"dynamic/queue": "default", "dynamic/role": "runner", "dynamic/stack": "prod"}}})
+        for host, bad in (("1f2e", {"role": "runner"}), ("1f2e", {}), ("1f2e", {"dynamic/role": "a b"}), ("../x", labels)):
+            with self.assertRaises(ValueError):
+                self.module.assign_labels(host, bad)
+
+    def test_a_node_is_locked_once_by_its_server_id_and_never_the_auth_service_itself(self):
+        self.assertTrue(self.module.lock_node("1f2e", "announced labels"))
+        self.assertEqual(self.tctl.calls[-1], ["lock", "--server-id=1f2e", "--message=announced labels"])
+        self.assertFalse(self.module.lock_node("1f2e", "again"))
+        self.assertEqual(len([c for c in self.tctl.calls if c[0] == "lock"]), 1)
+        with self.assertRaises(ValueError):
+            self.module.lock_node("own-host", "x")
+        with self.assertRaises(ValueError):
+            self.module.lock_node("--user=admin", "x")
 
 
 if __name__ == "__main__":

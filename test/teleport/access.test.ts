@@ -1,12 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import { parse, parseAllDocuments } from "yaml";
 import { matchLabels, matchLabelValue, renderAccessMatrixMarkdown, roleSetAccess, teleportAccessMatrix } from "../../infra/teleport/access";
-import { TELEPORT_GITHUB_V3_FIELDS, TELEPORT_ROLE_V7_FIELDS, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
+import { TELEPORT_GITHUB_V3_FIELDS, TELEPORT_PROVISION_TOKEN_V2_FIELDS, TELEPORT_ROLE_V7_FIELDS, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
 import { buildGithubConnector, type GithubConnectorInput } from "../../infra/teleport/github-connector";
-import { renderTeleportResources, teleportResourcesYaml } from "../../infra/teleport/resources";
+import { buildIamJoinTokens, renderTeleportResources, teleportResourcesYaml } from "../../infra/teleport/resources";
 import { buildRoles, FORBIDDEN_LOGINS, type LabelSelector, type TeleportRole } from "../../infra/teleport/roles";
 import { renderYaml } from "../../infra/teleport/yaml";
 import { FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, MACHINES, ORG, PUBLIC_ADDR, QUEUES, TEAMS_TO_ROLES } from "./fixtures";
+
+const INSTANCE_ROLES = { saltMaster: "ci-fleet-production-salt-master", queues: { default: "ci-fleet-production-host-default", release: "ci-fleet-production-host-release" } };
 
 /** Both SSH port forwarding modes refused (role option `ssh_port_forwarding`). */
 const NO_PORT_FORWARDING = { local: { enabled: false }, remote: { enabled: false } };
@@ -113,9 +115,9 @@ describe("roles", () => {
   test("operator roles deny the control plane outright and never log in as root or a CI agent", () => {
     for (const name of roleNames.filter((n) => n.startsWith("runner-operator"))) {
       const { allow, deny, options } = role(name).spec;
-      expect(deny.node_labels).toEqual({ role: ["salt-master", "teleport"] });
+      expect(deny.node_labels).toEqual({ "dynamic/role": ["salt-master", "teleport"] });
       expect(allow.logins).toEqual(["ci-operator"]);
-      expect(allow.node_labels?.role).toBe("runner");
+      expect(allow.node_labels?.["dynamic/role"]).toBe("runner");
       expect(allow.rules).toBeUndefined();
       expect(deny.logins).toEqual(expect.arrayContaining(["root", "buildkite-agent", "github-runner"]));
       expect(options).toMatchObject({ forward_agent: false, ssh_port_forwarding: NO_PORT_FORWARDING, ssh_file_copy: false, record_session: { default: "strict" } });
@@ -196,11 +198,33 @@ describe("GitHub connector", () => {
 });
 
 describe("resources stream for tctl create -f", () => {
-  test("roles first, then the connector; the secrets appear once each", () => {
-    const text = renderTeleportResources(roles, buildGithubConnector(connectorInput()));
+  test("roles first, then the connector, then the iam join tokens; the secrets appear once each", () => {
+    const tokens = buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: INSTANCE_ROLES });
+    const text = renderTeleportResources(roles, buildGithubConnector(connectorInput()), tokens);
     const docs = parseAllDocuments(text).map((doc) => doc.toJSON());
-    expect(docs.map((doc) => `${doc.kind}/${doc.metadata.name}`)).toEqual([...roleNames.map((n) => `role/${n}`), "github/github"]);
+    expect(docs.map((doc) => `${doc.kind}/${doc.metadata.name}`)).toEqual([
+      ...roleNames.map((n) => `role/${n}`),
+      "github/github",
+      "token/ci-fleet-production-iam-salt-master",
+      "token/ci-fleet-production-iam-queue-default",
+      "token/ci-fleet-production-iam-queue-release",
+    ]);
     expect(maskSecrets(text, CONNECTOR_SECRETS)).toMatchSnapshot();
+  });
+
+  test("an iam token admits only EC2 instance sessions of one role of the account", () => {
+    const [master, defaultQueue] = buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: { saltMaster: "ci-fleet-production-salt-master", queues: { default: "ci-fleet-production-host-default" } } });
+    expect(master.spec).toEqual({
+      roles: ["Node"],
+      join_method: "iam",
+      allow: [{ aws_account: "123456789012", aws_arn: "arn:aws:sts::123456789012:assumed-role/ci-fleet-production-salt-master/i-*" }],
+    });
+    expect(defaultQueue.spec.allow).toEqual([{ aws_account: "123456789012", aws_arn: "arn:aws:sts::123456789012:assumed-role/ci-fleet-production-host-default/i-*" }]);
+    expect(() => buildIamJoinTokens({ stack: "production", accountId: "1234", instanceRoles: INSTANCE_ROLES })).toThrow(/12 digits/);
+    for (const token of buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: INSTANCE_ROLES })) {
+      expect(undocumentedPaths(parse(renderYaml(token)), TELEPORT_PROVISION_TOKEN_V2_FIELDS)).toEqual([]);
+    }
+    expect(() => buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: { saltMaster: "a/b", queues: {} } })).toThrow(/IAM role name/);
   });
 
   test("the Pulumi output is a secret, and an unknown role fails before any secret is read", async () => {

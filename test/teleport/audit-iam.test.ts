@@ -13,6 +13,8 @@ import { previewStack } from "../support/preview";
 interface Arns {
   bucket: string;
   table: string;
+  /** The cluster state table (lib/backend/dynamo). */
+  state: string;
   key: string;
   region: string;
 }
@@ -50,6 +52,40 @@ const TELEPORT_CALLS: Call[] = [
   ["SSE-KMS on UploadPart / CompleteMultipartUpload / GetObject", "kms:Decrypt", (a) => a.key, viaS3],
 ];
 
+/**
+ * Every AWS call lib/backend/dynamo makes on an existing, configured cluster state table
+ * (dynamodbbk.go configureTable / CRUD / KeepAlive / DeleteRange, atomicwrite.go
+ * TransactWriteItems, shards.go stream polling), as the IAM action each is authorised by.
+ */
+const stateStream = (a: Arns) => `${a.state}/stream/2026-01-01T00:00:00.000`;
+const BACKEND_CALLS: Call[] = [
+  ["DescribeTable (getTableStatus, stream check, findStream)", "dynamodb:DescribeTable", (a) => a.state, NONE],
+  ["DescribeTimeToLive (TTL already on)", "dynamodb:DescribeTimeToLive", (a) => a.state, NONE],
+  ["GetItem (Get)", "dynamodb:GetItem", (a) => a.state, NONE],
+  ["PutItem (Create/Put/Update/CompareAndSwap/ConditionalUpdate)", "dynamodb:PutItem", (a) => a.state, NONE],
+  ["UpdateItem (KeepAlive)", "dynamodb:UpdateItem", (a) => a.state, NONE],
+  ["DeleteItem (Delete/ConditionalDelete/expired keys)", "dynamodb:DeleteItem", (a) => a.state, NONE],
+  ["Query (GetRange)", "dynamodb:Query", (a) => a.state, NONE],
+  ["BatchWriteItem (DeleteRange)", "dynamodb:BatchWriteItem", (a) => a.state, NONE],
+  ["TransactWriteItems ConditionCheck (AtomicWrite)", "dynamodb:ConditionCheckItem", (a) => a.state, NONE],
+  ["DescribeStream (collectActiveShards)", "dynamodb:DescribeStream", stateStream, NONE],
+  ["GetShardIterator (pollShard)", "dynamodb:GetShardIterator", stateStream, NONE],
+  ["GetRecords (pollShard)", "dynamodb:GetRecords", stateStream, NONE],
+  ["DynamoDB decrypts the state table's key for the caller", "kms:Decrypt", (a) => a.key, viaDynamo],
+];
+
+/** What the Teleport machine must not do to the cluster state (Pulumi owns its settings; PITR stays on). */
+const STATE_FORBIDDEN: Call[] = [
+  ["turn PITR off", "dynamodb:UpdateContinuousBackups", (a) => a.state, NONE],
+  ["delete the table", "dynamodb:DeleteTable", (a) => a.state, NONE],
+  ["change the table (streams, billing)", "dynamodb:UpdateTable", (a) => a.state, NONE],
+  ["point TTL elsewhere", "dynamodb:UpdateTimeToLive", (a) => a.state, NONE],
+  ["create tables", "dynamodb:CreateTable", (a) => a.state, NONE],
+  ["scan the table (not a backend call)", "dynamodb:Scan", (a) => a.state, NONE],
+  ["restore or export behind Pulumi's back", "dynamodb:RestoreTableToPointInTime", (a) => a.state, NONE],
+  ["write the audit events table's items with the state grant", "dynamodb:DeleteItem", (a) => a.table, NONE],
+];
+
 /** What a compromised Teleport machine must not be able to do to the audit log. */
 const FORBIDDEN: Call[] = [
   ["delete an event", "dynamodb:DeleteItem", (a) => a.table, NONE],
@@ -74,6 +110,8 @@ describe.each(["production", "production-aws"])("the Teleport role's audit acces
   let identityPolicies: Array<{ name: string; policy: object }>;
   let bucketPolicy: object;
   let keyPolicy: object;
+  let others: Array<{ name: string; arn: string; policies: Array<{ name: string; policy: object }>; attachments: number }>;
+  let otherAccounts: string[];
 
   beforeAll(async () => {
     const run = await previewStack(stack);
@@ -83,6 +121,7 @@ describe.each(["production", "production-aws"])("the Teleport role's audit acces
     accountId = principal.split(":")[4];
     const asObject = (p: unknown) => (typeof p === "string" ? JSON.parse(p) : p) as object;
     const table = run.resources.find((r) => r.type === "aws:dynamodb/table:Table" && r.inputs.name === `ci-fleet-${stack}-teleport-events`)!;
+    const state = run.resources.find((r) => r.type === "aws:dynamodb/table:Table" && r.inputs.name === `ci-fleet-${stack}-teleport-state`)!;
     // DynamoDB table ARNs are arn:aws:dynamodb:<region>:<account>:table/<name>, as the mock returns them.
     const tableArn = table.outputs.arn as string;
     expect(tableArn).toMatch(new RegExp(`^arn:aws:dynamodb:[a-z0-9-]+:${accountId}:table/${table.inputs.name}$`));
@@ -90,23 +129,39 @@ describe.each(["production", "production-aws"])("the Teleport role's audit acces
     identityPolicies = run.resources
       .filter((r) => r.type === "aws:iam/rolePolicy:RolePolicy" && (r.outputs.role ?? r.inputs.role) === roleName)
       .map((r) => ({ name: r.inputs.name as string, policy: asObject(r.inputs.policy) }));
-    expect(identityPolicies.map((p) => p.name)).toContain("teleport-audit-storage");
+    expect(identityPolicies.map((p) => p.name)).toEqual(expect.arrayContaining(["teleport-audit-storage", "teleport-cluster-state"]));
     // Managed policies would escape this check: the role must have none.
     expect(run.resources.filter((r) => r.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment" && (r.outputs.role ?? r.inputs.role) === roleName)).toEqual([]);
     const bucket = run.resources.find((r) => r.type === "aws:s3/bucket:Bucket" && String(r.inputs.bucket).startsWith(`ci-fleet-${stack}-teleport-audit-`))!;
     const key = run.resources.find((r) => r.type === "aws:kms/key:Key")!;
-    arns = { bucket: bucket.outputs.arn as string, table: tableArn, key: key.outputs.arn as string, region: tableRegion };
+    arns = { bucket: bucket.outputs.arn as string, table: tableArn, state: state.outputs.arn as string, key: key.outputs.arn as string, region: tableRegion };
+    // Roles of other accounts (deploy targets) reach a table of this account only through a
+    // resource policy, and the state table has none (checked below): the fleet account's roles remain.
+    const roles = run.resources.filter((r) => r.type === "aws:iam/role:Role" && r.inputs.name !== roleName);
+    otherAccounts = [...new Set(roles.map((r) => String(r.outputs.arn).split(":")[4]).filter((a) => a !== accountId))];
+    others = roles
+      .filter((r) => String(r.outputs.arn).split(":")[4] === accountId)
+      .map((r) => ({
+        name: r.inputs.name as string,
+        arn: r.outputs.arn as string,
+        policies: run.resources
+          .filter((p) => p.type === "aws:iam/rolePolicy:RolePolicy" && (p.outputs.role ?? p.inputs.role) === r.inputs.name)
+          .map((p) => ({ name: p.inputs.name as string, policy: asObject(p.inputs.policy) })),
+        attachments: run.resources.filter((p) => p.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment" && (p.outputs.role ?? p.inputs.role) === r.inputs.name).length,
+      }));
+    // No resource policy on the state table: identity policies alone decide who reaches it.
+    expect(run.resources.filter((r) => r.type === "aws:dynamodb/resourcePolicy:ResourcePolicy")).toEqual([]);
     bucketPolicy = asObject(run.resources.find((r) => r.type === "aws:s3/bucketPolicy:BucketPolicy" && r.inputs.bucket === bucket.outputs.id)!.inputs.policy);
     keyPolicy = asObject(key.inputs.policy);
     // The table keeps TTL on Teleport's attribute, so Teleport never calls UpdateTimeToLive.
     expect(table.inputs.ttl).toEqual({ attributeName: "Expires", enabled: true });
   }, 60_000);
 
-  async function decide(action: string, resource: string, contextVariables: Record<string, string>): Promise<string> {
+  async function decide(action: string, resource: string, contextVariables: Record<string, string>, as?: { arn: string; policies: Array<{ name: string; policy: object }> }): Promise<string> {
     const result = await runSimulation(
       {
-        request: { principal, action, resource: { resource, accountId }, contextVariables },
-        identityPolicies,
+        request: { principal: as?.arn ?? principal, action, resource: { resource, accountId }, contextVariables },
+        identityPolicies: as?.policies ?? identityPolicies,
         serviceControlPolicies: [],
         resourceControlPolicies: [],
         resourcePolicy: action.startsWith("s3:") ? bucketPolicy : action.startsWith("kms:") ? keyPolicy : undefined,
@@ -123,5 +178,27 @@ describe.each(["production", "production-aws"])("the Teleport role's audit acces
 
   test.each(FORBIDDEN)("never: %s (%s)", async (_what, action, resource, context) => {
     expect(await decide(action, resource(arns), context(arns))).not.toBe("Allowed");
+  });
+
+  test.each(BACKEND_CALLS)("cluster state backend: %s -> %s is allowed", async (_api, action, resource, context) => {
+    expect(await decide(action, resource(arns), context(arns))).toBe("Allowed");
+  });
+
+  test.each(STATE_FORBIDDEN)("cluster state, never: %s (%s)", async (_what, action, resource, context) => {
+    expect(await decide(action, resource(arns), context(arns))).not.toBe("Allowed");
+  });
+
+  test("no other role of the stack can make any call the backend makes on the cluster state", async () => {
+    expect(others.length).toBeGreaterThan(3);
+    expect(otherAccounts.length).toBeGreaterThan(0);
+    const reached: string[] = [];
+    for (const role of others) {
+      // A managed policy would escape the simulation: no role may have one.
+      expect({ role: role.name, attachments: role.attachments }).toEqual({ role: role.name, attachments: 0 });
+      for (const [, action, resource] of BACKEND_CALLS.filter(([, action]) => action.startsWith("dynamodb:"))) {
+        if ((await decide(action, resource(arns), {}, role)) === "Allowed") reached.push(`${role.name} ${action}`);
+      }
+    }
+    expect(reached).toEqual([]);
   });
 });

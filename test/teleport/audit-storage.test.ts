@@ -4,7 +4,9 @@ import {
   auditBucketPolicy,
   TeleportAuditStorage,
   teleportAuditAccessPolicy,
+  teleportStateAccessPolicy,
   TELEPORT_EVENTS_TABLE_SCHEMA,
+  TELEPORT_STATE_TABLE_SCHEMA,
 } from "../../infra/teleport/audit-storage";
 import { buildAuthProxyConfig, type TeleportAuditBackend } from "../../infra/teleport/config";
 import { authInput } from "./fixtures";
@@ -27,6 +29,8 @@ const KMS_KEY_ARN = `arn:aws:kms:${REGION}:${ACCOUNT}:key/11111111-2222-3333-444
 const BUCKET = `ci-fleet-production-teleport-audit-${ACCOUNT}`;
 const BUCKET_ARN = `arn:aws:s3:::${BUCKET}`;
 const TABLE_ARN = `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/ci-fleet-production-teleport-events`;
+const STATE_TABLE = "ci-fleet-production-teleport-state";
+const STATE_TABLE_ARN = `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${STATE_TABLE}`;
 
 const registrations: Registration[] = [];
 const seenOptions: Array<{ name: string; parent?: pulumi.Resource; dependsOn: pulumi.Resource[] }> = [];
@@ -123,7 +127,7 @@ describe("TeleportAuditStorage under the mock runtime", () => {
     storage = await createStorage();
   });
 
-  test("exactly the component and its nine children, named from the component, parented to it", () => {
+  test("exactly the component and its eleven children, named from the component, parented to it", () => {
     expect(registrations.map((r) => `${r.type} ${r.name}`).sort()).toEqual(
       [
         "ci-fleet:teleport:AuditStorage audit",
@@ -135,7 +139,9 @@ describe("TeleportAuditStorage under the mock runtime", () => {
         "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration audit-recordings-retention",
         "aws:s3/bucketPolicy:BucketPolicy audit-recordings-policy",
         "aws:dynamodb/table:Table audit-events",
+        "aws:dynamodb/table:Table audit-state",
         "aws:iam/rolePolicy:RolePolicy audit-teleport-access",
+        "aws:iam/rolePolicy:RolePolicy audit-teleport-state-access",
       ].sort(),
     );
     for (const child of registrations.filter((r) => r.type.startsWith("aws:"))) {
@@ -198,7 +204,7 @@ describe("TeleportAuditStorage under the mock runtime", () => {
   });
 
   test("events table: Teleport's schema, on demand, TTL on Expires, PITR, fleet key, deletion-protected", () => {
-    expect(one("aws:dynamodb/table:Table").inputs).toEqual({
+    expect(registrations.find((r) => r.name === "audit-events")!.inputs).toEqual({
       name: "ci-fleet-production-teleport-events",
       billingMode: "PAY_PER_REQUEST",
       hashKey: "SessionID",
@@ -227,8 +233,38 @@ describe("TeleportAuditStorage under the mock runtime", () => {
     });
   });
 
+  test("cluster state table: lib/backend/dynamo's schema with its stream and TTL, PITR, fleet key, deletion-protected, separate from the events", () => {
+    expect(registrations.find((r) => r.name === "audit-state")!.inputs).toEqual({
+      name: STATE_TABLE,
+      billingMode: "PAY_PER_REQUEST",
+      hashKey: "HashKey",
+      rangeKey: "FullPath",
+      attributes: [
+        { name: "HashKey", type: "S" },
+        { name: "FullPath", type: "S" },
+      ],
+      // configureTable calls UpdateTable (streams) and UpdateTimeToLive only when these are off.
+      streamEnabled: true,
+      streamViewType: "NEW_IMAGE",
+      ttl: { attributeName: "Expires", enabled: true },
+      pointInTimeRecovery: { enabled: true },
+      serverSideEncryption: { enabled: true, kmsKeyArn: KMS_KEY_ARN },
+      deletionProtectionEnabled: true,
+      tags: { "ci-fleet:stack": "production", "ci-fleet:purpose": "teleport-cluster-state" },
+    });
+    expect(TELEPORT_STATE_TABLE_SCHEMA.hashKey).not.toBe(TELEPORT_EVENTS_TABLE_SCHEMA.hashKey);
+  });
+
+  test("cluster state policy: exact JSON, on the Teleport role, scoped to the state table and its stream", () => {
+    const policy = registrations.find((r) => r.name === "audit-teleport-state-access")!;
+    expect(policy.inputs.role).toBe("ci-fleet-production-teleport");
+    expect(policy.inputs.name).toBe("teleport-cluster-state");
+    expect(JSON.parse(policy.inputs.policy)).toEqual(teleportStateAccessPolicy(STATE_TABLE_ARN));
+    expect(JSON.parse(policy.inputs.policy).Statement.map((s: { Resource: string }) => s.Resource)).toEqual([STATE_TABLE_ARN, `${STATE_TABLE_ARN}/stream/*`]);
+  });
+
   test("role policy: exact JSON, on the Teleport role passed in by name", () => {
-    const policy = one("aws:iam/rolePolicy:RolePolicy");
+    const policy = registrations.find((r) => r.name === "audit-teleport-access")!;
     expect(policy.inputs.role).toBe("ci-fleet-production-teleport");
     expect(policy.inputs.name).toBe("teleport-audit-storage");
     expect(JSON.parse(policy.inputs.policy)).toEqual({
@@ -272,8 +308,10 @@ describe("TeleportAuditStorage under the mock runtime", () => {
 
   test("auditBackend feeds the auth config's storage section", async () => {
     const audit: TeleportAuditBackend = await promiseOf(storage.auditBackend);
-    expect(audit).toEqual({ kind: "aws", region: REGION, sessionsBucket: BUCKET, eventsTable: "ci-fleet-production-teleport-events", retentionDays: 365 });
-    expect(buildAuthProxyConfig(authInput({ audit })).teleport.storage.audit_sessions_uri).toBe(`s3://${BUCKET}/records?region=us-east-1`);
+    expect(audit).toEqual({ kind: "aws", region: REGION, stateTable: STATE_TABLE, sessionsBucket: BUCKET, eventsTable: "ci-fleet-production-teleport-events", retentionDays: 365 });
+    const storageSection = buildAuthProxyConfig(authInput({ audit })).teleport.storage;
+    expect(storageSection.audit_sessions_uri).toBe(`s3://${BUCKET}/records?region=us-east-1`);
+    expect({ type: storageSection.type, table_name: storageSection.table_name, region: storageSection.region }).toEqual({ type: "dynamodb", table_name: STATE_TABLE, region: REGION });
   });
 
   test("a bad retention or an over-long bucket name is refused before anything is created", async () => {

@@ -1,7 +1,7 @@
 import { readFileSync } from "fs";
 import { join } from "path";
 import { parse } from "yaml";
-import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
+import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_ASSIGNED_LABEL_PREFIX, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
 import { documentKeyPaths, isDocumentedPath, TELEPORT_CONFIG_V3_FIELDS, TELEPORT_VERSION, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
 import { renderYaml } from "../../infra/teleport/yaml";
 import { AUTH_ADDRESS, authConfig, authInput, MACHINES, nodeConfigs } from "./fixtures";
@@ -38,10 +38,12 @@ describe("teleport.yaml of the Teleport machine (auth + proxy)", () => {
     },
   );
 
-  test("GitHub is the only authentication, with no local users; recordings never touch a node's disk", () => {
+  test("GitHub is the only authentication, with no local users; the proxy records, checking node host keys", () => {
     const config = authConfig();
     expect(config.auth_service.authentication).toEqual({ type: "github", connector_name: "github", local_auth: false });
-    expect(config.auth_service.session_recording).toBe("node-sync");
+    // proxy-sync: the proxy records and streams to the auth service; a node never holds a recording.
+    expect(config.auth_service.session_recording).toBe("proxy-sync");
+    expect(config.auth_service.proxy_checks_host_keys).toBe(true);
     expect(config.auth_service.proxy_listener_mode).toBe("multiplex");
     expect(config.auth_service.cluster_name).toBe("ci.example.org");
     expect(config.proxy_service).toEqual({
@@ -52,9 +54,11 @@ describe("teleport.yaml of the Teleport machine (auth + proxy)", () => {
     });
   });
 
-  test("on aws the audit log is durable: events in DynamoDB, recordings in S3, retention in days", () => {
+  test("cluster state in its own DynamoDB table, events in DynamoDB, recordings in S3, retention in days", () => {
     expect(authConfig().teleport.storage).toEqual({
-      type: "sqlite",
+      type: "dynamodb",
+      region: "us-east-1",
+      table_name: "ci-fleet-production-teleport-state",
       audit_events_uri: ["dynamodb://ci-fleet-production-teleport-events?region=us-east-1"],
       audit_sessions_uri: "s3://ci-fleet-production-teleport-audit-123456789012/records?region=us-east-1",
       retention_period: "365d",
@@ -88,6 +92,13 @@ describe("teleport.yaml of the Teleport machine (auth + proxy)", () => {
       expect(() => authConfig({ audit: { ...audit, retentionDays } })).toThrow(/retentionDays/);
     }
   });
+
+  test("the cluster state never shares the audit events table", () => {
+    const audit = authInput().audit;
+    if (audit.kind !== "aws") throw new Error("fixture: expected the aws audit backend");
+    expect(() => authConfig({ audit: { ...audit, stateTable: audit.eventsTable } })).toThrow(/own DynamoDB table/);
+    expect(() => authConfig({ audit: { ...audit, stateTable: "" } })).toThrow(/own DynamoDB table/);
+  });
 });
 
 describe("teleport.yaml of every other machine (SSH service only)", () => {
@@ -100,18 +111,35 @@ describe("teleport.yaml of every other machine (SSH service only)", () => {
     }
   });
 
-  test("joins with a token read from a file, never a token in the config", () => {
-    for (const config of nodeConfigs()) {
+  test("equinix-metal: joins with a token read from a file, never a token in the config", () => {
+    for (const config of nodeConfigs("equinix-metal")) {
       expect(config.teleport.join_params).toEqual({ method: "token", token_name: TELEPORT_JOIN_TOKEN_PATH });
       expect(TELEPORT_JOIN_TOKEN_PATH.startsWith("/")).toBe(true);
     }
   });
 
-  test("runs only the SSH service, with the static labels roles select on", () => {
+  test("aws: joins with the iam token of the machine's own role", () => {
+    const byName = Object.fromEntries(nodeConfigs("aws").map((c) => [c.teleport.nodename, c.teleport.join_params]));
+    expect(byName).toEqual({
+      "production-salt-master": { method: "iam", token_name: "ci-fleet-production-iam-salt-master" },
+      "production-default-r1": { method: "iam", token_name: "ci-fleet-production-iam-queue-default" },
+      "production-default-r2": { method: "iam", token_name: "ci-fleet-production-iam-queue-default" },
+      "production-release-r1": { method: "iam", token_name: "ci-fleet-production-iam-queue-release" },
+    });
+  });
+
+  test("runs only the SSH service; its own labels are display copies, never a label roles select on", () => {
     const runner = nodeConfigs().find((config) => config.teleport.nodename === "production-release-r1")!;
     expect(runner.auth_service).toEqual({ enabled: false });
     expect(runner.proxy_service).toEqual({ enabled: false });
     expect(runner.ssh_service.labels).toEqual({ queue: "release", role: "runner", stack: "production" });
+    expect(Object.keys(runner.ssh_service.labels).filter((k) => k.startsWith(TELEPORT_ASSIGNED_LABEL_PREFIX))).toEqual([]);
+  });
+
+  test("a label that is not an assigned one is refused as input", () => {
+    expect(() =>
+      buildNodeConfig({ provider: "aws", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels: { role: "runner", stack: "production" } }),
+    ).toThrow(/not an assigned label/);
   });
 
   test.each([
@@ -119,23 +147,29 @@ describe("teleport.yaml of every other machine (SSH service only)", () => {
     ["203.0.113.7:3025", "a public address"],
     ["10.0.0.6:443", "the proxy port"],
     ["10.0.0.6", "no port"],
-    ["teleport.example.org:3025", "a DNS name"],
+    ["teleport:3025", "a single-label name"],
+    ["-teleport.example.org:3025", "a label starting with a dash"],
   ])("an auth address of %s (%s) is rejected", (authAddress) => {
-    expect(() => buildNodeConfig({ nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress, labels: MACHINES["production-default-r1"] })).toThrow(
-      /authAddress .* must be <private IPv4>:3025/,
+    expect(() => buildNodeConfig({ provider: "equinix-metal", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress, labels: MACHINES["production-default-r1"] })).toThrow(
+      /authAddress .* must be <DNS name or private IPv4>:3025/,
     );
+  });
+
+  test("the auth service by its stable DNS name (it follows a replaced Teleport machine) is accepted", () => {
+    const config = buildNodeConfig({ provider: "equinix-metal", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: "production-teleport.fleet.ci.example.org:3025", labels: MACHINES["production-default-r1"] });
+    expect(config.teleport.auth_server).toBe("production-teleport.fleet.ci.example.org:3025");
   });
 
   test("CA pins are rendered sorted, and must be sha256 pins", () => {
     const pins = ["sha256:" + "b".repeat(64), "sha256:" + "a".repeat(64)];
     const labels = MACHINES["production-default-r1"];
-    const config = buildNodeConfig({ nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: pins });
+    const config = buildNodeConfig({ provider: "equinix-metal", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: pins });
     expect(config.teleport.ca_pin).toEqual([pins[1], pins[0]]);
-    expect(() => buildNodeConfig({ nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: ["md5:00"] })).toThrow(/caPins/);
+    expect(() => buildNodeConfig({ provider: "equinix-metal", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: ["md5:00"] })).toThrow(/caPins/);
   });
 
   test("labels: a queue label on runners and only on runners", () => {
-    expect(teleportNodeLabels({ stack: "staging", role: "runner", queue: "infra" })).toEqual({ queue: "infra", role: "runner", stack: "staging" });
+    expect(teleportNodeLabels({ stack: "staging", role: "runner", queue: "infra" })).toEqual({ "dynamic/queue": "infra", "dynamic/role": "runner", "dynamic/stack": "staging" });
     expect(() => teleportNodeLabels({ stack: "staging", role: "runner" })).toThrow(/queue label/);
     expect(() => teleportNodeLabels({ stack: "staging", role: "salt-master", queue: "infra" })).toThrow(/queue label/);
   });
@@ -145,7 +179,8 @@ describe("every rendered teleport.yaml uses only fields Teleport documents", () 
   const named: Array<readonly [string, object]> = [
     ["auth + proxy, audit in AWS", authConfig()],
     ["auth + proxy, audit on local disk", authConfig({ provider: "equinix-metal", audit: { kind: "local", eventsDir: "/a", sessionsDir: "/b" } })],
-    ...nodeConfigs().map((config) => [config.teleport.nodename, config] as const),
+    ...nodeConfigs("equinix-metal").map((config) => [`${config.teleport.nodename} (equinix-metal)`, config] as const),
+    ...nodeConfigs("aws").map((config) => [`${config.teleport.nodename} (aws)`, config] as const),
   ];
   const documents = named.map(([, doc]) => doc);
 
@@ -213,6 +248,10 @@ describe("rendered text (snapshots)", () => {
 
   test("a runner", () => {
     expect(renderYaml(nodeConfigs().find((c) => c.teleport.nodename === "production-default-r1"))).toMatchSnapshot();
+  });
+
+  test("a runner on aws", () => {
+    expect(renderYaml(nodeConfigs("aws").find((c) => c.teleport.nodename === "production-default-r1"))).toMatchSnapshot();
   });
 
   test("same input, same bytes", () => {

@@ -38,6 +38,7 @@ export function authInput(overrides: Partial<AuthProxyConfigInput> = {}): AuthPr
     audit: {
       kind: "aws",
       region: "us-east-1",
+      stateTable: "ci-fleet-production-teleport-state",
       sessionsBucket: "ci-fleet-production-teleport-audit-123456789012",
       eventsTable: "ci-fleet-production-teleport-events",
       retentionDays: 365,
@@ -51,8 +52,8 @@ export function authConfig(overrides: Partial<AuthProxyConfigInput> = {}) {
   return buildAuthProxyConfig(authInput(overrides));
 }
 
-export function nodeConfigs() {
+export function nodeConfigs(provider: "aws" | "equinix-metal" = "equinix-metal") {
   return Object.entries(MACHINES)
     .filter(([name]) => name !== "production-teleport")
-    .map(([name, labels], index) => buildNodeConfig({ nodename: name, privateIpv4: `10.0.1.${10 + index}`, authAddress: AUTH_ADDRESS, labels }));
+    .map(([name, labels], index) => buildNodeConfig({ provider, nodename: name, privateIpv4: `10.0.1.${10 + index}`, authAddress: AUTH_ADDRESS, labels }));
 }
