@@ -22,21 +22,27 @@ import {
   KMS_KEY_POLICY_MAX_CHARS,
   KmsReader,
   agentPermissionsPolicy,
+  agentRoleTrustForHostPolicy,
   deployRoleTrustPolicy,
   ec2TrustPolicy,
+  hostRolePermissionsPolicy,
   kmsKeyPolicy,
   policyJson,
   rolesAnywhereTrustPolicy,
   saltMasterPermissionsPolicy,
 } from "./policies";
+import {
+  BOOTSTRAP_CERTIFICATE_HOURS,
+  BOOTSTRAP_EARLY_RENEWAL_HOURS,
+  CA_EARLY_RENEWAL_HOURS,
+  CA_VALIDITY_HOURS,
+  SESSION_SECONDS,
+} from "./lifetimes";
 
 export const FLEET_IDENTITY_TYPE = "ci-fleet:identity:FleetIdentity";
 
-/** Roles Anywhere session length and the deploy roles' maximum session: one hour. */
-const SESSION_SECONDS = 3600;
-/** The Roles Anywhere CA: five years, renewed by `pulumi up` in its last year. */
-const CA_VALIDITY_HOURS = 5 * 365 * 24;
-const CA_EARLY_RENEWAL_HOURS = 365 * 24;
+/** The fleet's own certificates (salt/_runners/ci_fleet_pki.py accepts this range). */
+export const FLEET_CERTIFICATE_HOURS_RANGE = { min: 24, max: 720 } as const;
 
 export interface FleetIdentityArgs {
   config: FleetConfig;
@@ -51,6 +57,7 @@ export interface IssuedCertificate {
 export interface InstanceProfileNames {
   saltMaster: pulumi.Output<string>;
   teleport: pulumi.Output<string>;
+  /** By queue: the queue's host role (it can only assume the queue's agent role). */
   queues: Record<string, pulumi.Output<string>>;
 }
 
@@ -58,8 +65,16 @@ export interface RolesAnywhereIdentity {
   trustAnchorArn: pulumi.Output<string>;
   /** By queue name, `salt-master` and `teleport`. */
   profileArns: Record<string, pulumi.Output<string>>;
-  /** By minion id (docs/contracts.md). */
-  certificates: Record<string, IssuedCertificate>;
+  /**
+   * The Salt master's first certificate, for its first pillar sync (user-data). Every other
+   * certificate, the master's later ones included, the fleet issues itself
+   * (salt/_runners/ci_fleet_pki.py): no key of any other machine exists outside it.
+   */
+  bootstrapCertificate: IssuedCertificate;
+  /** The CA the fleet signs with; its key goes to the Salt master's pillar only. */
+  ca: { certificatePem: pulumi.Output<string>; /** Always a Pulumi secret. */ privateKeyPem: pulumi.Output<string> };
+  /** Lifetime of a fleet-issued certificate (identity.runnerCertificateHours). */
+  certificateHours: number;
 }
 
 /**
@@ -76,8 +91,9 @@ export function identityConfigProblems(config: FleetConfig): string[] {
   }
   if (!/^\d{12}$/.test(identity.accountId)) problems.push(`identity.accountId "${identity.accountId}" is not a 12-digit account id`);
   const hours = identity.runnerCertificateHours;
-  if (config.provider === "equinix-metal" && !(Number.isInteger(hours) && hours >= 2)) {
-    problems.push(`identity.runnerCertificateHours must be an integer >= 2, got ${hours}`);
+  const range = FLEET_CERTIFICATE_HOURS_RANGE;
+  if (config.provider === "equinix-metal" && !(Number.isInteger(hours) && hours >= range.min && hours <= range.max)) {
+    problems.push(`identity.runnerCertificateHours must be an integer from ${range.min} to ${range.max} (the fleet renews at half of it), got ${hours}`);
   }
   // One role name per account: fleet roles and every deploy role.
   const owners = new Map<string, string>();
@@ -88,6 +104,13 @@ export function identityConfigProblems(config: FleetConfig): string[] {
     else owners.set(key, owner);
   };
   for (const queue of Object.keys(config.queues).sort()) claim(identity.accountId, roleNames.agent(stack, queue), `queue ${queue}`);
+  if (config.provider === "aws") {
+    for (const queue of Object.keys(config.queues).sort()) {
+      const problem = roleNameProblem(roleNames.host(stack, queue));
+      if (problem) problems.push(`host role of queue "${queue}": ${problem}`);
+      claim(identity.accountId, roleNames.host(stack, queue), `queue ${queue} (host)`);
+    }
+  }
   claim(identity.accountId, roleNames.saltMaster(stack), "the Salt master");
   claim(identity.accountId, roleNames.teleport(stack), "the Teleport machine");
   for (const [queue, spec] of sortedEntries(config.queues)) {
@@ -229,6 +252,24 @@ export class FleetIdentity extends pulumi.ComponentResource {
         ? trustAnchor.arn.apply((trustAnchorArn) => policyJson(rolesAnywhereTrustPolicy({ trustAnchorArn, organizationalUnit })))
         : policyJson(ec2TrustPolicy());
 
+    // aws: a runner's instance wears its queue's host role, which can only assume the queue's
+    // agent role; root on the runner hands one-hour sessions of that to the CI user.
+    const hostRoles: Record<string, aws.iam.Role> = {};
+    if (config.provider === "aws") {
+      for (const queue of queues) {
+        hostRoles[queue] = new aws.iam.Role(
+          `${name}-host-${queue}`,
+          {
+            name: roleNames.host(stack, queue),
+            description: `Runners of queue ${queue} (stack ${stack}): may only assume the queue's agent role`,
+            assumeRolePolicy: policyJson(ec2TrustPolicy()),
+            maxSessionDuration: SESSION_SECONDS,
+            tags: queueTags("host", queue),
+          },
+          inFleetAccount,
+        );
+      }
+    }
     const agentRoles: Record<string, aws.iam.Role> = {};
     for (const queue of queues) {
       agentRoles[queue] = new aws.iam.Role(
@@ -236,7 +277,9 @@ export class FleetIdentity extends pulumi.ComponentResource {
         {
           name: agentRoleName(stack, queue),
           description: `CI jobs of queue ${queue} (stack ${stack})`,
-          assumeRolePolicy: machineTrust(queue),
+          assumeRolePolicy: hostRoles[queue]
+            ? hostRoles[queue].arn.apply((hostRoleArn) => policyJson(agentRoleTrustForHostPolicy({ hostRoleArn })))
+            : machineTrust(queue),
           maxSessionDuration: SESSION_SECONDS,
           tags: queueTags("agent", queue),
         },
@@ -368,7 +411,18 @@ export class FleetIdentity extends pulumi.ComponentResource {
       const profile = (resourceName: string, role: aws.iam.Role, profileTags: Record<string, string>) =>
         new aws.iam.InstanceProfile(resourceName, { name: role.name, role: role.name, tags: profileTags }, inFleetAccount).name;
       const queueProfiles: Record<string, pulumi.Output<string>> = {};
-      for (const queue of queues) queueProfiles[queue] = profile(`${name}-agent-${queue}`, agentRoles[queue], queueTags("agent", queue));
+      for (const queue of queues) {
+        new aws.iam.RolePolicy(
+          `${name}-host-${queue}`,
+          {
+            role: hostRoles[queue].name,
+            name: "ci-fleet-assume-queue-agent",
+            policy: agentRoles[queue].arn.apply((agentRoleArn) => policyJson(hostRolePermissionsPolicy({ agentRoleArn }))),
+          },
+          inFleetAccount,
+        );
+        queueProfiles[queue] = profile(`${name}-host-${queue}`, hostRoles[queue], queueTags("host", queue));
+      }
       this.instanceProfileNames = {
         saltMaster: profile(`${name}-salt-master`, saltMasterRole, tags("salt-master")),
         teleport: profile(`${name}-teleport`, teleportRole, tags("teleport")),
@@ -389,47 +443,43 @@ export class FleetIdentity extends pulumi.ComponentResource {
       raProfile(SALT_MASTER_OU, saltMasterRole, tags("salt-master"));
       raProfile(TELEPORT_OU, teleportRole, tags("teleport"));
 
-      const hours = identity.runnerCertificateHours;
-      const certificates: Record<string, IssuedCertificate> = {};
-      const issue = (minionId: string, organizationalUnit: string) => {
-        // P-256: the smallest key Roles Anywhere accepts, so the pillar document stays small.
-        const key = new tls.PrivateKey(`${name}-cert-${minionId}`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
-        const privateKeyPem = pulumi.secret(key.privateKeyPem);
-        const request = new tls.CertRequest(
-          `${name}-cert-${minionId}`,
-          {
-            privateKeyPem,
-            subject: { commonName: minionId, organizationalUnit, organization: `ci-fleet-${stack}` },
-          },
-          { parent: this },
-        );
-        const cert = new tls.LocallySignedCert(
-          `${name}-cert-${minionId}`,
-          {
-            certRequestPem: request.certRequestPem,
-            caCertPem: ca.cert.certPem,
-            caPrivateKeyPem: pulumi.secret(ca.key.privateKeyPem),
-            validityPeriodHours: hours,
-            // Any `pulumi up` in the second half of the validity issues a fresh one.
-            earlyRenewalHours: Math.floor(hours / 2),
-            allowedUses: ["digital_signature", "client_auth"],
-          },
-          { parent: this },
-        );
-        certificates[minionId] = { certificatePem: cert.certPem, privateKeyPem };
+      // The master's first certificate only (its first pillar sync, before Salt runs): P-256,
+      // the smallest key Roles Anywhere accepts; user-data bytes are scarce.
+      const masterId = machineNames.saltMaster(stack);
+      const key = new tls.PrivateKey(`${name}-bootstrap-${masterId}`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
+      const privateKeyPem = pulumi.secret(key.privateKeyPem);
+      const request = new tls.CertRequest(
+        `${name}-bootstrap-${masterId}`,
+        { privateKeyPem, subject: { commonName: masterId, organizationalUnit: SALT_MASTER_OU, organization: `ci-fleet-${stack}` } },
+        { parent: this },
+      );
+      const cert = new tls.LocallySignedCert(
+        `${name}-bootstrap-${masterId}`,
+        {
+          certRequestPem: request.certRequestPem,
+          caCertPem: ca.cert.certPem,
+          caPrivateKeyPem: pulumi.secret(ca.key.privateKeyPem),
+          validityPeriodHours: BOOTSTRAP_CERTIFICATE_HOURS,
+          earlyRenewalHours: BOOTSTRAP_EARLY_RENEWAL_HOURS,
+          allowedUses: ["digital_signature", "client_auth"],
+        },
+        { parent: this },
+      );
+      this.rolesAnywhere = {
+        trustAnchorArn: anchor.arn,
+        profileArns,
+        bootstrapCertificate: { certificatePem: cert.certPem, privateKeyPem },
+        ca: { certificatePem: ca.cert.certPem, privateKeyPem: pulumi.secret(ca.key.privateKeyPem) },
+        certificateHours: identity.runnerCertificateHours,
       };
-      issue(machineNames.saltMaster(stack), SALT_MASTER_OU);
-      issue(machineNames.teleport(stack), TELEPORT_OU);
-      for (const queue of queues) {
-        for (const runner of Object.keys(config.queues[queue].runners).sort()) {
-          issue(machineNames.runner(stack, queue, runner), queue);
-        }
-      }
-      this.rolesAnywhere = { trustAnchorArn: anchor.arn, profileArns, certificates };
     }
 
     for (const [queue, parameters] of sortedEntries(config.secrets.queueParameters)) {
       for (const [relative, value] of sortedEntries(parameters)) {
+        // The Buildkite agent token never goes under the queue's path: the queue role, which
+        // every job of the queue wears, reads all of it. It reaches the queue's runners
+        // through their own pillar documents only (infra/bootstrap/pillar.ts).
+        if (relative === "buildkite/agent-token") continue;
         const parameterName = ssmPaths.queueParameter(stack, queue, relative);
         new aws.ssm.Parameter(
           `${name}-param-${queue}/${relative}`,

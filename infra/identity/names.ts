@@ -29,7 +29,7 @@ export const fleetTag = {
 } as const;
 
 /** Value of the `ci-fleet:role` tag. */
-export type IdentityTagRole = "agent" | "deploy" | "salt-master" | "teleport" | "fleet";
+export type IdentityTagRole = "agent" | "host" | "deploy" | "salt-master" | "teleport" | "fleet";
 
 /** Organizational unit of the Roles Anywhere certificates of the two control machines. */
 export const SALT_MASTER_OU = "salt-master";
@@ -37,6 +37,8 @@ export const TELEPORT_OU = "teleport";
 
 export const roleNames = {
   agent: (stack: string, queue: string) => `ci-fleet-${stack}-agent-${queue}`,
+  /** aws only: a runner's instance role, which can do nothing but assume its queue's agent role. */
+  host: (stack: string, queue: string) => `ci-fleet-${stack}-host-${queue}`,
   saltMaster: (stack: string) => `ci-fleet-${stack}-salt-master`,
   teleport: (stack: string) => `ci-fleet-${stack}-teleport`,
 };

@@ -202,17 +202,99 @@ export function agentPermissionsPolicy(args: AgentPermissionsArgs): PolicyDocume
   return policy(statements);
 }
 
+/** aws: the agent role's session lasts at most this long (its MaxSessionDuration is the same). */
+export const AGENT_SESSION_SECONDS = 3600;
+
+/**
+ * Trust of a queue's agent role on aws: exactly that queue's host role (the runner
+ * instances' role), so only root on one of the queue's runners (the only uid that reaches
+ * the metadata service) can start a session of it, and a session of one hour at most
+ * (the role's MaxSessionDuration). No sts:TagSession: nothing decides on session tags.
+ */
+export function agentRoleTrustForHostPolicy(args: { hostRoleArn: string }): PolicyDocument {
+  if (!/^arn:aws:iam::\d{12}:role\/[A-Za-z0-9+=,.@_-]+$/.test(args.hostRoleArn)) {
+    throw new Error(`agent role trust needs an exact host role ARN, got "${args.hostRoleArn}"`);
+  }
+  return policy([
+    {
+      Sid: "QueueHostRoleAssumes",
+      Effect: "Allow",
+      Principal: { AWS: args.hostRoleArn },
+      Action: "sts:AssumeRole",
+    },
+  ]);
+}
+
+/** Inline policy of a queue's host role: assume its own queue's agent role, nothing else. */
+export function hostRolePermissionsPolicy(args: { agentRoleArn: string }): PolicyDocument {
+  return policy([
+    {
+      Sid: "AssumeOwnQueueAgentRole",
+      Effect: "Allow",
+      Action: "sts:AssumeRole",
+      Resource: args.agentRoleArn,
+    },
+  ]);
+}
+
 export interface SaltMasterPermissionsArgs extends SsmScope {
   stack: string;
   kmsKeyArn: string;
 }
 
-/** Inline policy of the Salt master's role: the pillar documents, nothing else. */
+/** Inline policy of the Salt master's role: the pillar documents, and the runners' drain requests. */
 export function saltMasterPermissionsPolicy(args: SaltMasterPermissionsArgs): PolicyDocument {
   const path = ssmPaths.pillar(args.stack);
   return policy([
     ...readParameterStatements(args, "Pillar", path),
     decryptStatement(args, "Pillar", args.kmsKeyArn, path),
+    ...drainAnswerStatements(args, args.stack),
+  ]);
+}
+
+/**
+ * Where `pulumi up` asks the Salt master to drain a runner before deleting or replacing it
+ * (infra/fleet/drain-hook.ts writes `<path>/<minion-id>`, salt/_runners/ci_fleet_drain.py
+ * answers in the same parameter). String parameters: nothing in a request is secret, so no
+ * KMS key is involved. Under the `salt-master` level, a reserved queue name
+ * (RESERVED_QUEUE_NAMES), so no queue's secrets path and no agent role ever covers it.
+ */
+export function drainRequestPath(stack: string): string {
+  return `/ci-fleet/${stack}/salt-master/drain`;
+}
+
+/** The master lists the requests, and answers (overwrites) or withdraws (deletes) them. Nothing else under its path. */
+function drainAnswerStatements(scope: SsmScope, stack: string): PolicyStatement[] {
+  const path = drainRequestPath(stack);
+  return [
+    {
+      Sid: "AnswerDrainRequests",
+      Effect: "Allow",
+      Action: ["ssm:GetParameter", "ssm:GetParametersByPath", "ssm:PutParameter", "ssm:DeleteParameter"],
+      Resource: parameterArnPattern(scope, path),
+    },
+    {
+      Sid: "ListDrainRequestPath",
+      Effect: "Allow",
+      Action: "ssm:GetParametersByPath",
+      Resource: arns.ssmParameter(scope.region, scope.accountId, path),
+    },
+  ];
+}
+
+/**
+ * What the identity that runs `pulumi up` needs for the drain hook (README, "Replacing a
+ * runner"): write a request, read the master's answer, remove the request once the machine
+ * is gone. The program creates no resource from it; maintainers attach it (or hold more).
+ */
+export function drainRequesterPolicy(args: SsmScope & { stack: string }): PolicyDocument {
+  return policy([
+    {
+      Sid: "RequestRunnerDrains",
+      Effect: "Allow",
+      Action: ["ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter"],
+      Resource: parameterArnPattern(args, drainRequestPath(args.stack)),
+    },
   ]);
 }
 

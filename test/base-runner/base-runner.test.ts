@@ -49,7 +49,7 @@ beforeAll(async () => {
     const run = await previewStack(stack);
     for (const [key, inputs] of run.rawInputs) {
       const name = inputs.name as string | undefined;
-      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`)) {
+      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
         documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
       }
     }
@@ -80,25 +80,48 @@ describe("aws_credentials", () => {
   const helper = "/usr/local/bin/aws_signing_helper";
   const certDir = "/etc/ci-fleet/roles-anywhere";
 
-  test("equinix-metal Teleport machine: root gets its own role through Roles Anywhere at /root/.aws/config", () => {
+  test("equinix-metal Teleport machine: root gets its own role through Roles Anywhere at /root/.aws/config, with the key the machine made", () => {
     const m = minion("production-teleport");
     expect(m.top).toContain("aws_credentials");
     const aws = documents["production-teleport"].ci_fleet.aws;
     const ra = aws.roles_anywhere!;
     expect(aws.role_arn).toMatch(/:role\/ci-fleet-production-teleport$/);
+    // No certificate or key in any pillar: the machine makes its key, the fleet signs it.
+    expect(Object.keys(ra).sort()).toEqual(["profile_arn", "trust_anchor_arn"]);
     expect(m.files["/root/.aws/config"]).toBe(
       [
         "# Managed by Salt (aws_credentials.roles_anywhere).",
         "[default]",
         `region = ${aws.region}`,
-        `credential_process = ${helper} credential-process --certificate ${certDir}/certificate.pem --private-key ${certDir}/private-key.pem --trust-anchor-arn ${ra.trust_anchor_arn} --profile-arn ${ra.profile_arn} --role-arn ${aws.role_arn}`,
+        `credential_process = ${helper} credential-process --certificate ${certDir}/current/certificate.pem --private-key ${certDir}/current/private-key.pem --trust-anchor-arn ${ra.trust_anchor_arn} --profile-arn ${ra.profile_arn} --role-arn ${aws.role_arn} --session-duration 3600`,
         "",
       ].join("\n"),
     );
-    const key = stateNamed(m, "file.managed", `${certDir}/private-key.pem`)!;
-    expect(key.args).toMatchObject({ contents_pillar: "ci_fleet:aws:roles_anywhere:private_key_pem", user: "root", group: "root", mode: "0640", show_changes: false });
-    expect(stateNamed(m, "file.managed", `${certDir}/certificate.pem`)!.args).toMatchObject({ contents_pillar: "ci_fleet:aws:roles_anywhere:certificate_pem", group: "root" });
+    expect(stateNamed(m, "file.managed", "/root/.aws/config")!.args).toMatchObject({ user: "root", group: "root", mode: "0600" });
+    expect(stateNamed(m, "file.directory", certDir)!.args).toMatchObject({ user: "root", group: "root", mode: "0700" });
+    expect(m.states.filter((s) => JSON.stringify(s.args).includes("private_key_pem"))).toEqual([]);
     expect(stateNamed(m, "file.managed", helper)!.args).toMatchObject({ source_hash: expect.stringMatching(/^sha256=[0-9a-f]{64}$/) });
+    expect(m.files["/etc/systemd/system/ci-fleet-roles-anywhere.service"]).toContain(
+      `ExecStart=/usr/local/sbin/ci-fleet-roles-anywhere run --cert-dir ${certDir} --minion-id production-teleport --alarm-dir /run/ci-fleet/alarms\n`,
+    );
+  });
+
+  test("equinix-metal master: the CA key root-only from its own pillar, its own certificate signed locally before root's config uses it", () => {
+    const m = minion("production-salt-master");
+    expect(stateNamed(m, "file.directory", "/etc/ci-fleet/pki/ca")!.args).toMatchObject({ user: "root", group: "root", mode: "0700" });
+    expect(stateNamed(m, "file.managed", "/etc/ci-fleet/pki/ca/private-key.pem")!.args).toMatchObject({
+      contents_pillar: "ci_fleet_master:roles_anywhere_ca:private_key_pem", user: "root", group: "root", mode: "0600", show_changes: false,
+    });
+    const first = m.states.find((s) => s.id === "aws_credentials-roles_anywhere-first-certificate-cmd-run")!;
+    expect(first.args.creates).toBe(`${certDir}/current/certificate.pem`);
+    expect(String(first.args.name)).toContain("--local-issuer /srv/ci-fleet/repo/salt/_runners/ci_fleet_pki.py --ca-dir /etc/ci-fleet/pki/ca --master-document /srv/ci-fleet/pillar/minions/production-salt-master.json");
+    expect(stateNamed(m, "file.managed", "/root/.aws/config")!.args.require).toEqual(expect.arrayContaining([{ cmd: "aws_credentials-roles_anywhere-first-certificate-cmd-run" }]));
+    // No other machine has the CA.
+    for (const [id, other] of Object.entries(minions)) {
+      if (id === "production-salt-master") continue;
+      expect({ id, ca: other.states.filter((s) => String(s.args.name ?? "").startsWith("/etc/ci-fleet/pki")).length }).toEqual({ id, ca: 0 });
+      expect({ id, ca: JSON.stringify(documents[id]).includes("roles_anywhere_ca") }).toEqual({ id, ca: false });
+    }
   });
 
   test("aws Teleport machine: root uses the instance profile (IMDS); its config names the region only", () => {
@@ -114,24 +137,40 @@ describe("aws_credentials", () => {
   test("the Roles Anywhere credential_process uses only flags aws_signing_helper credential-process defines", () => {
     // rolesanywhere-credential-helper cmd/credentials.go (flags of credential-process).
     const defined = new Set(["--certificate", "--private-key", "--trust-anchor-arn", "--profile-arn", "--role-arn", "--region", "--endpoint", "--session-duration", "--intermediates", "--role-session-name"]);
+    let seen = 0;
     for (const [id, m] of Object.entries(minions)) {
       if (documents[id].ci_fleet.provider !== "equinix-metal") continue;
-      const config = Object.entries(m.files).find(([p]) => isAwsConfig(p))![1];
-      const line = config.split("\n").find((l) => l.startsWith("credential_process = "))!;
-      const argv = line.slice("credential_process = ".length).split(" ");
-      expect(argv.slice(0, 2)).toEqual([helper, "credential-process"]);
-      const flags = argv.slice(2).filter((a) => a.startsWith("--"));
-      expect({ id, unknown: flags.filter((f) => !defined.has(f)) }).toEqual({ id, unknown: [] });
-      expect(flags.sort()).toEqual(["--certificate", "--private-key", "--profile-arn", "--role-arn", "--trust-anchor-arn"]);
-      // Every flag has a value (no flag swallowed by an empty pillar value).
-      for (let i = 2; i < argv.length; i += 2) expect(argv[i + 1]).toMatch(/^(\/|arn:aws:)/);
+      const lines = [
+        ...Object.entries(m.files).filter(([p]) => isAwsConfig(p)).map(([, t]) => t.split("\n").find((l) => l.startsWith("credential_process = "))!.slice("credential_process = ".length)),
+        ...Object.entries(m.files).filter(([p]) => p === "/etc/systemd/system/ci-fleet-aws-session.service").map(([, t]) => /^ExecStart=(.+)$/m.exec(t)![1]),
+      ];
+      for (const line of lines) {
+        const argv = line.split(" ");
+        if (argv[0] === "/bin/cat") continue;
+        // The session helper's own flags; the rest it passes to `aws_signing_helper credential-process`.
+        const own = ["--output", "--group", "--alarm-dir", "--source", "--signing-helper"];
+        if (argv[0] === helper) expect(argv[1]).toBe("credential-process");
+        const flags = argv.filter((a) => a.startsWith("--") && !own.includes(a));
+        expect({ id, unknown: flags.filter((f) => !defined.has(f)) }).toEqual({ id, unknown: [] });
+        for (const f of ["--certificate", "--private-key", "--profile-arn", "--trust-anchor-arn", "--role-arn"]) expect({ id, f, has: flags.includes(f) }).toEqual({ id, f, has: true });
+        seen++;
+      }
     }
+    expect(seen).toBeGreaterThanOrEqual(4);
   });
 
-  test("aws runners: the CI user's credential_process prints the copy the root timer writes", () => {
-    const m = minion("production-aws-default-pr-1");
-    expect(m.files[RUNNER_AWS_CONFIG]).toContain("credential_process = /bin/cat /run/ci-fleet/aws/credentials.json\n");
-    expect(m.files["/etc/systemd/system/ci-fleet-imds-credentials.timer"]).toMatch(/\[Timer\]\nOnBootSec=0\nOnUnitActiveSec=10min\n/);
+  test.each(["production-default-pr-1", "production-aws-default-pr-1"])("%s: the CI user's AWS config prints a one-hour session a root timer writes; it names no key", (id) => {
+    const m = minion(id);
+    const aws = documents[id].ci_fleet.aws;
+    expect(m.files[RUNNER_AWS_CONFIG]).toBe(["# Managed by Salt (aws_credentials.session).", "[default]", `region = ${aws.region}`, "credential_process = /bin/cat /run/ci-fleet/aws/credentials.json", ""].join("\n"));
+    expect(m.files["/etc/systemd/system/ci-fleet-aws-session.timer"]).toMatch(/\[Timer\]\nOnBootSec=0\nOnUnitActiveSec=5min\n/);
+    const unit = m.files["/etc/systemd/system/ci-fleet-aws-session.service"];
+    expect(unit).not.toMatch(/^User=/m);
+    const exec = /^ExecStart=(.+)$/m.exec(unit)![1];
+    expect(exec).toContain(`--role-arn ${aws.role_arn} --output /run/ci-fleet/aws/credentials.json --group ci-agent --alarm-dir /run/ci-fleet/alarms`);
+    expect(aws.role_arn).toMatch(/:role\/ci-fleet-production(-aws)?-agent-default$/);
+    if (id.includes("-aws-")) expect(exec).toContain(`--source assume-role --session-name ${id} --region ${aws.region}`);
+    else expect(exec).toContain(`--source roles-anywhere --signing-helper ${helper} --certificate ${certDir}/current/certificate.pem --private-key ${certDir}/current/private-key.pem`);
   });
 });
 
@@ -285,28 +324,27 @@ describe("every unit's user can read what the unit names", () => {
           if (!arg.startsWith("/")) continue;
           checked.push(`${id} ${configPath} ${arg}`);
           if (arg === "/bin/cat") continue; // coreutils
-          if (arg.startsWith("/run/ci-fleet/aws/")) continue; // written by the IMDS helper: see the helper test
+          if (arg.startsWith("/run/ci-fleet/aws/")) continue; // written by the session helper: see the helper test
           expect({ id, arg, ok: can(m, table, user, arg, i === 0 ? 1 : 4) }).toEqual({ id, arg, ok: true });
         }
       }
     }
     expect(checked).toEqual(expect.arrayContaining([
-      `production-default-pr-1 ${RUNNER_AWS_CONFIG} /etc/ci-fleet/roles-anywhere/private-key.pem`,
-      `production-default-pr-1 ${RUNNER_AWS_CONFIG} /usr/local/bin/aws_signing_helper`,
-      "production-teleport /root/.aws/config /etc/ci-fleet/roles-anywhere/certificate.pem",
+      `production-default-pr-1 ${RUNNER_AWS_CONFIG} /run/ci-fleet/aws/credentials.json`,
+      "production-teleport /root/.aws/config /etc/ci-fleet/roles-anywhere/current/certificate.pem",
       `production-aws-default-pr-1 ${RUNNER_AWS_CONFIG} /run/ci-fleet/aws/credentials.json`,
       "production-default-pr-1 /etc/systemd/system/ci-netboot-selftest.service /usr/local/sbin/ci-netboot-selftest",
     ]));
   });
 
-  test("the IMDS helper writes the credentials file so that only root and the CI user's group can read it", () => {
+  test("the session helper writes the credentials file so that only root and the CI user's group can read it", () => {
     // Run the real helper's writer (as root here) into a temp dir and read back the modes.
     const dir = path.join(tmp, "run", "ci-fleet", "aws");
     const out = runPython([
       "-c",
       [
         "import importlib.machinery, importlib.util, json, os, sys",
-        `loader = importlib.machinery.SourceFileLoader('h', ${JSON.stringify(path.join(saltRoot, "aws_credentials/files/ci_fleet_imds_credentials.py"))})`,
+        `loader = importlib.machinery.SourceFileLoader('h', ${JSON.stringify(path.join(saltRoot, "aws_credentials/files/ci_fleet_aws_session.py"))})`,
         "h = importlib.util.module_from_spec(importlib.util.spec_from_loader('h', loader)); loader.exec_module(h)",
         `p = ${JSON.stringify(path.join(dir, "credentials.json"))}`,
         "h.write_private(p, {'Version': 1}, 12345)",

@@ -65,8 +65,9 @@ describe.each(PROVIDERS)("the registered policies on %s", (provider) => {
 test("the production matrix, rendered (snapshot)", () => {
   const text = renderAccessMatrixMarkdown(run("production", "aws").matrix);
   expect(text).toMatchSnapshot();
-  // Same trust boundaries whichever way machines wear their roles.
-  const tables = (markdown: string) => markdown.slice(0, markdown.indexOf("## Checks"));
+  // Same trust boundaries whichever way machines wear their roles (aws has one host role more
+  // per queue, so more (agent, role) pairs are evaluated; none is allowed on either).
+  const tables = (markdown: string) => markdown.slice(0, markdown.indexOf("## Checks")).replace(/Other roles: 0 of \d+ /, "Other roles: 0 of N ");
   expect(tables(renderAccessMatrixMarkdown(run("production", "equinix-metal").matrix))).toBe(tables(text));
 });
 

@@ -47,6 +47,7 @@ function baseConfig(provider: MachineProviderName, stack: string, queues: Record
       teamsToRoles: { "ci-admins": ["access", "editor"] },
       auditRetentionDays: 365,
     },
+    dns: { zone: "fleet.ci.example.org" },
     identity: { accountId: FLEET_ACCOUNT, region: REGION, bootstrapRoleName: "ci-fleet-bootstrap", runnerCertificateHours: 168 },
     github: { organization: "example-org", appId: "123456", installationId: "7890123" },
     buildkite: { organization: "example-org" },

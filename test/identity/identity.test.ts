@@ -42,12 +42,15 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
 
   test("exact resource counts", () => {
     const common = {
-      "aws:iam/role:Role": 8, // 3 agents, Salt master, Teleport, 3 deploy roles
-      "aws:iam/rolePolicy:RolePolicy": 4, // 3 agents + Salt master; Teleport's comes from its audit component
+      // 3 agents, Salt master, Teleport, 3 deploy roles (+ 3 host roles on aws)
+      "aws:iam/role:Role": provider === "aws" ? 11 : 8,
+      // 3 agents + Salt master (+ 3 host roles on aws); Teleport's comes from its audit component
+      "aws:iam/rolePolicy:RolePolicy": provider === "aws" ? 7 : 4,
       "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 4,
       "aws:kms/alias:Alias": 1,
       "aws:kms/key:Key": 1,
-      "aws:ssm/parameter:Parameter": 4,
+      // the queue secrets (the two Buildkite agent tokens go to their runners' pillar instead)
+      "aws:ssm/parameter:Parameter": 2,
       "ci-fleet:identity:FleetIdentity": 1,
       "pulumi:providers:aws": 3, // the fleet account + 2 deploy-target accounts
       "pulumi:pulumi:Stack": 1,
@@ -58,10 +61,10 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
         : {
             "aws:rolesanywhere/profile:Profile": 5,
             "aws:rolesanywhere/trustAnchor:TrustAnchor": 1,
-            // CA + Salt master + Teleport + 4 runners
-            "tls:index/privateKey:PrivateKey": 7,
-            "tls:index/certRequest:CertRequest": 6,
-            "tls:index/locallySignedCert:LocallySignedCert": 6,
+            // The CA + the Salt master's bootstrap certificate; the fleet issues every other itself.
+            "tls:index/privateKey:PrivateKey": 2,
+            "tls:index/certRequest:CertRequest": 1,
+            "tls:index/locallySignedCert:LocallySignedCert": 1,
             "tls:index/selfSignedCert:SelfSignedCert": 1,
           };
     expect(countByType(c().resources)).toEqual(countByType(Object.entries({ ...common, ...perProvider }).flatMap(([type, n]) => Array.from({ length: n }, () => ({ type } as never)))));
@@ -83,6 +86,7 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
       "ci-fleet-production-deploy-artifacts",
       "ci-fleet-production-deploy-dns",
       "ci-fleet-production-deploy-staging-web",
+      ...(provider === "aws" ? ["ci-fleet-production-host-default", "ci-fleet-production-host-infra", "ci-fleet-production-host-release"] : []),
       "ci-fleet-production-salt-master",
       "ci-fleet-production-teleport",
     ]);
@@ -96,7 +100,9 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
       const role = named(resources, ROLE, name);
       expect(role.inputs.maxSessionDuration).toBe(3600);
       const expected =
-        provider === "aws"
+        provider === "aws" && name.startsWith("identity-agent-")
+          ? { Sid: "QueueHostRoleAssumes", Effect: "Allow", Principal: { AWS: `arn:aws:iam::${FLEET_ACCOUNT}:role/ci-fleet-production-host-${ou}` }, Action: "sts:AssumeRole" }
+          : provider === "aws"
           ? { Sid: "Ec2InstancesAssume", Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }
           : {
               Sid: "RolesAnywhereAssumeWithFleetCertificate",
@@ -139,7 +145,13 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
       expected("release", [`arn:aws:iam::${INFRA_ACCOUNT_A}:role/ci-fleet-production-deploy-artifacts`]),
     );
     const master = parsePolicy(policyOf("identity-salt-master").inputs.policy) as { Statement: { Resource: string }[] };
-    expect(master.Statement.map((s) => s.Resource)).toEqual([`${prefix("pillar")}/*`, prefix("pillar"), keyArn]);
+    expect(master.Statement.map((s) => s.Resource)).toEqual([
+      `${prefix("pillar")}/*`,
+      prefix("pillar"),
+      keyArn,
+      `${prefix("salt-master")}/drain/*`,
+      `${prefix("salt-master")}/drain`,
+    ]);
   });
 
   test("deploy roles live in their target accounts and trust only their queue's agent role", () => {
@@ -209,16 +221,17 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
     const tags = (queue: string) => ({ "ci-fleet:stack": "production", "ci-fleet:role": "agent", "ci-fleet:queue": queue });
     expect(parameters).toEqual([
       ["/ci-fleet/production/default/ci-netboot/ssh/key", "SecureString", true, "[secret]", tags("default")],
-      ["/ci-fleet/production/infra/buildkite/agent-token", "SecureString", true, "[secret]", tags("infra")],
-      ["/ci-fleet/production/release/buildkite/agent-token", "SecureString", true, "[secret]", tags("release")],
+      // No buildkite/agent-token: the queue role (every job's) reads the whole queue path; the
+      // token travels in the runners' pillar documents only (test/buildkite/agent-token.test.ts).
       ["/ci-fleet/production/release/global/env/NPM_TOKEN", "SecureString", true, "[secret]", tags("release")],
     ]);
   });
 
   test("secret values reach the engine as secrets and never appear in the capture", () => {
     const text = JSON.stringify(c().resources);
-    for (const value of Object.values(SECRET_VALUES)) {
-      expect(c().mocks.secretValues.has(value)).toBe(true);
+    for (const [name, value] of Object.entries(SECRET_VALUES)) {
+      // The Buildkite agent tokens are not the identity's to store (they go to the runners' pillar).
+      expect({ name, reached: c().mocks.secretValues.has(value) }).toEqual({ name, reached: !name.startsWith("buildkite") });
       expect(text).not.toContain(value);
     }
     expect(text).not.toMatch(/BEGIN EC PRIVATE KEY/);
@@ -226,12 +239,12 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
 
   test("every taggable resource carries stack, role and (where relevant) queue tags", () => {
     const taggable = c().resources.filter((r) => TAGGABLE.includes(r.type));
-    expect(taggable.length).toBe(provider === "aws" ? 18 : 19); // 8 roles, key, 4 parameters, 5 profiles (+ trust anchor)
+    expect(taggable.length).toBe(provider === "aws" ? 19 : 17); // 8 roles (+ 3 host roles on aws), key, 2 parameters (no agent tokens), 5 profiles (+ trust anchor)
     for (const r of taggable) {
       const tags = r.inputs.tags as Record<string, string>;
       expect([r.name, tags["ci-fleet:stack"]]).toEqual([r.name, "production"]);
-      expect(["agent", "deploy", "salt-master", "teleport", "fleet"]).toContain(tags["ci-fleet:role"]);
-      if (["agent", "deploy"].includes(tags["ci-fleet:role"])) expect([r.name, typeof tags["ci-fleet:queue"]]).toEqual([r.name, "string"]);
+      expect(["agent", "host", "deploy", "salt-master", "teleport", "fleet"]).toContain(tags["ci-fleet:role"]);
+      if (["agent", "host", "deploy"].includes(tags["ci-fleet:role"])) expect([r.name, typeof tags["ci-fleet:queue"]]).toEqual([r.name, "string"]);
     }
     expect(named(c().resources, ROLE, "identity-deploy-infra-dns").inputs.tags).toEqual({
       "ci-fleet:stack": "production",
@@ -260,24 +273,20 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
       const profiles = identity.instanceProfileNames!;
       expect((await settle(profiles.saltMaster)).value).toBe("ci-fleet-production-salt-master");
       expect(Object.keys(profiles.queues)).toEqual(["default", "infra", "release"]);
+      // A runner's instance wears its queue's host role, never the agent role itself.
+      expect((await settle(profiles.queues.default)).value).toBe("ci-fleet-production-host-default");
     } else {
       expect(identity.instanceProfileNames).toBeUndefined();
       const ra = identity.rolesAnywhere!;
       expect(Object.keys(ra.profileArns).sort()).toEqual(["default", "infra", "release", "salt-master", "teleport"]);
-      expect(Object.keys(ra.certificates).sort()).toEqual([
-        "production-default-r1",
-        "production-default-r2",
-        "production-infra-r1",
-        "production-release-r1",
-        "production-salt-master",
-        "production-teleport",
-      ]);
-      for (const cert of Object.values(ra.certificates)) {
+      // Only the master's bootstrap certificate and the CA leave Pulumi; both keys secret.
+      for (const cert of [ra.bootstrapCertificate, ra.ca]) {
         const key = await settle(cert.privateKeyPem);
         expect(key.secret).toBe(true);
         expect(key.value).toMatch(/^-----BEGIN EC PRIVATE KEY-----/);
         expect((await settle(cert.certificatePem)).secret).toBe(false);
       }
+      expect(ra.certificateHours).toBe(168);
     }
   });
 
@@ -306,19 +315,13 @@ describe("Roles Anywhere on equinix-metal", () => {
     expect(anchor.inputs.enabled).toBe(true);
   });
 
-  test("one certificate per machine: CN the minion id, OU its role's OU, short-lived, client auth", () => {
+  test("Pulumi issues no machine's key but the master's short bootstrap certificate (the fleet issues the rest)", () => {
     const subjects = ofType(resources(), "tls:index/certRequest:CertRequest").map((r) => r.inputs.subject);
-    expect(subjects).toEqual(
-      expect.arrayContaining([
-        { commonName: "production-default-r1", organizationalUnit: "default", organization: "ci-fleet-production" },
-        { commonName: "production-infra-r1", organizationalUnit: "infra", organization: "ci-fleet-production" },
-        { commonName: "production-salt-master", organizationalUnit: "salt-master", organization: "ci-fleet-production" },
-        { commonName: "production-teleport", organizationalUnit: "teleport", organization: "ci-fleet-production" },
-      ]),
-    );
-    for (const cert of ofType(resources(), "tls:index/locallySignedCert:LocallySignedCert")) {
-      expect(cert.inputs).toMatchObject({ validityPeriodHours: 168, earlyRenewalHours: 84, allowedUses: ["digital_signature", "client_auth"], caPrivateKeyPem: "[secret]" });
-    }
+    expect(subjects).toEqual([{ commonName: "production-salt-master", organizationalUnit: "salt-master", organization: "ci-fleet-production" }]);
+    const certs = ofType(resources(), "tls:index/locallySignedCert:LocallySignedCert");
+    expect(certs.map((c) => c.inputs)).toEqual([
+      expect.objectContaining({ validityPeriodHours: 72, earlyRenewalHours: 48, allowedUses: ["digital_signature", "client_auth"], caPrivateKeyPem: "[secret]" }),
+    ]);
   });
 
   test("each profile hands out only its own role, for one hour", () => {
@@ -336,19 +339,21 @@ describe.each(PROVIDERS)("generated fleet of %i queues on %s".replace("%i", Stri
     expect(targets).toBe(15);
     const runners = MANY_QUEUES * MANY_RUNNERS_PER_QUEUE;
     const counts = countByType(c.resources);
-    expect(counts[ROLE]).toBe(MANY_QUEUES + 2 + targets);
-    expect(counts[ROLE_POLICY]).toBe(MANY_QUEUES + 1);
+    expect(counts[ROLE]).toBe(MANY_QUEUES * (provider === "aws" ? 2 : 1) + 2 + targets);
+    expect(counts[ROLE_POLICY]).toBe(MANY_QUEUES * (provider === "aws" ? 2 : 1) + 1);
     expect(counts[ATTACHMENT]).toBe(targets);
     expect(counts[PARAMETER]).toBe(MANY_QUEUES);
     expect(counts[PROVIDER]).toBe(1 + 4);
     if (provider === "aws") {
       expect(counts["aws:iam/instanceProfile:InstanceProfile"]).toBe(MANY_QUEUES + 2);
       // stack + component, providers, roles, role policies, attachments, parameters, key + alias, profiles
-      expect(c.resources.length).toBe(2 + 5 + (MANY_QUEUES + 2 + targets) + (MANY_QUEUES + 1) + targets + MANY_QUEUES + 2 + (MANY_QUEUES + 2));
+      expect(c.resources.length).toBe(2 + 5 + (2 * MANY_QUEUES + 2 + targets) + (2 * MANY_QUEUES + 1) + targets + MANY_QUEUES + 2 + (MANY_QUEUES + 2));
     } else {
       expect(counts["aws:rolesanywhere/profile:Profile"]).toBe(MANY_QUEUES + 2);
-      expect(counts["tls:index/locallySignedCert:LocallySignedCert"]).toBe(runners + 2);
-      expect(counts["tls:index/privateKey:PrivateKey"]).toBe(runners + 3);
+      // No resource per runner: the fleet issues their certificates itself (issue 14's scale too).
+      expect(runners).toBe(48);
+      expect(counts["tls:index/locallySignedCert:LocallySignedCert"]).toBe(1);
+      expect(counts["tls:index/privateKey:PrivateKey"]).toBe(2);
     }
   });
 
@@ -394,7 +399,7 @@ describe("config problems are all reported before anything is built", () => {
     `agent role of queue "${LONG_QUEUE}": role name "ci-fleet-production-agent-${LONG_QUEUE}" is 66 characters; IAM allows at most 64`,
     'queue name "pillar" is reserved',
     'queue name "salt-master" is reserved',
-    "identity.runnerCertificateHours must be an integer >= 2, got 1",
+    "identity.runnerCertificateHours must be an integer from 24 to 720 (the fleet renews at half of it), got 1",
     "role ci-fleet-production-deploy-dns in account 333333333333 is claimed by queue infra deploy target dns and queue release deploy target artifacts",
     'secrets.queueParameters has unknown queue "ghost"',
     'secrets.queueParameters.infra: "../pillar/production-salt-master" has an invalid segment ".."',
@@ -443,4 +448,72 @@ test("nothing under infra/ imports the AGPL simulator or the access matrix", () 
   expect(files.length).toBeGreaterThan(3);
   const offenders = files.filter((f) => /@cloud-copilot|access-matrix/.test(fs.readFileSync(f, "utf8")));
   expect(offenders).toEqual([]);
+});
+
+describe("aws: a runner's host role can only start one-hour sessions of its own queue's agent role (IAM simulator)", () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { runSimulation } = require("@cloud-copilot/iam-simulate") as typeof import("@cloud-copilot/iam-simulate");
+  const resources = () => capture("production", "aws").resources;
+  const roleNamed = (roleName: string) => ofType(resources(), ROLE).find((r) => r.inputs.name === roleName)!;
+  const inlinePolicies = (roleName: string) =>
+    ofType(resources(), ROLE_POLICY).filter((p) => p.inputs.role === roleName).map((p) => ({ name: String(p.inputs.name), policy: parsePolicy(p.inputs.policy) }));
+  const decide = async (principalRole: string, action: string, resource: string, resourcePolicy?: unknown) => {
+    const r = await runSimulation(
+      {
+        request: { principal: `arn:aws:sts::${FLEET_ACCOUNT}:assumed-role/${principalRole}/i-0123456789abcdef0`, action, resource: { resource, accountId: FLEET_ACCOUNT }, contextVariables: {} },
+        identityPolicies: inlinePolicies(principalRole),
+        serviceControlPolicies: [],
+        resourceControlPolicies: [],
+        resourcePolicy,
+      } as never,
+      {},
+    );
+    return r.resultType === "error" ? "Error" : r.overallResult;
+  };
+  const queues = ["default", "infra", "release"];
+
+  test("sts:AssumeRole: allowed exactly on its own queue's agent role, whose trust names only that host role", async () => {
+    const decisions: string[] = [];
+    for (const host of queues) {
+      for (const target of queues) {
+        const agent = roleNamed(`ci-fleet-production-agent-${target}`);
+        const hostArn = `arn:aws:iam::${FLEET_ACCOUNT}:role/ci-fleet-production-host-${host}`;
+        // The trust is a resource policy naming the host role's ARN as principal.
+        const trust = parsePolicy(agent.inputs.assumeRolePolicy) as { Statement: { Principal: { AWS: string } }[] };
+        const identity = await decide(`ci-fleet-production-host-${host}`, "sts:AssumeRole", String(agent.outputs.arn));
+        decisions.push(`${host} -> ${target}: identity ${identity}, trusted ${trust.Statement.every((s) => s.Principal.AWS === hostArn)}`);
+      }
+    }
+    expect(decisions).toEqual(
+      queues.flatMap((host) => queues.map((target) => `${host} -> ${target}: identity ${host === target ? "Allowed" : "ImplicitlyDenied"}, trusted ${host === target}`)),
+    );
+  });
+
+  test("the host role can do nothing else: no SSM, no KMS, no deploy roles, no other role", async () => {
+    const key = ofType(resources(), KEY)[0].outputs.arn as string;
+    const probes: [string, string][] = [
+      ["ssm:GetParameter", `arn:aws:ssm:${REGION}:${FLEET_ACCOUNT}:parameter/ci-fleet/production/default/x`],
+      ["ssm:GetParametersByPath", `arn:aws:ssm:${REGION}:${FLEET_ACCOUNT}:parameter/ci-fleet/production/pillar`],
+      ["kms:Decrypt", key],
+      ["sts:AssumeRole", `arn:aws:iam::${INFRA_ACCOUNT_A}:role/ci-fleet-production-deploy-artifacts`],
+      ["sts:AssumeRole", `arn:aws:iam::${FLEET_ACCOUNT}:role/ci-fleet-production-salt-master`],
+      ["sts:AssumeRole", `arn:aws:iam::${FLEET_ACCOUNT}:role/ci-fleet-production-teleport`],
+      ["iam:PassRole", `arn:aws:iam::${FLEET_ACCOUNT}:role/ci-fleet-production-agent-default`],
+    ];
+    for (const host of queues) {
+      for (const [action, resource] of probes) {
+        expect([host, action, resource, await decide(`ci-fleet-production-host-${host}`, action, resource)]).toEqual([host, action, resource, "ImplicitlyDenied"]);
+      }
+    }
+  });
+
+  test("sessions: the agent and host roles last an hour at most, and the instance profile of a runner is its host role", () => {
+    for (const q of queues) {
+      expect(roleNamed(`ci-fleet-production-agent-${q}`).inputs.maxSessionDuration).toBe(3600);
+      expect(roleNamed(`ci-fleet-production-host-${q}`).inputs.maxSessionDuration).toBe(3600);
+      const profile = ofType(resources(), "aws:iam/instanceProfile:InstanceProfile").find((p) => p.name === `identity-host-${q}`)!;
+      expect(profile.inputs.role).toBe(`ci-fleet-production-host-${q}`);
+    }
+    expect(ofType(resources(), "aws:iam/instanceProfile:InstanceProfile").filter((p) => String(p.inputs.role).includes("-agent-"))).toEqual([]);
+  });
 });

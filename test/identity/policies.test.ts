@@ -173,9 +173,9 @@ describe("KMS key policy", () => {
   });
 });
 
-test("the Salt master reads only the pillar path", () => {
+test("the Salt master reads only the pillar path, and answers only drain requests", () => {
   const doc = saltMasterPermissionsPolicy({ ...scope, stack: "production", kmsKeyArn: KEY });
-  expect(sids(doc)).toEqual(["ReadPillarParameters", "ListPillarParameterPath", "DecryptPillarParametersViaSsm"]);
+  expect(sids(doc)).toEqual(["ReadPillarParameters", "ListPillarParameterPath", "DecryptPillarParametersViaSsm", "AnswerDrainRequests", "ListDrainRequestPath"]);
   expect(doc.Statement[0].Resource).toBe("arn:aws:ssm:us-east-1:111111111111:parameter/ci-fleet/production/pillar/*");
   expect(pretty(doc)).toMatchSnapshot();
 });

@@ -172,8 +172,23 @@ SHELL_CHOWN_R = re.compile(r"chown\s+(-R\s+)?([a-z_][a-z0-9_-]*):([a-z_][a-z0-9_
 SHELL_CHMOD = re.compile(r"chmod\s+(\d{3,4})\s+((?:/\S+\s*)+)$")
 
 
+def _master_pki_files():
+    """(relative path, mode) of what salt_master/files/ci_fleet_master_pki.py writes (its FILES)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "salt", "salt_master", "files", "ci_fleet_master_pki.py")
+    spec = importlib.util.spec_from_file_location("ci_fleet_master_pki", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [(rel, mode) for _key, rel, mode, _shape in module.FILES]
+
+
 def apply_shell_effects(machine, script, writer):
     """The file effects of a bootstrap script's simple lines (install -d -m, chown, chmod)."""
+    # The master's first boot writes its key pairs from SSM before the lines below touch them.
+    for m in re.finditer(r"ci_fleet_master_pki\.py\b[^\n]*?--pki-dir (/\S+)", script.replace("\\\n", " ")):
+        for rel, mode in _master_pki_files():
+            path = posixpath.join(m.group(1), rel)
+            machine.put(posixpath.dirname(path), "dir", "root", "root", 0o700, writer + " (ci_fleet_master_pki.py)")
+            machine.put(path, "file", "root", "root", mode, writer + " (ci_fleet_master_pki.py)")
     for raw in script.splitlines():
         line = raw.strip()
         m = SHELL_INSTALL_D.search(line)
@@ -469,13 +484,48 @@ class Sandbox:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def roles_anywhere_writes(machine, process, module, exe):
+    """ci-fleet-roles-anywhere: the real key/certificate layout it leaves under --cert-dir
+    (a key made with openssl, a throwaway certificate for it installed by the real install()),
+    and the alarm directory; `current` becomes a symlink whose files the kernel resolves."""
+    argv = process["argv"]
+    cert_dir = arg_after(argv, "--cert-dir")
+    if not cert_dir or "$" in cert_dir:
+        return
+    sandbox = Sandbox(machine, process["user"], process.get("umask", 0o022))
+    sandbox.describe = "%s (%s)" % (exe, process["source"])
+    created = {}
+
+    def call(root, _gids):
+        import subprocess
+        import time as _time
+        certs = module.CertDir(root + cert_dir)
+        key = certs.ensure_pending_key()
+        incoming = os.path.join(root + cert_dir, "incoming-model.pem")
+        subprocess.run(["openssl", "req", "-x509", "-key", key, "-subj", "/CN=model", "-days", "30", "-out", incoming],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        certs.install(incoming, _time.time())
+        os.unlink(incoming)
+        created["generation"] = os.readlink(os.path.join(root + cert_dir, module.CURRENT))
+    sandbox.run(cert_dir + "/x", call)
+    generation = posixpath.join(cert_dir, created["generation"])
+    current = posixpath.join(cert_dir, module.CURRENT)
+    machine.files[current] = {"kind": "symlink", "owner": "root", "group": "root", "mode": 0o777,
+                              "writer": "run time: " + sandbox.describe, "target": generation}
+    for path in [p for p in list(machine.files) if p.startswith(generation + "/")]:
+        machine.files[current + path[len(generation):]] = dict(machine.files[path])
+
+
 def runtime_writes(machine, process, scripts):
-    """What a fleet program writes when it runs: --output of the pillar sync, the IMDS copy,
-    the Buildkite token environment file."""
+    """What a fleet program writes when it runs: --output of the pillar sync, the CI user's
+    session file, the Buildkite token environment file, the Roles Anywhere key directory."""
     argv = process["argv"]
     exe = argv[0] if argv else ""
     text = scripts.get(exe)
     if not text or not text.startswith("#!/usr/bin/python3"):
+        return
+    if "class CertDir" in text and argv[1:2] == ["run"]:
+        roles_anywhere_writes(machine, process, load_script(text, os.path.basename(exe).replace("-", "_")), exe)
         return
     out = arg_after(argv, "--output")
     if not out or "$" in out:
@@ -485,7 +535,7 @@ def runtime_writes(machine, process, scripts):
     sandbox.describe = "%s (%s)" % (exe, process["source"])
     if hasattr(module, "write_documents"):                     # ci_fleet_pillar_sync.py
         sandbox.run(out, lambda root, _g: module.write_documents(root + out, {machine.id: {"ci_fleet": {"minion_id": machine.id}}}))
-    elif hasattr(module, "write_private"):                     # ci_fleet_imds_credentials.py
+    elif hasattr(module, "write_private"):                     # ci_fleet_aws_session.py
         group = arg_after(argv, "--group")
 
         def call(root, gids):
@@ -560,6 +610,20 @@ def unit_processes(machine, units):
                 for i in range(1, len(parts) + 1):
                     machine.put("/run/" + "/".join(parts[:i]), "dir", user, group, rmode,
                                 "systemd RuntimeDirectory= of " + name)
+        credentials = {}
+        for value in svc.get("LoadCredential", []):
+            # systemd.exec(5) LoadCredential=ID:PATH: PID 1 (root) reads PATH at start and puts a
+            # copy in the unit's credentials directory, "only accessible to the user associated
+            # with the unit ... (as well as the superuser)": owned by (or ACL'd to) User=, dir
+            # 0500, file 0400 (src/core/execute.c setup_credentials, systemd 252).
+            cred_id, _, source = value.partition(":")
+            cred_dir = "/run/credentials/" + name
+            src = machine.files.get(source)
+            machine.put(cred_dir, "dir", user, group, 0o500, "systemd LoadCredential= of " + name)
+            machine.put(cred_dir + "/" + cred_id, "file", user, group, 0o400, "systemd LoadCredential= of %s (from %s)" % (name, source),
+                        src.get("content") if src else None)
+            credentials[cred_id] = {"source": source, "path": cred_dir + "/" + cred_id}
+            systemd_env["CREDENTIALS_DIRECTORY"] = cred_dir
         for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStop", "ExecStopPost", "ExecReload"):
             for raw in svc.get(key, []):
                 flags, cmd = exec_prefix(raw)
@@ -570,9 +634,34 @@ def unit_processes(machine, units):
                     "command": cmd, "argv": shlex.split(cmd), "ignore_failure": "-" in flags,
                     "env": dict(systemd_env, **env), "unit_env_keys": sorted(env),
                     "env_files": env_files, "runtime_env_files": runtime_env_files,
-                    "umask": umask,
+                    "umask": umask, "credentials_loaded": credentials,
                 })
     return processes
+
+
+CRED_PATH_VAR = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)="\$\{CREDENTIALS_DIRECTORY(?::?[?-][^}]*)?\}/([A-Za-z0-9_.-]+)"$')
+CRED_READ = re.compile(r'^([A-Z_][A-Z0-9_]*)=\$\(cat (?:-- )?"(?:\$([A-Za-z_][A-Za-z0-9_]*)|\$\{CREDENTIALS_DIRECTORY\}/([A-Za-z0-9_.-]+))"\)$')
+
+
+def credential_exports(machine, process, text):
+    """Variables a shell start script fills from the unit's credentials and exports
+    (`NAME=$(cat -- "$CREDENTIALS_DIRECTORY/ID")` + `export NAME`): name -> credential file."""
+    paths, read, exported = {}, {}, set()
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        m = CRED_PATH_VAR.match(line)
+        if m:
+            paths[m.group(1)] = m.group(2)
+            continue
+        m = CRED_READ.match(line)
+        if m:
+            cred = paths.get(m.group(2)) if m.group(2) else m.group(3)
+            if cred in process.get("credentials_loaded", {}):
+                read[m.group(1)] = process["credentials_loaded"][cred]["path"]
+            continue
+        if line.startswith("export "):
+            exported.update(line.split()[1:])
+    return {k: v for k, v in read.items() if k in exported}
 
 
 def substitute(process):
@@ -621,6 +710,231 @@ def master_process(machine):
             "needs": needs, "config": {k: merged[k] for k in ("user", "pillar_roots", "file_roots", "pki_dir") if k in merged},
             "config_writers": writers}
 
+
+
+# --- what root's ExecStartPre=+ scripts leave on the disk (the CI user's reset) ---------------
+
+SHELL_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\S+)$")
+
+
+def apply_root_script(machine, text, writer):
+    """The file effects of a root shell script a unit runs before it starts (ci-agent-reset):
+    its simple literal assignments (`home=/var/lib/ci-agent`) substituted, then `mkdir [-m M]`,
+    `chown [-h] U:G`, `chmod M`, `rm -rf [--]` and `find DIR -mindepth 1 -maxdepth 1 -exec rm
+    -rf` applied in order. A line still holding an unresolved `$` is skipped (loops, $(...))."""
+    values = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = SHELL_ASSIGN.match(line)
+        if m and "$" not in m.group(2) and "`" not in m.group(2):
+            values[m.group(1)] = m.group(2).strip("\"'")
+            continue
+        line = SYSTEMD_VAR.sub(lambda v: values.get(v.group(1) or v.group(2), v.group(0)), line)
+        if "$" in line or "`" in line or "|" in line or ";" in line:
+            continue
+        try:
+            argv = shlex.split(line)
+        except ValueError:
+            continue
+        if not argv:
+            continue
+        cmd, args = argv[0], argv[1:]
+        if cmd == "mkdir":
+            mode = 0o755   # 0777 under the script's umask 022
+            paths = []
+            i = 0
+            while i < len(args):
+                if args[i] == "-m" and i + 1 < len(args):
+                    mode = int(args[i + 1], 8)
+                    i += 2
+                    continue
+                if not args[i].startswith("-"):
+                    paths.append(args[i])
+                i += 1
+            for path in paths:
+                machine.put(path, "dir", "root", "root", mode, writer)
+        elif cmd == "chown":
+            rest = [a for a in args if a not in ("-h", "--")]
+            if len(rest) >= 2 and ":" in rest[0]:
+                owner, group = rest[0].split(":", 1)
+                for path in rest[1:]:
+                    f = machine.files.get(posixpath.normpath(path))
+                    if f:
+                        f["owner"], f["group"] = owner, group
+                        f["writer"] = writer
+        elif cmd == "chmod" and len(args) >= 2 and re.match(r"^[0-7]{3,4}$", args[0]):
+            for path in args[1:]:
+                f = machine.files.get(posixpath.normpath(path))
+                if f:
+                    f["mode"] = int(args[0], 8)
+                    f["writer"] = writer
+        elif cmd == "rm" and "-rf" in args:
+            for path in [a for a in args if not a.startswith("-")]:
+                machine.remove(path)
+        elif cmd == "find" and args[1:5] == ["-mindepth", "1", "-maxdepth", "1"] and "-exec" in args and "rm" in args:
+            base = posixpath.normpath(args[0])
+            for path in [q for q in machine.files if q.startswith(base + "/")]:
+                del machine.files[path]
+
+
+# --- the Buildkite job process (bootstrap-script), and who it runs as -------------------------
+
+BUILDKITE_CFG = "/etc/buildkite-agent/buildkite-agent.cfg"
+# `buildkite-agent start` unsets the env vars of its own flags before any job starts
+# (buildkite/agent@v3.123.1 clicommand/agent_start.go:830 UnsetConfigFromEnvironment,
+# clicommand/global.go:435-452): the agent token (BUILDKITE_AGENT_TOKEN, global.go:33-38)
+# and the config path (BUILDKITE_AGENT_CONFIG) among them; createEnvironment also deletes the
+# token from the job's Buildkite env (agent/job_runner.go:391).
+AGENT_UNSETS = ("BUILDKITE_AGENT_TOKEN", "BUILDKITE_AGENT_CONFIG")
+# What the agent adds for every job (agent/job_runner.go:511-513): the job's own API token
+# (Buildkite's job token when the accept response carries one, :155-160).
+AGENT_JOB_ENV = {"BUILDKITE_AGENT_ACCESS_TOKEN": "<the job's token>", "BUILDKITE_AGENT_ENDPOINT": "<endpoint>"}
+# glibc removes these from the environment of every set-uid program (sysdeps/generic/unsecvars.h,
+# secure mode): sudo never sees them, so neither does the command it runs (checked with
+# Debian 12's sudo 1.9.13: LD_PRELOAD, TMPDIR, LOCPATH, GCONV_PATH, MALLOC_TRACE, TZDIR,
+# HOSTALIASES all gone even with env_delete emptied).
+GLIBC_UNSECURE = ("LD_", "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
+                  "MALLOC_", "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR")
+# sudo's env_delete when sudoers does not replace it (sudo -V, 1.9.13).
+SUDO_ENV_DELETE = ["*=()*", "RUBYOPT", "RUBYLIB", "PYTHONUSERBASE", "PYTHONINSPECT", "PYTHONPATH", "PYTHONHOME",
+                   "TMPPREFIX", "ZDOTDIR", "READNULLCMD", "NULLCMD", "FPATH", "PERL5DB", "PERL5OPT", "PERL5LIB",
+                   "PERLLIB", "PERLIO_DEBUG", "JAVA_TOOL_OPTIONS", "SHELLOPTS", "BASHOPTS", "GLOBIGNORE", "PS4",
+                   "BASH_ENV", "ENV", "TERMCAP", "TERMPATH", "TERMINFO_DIRS", "TERMINFO", "_RLD*", "LD_*",
+                   "PATH_LOCALE", "NLSPATH", "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN", "CDPATH", "IFS"]
+SUDOERS_RULE = re.compile(r"^(\S+)\s+ALL\s*=\s*\(\s*([^\s:)]+)\s*(?::\s*([^\s)]+)\s*)?\)\s*((?:[A-Z_]+:\s*)*)(\S+)(?:\s+(.*))?$")
+
+
+def sudoers_lines(machine):
+    out = []
+    for path, f in sorted(machine.files.items()):
+        if (path == "/etc/sudoers" or path.startswith("/etc/sudoers.d/")) and f["kind"] == "file" and isinstance(f.get("content"), str):
+            for raw in f["content"].splitlines():
+                line = raw.strip()
+                if line and not line.startswith("#"):
+                    out.append((path, line))
+    return out
+
+
+def sudo_run(machine, caller, argv):
+    """What `sudo` does for `caller` with argv: the rule that allows it (or none), the target
+    user and group, and how the environment passes."""
+    opts = {"user": "root", "group": None, "preserve_env": False, "command": []}
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            opts["command"] = argv[i + 1:]
+            break
+        if a in ("-u", "-g") and i + 1 < len(argv):
+            opts["user" if a == "-u" else "group"] = argv[i + 1]
+            i += 2
+            continue
+        if a in ("-E", "--preserve-env"):
+            opts["preserve_env"] = True
+        elif not a.startswith("-"):
+            opts["command"] = argv[i:]
+            break
+        i += 1
+    group = opts["group"] or opts["user"]
+    rule, defaults = None, []
+    for path, line in sudoers_lines(machine):
+        d = re.match(r"^Defaults:(\S+)\s+(.*)$", line)
+        if d and d.group(1) == caller:
+            defaults.append(d.group(2))
+            continue
+        m = SUDOERS_RULE.match(line)
+        if not m or m.group(1) != caller:
+            continue
+        tags = set(t.strip() for t in m.group(4).split(":") if t.strip())
+        args = (m.group(6) or "").strip()
+        command = opts["command"]
+        wants_args = command[1:]
+        # sudoers(5): `""` allows no arguments, no arguments listed allows any, else exactly these.
+        args_ok = (not wants_args) if args == '""' else (True if args == "" else shlex.split(args) == wants_args)
+        if (m.group(2) == opts["user"] and (m.group(3) or m.group(2)) == group and command and m.group(5) == command[0]
+                and args_ok and "NOPASSWD" in tags and (not opts["preserve_env"] or "SETENV" in tags)):
+            rule = {"file": path, "line": line, "exact_args": args == '""'}
+    env_delete = list(SUDO_ENV_DELETE)
+    for d in defaults:
+        m = re.search(r'env_delete\s*=\s*"([^"]*)"', d)
+        if m:
+            env_delete = m.group(1).split()
+        m = re.search(r'env_delete\s*\+=\s*"([^"]*)"', d)
+        if m:
+            env_delete += m.group(1).split()
+    return dict(opts, group=group, rule=rule, env_delete=env_delete, defaults=defaults)
+
+
+def buildkite_job_process(machine, agent, scripts):
+    """The process the agent starts for each job (bootstrap-script; default `buildkite-agent
+    bootstrap` as the agent itself, agent_start.go:863-869). The job inherits the agent's
+    environment minus what the agent unsets, plus what it adds (job_runner.go:317
+    processEnv := append(os.Environ(), env...)); through sudo it becomes the target user.
+    The hooks run inside this process (internal/job/executor.go)."""
+    cfg = machine.files.get(BUILDKITE_CFG)
+    text = cfg.get("content") if cfg else None
+    if not isinstance(text, str):
+        return None
+    conf = {k: v for k, v in (re.match(r'^([a-z-]+)="?([^"\n]*)"?\s*$', l).groups() for l in text.splitlines()
+                              if re.match(r'^([a-z-]+)="?([^"\n]*)"?\s*$', l))}
+    env = {k: v for k, v in agent["env"].items() if k not in AGENT_UNSETS}
+    env.update(AGENT_JOB_ENV)
+    agent_needs = [{"path": BUILDKITE_CFG, "access": "read"}]
+    build = conf.get("build-path")
+    if build:
+        # The agent stats it (agent_start.go:1242-1247) and starts the job there (process.Dir).
+        agent_needs.append({"path": build, "access": "exec"})
+    agent["needs"] = agent.get("needs", []) + agent_needs
+    script = conf.get("bootstrap-script")
+    user, group, drop = agent["user"], agent["group"], None
+    command = [agent["argv"][0] if agent["argv"] else "/usr/bin/buildkite-agent", "bootstrap"]
+    if script:
+        argv = shlex.split(script)
+        if posixpath.basename(argv[0]) == "sudo":
+            run = sudo_run(machine, agent["user"], argv)
+            drop = {"via": argv[0], "rule": run["rule"], "user": run["user"], "group": run["group"],
+                    "preserve_env": run["preserve_env"], "env_delete": run["env_delete"]}
+            agent["needs"].append({"path": argv[0], "access": "exec"})
+            if run["rule"]:
+                user, group = run["user"], run["group"]
+                command = run["command"]
+                if run["preserve_env"]:
+                    deleted = [k for k in env if any(fnmatch.fnmatch(k, pat) or fnmatch.fnmatch("%s=%s" % (k, env[k]), pat) for pat in run["env_delete"])]
+                    for k in deleted + [k for k in env if k.startswith(GLIBC_UNSECURE)]:
+                        env.pop(k, None)
+                else:
+                    env = {k: env[k] for k in ("TERM", "PATH") if k in env}
+                target = machine.users.get(user) or {}
+                env.update({"USER": user, "LOGNAME": user, "HOME": env.get("HOME", target.get("home", "/")),
+                            "SHELL": target.get("shell") or "/bin/sh", "SUDO_USER": agent["user"], "SUDO_COMMAND": " ".join(command)})
+            else:
+                command = []
+        else:
+            command = argv
+    # The executor's own literal `unset NAME...` and `export NAME=VALUE...` lines.
+    exe_text = scripts.get(command[0], "") if command else ""
+    if exe_text.startswith("#!/bin/sh") or exe_text.startswith("#!/bin/bash"):
+        for raw in exe_text.splitlines():
+            line = raw.strip()
+            if line.startswith("unset "):
+                for k in line.split()[1:]:
+                    env.pop(k, None)
+            elif line.startswith("export ") and "$" not in line:
+                for item in shlex.split(line)[1:]:
+                    k, _, v = item.partition("=")
+                    env[k] = v
+    job = dict(copy.deepcopy(agent), source="buildkite job (bootstrap-script)", kind="unit", user=user, group=group,
+               command=" ".join(command), argv=list(command), argv_resolved=list(command), env=env, unit_env_keys=[],
+               env_files=[], runtime_env_files=[], runtime_env_keys=[], unresolved_command_vars=[], job_drop=drop)
+    job["needs"] = []
+    if build:
+        job["needs"].append({"path": build, "access": "write"})
+    if env.get("CI_FLEET_STATE_DIR"):
+        job["needs"].append({"path": env["CI_FLEET_STATE_DIR"], "access": "write"})
+    agent["job_user"] = user
+    return job
 
 def hook_processes(machine, agent_process):
     """Buildkite agent hooks (run by the agent, as its user, with its environment plus the
@@ -888,6 +1202,11 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
     machine.units = collect_units(machine, packages)
     scripts = {p: f["content"] for p, f in machine.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
     processes = unit_processes(machine, machine.units)
+    # What root's ExecStartPre=+ scripts (the CI user's reset) leave on the disk at every start.
+    for p in processes:
+        exe = p["argv"][0] if p["argv"] else ""
+        if p["source"].endswith(" ExecStartPre") and p["user"] == "root" and scripts.get(exe, "").startswith("#!/bin/sh"):
+            apply_root_script(machine, scripts[exe], "run time: %s (%s)" % (exe, p["source"]))
     # Runtime env files written by an ExecStartPre (e.g. the Buildkite token) define variables too.
     for p in processes:
         written = []
@@ -900,16 +1219,31 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
         p["runtime_env_keys"] = sorted(set(written))
         for k in written:
             p["env"].setdefault(k, "<written at start>")
+        # A start script that hands a credential to its program in the environment.
+        exe = p["argv"][0] if p["argv"] else ""
+        for k, path in credential_exports(machine, p, scripts.get(exe, "")).items():
+            f = machine.files.get(path) or {}
+            p["env"][k] = f.get("content") if isinstance(f.get("content"), str) else "<credential %s>" % path
         substitute(p)
     for p in processes:
         p["argv_for_writes"] = p["argv_resolved"]
         runtime_writes(machine, dict(p, argv=p["argv_resolved"]), scripts)
+    # Who writes each --output file (the CI user's session file: the root session helper).
+    writers = {}
+    for p in processes:
+        out = arg_after(p["argv_resolved"], "--output")
+        if out:
+            writers[out] = p
     if roles == "salt-master":
         processes.append(master_process(machine))
     agent = next((p for p in processes if p["unit"] == "buildkite-agent.service" and p["source"].endswith(" ExecStart")), None)
     runner = next((p for p in processes if p["unit"] == "actions-runner.service" and p["source"].endswith(" ExecStart")), None)
+    # The job the agent starts (bootstrap-script): its user and environment; the hooks run in it.
+    job = buildkite_job_process(machine, agent, scripts) if agent else None
+    if job:
+        processes.append(job)
     if agent:
-        processes += hook_processes(machine, agent)
+        processes += hook_processes(machine, job or agent)
     if runner:
         processes += github_hook_processes(machine, runner)
     for p in processes:
@@ -930,9 +1264,21 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
         # agent/job_runner.go processEnv := os.Environ(); actions/runner JobDispatcher.cs starts
         # the worker with environment: null and ProcessInvoker.cs adds to the inherited one),
         # and jobs get the queue role by design.
-        p["runs_jobs"] = p is agent or p is runner
+        p["runs_jobs"] = p is (job or agent) or p is runner
         if p["aws_calls"] or p["kind"] == "buildkite-hook" or p["runs_jobs"]:
             p["credentials"] = credentials_of(machine, p, cloud)
+            copy_path = p["credentials"].get("imds_copy")
+            writer = writers.get(copy_path) if copy_path else None
+            if writer is not None:
+                wargv = writer["argv_resolved"]
+                p["credentials"]["session_writer"] = {
+                    "source": writer["source"], "user": writer["user"], "via": arg_after(wargv, "--source"),
+                    "role_arn": arg_after(wargv, "--role-arn"), "profile_arn": arg_after(wargv, "--profile-arn"),
+                    "trust_anchor_arn": arg_after(wargv, "--trust-anchor-arn"),
+                    "certificate": arg_after(wargv, "--certificate"), "private_key": arg_after(wargv, "--private-key"),
+                }
+                if arg_after(wargv, "--role-arn"):
+                    p["credentials"]["role_arn"] = arg_after(wargv, "--role-arn")
     runs = bootstrap_runs(at_boot, cloud)
     boot_scripts = {p: f["content"] for p, f in at_boot.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
     for r in runs:
@@ -946,6 +1292,12 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
         if re.search(r"ci_fleet_pillar_sync\.py", text):
             r["aws_calls"] = [{"api": "ssm:GetParametersByPath", "via": r["argv"][0] + " (first pillar sync)",
                                "ssm_path": provided.get("CI_FLEET_SSM_PILLAR_PREFIX"), "with_decryption": True}]
+            r["credentials"] = credentials_of(at_boot, r, cloud)
+        # The master's key pairs from SSM (ci_fleet_master_pki.py), read with the same credentials.
+        m = re.search(r'ci_fleet_master_pki\.py[\s\\]+--parameter "\$\{CI_FLEET_SSM_PILLAR_PREFIX\}([^"]+)"', text)
+        if m:
+            r["aws_calls"].append({"api": "ssm:GetParameter", "via": r["argv"][0] + " (the master's key pairs)",
+                                   "ssm_parameter": (provided.get("CI_FLEET_SSM_PILLAR_PREFIX") or "") + m.group(1), "with_decryption": True})
             r["credentials"] = credentials_of(at_boot, r, cloud)
     out = machine.to_json()
     out["cloud_init"] = cloud
@@ -961,6 +1313,28 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
     return out
 
 
+def roles_anywhere_subjects(root, docs):
+    """The subject the master's signer (salt/_runners/ci_fleet_pki.py subject_for) gives each
+    minion, from the index the pillar sync builds out of the program's documents."""
+    pki = load_script(open(os.path.join(root, "_runners", "ci_fleet_pki.py")).read(), "ci_fleet_pki_model")
+    index = {}
+    master = None
+    for minion_id, doc in docs.items():
+        fleet = doc.get("ci_fleet", {})
+        index[minion_id] = {"role": fleet.get("role"), **({"queue": fleet["runner"]["queue"]} if fleet.get("runner") else {})}
+        if fleet.get("role") == "salt-master":
+            master = minion_id
+    out = {}
+    for minion_id, doc in docs.items():
+        stack = doc.get("ci_fleet", {}).get("stack")
+        try:
+            cn, ou, o = pki.subject_for(stack, master, index, minion_id)
+            out[minion_id] = {"commonName": cn, "organizationalUnit": ou, "organization": o}
+        except pki.Refused as error:
+            out[minion_id] = {"refused": str(error)}
+    return out
+
+
 def build(root, documents_file, user_data_file, hooks_dir):
     root = os.path.abspath(root)
     docs = render.program_documents(documents_file, root)
@@ -973,6 +1347,7 @@ def build(root, documents_file, user_data_file, hooks_dir):
                 with open(os.path.join(hooks_dir, name)) as handle:
                     hooks_src[name] = handle.read()
     result = {"machines": {}, "errors": []}
+    subjects = roles_anywhere_subjects(root, docs)
     with tempfile.TemporaryDirectory() as pillar_dir:
         os.makedirs(os.path.join(pillar_dir, "minions"))
         for minion_id, doc in docs.items():
@@ -992,6 +1367,7 @@ def build(root, documents_file, user_data_file, hooks_dir):
                 problems = render.check_states(highstate, root, render.KNOWN_STATE_FUNCTIONS)
                 m = model(root, minion_id, pillar, highstate, highstate.files, user_data.get(minion_id), hooks_src)
                 m["top_sls"] = top_sls
+                m["roles_anywhere_subject"] = subjects.get(minion_id)
                 m["highstate_problems"] = m["highstate_problems"] + problems
                 result["machines"][minion_id] = m
             except Exception as error:  # noqa: BLE001 - reported to the test

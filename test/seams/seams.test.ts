@@ -99,10 +99,12 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
             failures.push(`${m.id}: CI_FLEET_SSM_PREFIX=${prefix}, but the machine's pillar (its role's scope) says ${m.aws_pillar.ssm_prefix}`);
           }
           const stateDir = p.env.CI_FLEET_STATE_DIR;
+          // The hooks run in the job process, as the job's user (the agent's own without a bootstrap-script drop).
+          const hookUser = m.processes.find((q) => q.kind === "buildkite-hook")?.user ?? p.user;
           if (stateDir !== undefined) {
             const f = m.files[stateDir];
-            if (!f || f.kind !== "dir" || f.owner !== p.user || f.mode !== "0700") {
-              failures.push(`${m.id}: CI_FLEET_STATE_DIR=${stateDir} must be a 0700 directory of ${p.user} (docs/contracts.md); it is ${f ? `${f.owner}:${f.group} ${f.mode} ${f.kind}` : "written by no part"}`);
+            if (!f || f.kind !== "dir" || f.owner !== hookUser || f.mode !== "0700") {
+              failures.push(`${m.id}: CI_FLEET_STATE_DIR=${stateDir} must be a 0700 directory of ${hookUser} (docs/contracts.md); it is ${f ? `${f.owner}:${f.group} ${f.mode} ${f.kind}` : "written by no part"}`);
             }
           }
         }
@@ -183,9 +185,9 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
           const c = p.credentials;
           if (c?.kind !== "roles-anywhere") continue;
           const label = `${m.id}: ${p.source}`;
-          const subject = iam.certificateSubject(m.id);
+          const subject = fleetSubject(m);
           if (!subject) {
-            failures.push(`${label}: the program issues no certificate for ${m.id}`);
+            failures.push(`${label}: the fleet's signer issues no certificate for ${m.id}: ${JSON.stringify(m.roles_anywhere_subject)}`);
             continue;
           }
           const profile = iam.profile(c.profile_arn ?? "");
@@ -200,8 +202,88 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
       }
       expect(failures).toEqual([]);
     });
+
+    test("the CI user's session comes from a root process that can obtain exactly the queue role, for an hour at most", async () => {
+      const failures: string[] = [];
+      let sessions = 0;
+      for (const m of byMachine(models)) {
+        for (const p of m.processes.filter((x) => x.runs_jobs)) {
+          const w = p.credentials?.session_writer;
+          const label = `${m.id}: ${p.source}`;
+          if (!w) {
+            failures.push(`${label}: its credentials are not a session a root process writes (${p.credentials?.kind})`);
+            continue;
+          }
+          sessions++;
+          if (w.user !== "root") failures.push(`${label}: the session file is written by ${w.user}, not root`);
+          if (w.role_arn !== m.aws_pillar.role_arn) failures.push(`${label}: the session is of ${w.role_arn}, not the queue role ${m.aws_pillar.role_arn}`);
+          const role = iam.roleMaxSession(w.role_arn ?? "");
+          if (role === undefined || role > 3600) failures.push(`${label}: ${w.role_arn} allows sessions of ${role} s`);
+          if (m.provider === "aws") {
+            if (w.via !== "assume-role") failures.push(`${label}: on aws the session must come from sts:AssumeRole of the host role, not ${w.via}`);
+            const host = iam.instanceRole(m.id) ?? "";
+            const d = await iam.assumeRole(host, w.role_arn ?? "");
+            if (d !== "Allowed") failures.push(`${label}: the host role ${host} cannot assume ${w.role_arn}: ${d}`);
+            if (host === w.role_arn) failures.push(`${label}: the instance wears the queue role itself`);
+          } else {
+            const subject = fleetSubject(m);
+            if (w.via !== "roles-anywhere" || !subject) failures.push(`${label}: on equinix-metal the session must come from the machine's fleet certificate (${w.via}, ${JSON.stringify(m.roles_anywhere_subject)})`);
+            else {
+              const d = await iam.rolesAnywhereTrust(w.role_arn ?? "", "sts:AssumeRole", subject, w.trust_anchor_arn ?? "");
+              if (d !== "Allowed") failures.push(`${label}: ${w.role_arn} refuses a certificate with OU=${subject.organizationalUnit}: ${d}`);
+              const profile = iam.profile(w.profile_arn ?? "");
+              if (!profile?.roleArns.includes(w.role_arn ?? "")) failures.push(`${label}: profile ${w.profile_arn} does not list ${w.role_arn}`);
+            }
+          }
+        }
+      }
+      expect(sessions).toBeGreaterThan(0);
+      expect(failures).toEqual([]);
+    });
+  });
+
+  test("4. the CI user can read no private key and no AWS credential that outlives an hour; root keeps what it needs", () => {
+    const failures: string[] = [];
+    const secretPath = /(private-key\.pem|\.key|\/minion\.pem|\/master\.pem|deploy-key)$|^\/etc\/ci-fleet\/roles-anywhere\/|^\/etc\/ci-fleet\/pki\//;
+    let keys = 0;
+    for (const m of byMachine(models)) {
+      const ciUser = m.users["ci-agent"] ? "ci-agent" : undefined;
+      for (const [p, f] of Object.entries(m.files)) {
+        if (f.kind !== "file" || !(secretPath.test(p) || (f.content ?? "").includes("PRIVATE KEY"))) continue;
+        keys++;
+        if (ciUser && !denied(m, ciUser, p, "read")) failures.push(`${m.id}: ci-agent can read ${p} (${f.owner}:${f.group} ${f.mode}, by ${f.writer})`);
+        if (p.includes("private-key") && f.mode !== "0600" && f.mode !== "0400") failures.push(`${m.id}: ${p} is ${f.mode}, not 0600`);
+      }
+      if (ciUser) {
+        // What the CI user's AWS config resolves to: only the one-hour session file.
+        for (const proc of m.processes.filter((x) => x.runs_jobs || x.kind === "buildkite-hook" || x.kind === "github-hook")) {
+          const c = proc.credentials;
+          if (!c) continue;
+          if (c.kind !== "credential-process" || !c.session_writer) failures.push(`${m.id}: ${proc.source}: the CI user's credentials are ${c.kind}, not the one-hour session`);
+          for (const need of c.files) {
+            if (need.path.endsWith("private-key.pem") || need.path.includes("/roles-anywhere/")) failures.push(`${m.id}: ${proc.source}: the CI user's credentials name ${need.path}`);
+          }
+        }
+        if (m.provider === "aws" && !m.cloud_init.imds_root_only) failures.push(`${m.id}: the metadata service (the host role's credentials) is open to non-root users`);
+      }
+      // Root processes that need AWS still read their key and certificate.
+      // (cloud-init's first-boot runs are judged on the disk they saw, by test 1.)
+      for (const proc of running(m).filter((x) => x.user === "root" && x.credentials?.kind === "roles-anywhere")) {
+        for (const need of proc.credentials!.files) {
+          if (!m.files[need.path] && !need.optional) failures.push(`${m.id}: ${proc.source}: ${need.path} is written by no part`);
+          else if (denied(m, "root", need.path, need.access)) failures.push(`${m.id}: ${proc.source}: root cannot ${need.access} ${need.path}`);
+        }
+      }
+    }
+    expect(keys).toBeGreaterThan(5);
+    expect(failures).toEqual([]);
   });
 });
+
+function fleetSubject(m: MachineModel): { commonName: string; organizationalUnit: string; organization?: string } | undefined {
+  const s = m.roles_anywhere_subject;
+  return s && "organizationalUnit" in s ? s : undefined;
+}
 
 // --- principals --------------------------------------------------------------------------------
 
@@ -216,6 +298,12 @@ function principalOf(m: MachineModel, p: Process, iam: Iam): Principal {
   if (c.kind === "roles-anywhere") {
     if (!c.role_arn) return { error: "credential_process names no --role-arn" };
     return { roleArn: c.role_arn, how: "roles-anywhere" };
+  }
+  if (c.kind === "credential-process" && c.session_writer?.role_arn) {
+    // A session the root helper writes: which role it holds is the helper's --role-arn
+    // (the test of section 3 checks the helper can obtain it).
+    if (c.session_writer.user !== "root") return { error: `${c.imds_copy} is written by ${c.session_writer.user}, not root` };
+    return { roleArn: c.session_writer.role_arn, how: `session from ${c.session_writer.via}` };
   }
   if (c.kind === "imds" && p.user !== "root" && m.cloud_init.imds_root_only) return { error: "IMDS is closed to non-root users" };
   const role = iam.instanceRole(m.id);
@@ -284,6 +372,18 @@ class Iam {
     const profile = this.resources.find((r) => r.type === "aws:iam/instanceProfile:InstanceProfile" && r.inputs.name === profileName);
     const role = profile ? this.roles.get(String(profile.inputs.role)) : undefined;
     return role?.arn;
+  }
+
+  roleMaxSession(arn: string): number | undefined {
+    const r = this.resources.find((x) => x.type === "aws:iam/role:Role" && x.outputs.arn === arn);
+    return r ? Number(r.inputs.maxSessionDuration ?? 3600) : undefined;
+  }
+
+  /** sts:AssumeRole of `target` by a session of `principalRole`: its identity policies and the target's trust. */
+  async assumeRole(principalRole: string, target: string): Promise<Decision> {
+    const t = this.role(target);
+    if (!t?.trust) return "Error";
+    return this.decide(principalRole, "sts:AssumeRole", target, {}, t.trust);
   }
 
   certificateSubject(minionId: string): { commonName: string; organizationalUnit: string; organization?: string } | undefined {

@@ -50,6 +50,8 @@ export interface Credentials {
   certificate?: string;
   private_key?: string;
   imds_copy?: string;
+  /** The root process that writes the file credential_process prints (the session helper). */
+  session_writer?: { source: string; user: string; via?: string | null; role_arn?: string | null; profile_arn?: string | null; trust_anchor_arn?: string | null; certificate?: string | null; private_key?: string | null };
 }
 export interface Process {
   source: string;
@@ -72,6 +74,10 @@ export interface Process {
   hook?: string;
   config?: Record<string, unknown>;
   config_writers?: Record<string, string>;
+  /** Buildkite: how the agent's bootstrap-script changes user for the job (sudo and the rule that allows it). */
+  job_drop?: { via: string; user: string; group: string; preserve_env: boolean; env_delete: string[]; rule: { file: string; line: string; exact_args: boolean } | null } | null;
+  /** Buildkite agent: the user its jobs (and hooks) run as. */
+  job_user?: string;
 }
 export interface MachineModel {
   id: string;
@@ -85,6 +91,8 @@ export interface MachineModel {
   cloud_init: { write_files: string[]; imds_root_only: boolean };
   aws_pillar: { region?: string; role_arn?: string; ssm_prefix?: string; roles_anywhere: { trust_anchor_arn?: string; profile_arn?: string } };
   top_sls: string[];
+  /** The subject salt/_runners/ci_fleet_pki.py gives this minion's certificates (or why it refuses). */
+  roles_anywhere_subject?: { commonName: string; organizationalUnit: string; organization: string } | { refused: string };
   highstate_problems: string[];
   notes: string[];
 }
@@ -97,17 +105,19 @@ export interface StackModels {
 
 const cache = new Map<string, Promise<StackModels>>();
 
-export function stackModels(stack: string): Promise<StackModels> {
-  if (!cache.has(stack)) cache.set(stack, build(stack));
-  return cache.get(stack) as Promise<StackModels>;
+/** The models of a stack; `overlay` (a stack-file-shaped config map, as `--config`) e.g. plants distinct secret values. */
+export function stackModels(stack: string, overlay?: Record<string, unknown>): Promise<StackModels> {
+  const key = overlay ? `${stack}\n${JSON.stringify(overlay)}` : stack;
+  if (!cache.has(key)) cache.set(key, build(stack, overlay));
+  return cache.get(key) as Promise<StackModels>;
 }
 
-async function build(stack: string): Promise<StackModels> {
-  const run = await previewStack(stack);
+async function build(stack: string, overlay?: Record<string, unknown>): Promise<StackModels> {
+  const run = await previewStack(stack, overlay);
   const documents: Record<string, unknown> = {};
   for (const [key, inputs] of run.rawInputs) {
     const name = inputs.name as string | undefined;
-    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`)) {
+    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
       documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
     }
   }
