@@ -4,8 +4,10 @@
  * program calls these inside `pulumi.all(...).apply(...)` so the result stays secret.
  *
  * User-data is readable from the metadata service by any process that can reach it, so
- * it carries only bootstrap material (Salt key pairs, the master's fingerprint and
- * address, and on the master what it needs before Salt runs). Everything else is Salt's.
+ * it carries only bootstrap material (a minion's Salt key pair, the master's fingerprint and
+ * stable DNS name, and on the master what it needs before Salt runs; the master's own key pairs
+ * come from SSM at first boot). Everything else is Salt's. No user-data names a control-plane
+ * address: the control plane can be replaced without touching a runner.
  *
  * How a document is assembled (deterministic, documented in cloud-init/common.yaml):
  *   1. `cloud-init/common.yaml`, then `cloud-init/<role>.yaml` (read once at load):
@@ -245,11 +247,6 @@ export interface SaltKeyPair {
   privateKeyPem: string;
 }
 
-export interface AcceptedMinion {
-  id: string;
-  publicKeyPem: string;
-}
-
 export interface RolesAnywhereCredentials {
   trustAnchorArn: string;
   profileArn: string;
@@ -261,12 +258,12 @@ export interface RolesAnywhereCredentials {
 export interface SaltMasterBootstrapInput {
   stack: string;
   provider: MachineProviderName;
-  /** The master's key pair: `master.pem` / `master.pub`. */
-  masterKeyPair: SaltKeyPair;
-  /** The master's own minion key pair (it is a minion of itself, id `<stack>-salt-master`). */
-  minionKeyPair: SaltKeyPair;
-  /** Every other minion, pre-seeded as accepted (order does not matter: sorted by id). */
-  acceptedMinions: AcceptedMinion[];
+  /**
+   * The master's public key, for its own minion's `master_finger`. The key pairs themselves
+   * (the master's and its minion's) are not in user-data: the first boot reads them from SSM
+   * (`saltMasterPkiParameterName`), and the first pillar sync accepts every minion's key.
+   */
+  masterPublicKeyPem: string;
   /** IPv4 CIDRs allowed to reach the master's ports 4505/4506 (e.g. the VPC CIDR). */
   minionNetworks: string[];
   saltRepository: { url: string; ref: string; deployKeyPem?: string };
@@ -287,8 +284,8 @@ export interface MinionBootstrapInput {
   /** `<stack>-teleport` or `<stack>-<queue>-<runner>`. */
   minionId: string;
   minionKeyPair: SaltKeyPair;
-  /** The master's private IPv4 address. */
-  masterAddress: string;
+  /** The master's stable DNS name (`<stack>-salt-master.<zone>`), never an address. */
+  masterName: string;
   /** The master's public key; the minion pins its fingerprint (`master_finger`). */
   masterPublicKeyPem: string;
 }
@@ -304,7 +301,8 @@ export class BootstrapInputError extends Error {
 // Checks (every problem is collected, then reported at once).
 
 const MINION_ID = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** A DNS name of two labels or more, not an address (it must survive the machine's replacement). */
+const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const PUBLIC_KEY_PEM = /^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+\n-----END PUBLIC KEY-----\n$/;
 const PRIVATE_KEY_PEM = /^-----BEGIN (RSA |EC )?PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+\n-----END (RSA |EC )?PRIVATE KEY-----\n$/;
 const CERTIFICATE_PEM = /^(-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----\n)+$/;
@@ -386,13 +384,8 @@ function firstBootCommands(provider: MachineProviderName): CloudCommand[] {
   ];
 }
 
-function minionFiles(input: {
-  minionId: string;
-  role: MachineRole;
-  masterAddress: string;
-  masterFingerprint: string;
-  minionKeyPair: SaltKeyPair;
-}): WriteFile[] {
+/** The minion's config (master by name, reconnect options) and its grains. */
+function minionConfigFiles(input: { minionId: string; role: MachineRole; masterAddress: string; masterFingerprint: string }): WriteFile[] {
   const minionConfig = buildSaltMinionConfig({
     masterAddress: input.masterAddress,
     minionId: input.minionId,
@@ -402,6 +395,18 @@ function minionFiles(input: {
     fileOf(BOOTSTRAP_PATHS.minionConfig, yamlConfigFile("ci-fleet bootstrap; Salt manages this file from now on.", minionConfig), "0644"),
     // Grains are written by the minion itself: informational only, never for targeting secrets.
     fileOf(BOOTSTRAP_PATHS.grains, yamlConfigFile("Non-authoritative: never target secrets by grain.", { ci_fleet_role: input.role }), "0644"),
+  ];
+}
+
+function minionFiles(input: {
+  minionId: string;
+  role: MachineRole;
+  masterAddress: string;
+  masterFingerprint: string;
+  minionKeyPair: SaltKeyPair;
+}): WriteFile[] {
+  return [
+    ...minionConfigFiles(input),
     fileOf(BOOTSTRAP_PATHS.minionPrivateKey, normalizePem(input.minionKeyPair.privateKeyPem), "0400"),
     fileOf(BOOTSTRAP_PATHS.minionPublicKey, normalizePem(input.minionKeyPair.publicKeyPem), "0644"),
   ];
@@ -413,15 +418,15 @@ const saltScriptFiles = (): WriteFile[] => [
 ];
 
 /** Install pinned Salt packages (pins from cloud-init/pins.yaml, passed explicitly). */
-const installSaltCommand = (packages: string[]): string[] => [
+/** The Salt pins, as the environment the install script reads. */
+const saltPinsEnvironment = (): string[] => [
   "env",
   `SALT_VERSION=${PINS.salt.version}`,
   `SALT_REPOSITORY=${PINS.salt.repository}`,
   `SALT_KEY_URL=${PINS.salt.key_url}`,
   `SALT_KEY_FINGERPRINT=${PINS.salt.key_fingerprint}`,
-  BOOTSTRAP_PATHS.installSalt,
-  ...packages,
 ];
+const installSaltCommand = (packages: string[]): string[] => [...saltPinsEnvironment(), BOOTSTRAP_PATHS.installSalt, ...packages];
 
 function assemble(role: MachineRole, provider: MachineProviderName, parts: {
   bootcmd?: CloudCommand[];
@@ -451,7 +456,7 @@ export function buildMinionCloudConfig(input: MinionBootstrapInput): CloudConfig
     problems.push(`the Teleport machine's minion id must be ${machineNames.teleport(input.stack)}`);
   }
   if (input.minionId === machineNames.saltMaster(input.stack)) problems.push("use buildSaltMasterCloudConfig for the master");
-  if (!IPV4.test(input.masterAddress)) problems.push(`master address ${JSON.stringify(input.masterAddress)} is not an IPv4 address`);
+  if (!DNS_NAME.test(input.masterName)) problems.push(`master name ${JSON.stringify(input.masterName)} is not a DNS name (user-data must outlive the master's address)`);
   checkPublicKey(problems, "masterPublicKeyPem", input.masterPublicKeyPem);
   checkPublicKey(problems, "minionKeyPair.publicKeyPem", input.minionKeyPair.publicKeyPem);
   checkPem(problems, "minionKeyPair.privateKeyPem", input.minionKeyPair.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
@@ -462,7 +467,7 @@ export function buildMinionCloudConfig(input: MinionBootstrapInput): CloudConfig
       ...minionFiles({
         minionId: input.minionId,
         role: input.role,
-        masterAddress: input.masterAddress,
+        masterAddress: input.masterName,
         masterFingerprint: saltMasterFingerprint(input.masterPublicKeyPem),
         minionKeyPair: input.minionKeyPair,
       }),
@@ -516,19 +521,7 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
   const problems: string[] = [];
   checkCommon(problems, input.stack, input.provider);
   const masterMinionId = machineNames.saltMaster(input.stack);
-  checkPublicKey(problems, "masterKeyPair.publicKeyPem", input.masterKeyPair.publicKeyPem);
-  checkPem(problems, "masterKeyPair.privateKeyPem", input.masterKeyPair.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
-  checkPublicKey(problems, "minionKeyPair.publicKeyPem", input.minionKeyPair.publicKeyPem);
-  checkPem(problems, "minionKeyPair.privateKeyPem", input.minionKeyPair.privateKeyPem, PRIVATE_KEY_PEM, "a PEM private key");
-  const seen = new Set<string>([masterMinionId]);
-  for (const minion of input.acceptedMinions) {
-    if (!MINION_ID.test(minion.id) || !minion.id.startsWith(`${input.stack}-`)) {
-      problems.push(`accepted minion id ${JSON.stringify(minion.id)} must be a DNS label starting with "${input.stack}-"`);
-    }
-    if (seen.has(minion.id)) problems.push(`accepted minion id ${JSON.stringify(minion.id)} is duplicated or the master's own`);
-    seen.add(minion.id);
-    checkPublicKey(problems, `acceptedMinions[${minion.id}].publicKeyPem`, minion.publicKeyPem);
-  }
+  checkPublicKey(problems, "masterPublicKeyPem", input.masterPublicKeyPem);
   if (input.minionNetworks.length === 0) problems.push("minionNetworks: at least one CIDR");
   for (const cidr of input.minionNetworks) {
     const m = IPV4_CIDR.exec(cidr);
@@ -557,24 +550,19 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
   }
   if (problems.length > 0) throw new BootstrapInputError(problems);
 
-  const masterPublicKey = normalizePem(input.masterKeyPair.publicKeyPem);
-  const accepted = [...input.acceptedMinions, { id: masterMinionId, publicKeyPem: input.minionKeyPair.publicKeyPem }]
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-
   const writeFiles: WriteFile[] = [
     // The same text salt_master.config writes later (from pillar ci_fleet_master:master_config).
     fileOf(BOOTSTRAP_PATHS.masterConfig, renderSaltMasterConfig({ masterMinionId }), "0600"),
     // Before salt-master is installed: its first start already runs as root (salt_master.service later).
     fileOf(BOOTSTRAP_PATHS.masterServiceDropIn, renderSaltMasterServiceDropIn(), "0644"),
-    fileOf(BOOTSTRAP_PATHS.masterPrivateKey, normalizePem(input.masterKeyPair.privateKeyPem), "0400"),
-    fileOf(BOOTSTRAP_PATHS.masterPublicKey, masterPublicKey, "0644"),
-    ...accepted.map((m) => fileOf(BOOTSTRAP_PATHS.acceptedMinionKey(m.id), normalizePem(m.publicKeyPem), "0644")),
-    ...minionFiles({
+    // No key material: master.pem/master.pub and the master's minion.pem/minion.pub come from
+    // SSM at first boot (ci_fleet_master_pki.py, run by the bootstrap), accepted minion keys
+    // from the first pillar sync. So the master's user-data does not grow with the fleet.
+    ...minionConfigFiles({
       minionId: masterMinionId,
       role: "salt-master",
       masterAddress: "127.0.0.1",
-      masterFingerprint: saltMasterFingerprint(masterPublicKey),
-      minionKeyPair: input.minionKeyPair,
+      masterFingerprint: saltMasterFingerprint(input.masterPublicKeyPem),
     }),
   ];
   if (repo.deployKeyPem !== undefined) {
@@ -585,9 +573,11 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
       fileOf(BOOTSTRAP_PATHS.gitSystemConfig, renderSaltRepositoryGitConfig(), "0644"),
     );
   }
-  writeFiles.push(...awsFiles(aws), ...saltScriptFiles(), fileOf(BOOTSTRAP_PATHS.bootstrapSaltMaster, SCRIPTS.bootstrapSaltMaster, "0700"));
+  // The master clones this repository first, so it runs the install and wait scripts from the
+  // checkout (cloud-init/scripts/, with the pins from here): fewer bytes in its user-data.
+  writeFiles.push(...awsFiles(aws), fileOf(BOOTSTRAP_PATHS.bootstrapSaltMaster, SCRIPTS.bootstrapSaltMaster, "0700"));
 
-  const runcmd: CloudCommand[] = [installSaltCommand(["salt-master", "salt-minion"])];
+  const runcmd: CloudCommand[] = [];
   if (aws.rolesAnywhere) {
     runcmd.push(
       inlineScript("ci-fleet-install-pinned-download", SCRIPTS.installPinnedDownload, [
@@ -598,7 +588,7 @@ export function buildSaltMasterCloudConfig(input: SaltMasterBootstrapInput): Clo
       ]),
     );
   }
-  runcmd.push([BOOTSTRAP_PATHS.bootstrapSaltMaster, repo.url, repo.ref, String(MASTER_PILLAR_WAIT_SECONDS)]);
+  runcmd.push([...saltPinsEnvironment(), BOOTSTRAP_PATHS.bootstrapSaltMaster, repo.url, repo.ref, String(MASTER_PILLAR_WAIT_SECONDS)]);
 
   return assemble("salt-master", input.provider, {
     bootcmd: [inlineScript("ci-fleet-salt-master-firewall", SCRIPTS.saltMasterFirewall, [...input.minionNetworks].sort())],

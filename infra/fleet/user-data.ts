@@ -1,6 +1,5 @@
 import { MachineProviderName, MachineRole } from "../config/model";
 import {
-  AcceptedMinion,
   buildMinionCloudConfig,
   buildSaltMasterCloudConfig,
   CloudConfig,
@@ -21,10 +20,8 @@ export interface SaltMasterUserDataInput {
   stack: string;
   provider: MachineProviderName;
   hostname: string;
-  masterKeys: SaltKeyPair;
-  ownKeys: SaltKeyPair;
-  /** Every minion, the master included; the master's own entry is dropped here. */
-  acceptedMinions: AcceptedMinion[];
+  /** For its own minion's master_finger; the key pairs come from SSM at first boot (SaltMasterPki). */
+  masterPublicKeyPem: string;
   /** The fleet VPC's CIDR on aws. */
   vpcCidr?: string;
   repository: { url: string; ref: string; deployKeyPem?: string };
@@ -35,9 +32,7 @@ export function saltMasterCloudConfig(input: SaltMasterUserDataInput): CloudConf
   return buildSaltMasterCloudConfig({
     stack: input.stack,
     provider: input.provider,
-    masterKeyPair: input.masterKeys,
-    minionKeyPair: input.ownKeys,
-    acceptedMinions: input.acceptedMinions.filter((m) => m.id !== input.hostname),
+    masterPublicKeyPem: input.masterPublicKeyPem,
     minionNetworks: [input.vpcCidr ?? EQUINIX_PRIVATE_NETWORK],
     saltRepository: {
       url: input.repository.url,
@@ -58,7 +53,8 @@ export interface MinionUserDataInput {
   provider: MachineProviderName;
   hostname: string;
   role: Exclude<MachineRole, "salt-master">;
-  masterAddress: string;
+  /** The master's stable DNS name: no output of any machine (user-data outlives the master). */
+  masterName: string;
   masterPublicKeyPem: string;
   minionKeys: SaltKeyPair;
 }
@@ -70,7 +66,7 @@ export function minionCloudConfig(input: MinionUserDataInput): CloudConfig {
     role: input.role,
     minionId: input.hostname,
     minionKeyPair: input.minionKeys,
-    masterAddress: input.masterAddress,
+    masterName: input.masterName,
     masterPublicKeyPem: input.masterPublicKeyPem,
   });
 }

@@ -147,7 +147,7 @@ export class AwsSiteMachines implements MachineSite {
       // The image decides only a machine's first boot; Salt upgrades it in place after that.
       // A new Canonical release (or a newly pinned id) never replaces a running machine:
       // roll one deliberately with `pulumi up --replace <its URN>`.
-      { parent, provider: this.awsProvider, ...ignoreUserData("userDataBase64", "ami") },
+      { parent, provider: this.awsProvider, ...ignoreUserData("userDataBase64", "ami"), ...(request.dependsOn ? { dependsOn: request.dependsOn } : {}), ...request.lifecycle },
     );
     return {
       hostname: request.hostname,

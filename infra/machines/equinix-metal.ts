@@ -35,7 +35,7 @@ export class EquinixMetalSite implements MachineSite {
         // No SSH keys: OpenSSH is disabled at first boot; Teleport is the only way in.
         projectSshKeyIds: [],
       },
-      { parent, ...ignoreUserData("userData") },
+      { parent, ...ignoreUserData("userData"), ...(request.dependsOn ? { dependsOn: request.dependsOn } : {}), ...request.lifecycle },
     );
     return {
       hostname: request.hostname,

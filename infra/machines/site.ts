@@ -19,6 +19,14 @@ export interface MachineRequest {
   userData: pulumi.Output<string>;
   /** AWS only: the instance profile that gives the machine its role. */
   instanceProfileName?: pulumi.Input<string>;
+  /**
+   * Resources that must exist before the machine first boots (its control plane's DNS records,
+   * the master's key parameter). Ordering only: no input of the machine comes from them, so a
+   * change to one of them (a replaced master's new address) never updates the machine.
+   */
+  dependsOn?: pulumi.Resource[];
+  /** Runners only: drain the CI agent before the machine is deleted or replaced (infra/fleet/drain-hook.ts). */
+  lifecycle?: Pick<pulumi.CustomResourceOptions, "hooks" | "deleteBeforeReplace">;
 }
 
 export interface Machine {

@@ -17,7 +17,7 @@ base-firewall-nftables-conf-file-managed:
         role: {{ base.role | json }}
         provider: {{ base.provider | json }}
         firewall: {{ base.firewall | json }}
-        teleport_auth_address: {{ base.teleport_auth_address | json }}
+        teleport_proxy_ipv4: {{ base.teleport_proxy_ipv4 | json }}
     - require:
       - pkg: base-packages-install-pkg-installed
 

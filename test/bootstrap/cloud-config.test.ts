@@ -22,10 +22,12 @@ import {
   renderCloudConfig,
   saltMasterFingerprint,
 } from "../../infra/bootstrap/cloud-config";
-import { BLOCKED_PUBLISH_FUNCTIONS, SALT_PATHS } from "../../infra/bootstrap/salt-config";
+import { BLOCKED_PUBLISH_FUNCTIONS, SALT_MINION_RECONNECT, SALT_PATHS } from "../../infra/bootstrap/salt-config";
+import { renderSaltMasterPkiDocument } from "../../infra/fleet/salt-master-pki";
 import { MACHINE_PROVIDERS, MachineProviderName } from "../../infra/config/model";
 import {
   Fleet,
+  MASTER_NAME,
   STACK,
   fleetSecrets,
   generateFleet,
@@ -115,11 +117,28 @@ describe("saltMasterFingerprint (Salt's pem_finger with sha256)", () => {
       expect(conf.master_finger).toBe(expected);
       expect(conf.id).toBe(minionId);
       expect(conf.hash_type).toBe("sha256");
-      expect(conf.master).toBe(minionId.endsWith("-salt-master") ? "127.0.0.1" : "10.0.0.5");
+      expect(conf.master).toEqual([minionId.endsWith("-salt-master") ? "127.0.0.1" : MASTER_NAME]);
     }
-    // The fingerprint is of exactly the text the master writes as master.pub.
-    const master = build(`${STACK}-salt-master`, provider);
-    expect(saltMasterFingerprint(fileAt(master, BOOTSTRAP_PATHS.masterPublicKey).content)).toBe(expected);
+    // The fingerprint is of exactly the text the master's first boot writes as master.pub:
+    // the public key of the SSM document the program writes (ci_fleet_master_pki.py copies it as is).
+    const pki = JSON.parse(renderSaltMasterPkiDocument(fleet.master, fleet.masterMinion)) as { master_public_key_pem: string };
+    expect(saltMasterFingerprint(pki.master_public_key_pem)).toBe(expected);
+  });
+});
+
+describe("finding the master again after it is replaced", () => {
+  it.each(CASES)("$label on $provider: the master by name, failover re-resolution, never giving up", ({ minionId, provider }) => {
+    const conf = YAML.parse(fileAt(build(minionId, provider), BOOTSTRAP_PATHS.minionConfig).content);
+    // A list: master_type failover takes a list (older minions exit on a string).
+    expect(Array.isArray(conf.master)).toBe(true);
+    expect(conf).toMatchObject({ master_type: "failover", master_alive_interval: 30, master_tries: -1, retry_dns: 0 });
+    expect(SALT_MINION_RECONNECT).toEqual({ master_type: "failover", master_alive_interval: 30, master_tries: -1, retry_dns: 0 });
+    // A runner's or Teleport's user-data names the master; no IPv4 address anywhere in it but the metadata service's.
+    if (!minionId.endsWith("-salt-master")) {
+      const text = renderCloudConfig(build(minionId, provider));
+      const addresses = [...text.matchAll(/\b\d{1,3}(\.\d{1,3}){3}\b/g)].map((m) => m[0]);
+      expect([...new Set(addresses)].sort()).toEqual(METADATA_SERVICE_ADDRESSES[provider].filter((a) => !a.includes(":")).sort());
+    }
   });
 });
 
@@ -172,8 +191,8 @@ describe("hardening every document carries", () => {
       expect(file.owner).toBe("root:root");
       if (SECRET_FILE_PATHS.includes(file.path)) expect(file.permissions).toBe("0400");
     }
-    // Salt comes from the pinned version, with the pinned key.
-    const install = doc.runcmd!.find((c) => Array.isArray(c) && c.includes(BOOTSTRAP_PATHS.installSalt)) as string[];
+    // Salt comes from the pinned version, with the pinned key (the master installs it from its checkout, with the same pins).
+    const install = doc.runcmd!.find((c) => Array.isArray(c) && (c.includes(BOOTSTRAP_PATHS.installSalt) || c.includes(BOOTSTRAP_PATHS.bootstrapSaltMaster))) as string[];
     expect(install).toContain(`SALT_VERSION=${PINS.salt.version}`);
     expect(install).toContain(`SALT_KEY_FINGERPRINT=${PINS.salt.key_fingerprint}`);
   });
@@ -208,38 +227,35 @@ describe("the Salt master", () => {
     }
   });
 
-  it("pre-seeds every minion's public key, its own included, sorted by id", () => {
-    const doc = masterDoc();
-    const prefix = "/etc/salt/pki/master/minions/";
-    const seeded = doc.write_files!.filter((f) => f.path.startsWith(prefix));
-    const ids = seeded.map((f) => f.path.slice(prefix.length));
-    expect(ids).toEqual([...fleet.minions.keys(), `${STACK}-salt-master`].sort());
-    expect(fileAt(doc, `${prefix}${STACK}-salt-master`).content).toBe(fleet.masterMinion.publicKeyPem);
-    expect(fileAt(doc, `${prefix}${STACK}-default-r1`).content).toBe(fleet.minions.get(`${STACK}-default-r1`)!.publicKeyPem);
+  it.each(MACHINE_PROVIDERS)("on %s: carries no Salt key: its key pairs come from SSM at first boot, accepted minion keys from the pillar sync", (provider) => {
+    const doc = masterDoc(provider);
+    const paths = doc.write_files!.map((f) => f.path);
+    for (const p of [BOOTSTRAP_PATHS.masterPrivateKey, BOOTSTRAP_PATHS.masterPublicKey, BOOTSTRAP_PATHS.minionPrivateKey, BOOTSTRAP_PATHS.minionPublicKey]) expect(paths).not.toContain(p);
+    expect(paths.filter((p) => p.startsWith("/etc/salt/pki/"))).toEqual([]);
+    const text = renderCloudConfig(doc);
+    for (const keys of [fleet.master, fleet.masterMinion, ...fleet.minions.values()]) {
+      for (const line of [...pemBodyLines(keys.privateKeyPem), ...pemBodyLines(keys.publicKeyPem)]) expect(text).not.toContain(line);
+    }
   });
 
-  it("writes its keys root-only", () => {
-    const doc = masterDoc();
-    expect(fileAt(doc, BOOTSTRAP_PATHS.masterPrivateKey)).toMatchObject({ permissions: "0400", owner: "root:root" });
-    expect(fileAt(doc, BOOTSTRAP_PATHS.masterPrivateKey).content).toBe(fleet.master.privateKeyPem);
+  it("writes its secrets root-only", () => {
+    const doc = masterDoc("equinix-metal");
     expect(fileAt(doc, BOOTSTRAP_PATHS.saltRepositoryDeployKey)).toMatchObject({ permissions: "0400", owner: "root:root" });
+    expect(fileAt(doc, BOOTSTRAP_PATHS.rolesAnywherePrivateKey)).toMatchObject({ permissions: "0400", owner: "root:root" });
   });
 
-  it.each(MACHINE_PROVIDERS)("on %s: install, (credential helper,) clone + pillar sync + start + highstate, in order", (provider) => {
+  it.each(MACHINE_PROVIDERS)("on %s: (credential helper,) clone + install + keys + pillar sync + start + highstate, in order", (provider) => {
     const doc = masterDoc(provider);
     const steps = doc.runcmd!.map((c) => (Array.isArray(c) ? (inlineName(c) ?? c.find((a) => a.startsWith("/"))) : c));
-    expect(steps).toEqual([
-      BOOTSTRAP_PATHS.installSalt,
-      ...(provider === "equinix-metal" ? ["ci-fleet-install-pinned-download"] : []),
-      BOOTSTRAP_PATHS.bootstrapSaltMaster,
-    ]);
-    expect(doc.runcmd!.at(-1)).toEqual([BOOTSTRAP_PATHS.bootstrapSaltMaster, "git@github.com:example-org/ci-fleet.git", "main", String(MASTER_PILLAR_WAIT_SECONDS)]);
+    expect(steps).toEqual([...(provider === "equinix-metal" ? ["ci-fleet-install-pinned-download"] : []), BOOTSTRAP_PATHS.bootstrapSaltMaster]);
+    const bootstrap = doc.runcmd!.at(-1) as string[];
+    expect(bootstrap.slice(bootstrap.indexOf(BOOTSTRAP_PATHS.bootstrapSaltMaster))).toEqual([BOOTSTRAP_PATHS.bootstrapSaltMaster, "git@github.com:example-org/ci-fleet.git", "main", String(MASTER_PILLAR_WAIT_SECONDS)]);
+    // No install or wait script in the master's user-data: it runs this repository's from its checkout.
+    expect(doc.write_files!.map((f) => f.path)).not.toContain(BOOTSTRAP_PATHS.installSalt);
+    expect(doc.write_files!.map((f) => f.path)).not.toContain(BOOTSTRAP_PATHS.waitForMasterAndHighstate);
     const script = fileAt(doc, BOOTSTRAP_PATHS.bootstrapSaltMaster).content;
-    const order = ["git -C /srv/ci-fleet/repo fetch", SALT_PATHS.pillarSync, "systemctl enable --now salt-master", "state.highstate"];
-    const positions = order.map((needle) => {
-      const where = needle === "state.highstate" ? BOOTSTRAP_PATHS.waitForMasterAndHighstate : needle;
-      return script.indexOf(where);
-    });
+    const order = ["git -C /srv/ci-fleet/repo fetch", "cloud-init/scripts/install-salt.sh salt-master salt-minion", SALT_PATHS.masterPkiFetch, "chown -R root:root /etc/salt/pki", SALT_PATHS.pillarSync, "systemctl enable --now salt-master", "cloud-init/scripts/wait-for-master-and-highstate.sh"];
+    const positions = order.map((needle) => script.indexOf(needle));
     expect(positions.every((p) => p >= 0)).toBe(true);
     expect([...positions].sort((a, b) => a - b)).toEqual(positions);
     // The master's ports: loopback and the fleet's networks only, from the first boot on.
@@ -264,11 +280,7 @@ describe("the Salt master", () => {
   it("is deterministic: same input, same bytes, whatever the order of minions and networks", () => {
     const input = masterInput(fleet, "equinix-metal");
     const first = renderCloudConfig(buildSaltMasterCloudConfig(input));
-    const shuffled = {
-      ...input,
-      acceptedMinions: [...input.acceptedMinions].sort(() => 0.5 - Math.random()).reverse(),
-      minionNetworks: ["192.168.0.0/16", "10.0.0.0/8"],
-    };
+    const shuffled = { ...input, minionNetworks: ["192.168.0.0/16", "10.0.0.0/8"] };
     const again = renderCloudConfig(buildSaltMasterCloudConfig({ ...input, minionNetworks: ["10.0.0.0/8", "192.168.0.0/16"] }));
     expect(renderCloudConfig(buildSaltMasterCloudConfig(shuffled))).toBe(again);
     expect(renderCloudConfig(buildSaltMasterCloudConfig(input))).toBe(first);
@@ -280,8 +292,7 @@ describe("input checks", () => {
     const good = masterInput(fleet, "equinix-metal");
     const bad = {
       ...good,
-      masterKeyPair: { publicKeyPem: fleet.master.privateKeyPem, privateKeyPem: fleet.master.publicKeyPem },
-      acceptedMinions: [...good.acceptedMinions, { id: `${STACK}-default-r1`, publicKeyPem: "not a key" }, { id: "Bad_ID", publicKeyPem: fleet.master.publicKeyPem }],
+      masterPublicKeyPem: fleet.master.privateKeyPem,
       minionNetworks: ["10.0.0.0/33"],
       saltRepository: { url: "https://github.com/o/r.git", ref: "--upload-pack=evil", deployKeyPem: fleet.external.deployKeyPem },
       aws: { ...good.aws, ssmPillarPrefix: "/ci-fleet/other/pillar/", rolesAnywhere: undefined },
@@ -296,10 +307,7 @@ describe("input checks", () => {
     const problems = (error as BootstrapInputError).problems;
     expect(problems).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^masterKeyPair\.publicKeyPem/),
-        expect.stringMatching(/^masterKeyPair\.privateKeyPem/),
-        expect.stringMatching(/production-default-r1.*duplicated/),
-        expect.stringMatching(/Bad_ID/),
+        expect.stringMatching(/^masterPublicKeyPem/),
         expect.stringMatching(/10\.0\.0\.0\/33/),
         expect.stringMatching(/saltRepository\.ref/),
         expect.stringMatching(/deploy key needs an SSH URL/),
@@ -314,7 +322,8 @@ describe("input checks", () => {
   });
 
   it.each([
-    ["a non-IPv4 master address", { masterAddress: "salt.example.com" }, /master address/],
+    ["the master's address instead of its name", { masterName: "10.0.0.5" }, /master name "10\.0\.0\.5" is not a DNS name/],
+    ["a single-label master name", { masterName: "salt" }, /master name "salt" is not a DNS name/],
     ["another stack's minion id", { minionId: "staging-default-r1" }, /must be a DNS label starting with "production-"/],
     ["a Teleport machine with a runner's id", { role: "teleport" as const }, /Teleport machine's minion id/],
     ["a truncated public key", { masterPublicKeyPem: "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n" }, /does not parse/],
@@ -344,8 +353,7 @@ describe("secrets", () => {
     const expectedHere = new Map<string, string>(
       isMaster
         ? [
-            ["master private key", BOOTSTRAP_PATHS.masterPrivateKey],
-            ["master's minion private key", BOOTSTRAP_PATHS.minionPrivateKey],
+            // No Salt key at all: the master's pairs come from SSM.
             ["salt repository deploy key", BOOTSTRAP_PATHS.saltRepositoryDeployKey],
             ...(provider === "equinix-metal" ? [["roles anywhere private key", BOOTSTRAP_PATHS.rolesAnywherePrivateKey] as [string, string]] : []),
           ]

@@ -2,9 +2,10 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { BOOTSTRAP_PATHS, buildMinionCloudConfig, buildSaltMasterCloudConfig, CloudCommand } from "../../infra/bootstrap/cloud-config";
-import { SALT_PATHS } from "../../infra/bootstrap/salt-config";
-import { Fleet, generateFleet, masterInput, minionInput } from "./fixtures";
+import { BOOTSTRAP_PATHS, buildMinionCloudConfig, buildSaltMasterCloudConfig, CloudCommand, PINS, WriteFile } from "../../infra/bootstrap/cloud-config";
+import { SALT_PATHS, saltMasterPkiParameterName } from "../../infra/bootstrap/salt-config";
+import { renderSaltMasterPkiDocument } from "../../infra/fleet/salt-master-pki";
+import { Fleet, generateFleet, masterInput, minionInput, pemBodyLines, STACK } from "./fixtures";
 
 /**
  * First boot, across machines. `pulumi up` writes the pillar documents only once every
@@ -16,10 +17,16 @@ import { Fleet, generateFleet, masterInput, minionInput } from "./fixtures";
 const ROOT = path.resolve(__dirname, "..", "..");
 const PING_SECONDS = Number(/CI_FLEET_RETRY_SECONDS:-(\d+)/.exec(fs.readFileSync(path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), "utf8"))![1]);
 
+/** `program` and its arguments from runcmd (after an `env NAME=value ...` prefix, if any). */
 const command = (runcmd: CloudCommand[] | undefined, program: string): string[] => {
-  const found = (runcmd ?? []).find((c) => Array.isArray(c) && c[0] === program);
+  const found = (runcmd ?? []).find((c) => Array.isArray(c) && c.includes(program));
   if (!Array.isArray(found)) throw new Error(`${program} is not in runcmd`);
-  return found;
+  return found.slice(found.indexOf(program));
+};
+const fileIn = (files: WriteFile[] | undefined, filePath: string): string => {
+  const file = (files ?? []).find((f) => f.path === filePath);
+  if (!file) throw new Error(`no ${filePath} in write_files`);
+  return file.content;
 };
 
 describe.each(["equinix-metal", "aws"] as const)("first boot on %s", (provider) => {
@@ -49,6 +56,125 @@ describe.each(["equinix-metal", "aws"] as const)("first boot on %s", (provider) 
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/--wait-for MINION_ID/);
     expect(help.stdout).toMatch(/--wait-seconds SECONDS/);
+  });
+});
+
+describe.each(["equinix-metal", "aws"] as const)("the master's first boot on %s: who reads what", (provider) => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await generateFleet();
+  });
+  const script = () => fs.readFileSync(path.join(ROOT, "cloud-init/scripts/bootstrap-salt-master.sh"), "utf8");
+
+  test("its key pairs come from the SSM parameter the program writes, read before anything uses them", () => {
+    const master = buildSaltMasterCloudConfig(masterInput(fleet, provider));
+    // The parameter name as the script computes it, from the environment file user-data writes.
+    const env = fileIn(master.write_files, BOOTSTRAP_PATHS.awsEnvironment);
+    const prefix = /^CI_FLEET_SSM_PILLAR_PREFIX=(.*)$/m.exec(env)![1];
+    const argument = /--parameter "([^"]+)"/.exec(script())![1];
+    const computed = spawnSync("sh", ["-c", `printf '%s' "${argument}"`], { encoding: "utf8", env: { CI_FLEET_SSM_PILLAR_PREFIX: prefix } }).stdout;
+    expect(computed).toBe(saltMasterPkiParameterName(STACK));
+    // It is under the master's own path, which its role (and only its role) reads.
+    expect(computed.startsWith(`/ci-fleet/${STACK}/pillar/`)).toBe(true);
+    // Written before the PKI is made root-only, the pillar sync and the start of either daemon.
+    const order = [SALT_PATHS.masterPkiFetch, "chown -R root:root /etc/salt/pki", SALT_PATHS.pillarSync, "systemctl enable --now salt-master", "systemctl enable --now salt-minion"];
+    const positions = order.map((needle) => script().indexOf(needle));
+    expect(positions.every((p) => p > 0)).toBe(true);
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+  });
+
+  test("it installs Salt from its checkout with the same pins as every minion, and waits with the minions' script", () => {
+    const master = buildSaltMasterCloudConfig(masterInput(fleet, provider));
+    const runner = buildMinionCloudConfig(minionInput(fleet, provider, `${STACK}-default-r1`));
+    const pins = (c: CloudCommand[] | undefined, program: string) => {
+      const found = (c ?? []).find((x) => Array.isArray(x) && x.includes(program)) as string[];
+      return found.slice(0, found.indexOf(program));
+    };
+    expect(pins(master.runcmd, BOOTSTRAP_PATHS.bootstrapSaltMaster)).toEqual(pins(runner.runcmd, BOOTSTRAP_PATHS.installSalt));
+    expect(pins(master.runcmd, BOOTSTRAP_PATHS.bootstrapSaltMaster)).toContain(`SALT_VERSION=${PINS.salt.version}`);
+    const text = script();
+    const install = /^sh (\/srv\/ci-fleet\/repo\/(\S+)) salt-master salt-minion$/m.exec(text)!;
+    const wait = /^exec sh \/srv\/ci-fleet\/repo\/(\S+)$/m.exec(text)!;
+    // The checkout is this repository: the scripts it runs are the ones runners get in user-data.
+    expect(install[2]).toBe("cloud-init/scripts/install-salt.sh");
+    expect(wait[1]).toBe("cloud-init/scripts/wait-for-master-and-highstate.sh");
+    for (const rel of [install[2], wait[1], path.relative("/srv/ci-fleet/repo", SALT_PATHS.masterPkiFetch)]) expect(fs.existsSync(path.join(ROOT, rel!))).toBe(true);
+    expect(text.indexOf(install[0]!)).toBeGreaterThan(text.indexOf("checkout --quiet --detach FETCH_HEAD"));
+    expect(text.indexOf(install[0]!)).toBeLessThan(text.indexOf(SALT_PATHS.masterPkiFetch));
+  });
+});
+
+describe("ci_fleet_master_pki.py (the master's key pairs from SSM)", () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await generateFleet();
+  });
+
+  /** Runs the real script against a fake boto3 whose SSM returns `value` (or fails `failures` times first). */
+  function run(value: string, failures = 0, waitSeconds = 0): { status: number | null; stderr: string; pki: string } {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-master-pki-"));
+    fs.mkdirSync(path.join(dir, "boto3"));
+    fs.writeFileSync(path.join(dir, "value.json"), value, { mode: 0o600 });
+    fs.writeFileSync(
+      path.join(dir, "boto3", "__init__.py"),
+      [
+        "import os",
+        "class _SSM:",
+        "    calls = 0",
+        "    def get_parameter(self, Name, WithDecryption):",
+        "        assert WithDecryption is True and Name == os.environ['WANT']",
+        "        _SSM.calls += 1",
+        `        if _SSM.calls <= ${failures}: raise RuntimeError('AccessDenied')`,
+        "        return {'Parameter': {'Value': open(os.environ['VALUE']).read()}}",
+        "def client(service, region_name):",
+        "    assert service == 'ssm' and region_name == 'us-east-1'",
+        "    return _SSM()",
+      ].join("\n"),
+    );
+    const pki = path.join(dir, "pki");
+    const r = spawnSync("python3", [path.join(ROOT, "salt/salt_master/files/ci_fleet_master_pki.py"), "--parameter", saltMasterPkiParameterName(STACK), "--region", "us-east-1", "--pki-dir", pki, "--wait-seconds", String(waitSeconds)], {
+      encoding: "utf8",
+      env: { PATH: "/usr/bin:/bin", PYTHONPATH: dir, CI_FLEET_RETRY_SECONDS: "0", WANT: saltMasterPkiParameterName(STACK), VALUE: path.join(dir, "value.json") },
+    });
+    return { status: r.status, stderr: r.stderr, pki };
+  }
+
+  test("writes exactly the program's keys, private ones 0400, in root-only directories", () => {
+    const r = run(renderSaltMasterPkiDocument(fleet.master, fleet.masterMinion));
+    expect(r.status).toBe(0);
+    const mode = (p: string) => (fs.statSync(path.join(r.pki, p)).mode & 0o777).toString(8);
+    expect(fs.readFileSync(path.join(r.pki, "master/master.pem"), "utf8")).toBe(fleet.master.privateKeyPem);
+    expect(fs.readFileSync(path.join(r.pki, "master/master.pub"), "utf8")).toBe(fleet.master.publicKeyPem);
+    expect(fs.readFileSync(path.join(r.pki, "minion/minion.pem"), "utf8")).toBe(fleet.masterMinion.privateKeyPem);
+    expect(fs.readFileSync(path.join(r.pki, "minion/minion.pub"), "utf8")).toBe(fleet.masterMinion.publicKeyPem);
+    expect([mode("master/master.pem"), mode("master/master.pub"), mode("minion/minion.pem"), mode("minion/minion.pub"), mode("master"), mode("minion")]).toEqual(["400", "644", "400", "644", "700", "700"]);
+    for (const line of pemBodyLines(fleet.master.privateKeyPem)) expect(r.stderr).not.toContain(line);
+    fs.rmSync(path.dirname(r.pki), { recursive: true, force: true });
+  });
+
+  test("refuses a malformed document: nothing written, no value echoed", () => {
+    const doc = JSON.parse(renderSaltMasterPkiDocument(fleet.master, fleet.masterMinion)) as Record<string, string>;
+    const r = run(JSON.stringify({ ...doc, minion_private_key_pem: doc.master_public_key_pem }));
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/malformed: minion_private_key_pem/);
+    expect(fs.existsSync(r.pki)).toBe(false);
+    for (const line of pemBodyLines(fleet.master.privateKeyPem)) expect(r.stderr).not.toContain(line);
+    fs.rmSync(path.dirname(r.pki), { recursive: true, force: true });
+  });
+
+  test("looks again while its credentials or the parameter are not there yet", () => {
+    const r = run(renderSaltMasterPkiDocument(fleet.master, fleet.masterMinion), 2, 60);
+    expect(r.status).toBe(0);
+    expect(r.stderr.match(/unreadable \(RuntimeError\); looking again/g)).toHaveLength(2);
+    fs.rmSync(path.dirname(r.pki), { recursive: true, force: true });
+  });
+
+  test("fails closed when SSM stays unreadable past its wait", () => {
+    const r = run(renderSaltMasterPkiDocument(fleet.master, fleet.masterMinion), 1e9, 1);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/unreadable \(RuntimeError\) after 1 s/);
+    expect(fs.existsSync(r.pki)).toBe(false);
+    fs.rmSync(path.dirname(r.pki), { recursive: true, force: true });
   });
 });
 

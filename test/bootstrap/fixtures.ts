@@ -75,7 +75,8 @@ export async function externalMaterial(): Promise<ExternalMaterial> {
 }
 
 export const STACK = "production";
-export const MASTER_ADDRESS = "10.0.0.5";
+/** The master's stable name (a Route53 record follows the machine); user-data never holds its address. */
+export const MASTER_NAME = `${"production"}-salt-master.fleet.ci.example.org`;
 
 /** A production-sized fleet: Teleport + 11 runners in three queues (12 minions). */
 export const FLEET_RUNNERS: { queue: string; agent: "github-actions" | "buildkite"; runner: string }[] = [
@@ -108,15 +109,11 @@ export async function generateFleet(): Promise<Fleet> {
   };
 }
 
-export function masterInput(fleet: Fleet, provider: MachineProviderName, minionCount = fleet.minions.size): SaltMasterBootstrapInput {
-  const accepted = [...fleet.minions.entries()].slice(0, minionCount).map(([id, keys]) => ({ id, publicKeyPem: keys.publicKeyPem }));
+export function masterInput(fleet: Fleet, provider: MachineProviderName): SaltMasterBootstrapInput {
   return {
     stack: STACK,
     provider,
-    masterKeyPair: fleet.master,
-    minionKeyPair: fleet.masterMinion,
-    // Deliberately unsorted: the builder sorts.
-    acceptedMinions: accepted.reverse(),
+    masterPublicKeyPem: fleet.master.publicKeyPem,
     minionNetworks: provider === "aws" ? ["10.0.0.0/16"] : ["10.0.0.0/8"],
     saltRepository: {
       url: "git@github.com:example-org/ci-fleet.git",
@@ -147,7 +144,7 @@ export function minionInput(fleet: Fleet, provider: MachineProviderName, minionI
     role: minionId === machineNames.teleport(STACK) ? "teleport" : "runner",
     minionId,
     minionKeyPair: fleet.minions.get(minionId)!,
-    masterAddress: MASTER_ADDRESS,
+    masterName: MASTER_NAME,
     masterPublicKeyPem: fleet.master.publicKeyPem,
   };
 }

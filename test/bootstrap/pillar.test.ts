@@ -26,16 +26,18 @@ function input(provider: "equinix-metal" | "aws", role: "salt-master" | "telepor
   return {
     config: settings(provider),
     machine: { hostname, role, ...(queue ? { queue } : {}), privateIpv4: "10.70.0.21" },
-    masterAddress: "10.70.0.5",
-    authAddress: "10.70.0.6:3025",
+    masterAddress: "production-salt-master.fleet.ci.example-metal.org",
+    authAddress: "production-teleport.fleet.ci.example-metal.org:3025",
+    teleportPrivateIpv4: "10.70.0.6",
     minionPublicKeyPem: "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
     roleArn: `arn:aws:iam::210987654321:role/ci-fleet-production-${role === "runner" ? `agent-${queue}` : role}`,
     ...(provider === "equinix-metal"
-      ? { rolesAnywhere: { trustAnchorArn: "arn:aws:rolesanywhere:us-east-2:210987654321:trust-anchor/t", profileArn: "arn:aws:rolesanywhere:us-east-2:210987654321:profile/p", certificatePem: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n", privateKeyPem: SECRET.roles } }
+      ? { rolesAnywhere: { trustAnchorArn: "arn:aws:rolesanywhere:us-east-2:210987654321:trust-anchor/t", profileArn: "arn:aws:rolesanywhere:us-east-2:210987654321:profile/p" },
+          ...(role === "salt-master" ? { rolesAnywhereCa: { certificatePem: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n", privateKeyPem: SECRET.roles, certificateHours: 720 } } : {}) }
       : {}),
     ...(role === "salt-master" ? { githubAppPrivateKey: SECRET.github, saltRepositoryDeployKey: SECRET.deploy } : {}),
     ...(role === "teleport"
-      ? { teleport: { resourcesYaml: `kind: github\nspec:\n  client_secret: ${SECRET.connector}\n`, audit: { kind: "aws" as const, region: "us-east-2", sessionsBucket: "ci-fleet-production-teleport-audit", eventsTable: "ci-fleet-production-teleport-events", retentionDays: 365 } } }
+      ? { teleport: { resourcesYaml: `kind: github\nspec:\n  client_secret: ${SECRET.connector}\n`, audit: { kind: "aws" as const, region: "us-east-2", stateTable: "ci-fleet-production-teleport-state", sessionsBucket: "ci-fleet-production-teleport-audit", eventsTable: "ci-fleet-production-teleport-events", retentionDays: 365 } } }
       : {}),
   };
 }
@@ -59,7 +61,11 @@ test.each(CASES)("%s %s %s: the contract's keys, and nothing of another role", (
   const doc = buildMinionPillar(input(provider, role, queue));
   expect(Object.keys(doc).sort()).toEqual(["ci_fleet", ...(role === "salt-master" ? ["ci_fleet_master"] : []), ...(role === "teleport" ? ["ci_fleet_teleport"] : [])]);
   expect(doc.ci_fleet.minion_id).toBe(input(provider, role, queue).machine.hostname);
-  expect(doc.ci_fleet.salt.master_address).toBe(role === "salt-master" ? "127.0.0.1" : "10.70.0.5");
+  expect(doc.ci_fleet.salt.master_address).toBe(role === "salt-master" ? "127.0.0.1" : "production-salt-master.fleet.ci.example-metal.org");
+  // Agents reach the auth service by its stable name; only the firewall gets the address (pillar follows a replacement).
+  expect(doc.ci_fleet.teleport.auth_address).toBe("production-teleport.fleet.ci.example-metal.org:3025");
+  expect(doc.ci_fleet.teleport.proxy_private_ipv4).toBe("10.70.0.6");
+  if (role !== "teleport") expect(doc.ci_fleet.teleport.node_config).toContain("auth_server: production-teleport.fleet.ci.example-metal.org:3025");
   expect(doc.ci_fleet.aws.roles_anywhere !== undefined).toBe(provider === "equinix-metal");
   expect(doc.ci_fleet.aws.ssm_prefix).toBe(role === "runner" ? `/ci-fleet/production/${queue}/` : role === "salt-master" ? "/ci-fleet/production/pillar/" : undefined);
   expect(doc.ci_fleet.runner?.queue).toBe(queue);

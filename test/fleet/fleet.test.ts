@@ -33,11 +33,12 @@ describe("the production fleet", () => {
       // the identity account's, one per deploy account
       "pulumi:providers:aws": 1 + DEPLOY_ACCOUNTS,
       "equinix-metal:index/device:Device": MACHINES,
-      // Salt: the master key + one per minion; Roles Anywhere: CA + one per machine
-      "tls:index/privateKey:PrivateKey": 1 + MACHINES + 1 + MACHINES,
+      // Salt: the master key + one per minion; Roles Anywhere: the CA + the master's bootstrap
+      // certificate (every other certificate is issued by the fleet, for a key made on the machine)
+      "tls:index/privateKey:PrivateKey": 1 + MACHINES + 1 + 1,
       "tls:index/selfSignedCert:SelfSignedCert": 1,
-      "tls:index/certRequest:CertRequest": MACHINES,
-      "tls:index/locallySignedCert:LocallySignedCert": MACHINES,
+      "tls:index/certRequest:CertRequest": 1,
+      "tls:index/locallySignedCert:LocallySignedCert": 1,
       "aws:rolesanywhere/trustAnchor:TrustAnchor": 1,
       "aws:rolesanywhere/profile:Profile": QUEUES + 2,
       "aws:kms/key:Key": 1,
@@ -45,10 +46,17 @@ describe("the production fleet", () => {
       // agent roles, salt master, teleport, deploy roles
       // agent roles, salt master, teleport, deploy roles; the event archive's auditor, Firehose and EventBridge roles
       "aws:iam/role:Role": QUEUES + 2 + DEPLOY_TARGETS + 3,
-      "aws:iam/rolePolicy:RolePolicy": QUEUES + 1 + 1 + 3,
+      // + Teleport's audit storage and its cluster state (two inline policies on its role)
+      "aws:iam/rolePolicy:RolePolicy": QUEUES + 1 + 1 + 1 + 3,
       "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 3,
-      // queue secrets (two buildkite agent tokens) + one pillar document per machine
-      "aws:ssm/parameter:Parameter": 2 + MACHINES,
+      // one pillar document per machine + the master's key pairs (the Buildkite agent tokens travel
+      // in their runners' pillar documents, never under a queue's path)
+      "aws:ssm/parameter:Parameter": MACHINES + 1,
+      "ci-fleet:fleet:SaltMasterPki": 1,
+      // Stable names of the control plane: one zone, a record each for the master and Teleport
+      "ci-fleet:fleet:ControlPlaneDns": 1,
+      "aws:route53/zone:Zone": 1,
+      "aws:route53/record:Record": 2,
       "aws:s3/bucket:Bucket": 2, // Teleport recordings, CI events
       "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": 2, // Teleport recordings, CI events
       "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 2, // Teleport recordings, CI events
@@ -56,7 +64,7 @@ describe("the production fleet", () => {
       "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 2, // Teleport recordings, CI events
       "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 2, // Teleport recordings, CI events
       "aws:s3/bucketVersioning:BucketVersioning": 2, // Teleport recordings, CI events
-      "aws:dynamodb/table:Table": 1,
+      "aws:dynamodb/table:Table": 2, // Teleport audit events, Teleport cluster state
       // Buildkite's events -> EventBridge -> Firehose -> S3
       "ci-fleet:audit:CiEventArchive": 1,
       "aws:cloudwatch/eventBus:EventBus": 1,
@@ -80,6 +88,9 @@ describe("the production fleet", () => {
     expect(counts["aws:ec2/securityGroup:SecurityGroup"]).toBe(3);
     expect(counts["aws:iam/instanceProfile:InstanceProfile"]).toBe(QUEUES + 2);
     expect(counts["aws:rolesanywhere/trustAnchor:TrustAnchor"]).toBeUndefined();
+    // The control plane's private zone and its two records, beside the VPC.
+    expect(counts["aws:route53/zone:Zone"]).toBe(1);
+    expect(counts["aws:route53/record:Record"]).toBe(2);
     // Same logical machines: names differ only by the stack prefix.
     const logical = (run: typeof aws) => run.machines.map((m) => [m.hostname.slice(run.stack.length), m.role, m.queue, m.plan]);
     expect(logical(aws)).toEqual(logical(equinix));
@@ -116,6 +127,15 @@ describe("the production fleet", () => {
       expect(await pulumi.isSecret(m.userData)).toBe(true);
       expect(await pulumi.isSecret(m.cloudConfig)).toBe(true);
     }
+  });
+
+  test.each(["production", "production-aws"])("%s: the master's user-data does not grow with the fleet (no minion key in it)", async (stack) => {
+    const queues = stackConfig(stack)["ci-fleet:queues"] as Record<string, { runners: Record<string, unknown> }>;
+    const grown = { ...queues, default: { ...queues.default, runners: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`pr-${i + 1}`, { plan: "runner" }])) } };
+    const a = await previewStack(stack);
+    const b = await previewStack(stack, { "ci-fleet:queues": grown });
+    expect(b.machines.length).toBe(a.machines.length + 36);
+    expect(b.userData[`${stack}-salt-master`]).toBe(a.userData[`${stack}-salt-master`]);
   });
 
   test("machine names come from map keys: reordering queues and runners renames nothing", async () => {
