@@ -5,6 +5,7 @@ import {
   CI_AGENTS,
   CiAgentKind,
   DeployTarget,
+  DnsSettings,
   EquinixSite,
   FleetConfig,
   GithubSettings,
@@ -59,6 +60,7 @@ export const PLAIN_KEYS = [
   "auditArchive",
   "queues",
   "deployTargets",
+  "dns",
 ] as const;
 
 export const SECRET_KEYS = [
@@ -228,6 +230,57 @@ class Checker {
   }
 }
 
+/** A commit id as git.latest compares it (salt/states/git.py lower-cases a hex `rev`): 40 lower-case hex digits. */
+export const COMMIT_ID = /^[0-9a-f]{40}$/;
+
+/**
+ * `saltMaster.ref`: an exact commit unless `followBranch` is true, then a branch name. The Salt
+ * tree runs as root on every machine, so following a branch hands the fleet to whoever can
+ * push to it; the opt-in is flagged by the preview (report.md, `npm start`).
+ */
+function saltRef(c: Checker, v: unknown, followBranch: boolean): string | undefined {
+  const path = "saltMaster.ref";
+  const how = "the commit of this repository the Salt master serves, 40 lower-case hex digits (`git rev-parse <commit>`)";
+  if (v === undefined) {
+    c.problem(path, `is required: ${how}; a branch name needs saltMaster.followBranch: true`);
+    return undefined;
+  }
+  if (typeof v !== "string") {
+    c.problem(path, `expected ${followBranch ? "a branch name" : how}, got ${describe(v)}`);
+    return undefined;
+  }
+  if (followBranch) {
+    if (/^[0-9a-fA-F]{40}$/.test(v)) {
+      c.problem(path, `${v} is a commit id, but saltMaster.followBranch is true: remove followBranch (a pinned commit needs no opt-in)`);
+      return undefined;
+    }
+    if (!GIT_REF.test(v) || v.startsWith("refs/") || v === "HEAD" || v.endsWith("/") || v.endsWith(".lock")) {
+      c.problem(path, `expected a branch name (as in refs/heads/<name>, without the refs/heads/ prefix), got ${describe(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+  if (/^[0-9A-F]{40}$/i.test(v) && !COMMIT_ID.test(v)) {
+    c.problem(path, `expected the commit id in lower case (${v.toLowerCase()}), got ${describe(v)}`);
+    return undefined;
+  }
+  if (!COMMIT_ID.test(v)) {
+    c.problem(
+      path,
+      `${describe(v)} is not a commit id: the Salt tree runs as root on every machine, so it is pinned to ${how}; ` +
+        "to follow a branch instead (any commit pushed to it then reaches the fleet), set saltMaster.followBranch: true, which the preview flags",
+    );
+    return undefined;
+  }
+  // A period of at most 16 (0000..., deadbeef..., 0123456789abcdef...) is a placeholder, not a commit.
+  // (The repetition forces at least 13 of the 40 digits: no real commit id matches by chance.)
+  if (/^(.{1,16})\1+.{0,15}$/.test(v)) {
+    c.problem(path, `${v} is a placeholder (a repeating pattern), not a commit of this repository`);
+    return undefined;
+  }
+  return v;
+}
+
 export interface CheckInput {
   stack: string;
   /** Plain config values of the namespace, keyed without the namespace; objects already parsed. */
@@ -259,7 +312,7 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
       c.problem(k, `unknown key; expected one of ${[...PLAIN_KEYS, ...SECRET_KEYS].join(", ")}`);
     }
   }
-  for (const k of ["provider", "plans", "saltMaster", "teleport", "identity", "queues"]) {
+  for (const k of ["provider", "plans", "saltMaster", "teleport", "identity", "queues", "dns"]) {
     if (v[k] === undefined) c.problem(k, "is required");
   }
 
@@ -357,12 +410,13 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
 
   // --- control plane
   let saltMaster: SaltSettings | undefined;
-  const so = v.saltMaster === undefined ? undefined : c.object("saltMaster", v.saltMaster, { required: ["plan", "repository", "ref"] });
+  const so = v.saltMaster === undefined ? undefined : c.object("saltMaster", v.saltMaster, { required: ["plan", "repository"], optional: ["ref", "followBranch"] });
   if (so) {
     const plan = planRef("saltMaster.plan", so.plan, false);
     const repository = c.string("saltMaster.repository", so.repository, /^(https:\/\/|git@|ssh:\/\/)[^\s]+$/, "a git URL (https://, ssh:// or git@host:path)");
-    const ref = c.string("saltMaster.ref", so.ref, GIT_REF, "a git branch, tag or commit");
-    if (plan && repository && ref) saltMaster = { plan, repository, ref };
+    const followBranch = so.followBranch === undefined ? false : c.boolean("saltMaster.followBranch", so.followBranch);
+    const ref = saltRef(c, so.ref, followBranch === true);
+    if (plan && repository && ref && followBranch !== undefined) saltMaster = { plan, repository, ref, ...(followBranch ? { followBranch: true as const } : {}) };
   }
 
   let teleport: TeleportSettings | undefined;
@@ -395,6 +449,26 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     }
     if (plan && clusterName && publicAddr && acmeEmail && githubOrg && auditRetentionDays !== undefined && teamsRaw) {
       teleport = { plan, clusterName, publicAddr, acmeEmail, githubOrg, teamsToRoles, auditRetentionDays };
+    }
+  }
+
+  // --- stable names of the control plane (infra/fleet/control-plane-dns.ts)
+  let dns: DnsSettings | undefined;
+  const dno = v.dns === undefined ? undefined : c.object("dns", v.dns, { required: ["zone"] });
+  if (dno) {
+    const zone = c.string("dns.zone", dno.zone, DNS_NAME, "a DNS name such as fleet.ci.example.org (the zone the program manages)");
+    if (zone) {
+      // The longest record name: `<stack>-salt-master.<zone>`; a label holds at most 63 characters.
+      const label = `${stack}-salt-master`;
+      if (label.length > 63) c.problem("dns.zone", `record label ${label} is ${label.length} characters; DNS allows at most 63`);
+      if (label.length + 1 + zone.length > 253) c.problem("dns.zone", `record name ${label}.${zone} is longer than 253 characters`);
+      // Inside a zone the program manages, a name nobody put in it does not resolve: on aws the
+      // private zone hides the public record inside the VPC, on equinix-metal the delegation does.
+      const publicAddr = (v.teleport as Obj | undefined)?.publicAddr;
+      if (typeof publicAddr === "string" && (publicAddr === zone || publicAddr.endsWith(`.${zone}`))) {
+        c.problem("dns.zone", `teleport.publicAddr ${publicAddr} is inside the zone ${zone}, which holds only the control plane's private records; pick a zone that does not contain it`);
+      }
+      dns = { zone };
     }
   }
 
@@ -556,10 +630,10 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
   }
 
   const problems = c.problems;
-  if (problems.length || !provider || !saltMaster || !teleport || !identity) return { problems, requiredSecrets };
+  if (problems.length || !provider || !saltMaster || !teleport || !identity || !dns) return { problems, requiredSecrets };
   return {
     problems,
     requiredSecrets,
-    settings: { provider, equinix, aws, plans, saltMaster, teleport, identity, github, buildkite, auditArchive, queues },
+    settings: { provider, equinix, aws, plans, saltMaster, teleport, dns, identity, github, buildkite, auditArchive, queues },
   };
 }

@@ -98,7 +98,25 @@ export interface IdentitySettings {
 export interface SaltSettings extends ControlMachine {
   /** Git repository holding this project's `salt/` tree, and the ref the master serves. */
   repository: string;
+  /** The exact commit (40 lower-case hex digits) the master serves; a branch name only with `followBranch`. */
   ref: string;
+  /**
+   * Opt-in: `ref` is a branch the master follows, so any commit pushed to it reaches every
+   * machine as root. Absent (the default): `ref` is a pinned commit. The preview flags it.
+   */
+  followBranch?: true;
+}
+
+/**
+ * Stable names of the control plane. The program manages one Route53 hosted zone named `zone`
+ * with an A record per control-plane machine (`<stack>-salt-master.<zone>`,
+ * `<stack>-teleport.<zone>`) that follows the machine's private IPv4 when it is replaced;
+ * user-data names the records, never an address. On aws the zone is private, attached to the
+ * fleet VPC; on equinix-metal (no VPC-private DNS) it is public and its parent delegates it.
+ */
+export interface DnsSettings {
+  /** A DNS name such as `fleet.ci.example-metal.org`. */
+  zone: string;
 }
 
 export interface GithubSettings {
@@ -150,6 +168,7 @@ export interface FleetConfig {
   plans: Record<string, PlanSpec>;
   saltMaster: SaltSettings;
   teleport: TeleportSettings;
+  dns: DnsSettings;
   identity: IdentitySettings;
   github?: GithubSettings;
   buildkite?: BuildkiteSettings;

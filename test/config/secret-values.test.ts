@@ -54,7 +54,7 @@ function withQueueSecret(edit: (tree: any) => void): Record<string, unknown> {
   return { [`${NS}:queueSecrets`]: tree };
 }
 
-const sshRepository = () => ({ [`${NS}:saltMaster`]: { plan: "control", repository: SSH_REPO, ref: "main" } });
+const sshRepository = () => ({ [`${NS}:saltMaster`]: { plan: "control", repository: SSH_REPO, ref: "bf06e068810b270fc9acd650d1a40e5fcd7cc108" } });
 const ecKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ type: "sec1", format: "pem" }).toString();
 const CLIENT_ID = "expected a GitHub OAuth client id (Iv1. and 16 hex digits, 20 characters starting Iv23 or Ov23, or 20 hex digits)";
 const CLIENT_SECRET = "expected a GitHub OAuth client secret (40 hex digits)";
