@@ -1,6 +1,16 @@
+import { createHook } from "async_hooks";
+import * as pulumi from "@pulumi/pulumi";
+import * as tls from "@pulumi/tls";
 import { runUnsafeSimulation } from "@cloud-copilot/iam-simulate";
+import { createFleet } from "../../infra/program";
 import { computeAccessMatrix } from "../../tools/preview/access-matrix";
-import { buildPreview } from "../../tools/preview/main";
+import { buildPreview, describeFailure } from "../../tools/preview/main";
+import { runUnderMocks } from "../../tools/preview/mock-runtime";
+import { replacementDrill } from "../../tools/preview/drill";
+import { PARALLEL_MIN_RUNNERS, runnerCount, startParallelChecks } from "../../tools/preview/parallel";
+import type { CapturedResource } from "../../tools/preview/mock-runtime";
+import { valueOf } from "../../tools/preview/run";
+import { readStackInput } from "../../tools/preview/stack-files";
 import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview";
 
 /**
@@ -10,7 +20,7 @@ import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview
  */
 
 // Every evaluation the access matrix asks for, and the policy statements it hands over.
-const mockCost = { evaluations: 0, statements: 0 };
+const mockCost = { evaluations: 0, statements: 0, validations: 0 };
 jest.mock("@cloud-copilot/iam-simulate", () => {
   const actual = jest.requireActual("@cloud-copilot/iam-simulate");
   type Doc = { Statement?: unknown[]; policyDocument?: { Statement?: unknown[] } };
@@ -21,7 +31,7 @@ jest.mock("@cloud-copilot/iam-simulate", () => {
   };
   return {
     ...actual,
-    runSimulation: (sim: never, options: never) => (measure(sim), actual.runSimulation(sim, options)),
+    runSimulation: (sim: never, options: never) => (measure(sim), mockCost.validations++, actual.runSimulation(sim, options)),
     runUnsafeSimulation: (sim: never, options: never) => (measure(sim), actual.runUnsafeSimulation(sim, options)),
   };
 });
@@ -52,6 +62,7 @@ async function matrixCost(queues: number) {
   const ctx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() };
   mockCost.evaluations = 0;
   mockCost.statements = 0;
+  mockCost.validations = 0;
   const matrix = await computeAccessMatrix(run.resources, ctx);
   expect(matrix.checks.filter((k) => !k.ok)).toEqual([]);
   const cells = matrix.assume.length + matrix.read.length;
@@ -95,6 +106,19 @@ describe("the preview's cost grows with the fleet, not with its square", () => {
     expect(perCell(large)).toBeLessThan(perCell(small) * 1.15);
   }, 120_000);
 
+  test("more queues: requests validated grow with the queues, not with the cells; the decisions are those of validating each", async () => {
+    const small = await matrixCost(4);
+    const large = await matrixCost(16);
+    console.log(`access matrix: 4 queues ${small.validations} of ${small.evaluations} requests validated; 16 queues ${large.validations} of ${large.evaluations}`);
+    // Each principal's policies, each trust, each (action, resource) is validated once: a
+    // few per role and per path. Validating every request made this queues × roles.
+    expect(large.cells / small.cells).toBeGreaterThan(8);
+    expect(large.validations / small.validations).toBeLessThan(4);
+    expect(large.validations).toBeLessThan(large.evaluations / 4);
+    const every = await computeAccessMatrix(large.run.resources, { ...large.ctx, validateEveryRequest: true });
+    expect(large.matrix).toEqual(every);
+  }, 120_000);
+
   test("kms:Decrypt decided on the key policy's statements for the role gives what the whole key policy gives", async () => {
     const { run, matrix, ctx } = await matrixCost(6);
     const key = run.resources.find((r) => r.type === "aws:kms/key:Key")!;
@@ -127,4 +151,141 @@ describe("the preview's cost grows with the fleet, not with its square", () => {
       expect({ role: row.role, path: row.path, decrypt: row.decrypt }).toEqual({ role: row.role, path: row.path, decrypt: whole });
     }
   }, 120_000);
+});
+
+/** The program under the mocks for `stack` with `runners` runners, counting every promise made. */
+async function programRun(stack: string, runners: number, leanSdk = true) {
+  const base = stackConfig(stack)["ci-fleet:queues"] as Queues;
+  const queues = Object.fromEntries(
+    Object.keys(base).map((q, i) => {
+      const count = Math.floor(runners / 3) + (i < runners % 3 ? 1 : 0);
+      return [q, { ...base[q], runners: Object.fromEntries(Array.from({ length: count }, (_, n) => [`${q}-${n + 1}`, { plan: "runner" }])) }];
+    }),
+  );
+  const input = readStackInput(ROOT, stack, overlayFile({ "ci-fleet:queues": queues }));
+  let promises = 0;
+  const hook = createHook({ init: (_id, type) => void (type === "PROMISE" && promises++) });
+  hook.enable();
+  try {
+    const account = { accountId: "210987654321", region: "us-east-2" };
+    const { result, mocks } = await runUnderMocks({ stack, account, config: input.config, secretKeys: input.secretKeys, leanSdk }, () => createFleet({ offlinePreview: true }));
+    const userData = await Promise.all(result.fleet.machines.map(async (m) => [m.hostname, await valueOf(m.userData)] as const));
+    return { promises, mocks, userData: Object.fromEntries(userData) };
+  } finally {
+    hook.disable();
+  }
+}
+
+describe("the mock runtime: linear, and no cost for resource outputs the program never reads", () => {
+  test("twice the runners: about twice the promises; only the outputs read are made", async () => {
+    for (const stack of ["production", "production-aws"]) {
+      const small = await programRun(stack, 30);
+      const large = await programRun(stack, 60);
+      const w = large.mocks.work;
+      console.log(
+        `${stack}: 30 runners ${small.promises} promises, ${small.mocks.resources.length} resources; 60 runners ${large.promises} promises, ` +
+          `${large.mocks.resources.length} resources, outputs made ${w.outputsMade} of ${w.outputsDeclared} declared, ${w.trackedPromises} tracked promises`,
+      );
+      // Linear: the added runners cost what the first ones did, not more.
+      expect(large.promises / small.promises).toBeLessThan(2.1);
+      expect(large.mocks.work.trackedPromises / small.mocks.work.trackedPromises).toBeLessThan(2.1);
+      // Each resource's class declares dozens of outputs; the program reads a few. Made
+      // eagerly, they were most of the run's promises (and of its garbage collection).
+      expect(w.outputsMade).toBeGreaterThan(0);
+      expect(w.outputsMade / w.outputsDeclared).toBeLessThan(0.15);
+    }
+  }, 180_000);
+
+  test("deferred outputs and the lean leak tracking record exactly what the SDK's own code does", async () => {
+    for (const stack of ["production", "production-aws"]) {
+      const lean = await programRun(stack, 5);
+      const sdk = await programRun(stack, 5, false);
+      const recorded = (r: typeof lean) => ({
+        resources: [...r.mocks.resources].sort((a, b) => (a.type + a.name < b.type + b.name ? -1 : 1)),
+        rawInputs: [...r.mocks.rawInputs].sort(([a], [b]) => (a < b ? -1 : 1)),
+        secretValues: [...r.mocks.secretValues].sort(),
+        userData: r.userData,
+      });
+      expect(recorded(lean)).toEqual(recorded(sdk));
+      expect(sdk.mocks.work).toEqual({ outputsDeclared: 0, outputsMade: 0, trackedPromises: 0 });
+      expect(sdk.promises).toBeGreaterThan(lean.promises * 1.3);
+    }
+  }, 180_000);
+
+  test("an output read before or after its registration, or never, behaves as the SDK's", async () => {
+    const account = { accountId: "210987654321", region: "us-east-2" };
+    let key!: tls.PrivateKey;
+    let early!: pulumi.Output<string>;
+    const { mocks } = await runUnderMocks({ stack: "scaling", account }, () => {
+      key = new tls.PrivateKey("k", { algorithm: "ED25519" });
+      early = key.publicKeyPem; // read while the registration is pending
+    });
+    const declared = mocks.work.outputsDeclared;
+    expect(mocks.work.outputsMade).toBe(1);
+    // Not read yet: no Output exists for it.
+    expect(Object.getOwnPropertyDescriptor(key, "privateKeyOpenssh")?.get).toBeDefined();
+    const late = key.privateKeyOpenssh; // read after the registration resolved
+    expect(Object.getOwnPropertyDescriptor(key, "privateKeyOpenssh")).toMatchObject({ value: late, writable: true, enumerable: true });
+    expect(key.privateKeyOpenssh).toBe(late);
+    expect(mocks.work.outputsMade).toBe(2);
+    expect(pulumi.Output.isInstance(late)).toBe(true);
+    const captured = mocks.resources.find((r) => r.type === "tls:index/privateKey:PrivateKey")!;
+    expect(await valueOf(early)).toBe(captured.outputs.publicKeyPem);
+    expect(await valueOf(late)).toMatch(/^-----BEGIN EC PRIVATE KEY-----/);
+    expect(await pulumi.isSecret(late)).toBe(true);
+    expect(await pulumi.isSecret(early)).toBe(false);
+    // The output still depends on its resource.
+    expect((await (late as unknown as { allResources(): Promise<Set<unknown>> }).allResources()).has(key)).toBe(true);
+    // Every declared property is there, enumerable, as the SDK's own fields are.
+    expect(Object.keys(key)).toEqual(expect.arrayContaining(["algorithm", "privateKeyPem", "publicKeyOpenssh", "urn", "id"]));
+    expect(declared).toBeGreaterThan(5);
+    // An assignment replaces the property, as it would the SDK's field.
+    (key as unknown as Record<string, unknown>).ecdsaCurve = "P256";
+    expect(key.ecdsaCurve).toBe("P256");
+    // Nothing the SDK tracks for leaks is left pending.
+    const { getStore } = require("@pulumi/pulumi/runtime/state") as { getStore(): { leakCandidates: Set<unknown> } };
+    expect(getStore().leakCandidates.size).toBe(0);
+  });
+});
+
+describe("the checks worker (npm start, from PARALLEL_MIN_RUNNERS runners): the same results on the second core", () => {
+  test("the drill and the access matrix from the worker equal the ones computed here", async () => {
+    const input = readStackInput(ROOT, "production-aws", overlayFile({ "ci-fleet:queues": manyQueues(5) }));
+    const run = await previewStack("production-aws", { "ci-fleet:queues": manyQueues(5) });
+    const c = run.config;
+    const ctx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() };
+    const worker = startParallelChecks();
+    try {
+      const [drill, matrix] = await Promise.all([worker.drill(input), worker.accessMatrix(run.resources, ctx)]);
+      expect(drill.result).toEqual(await replacementDrill(input));
+      expect(drill.ms).toBeGreaterThan(0);
+      expect(matrix).toEqual(await computeAccessMatrix(run.resources, ctx));
+    } finally {
+      await worker.close();
+    }
+  }, 180_000);
+
+  test("an error in the worker reaches the preview with its name and message, as describeFailure prints them", async () => {
+    const broken = [{ type: "aws:iam/role:Role", name: "broken", inputs: null, outputs: {}, options: {} }] as unknown as CapturedResource[];
+    const ctx = { stack: "production", accountId: "210987654321", region: "us-east-2", queues: ["default"] };
+    const here = (await computeAccessMatrix(broken, ctx).catch((e: unknown) => e)) as Error;
+    expect(here).toBeInstanceOf(Error);
+    const worker = startParallelChecks();
+    try {
+      const there = (await worker.accessMatrix(broken, ctx).catch((e: unknown) => e)) as Error;
+      expect({ name: there.name, message: there.message }).toEqual({ name: here.name, message: here.message });
+      expect(describeFailure(there)).toBe(describeFailure(here));
+      // The worker keeps serving after a failed request.
+      const input = readStackInput(ROOT, "production");
+      expect((await worker.drill(input)).result).toEqual(await replacementDrill(input));
+    } finally {
+      await worker.close();
+    }
+  }, 180_000);
+
+  test("the worker is used from PARALLEL_MIN_RUNNERS runners on", () => {
+    const input = (runners: number) => readStackInput(ROOT, "production", overlayFile({ "ci-fleet:queues": scaled(runners) }));
+    expect(runnerCount(input(PARALLEL_MIN_RUNNERS))).toBe(PARALLEL_MIN_RUNNERS);
+    expect(runnerCount(readStackInput(ROOT, "production"))).toBeLessThan(PARALLEL_MIN_RUNNERS);
+  });
 });

@@ -93,6 +93,15 @@ describe("the leak scan finds exactly what comparing every form with every text 
     expect(scanner.leakingFiles(leaked)).toEqual(["b64.txt", "machines/runner-3/user-data"]);
   });
 
+  test("the JSON-escaped form of a secret with any character JSON escapes, and of one with none", () => {
+    const secrets = Array.from({ length: 0x10000 }, (_, c) => `secret-${String.fromCharCode(c)}-value`);
+    const needles = new Set(secretNeedles(secrets));
+    expect(secrets.filter((s) => !needles.has(JSON.stringify(s).slice(1, -1)))).toEqual([]);
+    expect(secretNeedles(["\ud83d\ude00 paired surrogates", "a\u2028b\u2029 line separators"]).sort()).toEqual(
+      ["\ud83d\ude00 paired surrogates", "a\u2028b\u2029 line separators"].flatMap((s) => [s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1)]).filter((n, i, all) => all.indexOf(n) === i).sort(),
+    );
+  });
+
   test("masked() replaces every occurrence of every form, and nothing else", () => {
     const secret = "s3cr3t-value-123";
     const scanner = new SecretScanner([secret]);
@@ -105,6 +114,15 @@ describe("the leak scan finds exactly what comparing every form with every text 
 describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
   const { files } = fleet(40);
   const text = Object.values(files).join("\n");
+
+  test("the automaton has at most 8 states per needle, however long the needles and their shared prefixes", () => {
+    const { secrets } = fleet(40);
+    const scanner = new SecretScanner(secrets);
+    // Building it is most of the scan's cost at fleet scale (60 000 needles at 1000 runners):
+    // anchors of 24 characters made three times the states for no fewer verifications.
+    expect(scanner.states).toBeLessThanOrEqual(8 * scanner.needles.length + 1);
+    expect(scanner.states).toBeGreaterThan(scanner.needles.length);
+  });
 
   test("the same text costs the same whatever the number of secrets", () => {
     const work = (count: number) => {

@@ -1,13 +1,19 @@
 import * as fs from "fs";
 import * as path from "path";
+import { performance } from "perf_hooks";
 import { FleetConfigError } from "../../infra/config/check";
 import { EC2_USER_DATA_LIMIT_BYTES } from "../../infra/bootstrap/cloud-config";
 import { checkCapturedResources } from "../../policy/offline";
 import { accessMatrixPassed, computeAccessMatrix, renderAccessMatrixMarkdown } from "./access-matrix";
-import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts } from "./report";
+import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts, saltRefWarning } from "./report";
+import { pinnedTreeLine, pinnedTreeStatus } from "./pinned-tree";
+import { blastRadiusCheck, computeBlastRadius, renderBlastRadiusMarkdown } from "./blast-radius";
 import { PreviewRun, runPreview } from "./run";
 import { MIN_SCANNED_SECRET, SecretScanner } from "./secret-scan";
-import { readStackInput, StackFileError } from "./stack-files";
+import { DrillResult, drillPassed, oversizedUserData, renderDrillMarkdown, replacementDrill } from "./drill";
+import { readStackInput, StackFileError, StackInput } from "./stack-files";
+import { phase, reportPhases } from "./phases";
+import { PARALLEL_MIN_RUNNERS, ParallelChecks, runnerCount, startParallelChecks } from "./parallel";
 
 /**
  * `npm start [-- --stack NAME] [--config FILE] [--out DIR]`: the offline preview. Runs the
@@ -50,19 +56,78 @@ export interface PreviewOutput {
   files: Record<string, string>;
   /** The leak scan over every form of every secret of the run: for what is printed, too. */
   scanner: SecretScanner;
+  /** The replacement drill (both providers) and how long it took (printed, never written: files stay byte-identical). */
+  drill: DrillResult;
+  drillMs: number;
 }
 
-/** Everything the preview writes, as file path (relative to out/<stack>) -> content. */
-export async function buildPreview(root: string, stack: string, configFile?: string): Promise<PreviewOutput> {
+/**
+ * Everything the preview writes, as file path (relative to out/<stack>) -> content. With
+ * `options.parallel` (npm start) and a fleet of PARALLEL_MIN_RUNNERS or more, the drill and
+ * the access matrix run in a worker thread (tools/preview/parallel.ts), the drill beside the
+ * program and the matrix beside the checks after it: the same functions, the same results.
+ */
+export async function buildPreview(root: string, stack: string, configFile?: string, options: { parallel?: boolean } = {}): Promise<PreviewOutput> {
   const input = readStackInput(root, stack, configFile);
+  const parallel = options.parallel && runnerCount(input) >= PARALLEL_MIN_RUNNERS ? startParallelChecks() : undefined;
+  try {
+    return await checkedPreview(root, input, parallel);
+  } finally {
+    await parallel?.close();
+  }
+}
+
+async function checkedPreview(root: string, input: StackInput, parallel?: ParallelChecks): Promise<PreviewOutput> {
+  const drillRun = parallel?.drill(input);
+  drillRun?.catch(() => undefined); // awaited below; a failed program run fails first
   const run = await runPreview(input);
   const c = run.config;
 
-  const matrix = await computeAccessMatrix(run.resources, { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() });
+  const matrixCtx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() };
+  const matrixRun = parallel?.accessMatrix(run.resources, matrixCtx);
+  matrixRun?.catch(() => undefined); // awaited below
+  const inProcessMatrix = matrixRun ? undefined : await computeAccessMatrix(run.resources, matrixCtx);
+  phase("access matrix");
   const violations = checkCapturedResources(run.resources, c.stack);
-  // Checked on both providers, so a stack can always move to aws by one key.
-  const oversized = run.machines.filter((m) => m.gzipBytes > EC2_USER_DATA_LIMIT_BYTES);
-  const largest = run.machines.reduce((a, m) => Math.max(a, m.gzipBytes), 0);
+  phase("policy pack");
+  // Replacing the control plane touches no runner, and every user-data fits 16 KiB as each
+  // provider receives it: checked for both providers (tools/preview/drill.ts), whatever the current one.
+  const drillStart = performance.now();
+  const { result: drill, ms: drillMs } = drillRun ? await drillRun : { result: await replacementDrill(input), ms: performance.now() - drillStart };
+  phase("drill");
+  // What root on each machine yields (report.md); an untrusted queue's runner must yield only its queue's path.
+  const blast = await computeBlastRadius(run, { saltRoot: path.join(root, "salt") });
+  phase("blast radius");
+
+  const files: Record<string, string> = {};
+  const resourcesJson = { stack: run.stack, project: run.project, resources: run.resources };
+  files["resources.json"] = JSON.stringify(resourcesJson, null, 2) + "\n";
+  for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
+  phase("files");
+
+  // The last line of defence: no secret value may appear in anything written or printed.
+  // One automaton over every form of every secret, built once; each text is read once.
+  const scanner = new SecretScanner(run.secretValues);
+  const leakCheck = (leaks: string[]): PreviewCheck => ({
+    name: "no secret value in any written file",
+    ok: leaks.length === 0,
+    detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
+  });
+  const leaking = scanner.leakingFiles(files);
+  phase("leak scan");
+
+  const matrix = inProcessMatrix ?? (await matrixRun!);
+  phase("access matrix");
+  const received = (m: PreviewRun["machines"][number]) => (c.provider === "aws" ? m.gzipBytes : m.userDataBytes);
+  const oversized = [
+    ...run.machines.filter((m) => received(m) > EC2_USER_DATA_LIMIT_BYTES).map((m) => `${c.provider} ${m.hostname}: ${received(m)} bytes`),
+    ...oversizedUserData(drill).map((m) => `${m.provider} ${m.hostname} (drill fleet): ${m.bytes} bytes`),
+  ];
+  const largestOn = (provider: string) => {
+    const sizes = provider === c.provider ? run.machines.map((m) => ({ hostname: m.hostname, bytes: received(m) })) : drill.providers.find((p) => p.provider === provider)?.sizes ?? [];
+    const top = [...sizes].sort((a, b) => b.bytes - a.bytes)[0];
+    return top ? `${provider} ${top.bytes} bytes (${top.hostname})` : `${provider}: not configured`;
+  };
   const failedAccess = matrix.checks.filter((k) => !k.ok);
   const checks: PreviewCheck[] = [
     {
@@ -76,35 +141,30 @@ export async function buildPreview(root: string, stack: string, configFile?: str
       detail: failedAccess.length ? failedAccess.map((k) => `${k.name}: ${k.detail}`).join("; ") : `${matrix.checks.length} checks passed`,
     },
     {
-      name: "user-data as EC2 receives it (gzip) within 16 KiB",
+      name: "user-data as each provider receives it within 16 KiB (equinix-metal: plain, aws: gzip)",
       ok: oversized.length === 0,
-      detail: oversized.length ? oversized.map((m) => `${m.hostname}: ${m.gzipBytes} bytes`).join("; ") : `largest ${largest} bytes`,
+      detail: oversized.length ? oversized.join("; ") : `largest: ${drill.providers.map((p) => largestOn(p.provider)).join("; ")}`,
+    },
+    {
+      name: "replacing the Salt master and the Teleport machine changes no runner input (both providers)",
+      ok: drillPassed(drill),
+      detail: drillPassed(drill)
+        ? drill.providers.map((p) => (p.notConfigured ? `${p.provider}: not configured` : `${p.provider}: ${p.runnersCompared.length} runners unchanged`)).join("; ")
+        : drill.providers.flatMap((p) => p.problems.map((x) => `${p.provider}: ${x}`)).join("; "),
     },
   ];
 
-  const files: Record<string, string> = {};
-  const resourcesJson = { stack: run.stack, project: run.project, resources: run.resources };
-  files["resources.json"] = JSON.stringify(resourcesJson, null, 2) + "\n";
-  for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
-
-  // The last line of defence: no secret value may appear in anything written or printed.
-  // One automaton over every form of every secret, built once; each text is read once.
-  const scanner = new SecretScanner(run.secretValues);
-  const leakCheck = (leaks: string[]): PreviewCheck => ({
-    name: "no secret value in any written file",
-    ok: leaks.length === 0,
-    detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
-  });
-  const leaking = scanner.leakingFiles(files);
+  checks.push(blastRadiusCheck(blast));
   checks.push(leakCheck(leaking));
   // The access matrix's own headings sit one level below the report's.
-  files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 "));
+  files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 "), renderDrillMarkdown(drill, c.provider), renderBlastRadiusMarkdown(blast));
   if (scanner.leaks(files["report.md"])) leaking.push("report.md");
   leaking.sort();
   checks[checks.length - 1] = leakCheck(leaking);
   // Never write a file that would leak.
   for (const f of leaking) delete files[f];
-  return { run, checks, files, scanner };
+  phase("report");
+  return { run, checks, files, scanner, drill, drillMs };
 }
 
 export function findSecretLeaks(files: Record<string, string>, secrets: Iterable<string>): string[] {
@@ -125,8 +185,11 @@ export function writePreview(outDir: string, stack: string, files: Record<string
 export function summary(out: PreviewOutput, dir: string): string {
   const { run, checks } = out;
   const lines = [`ci-fleet offline preview of stack ${run.stack} (${run.config.provider}) -> ${dir}/`];
+  const refWarning = saltRefWarning(run.config);
+  if (refWarning) lines.push(`  ${refWarning}`);
   lines.push(`  machines: ${run.machines.length} (${machinesPerQueue(run).map(([k, n]) => `${k}: ${n}`).join(", ")})`);
   lines.push(`  resources: ${run.resources.length}`);
+  lines.push(`  replacement drill: ${drillPassed(out.drill) ? "passed" : "FAILED"} (${out.drill.drillRunners} of ${out.drill.fleetRunners} runners, both providers, ${Math.round(out.drillMs)} ms)`);
   for (const [type, n] of resourceCounts(run)) lines.push(`    ${String(n).padStart(4)}  ${type}`);
   lines.push(`  missing secrets: ${run.config.missingSecrets.length ? run.config.missingSecrets.join(", ") : "none"}`);
   lines.push("  checks:");
@@ -188,10 +251,15 @@ async function main(): Promise<number> {
     process.exit(1);
   });
   try {
-    const out = await buildPreview(process.cwd(), args.stack, args.configFile);
+    phase("startup");
+    const out = await buildPreview(process.cwd(), args.stack, args.configFile, { parallel: true });
     const text = printedSummary(out, path.join(args.outDir, args.stack));
     writePreview(args.outDir, args.stack, out.files);
     process.stdout.write(text + "\n");
+    const saltMaster = out.run.config.saltMaster;
+    process.stdout.write(`  ${pinnedTreeLine(pinnedTreeStatus(process.cwd(), saltMaster.ref, Boolean(saltMaster.followBranch)))}\n`);
+    phase("write");
+    reportPhases();
     return out.checks.every((k) => k.ok) ? 0 : 1;
   } catch (e) {
     if (e instanceof FleetConfigError) {

@@ -13,7 +13,9 @@ export const SECRET_MASK = "[secret]";
 
 // The shape resources.json stores; the offline policy check reads the same objects.
 export type { CapturedResource } from "../../policy/offline";
-type ReplacementOptions = CapturedResource["options"];
+/** Resource hook names by binding (`beforeDelete`: [...]): resources.json `options.hooks`. */
+export type HookNames = Partial<Record<keyof pulumi.ResourceHookBinding, string[]>>;
+type ReplacementOptions = CapturedResource["options"] & { hooks?: HookNames };
 
 export interface MockAccount {
   accountId: string;
@@ -86,14 +88,16 @@ export function fakePem(label: string, seed: string, bodyBytes = 270): string {
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
 }
 
-function derLength(n: number): number[] {
-  if (n < 0x80) return [n];
+function derLength(n: number): Buffer {
+  if (n < 0x80) return Buffer.from([n]);
   const bytes: number[] = [];
   for (let x = n; x > 0; x = Math.floor(x / 256)) bytes.unshift(x % 256);
-  return [0x80 | bytes.length, ...bytes];
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
 }
-function der(tag: number, body: number[]): number[] {
-  return [tag, ...derLength(body.length), ...body];
+function der(tag: number, ...body: Buffer[]): Buffer {
+  const concat = (parts: Buffer[]) => Buffer.concat(parts as unknown as Uint8Array[]);
+  const content = concat(body);
+  return concat([Buffer.from([tag]), derLength(content.length), content]);
 }
 
 /**
@@ -102,16 +106,16 @@ function der(tag: number, body: number[]): number[] {
  * matching private key does not exist; the mock's private keys are placeholders.
  */
 export function fakeRsaPublicKeyPem(seed: string, bits: number): string {
-  let hex = "";
-  for (let i = 0; hex.length < bits / 4; i++) hex += digest(seed, "modulus", String(i));
-  const modulus = [...Buffer.from(hex.slice(0, bits / 4), "hex")];
+  const digests: string[] = [];
+  for (let i = 0; digests.length * 64 < bits / 4; i++) digests.push(digest(seed, "modulus", String(i)));
+  const modulus = Buffer.from(digests.join("").slice(0, bits / 4), "hex");
   modulus[0] |= 0x80; // full length
   modulus[modulus.length - 1] |= 0x01; // odd
-  const integer = (b: number[]) => der(0x02, b[0] & 0x80 ? [0, ...b] : b);
-  const rsaPublicKey = der(0x30, [...integer(modulus), ...integer([0x01, 0x00, 0x01])]);
-  const algorithm = der(0x30, [...der(0x06, [...Buffer.from("2a864886f70d010101", "hex")]), 0x05, 0x00]);
-  const spki = der(0x30, [...algorithm, ...der(0x03, [0, ...rsaPublicKey])]);
-  const lines = Buffer.from(spki).toString("base64").match(/.{1,64}/g) ?? [];
+  const integer = (b: Buffer) => der(0x02, ...(b[0] & 0x80 ? [Buffer.from([0]), b] : [b]));
+  const rsaPublicKey = der(0x30, integer(modulus), integer(Buffer.from([0x01, 0x00, 0x01])));
+  const algorithm = der(0x30, der(0x06, Buffer.from("2a864886f70d010101", "hex")), Buffer.from([0x05, 0x00]));
+  const spki = der(0x30, algorithm, der(0x03, Buffer.from([0]), rsaPublicKey));
+  const lines = spki.toString("base64").match(/.{1,64}/g) ?? [];
   return `-----BEGIN PUBLIC KEY-----\n${lines.join("\n")}\n-----END PUBLIC KEY-----\n`;
 }
 
@@ -140,7 +144,15 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
   private readonly options = new Map<string, ReplacementOptions>();
   private readonly subnetCidrs = new Map<string, string>();
 
-  constructor(private readonly account: MockAccount) {}
+  /**
+   * `replaced`: names of resources to treat as replaced (`pulumi up --replace`): each gets new
+   * provider-side outputs (id, addresses, ARN), as a new machine would. The replacement drill
+   * (tools/preview/drill.ts) uses it for the control plane.
+   */
+  constructor(
+    private readonly account: MockAccount,
+    private readonly replaced: ReadonlySet<string> = new Set(),
+  ) {}
 
   /**
    * Resource options are invisible to mocks; an in-process stack transformation sees them
@@ -154,6 +166,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
       if (o.replaceOnChanges?.length) picked.replaceOnChanges = [...o.replaceOnChanges];
       if (o.deleteBeforeReplace !== undefined) picked.deleteBeforeReplace = o.deleteBeforeReplace;
       if (o.protect !== undefined) picked.protect = o.protect;
+      if (o.hooks) picked.hooks = hookNames(o.hooks);
       const parent = (o.parent as unknown as { __name?: string } | undefined)?.__name;
       this.options.set(`${args.type}::${args.name}`, picked);
       if (parent) this.parents.set(`${args.type}::${args.name}`, parent);
@@ -161,6 +174,10 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
     });
   }
   private readonly parents = new Map<string, string>();
+  /** Deterministic counts of the SDK's work under these mocks (see leanRuntime). */
+  readonly work: MockRuntimeWork = { outputsDeclared: 0, outputsMade: 0, trackedPromises: 0 };
+  /** Resource hooks the program registered, by name (stubResourceHookRegistration): tests may call them. */
+  readonly resourceHooks = new Map<string, pulumi.ResourceHook>();
   /** Provider name -> the account its assumed role lives in. */
   private readonly providerAccounts = new Map<string, string>();
 
@@ -216,7 +233,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
   private outputsFor(args: pulumi.runtime.MockResourceArgs): Plain {
     const { accountId, region } = this.account;
     const inputs = unwrapSecrets(args.inputs) as Plain;
-    const seed = `${args.type}::${args.name}`;
+    const seed = `${args.type}::${args.name}${this.replaced.has(args.name) ? "::replaced" : ""}`;
     const h = digest(seed);
     const named = (inputs.name as string | undefined) ?? args.name;
     switch (args.type) {
@@ -272,6 +289,18 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
           accessPublicIpv4: `147.75.${parseInt(h.slice(0, 2), 16)}.${parseInt(h.slice(2, 4), 16) % 250 + 2}`,
           state: "active",
         };
+      case "aws:route53/zone:Zone": {
+        const zoneId = `Z${h.slice(0, 20).toUpperCase()}`;
+        const n = parseInt(h.slice(20, 24), 16);
+        return {
+          id: zoneId,
+          zoneId,
+          arn: `arn:aws:route53:::hostedzone/${zoneId}`,
+          nameServers: [`ns-${n % 512}.awsdns-${n % 64}.com`, `ns-${(n >> 3) % 512 + 512}.awsdns-${(n >> 5) % 64}.net`, `ns-${(n >> 2) % 512 + 1024}.awsdns-${(n >> 4) % 64}.org`, `ns-${(n >> 1) % 512 + 1536}.awsdns-${(n >> 6) % 64}.co.uk`],
+        };
+      }
+      case "aws:route53/record:Record":
+        return { id: `${String(inputs.zoneId)}_${String(inputs.name)}_${String(inputs.type)}`, fqdn: inputs.name };
       case "aws:s3/bucket:Bucket":
       case "aws:s3/bucketV2:BucketV2":
         return { id: named, bucket: inputs.bucket ?? named, arn: `arn:aws:s3:::${inputs.bucket ?? named}` };
@@ -326,6 +355,10 @@ export interface MockRunOptions {
   config?: Record<string, string>;
   /** Keys of `config` that are secret. */
   secretKeys?: string[];
+  /** Resource names to treat as replaced: new ids and addresses (see RecordingMocks). */
+  replaced?: readonly string[];
+  /** false: the SDK's own eager outputs and leak tracking (see leanRuntime), for the test that both give the same run. */
+  leanSdk?: boolean;
 }
 
 /**
@@ -334,9 +367,10 @@ export interface MockRunOptions {
  */
 export async function runUnderMocks<T>(options: MockRunOptions, program: () => T): Promise<{ result: T; mocks: RecordingMocks }> {
   const project = options.project ?? "ci-fleet";
-  const mocks = new RecordingMocks(options.account);
+  const mocks = new RecordingMocks(options.account, new Set(options.replaced ?? []));
   pulumi.runtime.setAllConfig(options.config ?? {}, options.secretKeys ?? []);
   await pulumi.runtime.setMocks(mocks, project, options.stack, true);
+  stubResourceHookRegistration(mocks);
   let result: T | undefined;
   // Pulumi records a stack trace for every promise it makes; under the mocks that is most
   // of the run time. Nothing here reads those traces.
@@ -345,6 +379,7 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   Error.stackTraceLimit = 0;
   // ts-node's source-map support would still map each (empty) trace.
   Error.prepareStackTrace = (error) => String(error);
+  const restore = options.leanSdk === false ? () => undefined : leanRuntime(mocks.work);
   try {
   await pulumi.runtime.runInPulumiStack(async () => {
     mocks.captureOptions();
@@ -356,6 +391,194 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   } finally {
     Error.stackTraceLimit = stackTraceLimit;
     Error.prepareStackTrace = prepareStackTrace;
+    restore();
   }
   return { result: result as T, mocks };
+}
+
+/** What the SDK did under the mocks: deterministic counts for tests of the preview's cost. */
+export interface MockRuntimeWork {
+  /** Output properties the SDK declared on resources (one Output each, were they all made). */
+  outputsDeclared: number;
+  /** Of those, the ones the program (or anything else) read, so made. */
+  outputsMade: number;
+  /** Promises the SDK handed to its leak tracker. */
+  trackedPromises: number;
+}
+
+type Resolver = (...args: unknown[]) => void;
+
+/** The parts of @pulumi/pulumi's MockMonitor (runtime/mocks.js) a registration uses. */
+interface MockMonitorShape {
+  mocks: pulumi.runtime.Mocks;
+  resources: Map<string, { urn: string; id: string | null; state: unknown }>;
+  newUrn(parent: string, type: string, name: string): string;
+  registerResource(
+    req: { getType(): string; getName(): string; getObject(): unknown; getProvider(): string; getCustom(): boolean; getImportid(): string; getParent(): string },
+    callback: (err: unknown, response: unknown) => void,
+  ): Promise<void>;
+}
+
+/**
+ * `Struct.fromJavaScript(value).toJavaScript()` of google-protobuf without building the
+ * protobuf: strings, numbers, booleans and null as they are, arrays element by element,
+ * objects with their keys sorted (a protobuf map iterates its keys sorted); anything else
+ * throws, as fromJavaScript does.
+ */
+export function structRoundTrip(value: unknown): unknown {
+  if (value === null || typeof value === "string" || typeof value === "number" || typeof value === "boolean") return value;
+  if (Array.isArray(value)) return value.map(structRoundTrip);
+  if (typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    // fromJavaScript reads the fields with for...in: inherited enumerable ones too.
+    const keys: string[] = [];
+    for (const k in value) keys.push(k);
+    for (const k of keys.sort()) out[k] = structRoundTrip((value as Record<string, unknown>)[k]);
+    return out;
+  }
+  throw new Error("Unexpected struct type");
+}
+type TransferProperties = (onto: Record<string, unknown>, label: string, props: Record<string, unknown>) => Record<string, Resolver>;
+
+/**
+ * Two costs of Pulumi's SDK that the mocks need not pay (each swapped in for one run, and
+ * swapped back after it; PULUMI_DEBUG_PROMISE_LEAKS keeps the SDK's own code):
+ *
+ * - A resource gets an Output for every property its class declares the moment it is
+ *   constructed (four promises, each tracked for leaks, plus the Output's own chain: some
+ *   25 promises a property), all pending until the registration comes back. A program reads
+ *   few: of a Device's 33, two. Here each property's Output is made by the SDK's own
+ *   `transferProperties` when the property is first read, and given the registration's
+ *   value at once if that has already come: the same Output with the same value, and no
+ *   cost for properties never read. At 1000 runners this was most of the heap and of the
+ *   garbage collector's time.
+ * - `debuggablePromise` gives each tracked promise a stack trace, a context string and two
+ *   derived promises. Here it keeps what decides anything: the leak set the SDK checks at
+ *   exit (a promise still pending then fails the process, as before) and the rejection's
+ *   `promise` field, with one derived promise.
+ */
+function leanRuntime(work: MockRuntimeWork): () => void {
+  const debuggable = require("@pulumi/pulumi/runtime/debuggable") as { debugPromiseLeaks: boolean; debuggablePromise: (p: Promise<unknown>, ctx?: unknown) => Promise<unknown> };
+  const rpc = require("@pulumi/pulumi/runtime/rpc") as {
+    transferProperties: TransferProperties;
+    deserializeProperties(struct: unknown): Record<string, unknown>;
+    serializeProperties(label: string, props: Record<string, unknown>): Promise<Record<string, unknown>>;
+  };
+  const state = require("@pulumi/pulumi/runtime/state") as { getStore(): { leakCandidates: Set<Promise<unknown>>; settings?: { monitor?: unknown } } };
+  if (debuggable.debugPromiseLeaks) return () => undefined;
+  const debuggablePromise = debuggable.debuggablePromise;
+  const transferProperties = rpc.transferProperties;
+  // The SDK's own wrapper, once: it installs the leak check that runs at exit.
+  void debuggablePromise(Promise.resolve(), "ci-fleet: leak check");
+
+  debuggable.debuggablePromise = (p: Promise<unknown>) => {
+    work.trackedPromises++;
+    const leaks = state.getStore().leakCandidates;
+    leaks.add(p);
+    return p.then(
+      (value) => (leaks.delete(p), value),
+      (err: { promise?: unknown }) => {
+        leaks.delete(p);
+        err.promise = p;
+        throw err;
+      },
+    );
+  };
+
+  rpc.transferProperties = (onto, label, props) => {
+    const resolvers: Record<string, Resolver> = {};
+    for (const k of Object.keys(props)) {
+      // The SDK's own checks, in its order.
+      if (k === "id" || k === "urn") continue;
+      if (Object.prototype.hasOwnProperty.call(onto, k)) throw new Error(`Property '${k}' is already initialized on target '${label}`);
+      work.outputsDeclared++;
+      const input = props[k];
+      let resolve: Resolver | undefined;
+      let settled: unknown[] | undefined;
+      resolvers[k] = (...args) => (resolve ? resolve(...args) : void (settled = args));
+      Object.defineProperty(onto, k, {
+        configurable: true,
+        enumerable: true,
+        get() {
+          // From here on the property is what the SDK would have made: a plain Output field.
+          delete onto[k];
+          work.outputsMade++;
+          resolve = transferProperties(onto, label, { [k]: input })[k];
+          if (settled) resolve(...settled);
+          return onto[k];
+        },
+        set(value: unknown) {
+          Object.defineProperty(onto, k, { value, writable: true, enumerable: true, configurable: true });
+        },
+      });
+    }
+    return resolvers;
+  };
+
+  // The mock monitor's answer to a registration, as the SDK reads it, without the protobuf
+  // round trip (Struct.fromJavaScript, then toJavaScript on the SDK's side): the same plain
+  // value, built directly (see structRoundTrip). Otherwise MockMonitor.registerResource as is.
+  const monitor = state.getStore().settings?.monitor as MockMonitorShape | undefined;
+  if (monitor && typeof monitor.registerResource === "function" && typeof monitor.newUrn === "function" && monitor.resources instanceof Map && monitor.mocks) {
+    monitor.registerResource = async (req, callback) => {
+      try {
+        const result = await monitor.mocks.newResource({
+          type: req.getType(),
+          name: req.getName(),
+          inputs: rpc.deserializeProperties(req.getObject()),
+          provider: req.getProvider(),
+          custom: req.getCustom(),
+          id: req.getImportid(),
+        });
+        const urn = monitor.newUrn(req.getParent(), req.getType(), req.getName());
+        const serializedState = await rpc.serializeProperties("", result.state);
+        monitor.resources.set(urn, { urn, id: result.id ?? null, state: serializedState });
+        structRoundTrip(serializedState); // fails where Struct.fromJavaScript would
+        callback(null, {
+          getUrn: () => urn,
+          getId: () => result.id || "",
+          getObject: () => ({ toJavaScript: () => structRoundTrip(serializedState) }),
+          getPropertydependenciesMap: () => undefined,
+          getResult: () => 0,
+        });
+      } catch (err) {
+        callback(err, undefined);
+      }
+    };
+  }
+
+  return () => {
+    debuggable.debuggablePromise = debuggablePromise;
+    rpc.transferProperties = transferProperties;
+  };
+}
+
+function hookNames(binding: pulumi.ResourceHookBinding): HookNames {
+  const names: HookNames = {};
+  for (const [kind, hooks] of Object.entries(binding) as [keyof pulumi.ResourceHookBinding, unknown[] | undefined][]) {
+    if (hooks?.length) names[kind] = hooks.map((h) => (h as { name?: string }).name ?? "<function>");
+  }
+  return names;
+}
+
+/**
+ * A `ResourceHook` registers itself through the engine's callback server, which the mock
+ * monitor does not implement (the registration would reject). Record the hooks in process
+ * instead: nothing listens on a port, and no hook runs unless a test calls it.
+ */
+function stubResourceHookRegistration(mocks: RecordingMocks): void {
+  // Internal to @pulumi/pulumi (state.d.ts does not declare getStore): the store setMocks configured.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { getStore } = require("@pulumi/pulumi/runtime/state") as { getStore(): { callbacks?: unknown } };
+  const unsupported = () => Promise.reject(new Error("transforms are not supported under the mocks"));
+  getStore().callbacks = {
+    registerResourceHook: async (hook: pulumi.ResourceHook) => void mocks.resourceHooks.set(hook.name, hook),
+    registerErrorHook: async () => undefined,
+    registerTransform: unsupported,
+    registerStackTransform: unsupported,
+    registerStackInvokeTransform: unsupported,
+    registerStackInvokeTransformAsync: unsupported,
+    awaitStackRegistrations: async () => undefined,
+    shutdown: () => undefined,
+  };
 }

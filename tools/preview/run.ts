@@ -5,8 +5,10 @@ import { EC2_USER_DATA_LIMIT_BYTES, gzipUserData, maskCloudConfigSecrets, render
 import { createFleet } from "../../infra/program";
 import { buildRoles } from "../../infra/teleport/roles";
 import { teleportAccessMatrix, AccessMatrixRow } from "../../infra/teleport/access";
+import { teleportNodeLabels } from "../../infra/teleport/config";
 import { CapturedResource, runUnderMocks, SECRET_MASK } from "./mock-runtime";
 import { StackInput } from "./stack-files";
+import { phase } from "./phases";
 
 /**
  * Runs the program for one stack under the mock runtime and gathers what the preview
@@ -26,8 +28,6 @@ export interface PreviewMachine {
   userDataBytes: number;
   /** Size gzipped: what EC2 receives (its 16 KiB limit applies to this). */
   gzipBytes: number;
-  /** Salt master only: minion keys pre-seeded in its user-data (the rest come from SSM at first boot). */
-  preSeededKeys?: number;
   /** The rendered cloud-config with every secret replaced by `[secret]`. */
   maskedUserData: string;
 }
@@ -82,6 +82,7 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
       }
     },
   );
+  phase("program");
   if (configError) throw configError;
   const { config, fleet } = program!;
 
@@ -108,7 +109,6 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
       ...(publicIpv4 ? { publicIpv4 } : {}),
       userDataBytes: Buffer.byteLength(text, "utf8"),
       gzipBytes: gzipUserData(text).length,
-      ...(m.role === "salt-master" ? { preSeededKeys: (doc.write_files ?? []).filter((f) => f.path.startsWith("/etc/salt/pki/master/minions/")).length } : {}),
       maskedUserData: masked,
     });
     // What the masking hid is secret too: the scan of written files looks for it.
@@ -121,9 +121,10 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
     roles: buildRoles({ queues }),
     teamsToRoles: config.teleport.teamsToRoles,
     machines: Object.fromEntries(
-      machines.map((m) => [m.hostname, { role: m.role, stack: config.stack, ...(m.queue ? { queue: m.queue } : {}) }]),
+      machines.map((m) => [m.hostname, teleportNodeLabels({ role: m.role, stack: config.stack, ...(m.queue ? { queue: m.queue } : {}) })]),
     ),
   });
+  phase("machines");
 
   return {
     project: input.project,
