@@ -23,5 +23,7 @@ export const machines = fleet.machines.map((m) => ({
   privateIpv4: m.machine.privateIpv4,
 }));
 export const teleportPublicIpv4 = fleet.teleport.machine.publicIpv4;
+/** Name servers of the control plane's zone (`dns.zone`): on equinix-metal the parent domain delegates to them. */
+export const dnsNameServers = fleet.dns.nameServers;
 export const kmsKeyAlias = fleet.identity.kmsAliasName;
 export const agentRoleArns = fleet.identity.agentRoleArns;

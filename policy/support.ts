@@ -16,10 +16,11 @@ export const FLEET_TAGS = {
 export const MACHINE_ROLES = ["salt-master", "teleport", "runner"] as const;
 
 /**
- * Values of `ci-fleet:role` on IAM roles. Every role of the stack carries one, so a deploy
+ * Values of `ci-fleet:role` on IAM roles (`host`: an aws runner's instance role, which can only
+ * assume its queue's agent role). Every role of the stack carries one, so a deploy
  * role can never hide from the session-length rule by being untagged.
  */
-export const IAM_ROLE_KINDS = ["agent", "deploy", "salt-master", "teleport", "runner", "service"] as const;
+export const IAM_ROLE_KINDS = ["agent", "host", "deploy", "salt-master", "teleport", "runner", "service"] as const;
 
 /** What the offline preview writes in place of every secret value (docs: design.md). */
 export const OFFLINE_SECRET_PLACEHOLDER = "[secret]";

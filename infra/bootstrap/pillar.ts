@@ -14,12 +14,22 @@ import { renderSaltMasterConfig, renderSaltMasterServiceDropIn, renderSaltReposi
  * contract in docs/contracts.md; the Salt states under salt/ read exactly these keys.
  */
 
+/**
+ * Where a machine's Roles Anywhere sessions come from. No certificate or key: every machine
+ * makes its own key and gets its certificate from the fleet (salt/_runners/ci_fleet_pki.py).
+ */
 export interface RolesAnywherePillar {
   trust_anchor_arn: string;
   profile_arn: string;
+}
+
+/** The Salt master only: the CA it signs the fleet's certificates with. */
+export interface RolesAnywhereCaPillar {
   certificate_pem: string;
-  /** Secret. */
+  /** Secret: the CA key, in no other machine's pillar or user-data. */
   private_key_pem: string;
+  /** Lifetime of each certificate the master issues (identity.runnerCertificateHours). */
+  certificate_hours: number;
 }
 
 export interface RunnerPillar {
@@ -30,6 +40,12 @@ export interface RunnerPillar {
   runner_group?: string;
   github_organization?: string;
   buildkite_organization?: string;
+  /**
+   * Buildkite runners: the queue's agent (registration) token. Secret. Only here, in the
+   * runner's own pillar: never under the queue's SSM path, which the queue role (and so every
+   * job) may read. Salt writes it root-only for the agent's unit (salt/buildkite/token.sls).
+   */
+  buildkite_agent_token?: string;
 }
 
 export interface MinionPillar {
@@ -41,7 +57,12 @@ export interface MinionPillar {
     salt: { master_address: string; repository: string; ref: string; minion_public_key_pem: string };
     /** `ssm_prefix`: the path this minion's role may read (runners: their queue; the master: pillar). */
     aws: { region: string; role_arn: string; ssm_prefix?: string; roles_anywhere?: RolesAnywherePillar };
-    teleport: { auth_address: string; node_config?: string; labels: Record<string, string> };
+    /**
+     * `auth_address`: the auth service by its stable name (`<stack>-teleport.<zone>:3025`);
+     * `proxy_private_ipv4`: the Teleport machine's current address, for the firewall rule that
+     * lets only its proxy reach a node's SSH service (pillar follows a replacement; user-data does not).
+     */
+    teleport: { auth_address: string; proxy_private_ipv4: string; node_config?: string; labels: Record<string, string> };
     runner?: RunnerPillar;
   };
   ci_fleet_master?: {
@@ -55,6 +76,13 @@ export interface MinionPillar {
     salt_repository_known_hosts?: string;
     /** With the deploy key: /etc/gitconfig (core.sshCommand), the same text cloud-init writes. */
     salt_repository_git_config?: string;
+    /** equinix-metal: the fleet's Roles Anywhere CA (aws_credentials.roles_anywhere, ci_fleet_pki). */
+    roles_anywhere_ca?: RolesAnywhereCaPillar;
+    /**
+     * Only with `saltMaster.followBranch`: the branch git.latest checks out and follows (its
+     * `branch` argument). Absent: `ci_fleet:salt:ref` is a pinned commit, checked out detached.
+     */
+    salt_repository_branch?: string;
   };
   ci_fleet_teleport?: {
     auth_config: string;
@@ -68,17 +96,24 @@ export interface MinionPillar {
 export interface MinionPillarInput {
   config: Pick<FleetConfig, "stack" | "provider" | "saltMaster" | "identity" | "teleport" | "github" | "buildkite" | "queues">;
   machine: { hostname: string; role: MachineRole; queue?: string; privateIpv4: string };
+  /** The master's stable DNS name. */
   masterAddress: string;
-  /** The Teleport auth service, `<private IPv4>:3025`. */
+  /** The Teleport auth service by its stable name, `<stack>-teleport.<zone>:3025`. */
   authAddress: string;
+  /** The Teleport machine's private IPv4 (nftables needs an address). */
+  teleportPrivateIpv4: string;
   minionPublicKeyPem: string;
   /** The AWS role the machine wears: its queue's agent role, the master's or Teleport's. */
   roleArn: string;
-  /** equinix-metal: its Roles Anywhere certificate, key and profile. */
-  rolesAnywhere?: RolesAnywhereCredentials;
+  /** equinix-metal: its Roles Anywhere trust anchor and profile (the fleet issues its certificate). */
+  rolesAnywhere?: Pick<RolesAnywhereCredentials, "trustAnchorArn" | "profileArn">;
+  /** equinix-metal, Salt master only: the CA (its key is secret). */
+  rolesAnywhereCa?: { certificatePem: string; privateKeyPem: string; certificateHours: number };
   /** Salt master only. */
   githubAppPrivateKey?: string;
   saltRepositoryDeployKey?: string;
+  /** Buildkite runners only: their queue's agent token (`queueSecrets.<queue>.buildkite.agent-token`). */
+  buildkiteAgentToken?: string;
   /** Teleport machine only: roles + connector (YAML stream) and where the audit log goes. */
   teleport?: { resourcesYaml: string; audit: TeleportAuditBackend };
 }
@@ -109,13 +144,14 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
         region: config.identity.region,
         role_arn: input.roleArn,
         ...(ssmPrefix ? { ssm_prefix: ssmPrefix } : {}),
-        ...(ra ? { roles_anywhere: { trust_anchor_arn: ra.trustAnchorArn, profile_arn: ra.profileArn, certificate_pem: ra.certificatePem, private_key_pem: ra.privateKeyPem } } : {}),
+        ...(ra ? { roles_anywhere: { trust_anchor_arn: ra.trustAnchorArn, profile_arn: ra.profileArn } } : {}),
       },
       teleport: {
         auth_address: input.authAddress,
+        proxy_private_ipv4: input.teleportPrivateIpv4,
         ...(machine.role === "teleport"
           ? {}
-          : { node_config: renderYaml(buildNodeConfig({ nodename: machine.hostname, privateIpv4: machine.privateIpv4, authAddress: input.authAddress, labels })) }),
+          : { node_config: renderYaml(buildNodeConfig({ provider: config.provider, nodename: machine.hostname, privateIpv4: machine.privateIpv4, authAddress: input.authAddress, labels })) }),
         labels,
       },
       ...(queue
@@ -128,6 +164,7 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
               ...(queue.runnerGroup ? { runner_group: queue.runnerGroup } : {}),
               ...(queue.agent === "github-actions" && config.github ? { github_organization: config.github.organization } : {}),
               ...(queue.agent === "buildkite" && config.buildkite ? { buildkite_organization: config.buildkite.organization } : {}),
+              ...(queue.agent === "buildkite" && input.buildkiteAgentToken ? { buildkite_agent_token: input.buildkiteAgentToken } : {}),
             },
           }
         : {}),
@@ -141,6 +178,16 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
         ? { github_app: { app_id: config.github.appId, installation_id: config.github.installationId, private_key_pem: input.githubAppPrivateKey } }
         : {}),
       ...(input.saltRepositoryDeployKey ? saltRepositoryPillar(input.saltRepositoryDeployKey) : {}),
+      ...(input.rolesAnywhereCa
+        ? {
+            roles_anywhere_ca: {
+              certificate_pem: input.rolesAnywhereCa.certificatePem,
+              private_key_pem: input.rolesAnywhereCa.privateKeyPem,
+              certificate_hours: input.rolesAnywhereCa.certificateHours,
+            },
+          }
+        : {}),
+      ...(config.saltMaster.followBranch ? { salt_repository_branch: config.saltMaster.ref } : {}),
     };
   }
   if (machine.role === "teleport" && input.teleport) {
@@ -205,6 +252,8 @@ export interface MinionPillarsArgs {
   kmsKeyArn: pulumi.Input<string>;
   /** Minion id -> rendered pillar document (a Pulumi secret). */
   documents: Record<string, pulumi.Output<string>>;
+  /** Minion id -> resource hooks of its document (runners: drained before it goes, infra/fleet/drain-hook.ts). */
+  hooks?: Record<string, pulumi.ResourceHookBinding>;
 }
 
 /** One SecureString parameter per minion under `/ci-fleet/<stack>/pillar/`, encrypted with the fleet key. */
@@ -226,7 +275,7 @@ export class MinionPillars extends pulumi.ComponentResource {
           description: `Salt pillar of minion ${minionId} (served by the master to this minion id only)`,
           tags: { "ci-fleet:stack": args.stack, "ci-fleet:role": "pillar", "ci-fleet:minion": minionId },
         },
-        { parent: this },
+        { parent: this, ...(args.hooks?.[minionId] ? { hooks: args.hooks[minionId] } : {}) },
       );
       this.parameterNames[minionId] = parameterName;
     }

@@ -27,7 +27,18 @@ export const SALT_PATHS = {
    * config apply, and root's global config depends on $HOME, which the minion may not have.
    */
   gitSystemConfig: "/etc/gitconfig",
+  /** Run by the master's first boot (cloud-init/scripts/bootstrap-salt-master.sh) from the checkout. */
+  masterPkiFetch: "/srv/ci-fleet/repo/salt/salt_master/files/ci_fleet_master_pki.py",
 } as const;
+
+/**
+ * The SSM SecureString holding the master's key pairs (its own, `master.pem`/`master.pub`, and
+ * its minion's) as JSON: under the master's own path (`/ci-fleet/<stack>/pillar/`, which only
+ * its role reads) one level down, so the pillar sync, which lists that path non-recursively,
+ * never takes it for a minion's document. The master reads it once, at first boot, before
+ * salt-master starts: key material stays out of user-data (16 KiB) and survives the machine.
+ */
+export const saltMasterPkiParameterName = (stack: string): string => `/ci-fleet/${stack}/pillar/bootstrap/salt-master-pki`;
 
 /**
  * Execution modules no one may publish from the master, root included: they run
@@ -47,8 +58,14 @@ export const SALT_MASTER_ORCHESTRATION = {
   runnerDir: "/srv/ci-fleet/repo/salt/_runners",
   reconcileFunction: "ci_fleet.reconcile",
   reconcileMinutes: 5,
+  /** Drain requests of runners `pulumi up` is about to delete (salt/_runners/ci_fleet_drain.py, infra/fleet/drain-hook.ts). */
+  drainFunction: "ci_fleet_drain.run",
+  drainMinutes: 1,
   githubRunnerEvent: "ci-fleet/github-runner/unregistered",
   githubRunnerReactor: "/srv/ci-fleet/repo/salt/orch/reactor/github_register.sls",
+  /** A minion's Roles Anywhere certificate request (salt/aws_credentials/files/ci_fleet_roles_anywhere.py). */
+  rolesAnywhereCsrEvent: "ci-fleet/roles-anywhere/csr",
+  rolesAnywhereCsrReactor: "/srv/ci-fleet/repo/salt/orch/reactor/roles_anywhere_csr.sls",
 } as const;
 
 /** Job returns can carry inline pillar (join/registration tokens): keep them one hour. */
@@ -145,8 +162,12 @@ export function buildSaltMasterConfig(input: { masterMinionId: string }): SaltMa
     ci_fleet: { master_minion_id: input.masterMinionId },
     // The master's scheduler runs runner functions: join Teleport agents, register and
     // remove GitHub runners.
-    schedule: { "ci-fleet-reconcile": { function: o.reconcileFunction, minutes: o.reconcileMinutes, maxrunning: 1 } },
-    reactor: [{ [o.githubRunnerEvent]: [o.githubRunnerReactor] }],
+    schedule: {
+      "ci-fleet-reconcile": { function: o.reconcileFunction, minutes: o.reconcileMinutes, maxrunning: 1 },
+      "ci-fleet-drain": { function: o.drainFunction, minutes: o.drainMinutes, maxrunning: 1 },
+    },
+    // One tag per list item: Salt's reactor reads each item as a one-key mapping.
+    reactor: [{ [o.githubRunnerEvent]: [o.githubRunnerReactor] }, { [o.rolesAnywhereCsrEvent]: [o.rolesAnywhereCsrReactor] }],
   };
 }
 
@@ -209,8 +230,38 @@ export function renderSaltRepositoryGitConfig(): string {
   ].join("\n");
 }
 
+/**
+ * How a minion finds its master again after the master is replaced (Salt 3008's minion.py,
+ * docs/upstream-conformance.md): the master is a name whose A record follows the machine, and
+ *
+ * - `master_type: failover` with `master` a list: every connection attempt of `eval_master`
+ *   resolves the name again (`resolve_dns(opts, False)`: no fallback to 127.0.0.1), and a lost
+ *   master (`__master_disconnected`) makes the minion run `eval_master(failed=True)` again;
+ *   failover also forces `retry_dns` to 0, set here explicitly;
+ * - `master_alive_interval`: every N seconds `status.master` resolves the name again and checks
+ *   for an established connection to one of its addresses on the publish port; a connection to
+ *   the old address (or none) fires `__master_disconnected`, so a changed record is followed
+ *   even while the old TCP connection still looks open;
+ * - `master_tries: -1`: `eval_master` never gives up (a master may be down for a while during
+ *   a replacement), `acceptance_wait_time` (10 s) between attempts.
+ *
+ * The master's key pair survives replacement (it is in Pulumi state), so `master_finger` and
+ * the minion's cached `minion_master.pub` still match the new machine.
+ */
+export const SALT_MINION_RECONNECT = {
+  master_type: "failover",
+  master_alive_interval: 30,
+  master_tries: -1,
+  retry_dns: 0,
+} as const;
+
 export interface SaltMinionConfig {
-  master: string;
+  /** A list of one: `master_type: failover` needs a list (older minions exit on a string). */
+  master: string[];
+  master_type: typeof SALT_MINION_RECONNECT.master_type;
+  master_alive_interval: number;
+  master_tries: number;
+  retry_dns: number;
   id: string;
   master_finger: string;
   hash_type: "sha256";
@@ -223,12 +274,14 @@ export interface SaltMinionConfig {
 }
 
 export function buildSaltMinionConfig(input: {
+  /** The master's stable DNS name (`127.0.0.1` for the master's own minion). */
   masterAddress: string;
   minionId: string;
   masterFingerprint: string;
 }): SaltMinionConfig {
   return {
-    master: input.masterAddress,
+    master: [input.masterAddress],
+    ...SALT_MINION_RECONNECT,
     id: input.minionId,
     // The minion refuses any master whose public key has another fingerprint.
     master_finger: input.masterFingerprint,

@@ -2,7 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { FleetConfig, MachineRole, machineNames } from "../config/model";
 import { FleetIdentity } from "../identity/identity";
-import { ssmPaths } from "../identity/names";
+import { roleNames, ssmPaths } from "../identity/names";
 import { AwsNetwork, AwsSiteMachines } from "../machines/aws";
 import { EquinixMetalSite } from "../machines/equinix-metal";
 import { Machine, MachineRequest, MachineSite } from "../machines/site";
@@ -13,11 +13,11 @@ import { TeleportAuditStorage } from "../teleport/audit-storage";
 import { CiEventArchive } from "../audit/event-archive";
 import { RunnerQueue, SaltMaster, TeleportNode } from "./machine-components";
 import { SaltKeyPair, SaltKeys } from "./salt-keys";
-import { CloudConfig, EC2_USER_DATA_LIMIT_BYTES, gzipUserData, renderCloudConfig, RolesAnywhereCredentials } from "../bootstrap/cloud-config";
+import { drainTimeoutMinutes, RunnerDrainHooks } from "./drain-hook";
+import { CloudConfig, renderCloudConfig, RolesAnywhereCredentials } from "../bootstrap/cloud-config";
 import { minionCloudConfig, saltMasterCloudConfig } from "./user-data";
-
-/** An RSA-2048 modulus is 256 random bytes: no compression makes a pre-seeded key smaller. */
-const MIN_GZIP_BYTES_PER_KEY = 256;
+import { ControlPlaneDns, controlPlaneNames } from "./control-plane-dns";
+import { SaltMasterPki } from "./salt-master-pki";
 
 /** What the preview and the stack outputs show of each machine. */
 export interface FleetMachine {
@@ -49,6 +49,8 @@ export class Fleet extends pulumi.ComponentResource {
   readonly machines: FleetMachine[] = [];
   readonly pillars: MinionPillars;
   readonly ciEventArchive?: CiEventArchive;
+  /** The control plane's stable names and the records that follow its machines. */
+  readonly dns: ControlPlaneDns;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ci-fleet:fleet:Fleet", name, {}, opts);
@@ -61,7 +63,9 @@ export class Fleet extends pulumi.ComponentResource {
     // Pillar parameters and audit storage live beside the queue secrets: the identity account and region.
     const identityProvider = identity.provider;
 
-    const site = this.createSite(name, config);
+    const { site, vpcId, dnsProvider } = this.createSite(name, config);
+    // What user-data names instead of addresses: pure functions of config, never a machine's output.
+    const names = controlPlaneNames(stack, config.dns.zone);
     const masterId = machineNames.saltMaster(stack);
     const teleportId = machineNames.teleport(stack);
     const runnerIds = Object.entries(config.queues).flatMap(([queue, spec]) => Object.keys(spec.runners).map((runner) => machineNames.runner(stack, queue, runner)));
@@ -74,21 +78,17 @@ export class Fleet extends pulumi.ComponentResource {
       return type;
     };
     const rolesAnywhere = identity.rolesAnywhere;
-    const certificateFor = (minionId: string) => rolesAnywhere?.certificates[minionId];
 
-    // --- Salt master: its user-data carries what it needs before Salt runs.
-    const masterCert = certificateFor(masterId);
+    // --- Salt master: its user-data carries what it needs before Salt runs (on equinix-metal
+    // a short bootstrap certificate for its first pillar sync; the fleet issues every other).
+    const masterCert = rolesAnywhere?.bootstrapCertificate;
     const masterCloudConfig = allOf<{
-      masterKeys: PlainKeyPair;
-      ownKeys: PlainKeyPair;
-      accepted: { id: string; publicKeyPem: string }[];
+      masterPublicKeyPem: string;
       deployKey: string | undefined;
       roleArn: string;
       rolesAnywhere: RolesAnywhereCredentials | undefined;
     }>({
-        masterKeys: plainPair(keys.master),
-        ownKeys: plainPair(keys.minions[masterId]),
-        accepted: pulumi.all(minionIds.map((id) => keys.minions[id].publicKeyPem.apply((publicKeyPem) => ({ id, publicKeyPem })))),
+        masterPublicKeyPem: keys.master.publicKeyPem,
         deployKey: config.secrets.saltRepositoryDeployKey,
         roleArn: identity.saltMasterRoleArn,
         rolesAnywhere: masterCert && rolesAnywhere
@@ -99,42 +99,41 @@ export class Fleet extends pulumi.ComponentResource {
               privateKeyPem: masterCert.privateKeyPem,
             })
           : undefined,
-      }).apply((v) => {
-        const build = (accepted: { id: string; publicKeyPem: string }[]) => saltMasterCloudConfig({
+      }).apply((v) =>
+        saltMasterCloudConfig({
           stack,
           provider: config.provider,
           hostname: masterId,
-          masterKeys: v.masterKeys,
-          ownKeys: v.ownKeys,
-          acceptedMinions: accepted,
+          masterPublicKeyPem: v.masterPublicKeyPem,
           ...(config.provider === "aws" ? { vpcCidr: config.aws!.vpcCidr } : {}),
           repository: { url: config.saltMaster.repository, ref: config.saltMaster.ref, ...(v.deployKey ? { deployKeyPem: v.deployKey } : {}) },
           aws: { region: config.identity.region, roleArn: v.roleArn, ssmPillarPrefix: `${ssmPaths.pillar(stack)}/`, ...(v.rolesAnywhere ? { rolesAnywhere: v.rolesAnywhere } : {}) },
-        });
-        // Too many machines to list within EC2's limit: pre-seed the control plane here; the
-        // first pillar sync accepts every minion from SSM before salt-master starts. A key's
-        // modulus is random, so no key takes less than its 256 bytes even gzip'd: past that
-        // count, trying is pointless.
-        const controlPlane = () => build(v.accepted.filter((m) => m.id === masterId || m.id === teleportId));
-        if (v.accepted.length * MIN_GZIP_BYTES_PER_KEY > EC2_USER_DATA_LIMIT_BYTES) return controlPlane();
-        const everyKey = build(v.accepted);
-        return gzipUserData(renderCloudConfig(everyKey)).length <= EC2_USER_DATA_LIMIT_BYTES ? everyKey : controlPlane();
-      });
+        }),
+      );
+    // The master's key pairs reach it through SSM (not user-data), before its first boot reads them.
+    const masterPki = new SaltMasterPki(`${name}-salt-master-pki`, {
+      stack,
+      kmsKeyArn: identity.kmsKeyArn,
+      master: keys.master,
+      minion: keys.minions[masterId],
+    }, { parent: this, providers: { aws: identityProvider } });
     const masterRequest: MachineRequest = {
       hostname: masterId,
       role: "salt-master",
       instanceType: instanceType(config.saltMaster.plan),
       userData: render(masterCloudConfig),
       instanceProfileName: identity.instanceProfileNames?.saltMaster,
+      dependsOn: [masterPki.parameter],
     };
     this.saltMaster = new SaltMaster(`${name}-salt-master`, { site, request: masterRequest }, child);
     this.record(masterRequest, config.saltMaster.plan, this.saltMaster.machine, masterCloudConfig);
-    const masterAddress = this.saltMaster.machine.privateIpv4;
 
+    // A minion's user-data depends on its own keys, the master's public key and names from
+    // config: no output of a control-plane machine, so replacing one touches no runner.
     const minionCloudConfigOf = (hostname: string, role: Exclude<MachineRole, "salt-master">) =>
       pulumi.secret(
-        allOf<{ masterAddress: string; masterPublicKeyPem: string; keys: PlainKeyPair }>({ masterAddress, masterPublicKeyPem: keys.master.publicKeyPem, keys: plainPair(keys.minions[hostname]) }).apply((v) =>
-          minionCloudConfig({ stack, provider: config.provider, hostname, role, masterAddress: v.masterAddress, masterPublicKeyPem: v.masterPublicKeyPem, minionKeys: v.keys }),
+        allOf<{ masterPublicKeyPem: string; keys: PlainKeyPair }>({ masterPublicKeyPem: keys.master.publicKeyPem, keys: plainPair(keys.minions[hostname]) }).apply((v) =>
+          minionCloudConfig({ stack, provider: config.provider, hostname, role, masterName: names.saltMaster, masterPublicKeyPem: v.masterPublicKeyPem, minionKeys: v.keys }),
         ),
       );
 
@@ -157,9 +156,21 @@ export class Fleet extends pulumi.ComponentResource {
       teleportRoleName: identity.teleportRoleName,
       retentionDays: config.teleport.auditRetentionDays,
     }, { parent: this, providers: { aws: identityProvider } });
-    const authAddress = this.teleport.machine.privateIpv4.apply((ip) => `${ip}:${TELEPORT_AUTH_PORT}`);
+    const authAddress = `${names.teleport}:${TELEPORT_AUTH_PORT}`;
 
-    // --- Runners, queue by queue.
+    // --- Stable names: one record per control-plane machine, following its private IPv4.
+    this.dns = new ControlPlaneDns(`${name}-dns`, {
+      stack,
+      provider: config.provider,
+      zone: config.dns.zone,
+      ...(vpcId ? { vpcId } : {}),
+      saltMasterIpv4: this.saltMaster.machine.privateIpv4,
+      teleportIpv4: this.teleport.machine.privateIpv4,
+    }, { parent: this, providers: { aws: dnsProvider } });
+
+    // --- Runners, queue by queue. Their drain hooks exist in every run, runners or not: Pulumi
+    // runs a deleted machine's hooks by name, from the program of the run that deletes it.
+    const drain = new RunnerDrainHooks({ stack, accountId: config.identity.accountId, region: config.identity.region, timeoutMinutes: drainTimeoutMinutes(process.env) });
     for (const [queue, spec] of Object.entries(config.queues)) {
       const requests: Record<string, MachineRequest> = {};
       const cloudConfigs: Record<string, pulumi.Output<CloudConfig>> = {};
@@ -174,6 +185,10 @@ export class Fleet extends pulumi.ComponentResource {
           ...(runnerSpec.os ? { os: runnerSpec.os } : {}),
           userData: render(cloudConfigs[runner]),
           instanceProfileName: identity.instanceProfileNames?.queues[queue],
+          // Drained before it is deleted or replaced (replaced delete-before-create).
+          lifecycle: drain.machineOptions(),
+          // Ordering only: the names resolve at a runner's first boot.
+          dependsOn: this.dns.records,
         };
       }
       const queueComponent = new RunnerQueue(`${name}-${queue}`, { site, runners: requests }, child);
@@ -186,31 +201,36 @@ export class Fleet extends pulumi.ComponentResource {
     // --- Pillar: one document per minion, by minion id.
     const documents: Record<string, pulumi.Output<string>> = {};
     for (const m of this.machines) {
-      const cert = certificateFor(m.hostname);
       const roleArn = m.role === "runner" ? identity.agentRoleArns[m.queue!] : m.role === "salt-master" ? identity.saltMasterRoleArn : identity.teleportRoleArn;
       const profileArn = rolesAnywhere?.profileArns[m.role === "runner" ? m.queue! : m.role];
       const parts = allOf<{
         roleArn: string;
         ownIp: string;
-        masterAddress: string;
-        authAddress: string;
+        teleportIp: string;
         publicKeyPem: string;
-        roles: RolesAnywhereCredentials | undefined;
+        roles: Pick<RolesAnywhereCredentials, "trustAnchorArn" | "profileArn"> | undefined;
+        ca: { certificatePem: string; privateKeyPem: string } | undefined;
         githubKey: string | undefined;
         deployKey: string | undefined;
+        buildkiteAgentToken: string | undefined;
         teleportResources: string | undefined;
         audit: TeleportAuditBackend | undefined;
       }>({
         roleArn,
         ownIp: m.machine.privateIpv4,
-        masterAddress,
-        authAddress,
+        teleportIp: this.teleport.machine.privateIpv4,
         publicKeyPem: keys.minions[m.hostname].publicKeyPem,
-        roles: cert && rolesAnywhere && profileArn
-          ? allOf<RolesAnywhereCredentials>({ trustAnchorArn: rolesAnywhere.trustAnchorArn, profileArn, certificatePem: cert.certificatePem, privateKeyPem: cert.privateKeyPem })
+        roles: rolesAnywhere && profileArn
+          ? allOf<Pick<RolesAnywhereCredentials, "trustAnchorArn" | "profileArn">>({ trustAnchorArn: rolesAnywhere.trustAnchorArn, profileArn })
+          : undefined,
+        // The CA key reaches the Salt master's pillar and no other machine's.
+        ca: rolesAnywhere && m.role === "salt-master"
+          ? allOf<{ certificatePem: string; privateKeyPem: string }>({ certificatePem: rolesAnywhere.ca.certificatePem, privateKeyPem: rolesAnywhere.ca.privateKeyPem })
           : undefined,
         githubKey: m.role === "salt-master" ? config.secrets.githubAppPrivateKey : undefined,
         deployKey: m.role === "salt-master" ? config.secrets.saltRepositoryDeployKey : undefined,
+        // The queue's agent token goes to its runners' own pillar only (never an SSM path a job's role reads).
+        buildkiteAgentToken: m.queue && config.queues[m.queue].agent === "buildkite" ? config.secrets.queueParameters[m.queue]?.["buildkite/agent-token"] : undefined,
         teleportResources: m.role === "teleport"
           ? teleportResourcesYaml({
               queues: Object.keys(config.queues),
@@ -219,6 +239,9 @@ export class Fleet extends pulumi.ComponentResource {
               teamsToRoles: config.teleport.teamsToRoles,
               clientId: config.secrets.teleportGithubClientId,
               clientSecret: config.secrets.teleportGithubClientSecret,
+              ...(config.provider === "aws"
+                ? { iamJoin: { stack, accountId: config.identity.accountId, instanceRoles: { saltMaster: roleNames.saltMaster(stack), queues: Object.fromEntries(Object.keys(config.queues).map((q) => [q, roleNames.host(stack, q)])) } } }
+                : {}),
             })
           : undefined,
         audit: m.role === "teleport" ? auditStorage.auditBackend : undefined,
@@ -228,13 +251,16 @@ export class Fleet extends pulumi.ComponentResource {
           buildMinionPillar({
             config,
             machine: { hostname: m.hostname, role: m.role, ...(m.queue ? { queue: m.queue } : {}), privateIpv4: v.ownIp },
-            masterAddress: v.masterAddress,
-            authAddress: v.authAddress,
+            masterAddress: names.saltMaster,
+            authAddress,
+            teleportPrivateIpv4: v.teleportIp,
             minionPublicKeyPem: v.publicKeyPem,
             roleArn: v.roleArn,
             ...(v.roles ? { rolesAnywhere: v.roles } : {}),
+            ...(v.ca && rolesAnywhere ? { rolesAnywhereCa: { ...v.ca, certificateHours: rolesAnywhere.certificateHours } } : {}),
             ...(v.githubKey ? { githubAppPrivateKey: v.githubKey } : {}),
             ...(v.deployKey ? { saltRepositoryDeployKey: v.deployKey } : {}),
+            ...(v.buildkiteAgentToken ? { buildkiteAgentToken: v.buildkiteAgentToken } : {}),
             ...(v.audit && v.teleportResources !== undefined ? { teleport: { resourcesYaml: v.teleportResources, audit: v.audit } } : {}),
           }),
         ),
@@ -255,11 +281,18 @@ export class Fleet extends pulumi.ComponentResource {
       }, { parent: this, providers: { aws: identityProvider } });
     }
 
-    this.pillars = new MinionPillars(`${name}-pillars`, { stack, kmsKeyArn: identity.kmsKeyArn, documents }, { parent: this, providers: { aws: identityProvider } });
+    this.pillars = new MinionPillars(`${name}-pillars`, {
+      stack,
+      kmsKeyArn: identity.kmsKeyArn,
+      documents,
+      hooks: Object.fromEntries(this.machines.filter((m) => m.role === "runner").map((m) => [m.hostname, drain.documentHooks()])),
+    }, { parent: this, providers: { aws: identityProvider } });
 
     this.registerOutputs({
       machines: this.machines.map((m) => ({ hostname: m.hostname, role: m.role, queue: m.queue, privateIpv4: m.machine.privateIpv4 })),
       teleportPublicIpv4: this.teleport.machine.publicIpv4,
+      controlPlaneNames: names,
+      dnsNameServers: this.dns.nameServers,
     });
   }
 
@@ -268,12 +301,16 @@ export class Fleet extends pulumi.ComponentResource {
     this.machines.push({ hostname, role, ...(queue ? { queue } : {}), plan, instanceType, machine, cloudConfig: pulumi.secret(cloudConfig), userData });
   }
 
-  private createSite(name: string, config: FleetConfig): MachineSite {
-    if (config.provider === "equinix-metal") return new EquinixMetalSite(config.stack, config.equinix!);
+  /**
+   * The machines' site, and where the control plane's zone lives: on aws beside the fleet VPC
+   * (private zone, the machines' region), on equinix-metal in the identity account (public zone).
+   */
+  private createSite(name: string, config: FleetConfig): { site: MachineSite; vpcId?: pulumi.Output<string>; dnsProvider: aws.Provider } {
+    if (config.provider === "equinix-metal") return { site: new EquinixMetalSite(config.stack, config.equinix!), dnsProvider: this.identity.provider };
     const site = config.aws!;
     const provider = new aws.Provider(`${name}-machines-region`, { region: site.region }, { parent: this });
     const network = new AwsNetwork(`${name}-network`, { stack: config.stack, site }, { parent: this, providers: { aws: provider } });
-    return new AwsSiteMachines(config.stack, site, network, provider);
+    return { site: new AwsSiteMachines(config.stack, site, network, provider), vpcId: network.vpcId, dnsProvider: provider };
   }
 }
 

@@ -2,6 +2,7 @@
 
   salt-run ci_fleet.reconcile                      all of the below (master schedule, 5 min)
   salt-run ci_fleet.join_teleport_nodes            join minions whose Teleport agent is not joined
+  salt-run ci_fleet.assign_teleport_labels         give each joined node its labels; lock impostors
   salt-run ci_fleet.register_github_runners [minion=ID]   (also the reactor, per runner)
   salt-run ci_fleet.deregister_stale               remove GitHub runners that are no minion
 
@@ -35,9 +36,14 @@ log = logging.getLogger(__name__)
 
 GITHUB_API = "https://api.github.com"
 TELEPORT_TOKEN_FILE = "/var/lib/teleport/join-token"
+# Labels of a server_info named si-<host id> (api/types/server_info.go fixLabels); the only
+# labels the fleet's Teleport roles select on (infra/teleport/roles.ts).
+ASSIGNED_LABEL_PREFIX = "dynamic/"
 # Under the generated pillar root (infra/bootstrap/salt-config.ts SALT_PATHS.generatedPillar,
 # a pillar_roots entry); the pillar sync only ever touches its minions/ sibling.
 INLINE_PILLAR_DIR = "/srv/ci-fleet/pillar/inline"
+# One marker per runner under drain, written by ci_fleet_drain.py (its DRAIN_DIR): no new JIT config.
+DRAIN_DIR = "/var/lib/ci-fleet/drain"
 # The keys salt/pillar/minion.sls reads into ci_fleet_inline (one file each, so two
 # concurrent orchestrations for one minion never overwrite each other's token).
 INLINE_KEYS = ("teleport_join_token", "github_jit_config")
@@ -267,12 +273,21 @@ class GitHub:
 
 
 class Orchestrator:
-    """local(tgt, fun, arg=(), kwarg=None) -> {minion_id: return}, like LocalClient.cmd."""
+    """local(tgt, fun, arg=(), kwarg=None) -> {minion_id: return}, like LocalClient.cmd.
+
+    expected_of(minion_id) -> {"labels": {...}, "addr": "<ip>:3022"} or None: what the program
+    wrote into that minion's own pillar document (ci_fleet:teleport:labels, and the SSH
+    listen address of its teleport.yaml), never anything the minion reports."""
 
     def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
                  sleep=time.sleep, join_timeout=120, inline=None, clock=time.monotonic,
-                 run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False):
+                 run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False,
+                 expected_of=lambda minion_id: None):
         self.stack = stack
+        # aws: nodes join by the `iam` method (AWS-attested), no token ever leaves the
+        # Teleport machine; equinix-metal: a one-join token through the minion's own pillar.
+        self.provider = master_pillar.get("ci_fleet", {}).get("provider")
+        self.expected_of = expected_of
         self.inline = inline if inline is not None else InlinePillar()
         self.minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
         self.runner_pillar = runner_pillar      # minion_id -> its ci_fleet:runner
@@ -300,6 +315,18 @@ class Orchestrator:
         return names if isinstance(names, list) else None
 
     def join_teleport_nodes(self):
+        """equinix-metal: a node token for each minion Teleport does not list, delivered through
+        that minion's own pillar only and revoked as soon as the join is seen (a `token`-method
+        token stays valid until its ttl or deletion however often it is used). Whether a minion
+        needs one is decided from Teleport's node list, never from the minion: a rooted runner
+        that stops its agent gets a token in its own pillar, bound to nothing it could not
+        already claim; a minion's grains are never read. aws: nothing to mint; nodes join with
+        the `iam` token of their own role. Any other provider: fail closed."""
+        if self.provider == "aws":
+            return []
+        if self.provider != "equinix-metal":
+            log.warning("unknown provider %r in the master's pillar: no Teleport join tokens", self.provider)
+            return []
         joined = self._node_names()
         if joined is None:
             # Fail closed: without the list, every minion would look unjoined and get a token.
@@ -338,6 +365,69 @@ class Orchestrator:
         log.warning("%s did not join Teleport within %ss", minion_id, self.join_timeout)
         return False
 
+    def _teleport_call(self, fun, arg=()):
+        """The Teleport machine's answer, or None when it did not answer."""
+        return self.local(self.teleport_id, fun, arg=list(arg)).get(self.teleport_id)
+
+    def assign_teleport_labels(self):
+        """Give every joined machine the labels the roles select on, through the auth service.
+
+        Teleport 18 lets a node announce any label, `dynamic/` ones included (its config labels
+        override the auth service's); no label is beyond a rooted node's reach. So:
+        - a node gets machine M's labels (server_info `si-<host id>`, `dynamic/` keys) only if
+          it is the one node Teleport lists with M's hostname AND M's SSH address, both taken
+          from M's pillar: the proxy dials that address and checks the node's host certificate
+          there (proxy_checks_host_keys), so an impostor claiming M's name and address never
+          receives a session; the Teleport machine's own node is recognised by its host id;
+        - an assignment, once made, is never changed (a rejoined or replaced machine gets a new
+          host id, and the old one is no longer listed);
+        - a node announcing any `dynamic/` label its assignment does not give it is locked
+          (`tctl lock --server-id`): the auth service then refuses its certificates.
+        Returns {"assigned": [...], "locked": [...], "ambiguous": [...]}."""
+        result = {"assigned": [], "locked": [], "ambiguous": []}
+        nodes = self._teleport_call("ci_fleet_teleport.nodes")
+        infos = self._teleport_call("ci_fleet_teleport.server_infos")
+        if not isinstance(nodes, list) or not isinstance(infos, dict):
+            log.warning("%s did not list its nodes and server infos: no Teleport labels this round", self.teleport_id)
+            return result
+        assignments = {host: dict(labels) for host, labels in infos.items() if isinstance(labels, dict)}
+        for minion_id in sorted(self.minions):
+            if self.minions[minion_id].get("role") == "teleport":
+                named = [n for n in nodes if n.get("self")]
+            else:
+                named = [n for n in nodes if not n.get("self") and n.get("hostname") == minion_id]
+            if all(n.get("name") in assignments for n in named):
+                continue    # nothing listed under this name, or already assigned: no pillar read
+            expected = self.expected_of(minion_id)
+            if not expected or not expected.get("labels"):
+                continue
+            want = {k: v for k, v in expected["labels"].items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
+            candidates = [n for n in named if n.get("self") or n.get("addr") == expected.get("addr")]
+            if len(candidates) != 1:
+                if len(candidates) > 1:
+                    log.error("%d Teleport nodes claim %s at %s: no labels for any of them",
+                              len(candidates), minion_id, expected.get("addr"))
+                    result["ambiguous"].append(minion_id)
+                continue
+            host = candidates[0].get("name")
+            if host in assignments:
+                continue    # never changed: a mismatch is the node's doing, found below
+            if self._teleport_call("ci_fleet_teleport.assign_labels", [host, want]) is True:
+                assignments[host] = want
+                result["assigned"].append(minion_id)
+        for node in nodes:
+            host = node.get("name")
+            announced = {k: v for k, v in (node.get("labels") or {}).items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
+            given = assignments.get(host, {})
+            if node.get("self") or all(given.get(k) == v for k, v in announced.items()):
+                continue
+            log.error("Teleport node %s (%s) announces %s; the fleet gave it %s: locking it",
+                      host, node.get("hostname"), announced, given)
+            message = "ci-fleet: node announced labels the fleet did not assign"
+            if self._teleport_call("ci_fleet_teleport.lock_node", [host, message]) is not None:
+                result["locked"].append(host)
+        return result
+
     # -- GitHub Actions -------------------------------------------------------------------
     def github_runner_ids(self):
         return sorted(m for m, spec in self.minions.items()
@@ -367,7 +457,7 @@ class Orchestrator:
         the labels of the master's pillar, and reaches the minion through its pillar only."""
         registered, listed, groups = [], {}, {}
         for minion_id in self.github_runner_ids():
-            if only and minion_id != only:
+            if (only and minion_id != only) or os.path.exists(os.path.join(DRAIN_DIR, minion_id)):
                 continue
             try:
                 org, group, labels = self._runner_spec(minion_id)
@@ -441,6 +531,23 @@ class Orchestrator:
 
 # --- Salt entry points (need a running master: __opts__, __salt__) ---------------------
 
+def teleport_expectation(document):
+    """From a minion's own pillar document (written by the program): the labels the auth
+    service must give its node and the address its SSH service listens on."""
+    import yaml  # PyYAML: a dependency of Salt itself
+    teleport = (document or {}).get("ci_fleet", {}).get("teleport", {})
+    labels = teleport.get("labels")
+    config = teleport.get("node_config") or (document or {}).get("ci_fleet_teleport", {}).get("auth_config")
+    if not isinstance(labels, dict) or not config:
+        return None
+    addr = (yaml.safe_load(config) or {}).get("ssh_service", {}).get("listen_addr")
+    return {"labels": labels, "addr": addr} if addr else None
+
+
+def _pillar_teleport_expectation(minion_id):
+    return teleport_expectation(__salt__["pillar.show_pillar"](minion_id))  # noqa: F821
+
+
 def salt_local(client, timeout=300):
     """LocalClient.cmd as {minion_id: return} of the minions that answered without error.
 
@@ -513,12 +620,18 @@ def _orchestrator():
     local = salt_local(salt.client.LocalClient(mopts=__opts__))  # noqa: F821
     app = master_pillar.get("ci_fleet_master", {}).get("github_app")
     return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None,
-                        inline=InlinePillar(INLINE_PILLAR_DIR), stop_requested=_restart_pending)
+                        inline=InlinePillar(INLINE_PILLAR_DIR), stop_requested=_restart_pending,
+                        expected_of=_pillar_teleport_expectation)
 
 
 def join_teleport_nodes():
     with _orchestration_lock("join_teleport_nodes") as go:
         return _orchestrator().join_teleport_nodes() if go else []
+
+
+def assign_teleport_labels():
+    with _orchestration_lock("assign_teleport_labels") as go:
+        return _orchestrator().assign_teleport_labels() if go else {}
 
 
 def register_github_runners(minion=None):
@@ -542,7 +655,8 @@ def reconcile():
         if not go:
             return {}
         orchestrator = _orchestrator()
-        result = {"teleport_joined": orchestrator.join_teleport_nodes()}
+        result = {"teleport_joined": orchestrator.join_teleport_nodes(),
+                  "teleport_labels": orchestrator.assign_teleport_labels()}
         if orchestrator.github:
             result["github_registered"] = orchestrator.register_github_runners()
             result["github_removed"] = orchestrator.deregister_stale_github_runners()

@@ -9,7 +9,8 @@ include:
       'equinix-metal': 'aws_credentials-roles_anywhere-config-file-managed',
       'aws': 'aws_credentials-instance_profile-config-file-managed',
     }.get(salt_master.provider, '') %}
-{%- if aws_config_state %}
+{#- Only the master has root's own config to wait for (a runner's config is its CI user's). #}
+{%- if aws_config_state and salt['pillar.get']('ci_fleet:role') == 'salt-master' %}
 
 salt_master-bootstrap_credentials-aws-dir-file-absent:
   file.absent:

@@ -68,7 +68,7 @@ describe("iam-role-kind-tagged", () => {
   });
   it("rejects an unknown kind", () => {
     expect(violationsOf(iamRoleKindTagged, role({ ...deployRole(), tags: { "ci-fleet:role": "admin" } }))).toEqual([
-      'the role\'s "ci-fleet:role" tag is "admin", expected one of agent, deploy, salt-master, teleport, runner, service',
+      'the role\'s "ci-fleet:role" tag is "admin", expected one of agent, host, deploy, salt-master, teleport, runner, service',
     ]);
   });
 });

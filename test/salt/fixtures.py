@@ -53,8 +53,6 @@ def _common(stack, provider, minion_id, role, role_arn, teleport_ip, labels):
         aws["roles_anywhere"] = {
             "trust_anchor_arn": "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta-1",
             "profile_arn": "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p-1",
-            "certificate_pem": FAKE_CERT,
-            "private_key_pem": FAKE_KEY,
         }
     return {
         "ci_fleet": {
@@ -65,13 +63,14 @@ def _common(stack, provider, minion_id, role, role_arn, teleport_ip, labels):
             "salt": {
                 "master_address": STACKS[stack][1],
                 "repository": "https://github.com/example-org/ci-fleet.git",
-                "ref": "main",
+                "ref": "0123456789abcdef0123456789abcdef01234567",
             },
             "aws": aws,
             "teleport": {
                 "auth_address": "%s:3025" % teleport_ip,
+                "proxy_private_ipv4": teleport_ip,
                 "node_config": "version: v3\nteleport:\n  nodename: %s\n" % minion_id,
-                "labels": labels,
+                "labels": {"dynamic/" + key: value for key, value in labels.items()},
             },
         }
     }
@@ -118,6 +117,7 @@ def documents():
                 spec["github_organization"] = "example-org"
             else:
                 spec["buildkite_organization"] = "example"
+                spec["buildkite_agent_token"] = "fixture-agent-token-%s" % queue
             doc["ci_fleet"]["runner"] = spec
             docs[runner_id] = doc
             minions[runner_id] = {"role": "runner", "queue": queue, "agent": agent}

@@ -184,7 +184,7 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     documents = {};
     for (const [key, inputs] of run.rawInputs) {
       const name = inputs.name as string | undefined;
-      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`)) {
+      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
         documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
         if (name.endsWith(`/${masterId}`)) pillarDocument = inputs.value as string;
       }
@@ -370,7 +370,7 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     // cloud-init's side: the real builder with a real (test) deploy key.
     const written = (YAML.parse(renderCloudConfig(buildSaltMasterCloudConfig(input))) as { write_files: WriteFile[]; runcmd: unknown[] }).write_files;
     // Salt's side: the program's documents, the master's with an ssh repository and the pillar builder's fields.
-    const docs = JSON.parse(JSON.stringify(documents)) as Record<string, { ci_fleet: { salt: { repository: string } }; ci_fleet_master?: Record<string, unknown> }>;
+    const docs = JSON.parse(JSON.stringify(documents)) as Record<string, { ci_fleet: { salt: { repository: string; ref: string } }; ci_fleet_master?: Record<string, unknown> }>;
     docs[masterId].ci_fleet.salt.repository = input.saltRepository.url;
     Object.assign(docs[masterId].ci_fleet_master!, saltRepositoryPillar("-----BEGIN OPENSSH PRIVATE KEY-----\nFAKE\n-----END OPENSSH PRIVATE KEY-----\n"));
     const side = runSaltSide(docs, masterId);
@@ -401,7 +401,7 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
     const [configId] = Object.entries(side.states).find(([, st]) => st.function === "file.managed" && st.args.name === SALT_PATHS.gitSystemConfig)!;
     expect(requisites(gitLatest, "require")).toContain(`file: ${configId}`);
     // Arguments salt.states.git.latest takes (unchanged in the 3008 notes), with the values the master needs.
-    expect(gitLatest.args).toMatchObject({ name: input.saltRepository.url, target: SALT_PATHS.repositoryCheckout, rev: "main", force_reset: true, force_fetch: true, user: "root" });
+    expect(gitLatest.args).toMatchObject({ name: input.saltRepository.url, target: SALT_PATHS.repositoryCheckout, rev: docs[masterId].ci_fleet.salt.ref, force_reset: true, force_fetch: true, user: "root" });
 
     // Nothing sets an ssh command that would override core.sshCommand or skip the host key check.
     const script = fs.readFileSync(path.join(ROOT, "cloud-init/scripts/bootstrap-salt-master.sh"), "utf8");
@@ -421,7 +421,10 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
       pillar_roots: { base: ["/srv/ci-fleet/repo/salt/pillar", "/srv/ci-fleet/pillar"] },
       file_roots: { base: ["/srv/ci-fleet/repo/salt"] },
       schedule: { "ci-fleet-reconcile": { function: "ci_fleet.reconcile", minutes: 5, maxrunning: 1 } },
-      reactor: [{ "ci-fleet/github-runner/unregistered": ["/srv/ci-fleet/repo/salt/orch/reactor/github_register.sls"] }],
+      reactor: [
+        { "ci-fleet/github-runner/unregistered": ["/srv/ci-fleet/repo/salt/orch/reactor/github_register.sls"] },
+        { "ci-fleet/roles-anywhere/csr": ["/srv/ci-fleet/repo/salt/orch/reactor/roles_anywhere_csr.sls"] },
+      ],
       publisher_acl_blacklist: { users: [], modules: expect.arrayContaining(["cmd.*"]) },
     });
     // An empty autosign_grains_dir is a path Salt walks, not "off": leave the default (kept absent).

@@ -30,7 +30,6 @@ def load(name, relpath):
 
 pillar_sync = load("pillar_sync", "salt_master/files/ci_fleet_pillar_sync.py")
 toolchain = load("toolchain", "runner/files/ci_fleet_toolchain_versions.py")
-agent_token = load("agent_token", "buildkite/files/buildkite_agent_token.py")
 orchestration = load("ci_fleet_runner", "_runners/ci_fleet.py")
 
 
@@ -231,22 +230,8 @@ class ToolchainVersionsTest(unittest.TestCase):
             shutil.rmtree(directory)
 
 
-class AgentTokenTest(unittest.TestCase):
-    def test_writes_root_only_environment_file(self):
-        directory = tempfile.mkdtemp()
-        try:
-            out = os.path.join(directory, "agent.env")
-            ssm = FakeSSM({"/ci-fleet/prod/default/buildkite/agent-token": "tok-123\n"})
-            agent_token.main(["--parameter", "/ci-fleet/prod/default/buildkite/agent-token",
-                              "--region", "us-east-1", "--output", out], ssm=ssm)
-            with open(out) as handle:
-                self.assertEqual(handle.read(), "BUILDKITE_AGENT_TOKEN=tok-123\n")
-            self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o600)
-            bad = FakeSSM({"/p": "tok\nLD_PRELOAD=/x"})
-            with self.assertRaises(SystemExit):
-                agent_token.main(["--parameter", "/p", "--region", "r", "--output", out], ssm=bad)
-        finally:
-            shutil.rmtree(directory)
+# The Buildkite agent token script is gone (the token comes from the runner's pillar as a
+# systemd credential): test/buildkite/agent-token.test.ts runs the agent's start script.
 
 
 class FingerprintScriptTest(unittest.TestCase):
@@ -324,7 +309,8 @@ class FakeLocal:
         return {tgt: True}
 
 
-MASTER_PILLAR = {"ci_fleet_master": {"minions": {
+# equinix-metal: the provider whose nodes join with master-minted tokens.
+MASTER_PILLAR = {"ci_fleet": {"provider": "equinix-metal"}, "ci_fleet_master": {"minions": {
     "prod-salt-master": {"role": "salt-master"},
     "prod-teleport": {"role": "teleport"},
     "prod-default-r1": {"role": "runner", "queue": "default", "agent": "github-actions"},

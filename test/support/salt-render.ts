@@ -46,7 +46,7 @@ export async function renderStack(stack: string): Promise<StackRender> {
   const documents: StackRender["documents"] = {};
   for (const [key, inputs] of run.rawInputs) {
     const name = inputs.name as string | undefined;
-    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`)) {
+    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
       documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
     }
   }

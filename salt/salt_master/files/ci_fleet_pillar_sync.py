@@ -156,9 +156,9 @@ def notify_minions(minion_ids, run=subprocess.run, apply_states=True):
 def accept_minion_keys(pki_dir, documents):
     """Pre-seed the accepted key of every minion that has a pillar document.
 
-    Used at the master's first boot, before salt-master starts: the user-data pre-seeds
-    the keys of the machines that existed when the master was created (as far as they fit
-    in 16 KiB); this accepts every one of them from the authoritative list in SSM. Later,
+    Used at the master's first boot, before salt-master starts: no user-data carries a
+    minion key (it must fit 16 KiB at any fleet size); this accepts every minion, the
+    master's own included, from the authoritative list in SSM. Later,
     the salt_master.minion_keys state keeps the directory equal to the index.
     """
     os.makedirs(pki_dir, mode=0o700, exist_ok=True)
