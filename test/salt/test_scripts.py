@@ -240,8 +240,16 @@ class FingerprintScriptTest(unittest.TestCase):
         home = tempfile.mkdtemp()
         try:
             env = dict(os.environ, GNUPGHOME=home)
-            subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "ci-fleet test <t@example>",
-                            "ed25519", "sign", "1d"], env=env, check=True, stderr=subprocess.DEVNULL)
+            # Key generation goes through gpg-agent, whose start can time out on a loaded machine:
+            # try again (the key, not the script under test, is what is retried).
+            for attempt in range(3):
+                generated = subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+                                            "--quick-gen-key", "ci-fleet test <t@example>", "ed25519", "sign", "1d"],
+                                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                if generated.returncode == 0:
+                    break
+                subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env)
+            self.assertEqual(generated.returncode, 0, generated.stderr)
             listing = subprocess.run(["gpg", "--with-colons", "--list-keys"], env=env, check=True,
                                      stdout=subprocess.PIPE, universal_newlines=True).stdout
             fpr = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][0]
