@@ -1,14 +1,16 @@
 import { createHook } from "async_hooks";
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { runUnsafeSimulation } from "@cloud-copilot/iam-simulate";
 import { createFleet } from "../../infra/program";
 import { computeAccessMatrix } from "../../tools/preview/access-matrix";
-import { buildPreview, describeFailure } from "../../tools/preview/main";
-import { runUnderMocks } from "../../tools/preview/mock-runtime";
-import { replacementDrill } from "../../tools/preview/drill";
-import { PARALLEL_MIN_RUNNERS, runnerCount, startParallelChecks } from "../../tools/preview/parallel";
-import type { CapturedResource } from "../../tools/preview/mock-runtime";
+import { buildPreview } from "../../tools/preview/main";
+import { runUnderMocks, structRoundTrip } from "../../tools/preview/mock-runtime";
+import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import { valueOf } from "../../tools/preview/run";
 import { readStackInput } from "../../tools/preview/stack-files";
 import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview";
@@ -119,6 +121,22 @@ describe("the preview's cost grows with the fleet, not with its square", () => {
     expect(large.matrix).toEqual(every);
   }, 120_000);
 
+  test("the evaluator's case-insensitive comparisons (an ICU collator each) are not repeated for every request", async () => {
+    const compare = jest.spyOn(String.prototype, "localeCompare");
+    try {
+      const large = await matrixCost(16);
+      const calls = compare.mock.calls.filter(([, , options]) => (options as Intl.CollatorOptions | undefined)?.sensitivity === "accent").length;
+      console.log(`access matrix: 16 queues, ${large.evaluations} evaluations, ${calls} case-insensitive comparisons by localeCompare`);
+      // Each distinct pair of operator names is compared once (what remains are iam-utils'
+      // characters, in the requests validated); comparing the operators anew in every
+      // evaluation, about 30 times each, was a third of the matrix's time.
+      expect(large.evaluations).toBeGreaterThan(1000);
+      expect(calls).toBeLessThan(2 * large.evaluations);
+    } finally {
+      compare.mockRestore();
+    }
+  }, 120_000);
+
   test("kms:Decrypt decided on the key policy's statements for the role gives what the whole key policy gives", async () => {
     const { run, matrix, ctx } = await matrixCost(6);
     const key = run.resources.find((r) => r.type === "aws:kms/key:Key")!;
@@ -212,6 +230,21 @@ describe("the mock runtime: linear, and no cost for resource outputs the program
     }
   }, 180_000);
 
+  test("the monitor's answer without protobuf: what Struct.fromJavaScript then toJavaScript gives", () => {
+    const inherited = Object.assign(Object.create({ fromPrototype: "p" }) as Record<string, unknown>, { own: 1 });
+    const values: Record<string, unknown>[] = [
+      { b: 1, a: [true, null, "x", 2.5, -0, { z: [], y: {} }], "10": "ten", "9": "nine", "": "empty", Z: "upper", é: "accent" },
+      { nested: { deeper: { list: [[1, 2], ["a"]], n: Number.MAX_SAFE_INTEGER } } },
+      { inherited },
+      {},
+    ];
+    for (const value of values) expect(JSON.stringify(structRoundTrip(value))).toBe(JSON.stringify(Struct.fromJavaScript(value as never).toJavaScript()));
+    for (const bad of [{ u: undefined }, { f: () => 1 }, { s: Symbol("s") }]) {
+      expect(() => Struct.fromJavaScript(bad as never)).toThrow();
+      expect(() => structRoundTrip(bad)).toThrow();
+    }
+  });
+
   test("an output read before or after its registration, or never, behaves as the SDK's", async () => {
     const account = { accountId: "210987654321", region: "us-east-2" };
     let key!: tls.PrivateKey;
@@ -248,44 +281,31 @@ describe("the mock runtime: linear, and no cost for resource outputs the program
   });
 });
 
-describe("the checks worker (npm start, from PARALLEL_MIN_RUNNERS runners): the same results on the second core", () => {
-  test("the drill and the access matrix from the worker equal the ones computed here", async () => {
-    const input = readStackInput(ROOT, "production-aws", overlayFile({ "ci-fleet:queues": manyQueues(5) }));
-    const run = await previewStack("production-aws", { "ci-fleet:queues": manyQueues(5) });
-    const c = run.config;
-    const ctx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() };
-    const worker = startParallelChecks();
-    try {
-      const [drill, matrix] = await Promise.all([worker.drill(input), worker.accessMatrix(run.resources, ctx)]);
-      expect(drill.result).toEqual(await replacementDrill(input));
-      expect(drill.ms).toBeGreaterThan(0);
-      expect(matrix).toEqual(await computeAccessMatrix(run.resources, ctx));
-    } finally {
-      await worker.close();
-    }
-  }, 180_000);
 
-  test("an error in the worker reaches the preview with its name and message, as describeFailure prints them", async () => {
-    const broken = [{ type: "aws:iam/role:Role", name: "broken", inputs: null, outputs: {}, options: {} }] as unknown as CapturedResource[];
-    const ctx = { stack: "production", accountId: "210987654321", region: "us-east-2", queues: ["default"] };
-    const here = (await computeAccessMatrix(broken, ctx).catch((e: unknown) => e)) as Error;
-    expect(here).toBeInstanceOf(Error);
-    const worker = startParallelChecks();
+describe("npm start's TypeScript loader (tools/preview/ts-register.js)", () => {
+  test("compiles each source once: an unchanged tree loads without the compiler (ts-node), a changed file is compiled again", () => {
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-ts-cache-"));
+    const probe = path.join(fs.mkdtempSync(path.join(ROOT, "tools", "preview", ".ts-register-probe-")), "probe.ts");
+    fs.writeFileSync(probe, 'import { PHASES_PREFIX } from "../phases";\nexport const seen: string = PHASES_PREFIX;\n');
+    const load = () =>
+      JSON.parse(
+        execFileSync(
+          process.execPath,
+          ["-r", "./tools/preview/ts-register.js", "-e", `const m = require(${JSON.stringify(probe)}); console.log(JSON.stringify({ seen: m.seen, compiler: Object.keys(require.cache).some((k) => k.includes("/node_modules/ts-node/")) }))`],
+          { cwd: ROOT, env: { ...process.env, CI_FLEET_TS_CACHE: cache }, encoding: "utf8" },
+        ),
+      ) as { seen: string; compiler: boolean };
     try {
-      const there = (await worker.accessMatrix(broken, ctx).catch((e: unknown) => e)) as Error;
-      expect({ name: there.name, message: there.message }).toEqual({ name: here.name, message: here.message });
-      expect(describeFailure(there)).toBe(describeFailure(here));
-      // The worker keeps serving after a failed request.
-      const input = readStackInput(ROOT, "production");
-      expect((await worker.drill(input)).result).toEqual(await replacementDrill(input));
+      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: true });
+      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: false });
+      fs.appendFileSync(probe, "export const changed = 1;\n");
+      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: true });
+      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: false });
+      // One entry per source file (the probe and phases.ts), whatever the versions it had.
+      expect(fs.readdirSync(cache).sort()).toHaveLength(2);
     } finally {
-      await worker.close();
+      fs.rmSync(path.dirname(probe), { recursive: true, force: true });
+      fs.rmSync(cache, { recursive: true, force: true });
     }
-  }, 180_000);
-
-  test("the worker is used from PARALLEL_MIN_RUNNERS runners on", () => {
-    const input = (runners: number) => readStackInput(ROOT, "production", overlayFile({ "ci-fleet:queues": scaled(runners) }));
-    expect(runnerCount(input(PARALLEL_MIN_RUNNERS))).toBe(PARALLEL_MIN_RUNNERS);
-    expect(runnerCount(readStackInput(ROOT, "production"))).toBeLessThan(PARALLEL_MIN_RUNNERS);
-  });
+  }, 120_000);
 });

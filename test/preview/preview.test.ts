@@ -67,7 +67,7 @@ describe("the offline preview", () => {
     // (the agent tokens inside their runners' pillar documents)
     expect(ssm.some(([, inputs]) => String(inputs.value).includes("PLANTED-bk-token-infra-5566778899"))).toBe(true);
     // ...and none of them was written, in any encoding.
-    const dir = writePreview(fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-out-")), "production", out.files);
+    const dir = await writePreview(fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-out-")), "production", out.files);
     const written = Object.fromEntries(allFiles(dir).map((f) => [f, fs.readFileSync(f, "utf8")]));
     const appKeyLine = (PLANTED["ci-fleet:githubAppPrivateKey"] as string).split("\n")[1];
     const planted = [githubClientId("PLANTED"), githubClientSecret("PLANTED"), appKeyLine, "PLANTED-bk-token", "PLANTED-npm-token"];

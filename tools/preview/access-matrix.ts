@@ -5,6 +5,7 @@
  * Uses @cloud-copilot/iam-simulate (AGPL-3.0-or-later): a devDependency for this dev
  * tool and the tests only. Nothing under infra/ may import this file.
  */
+import * as path from "path";
 import { runSimulation, runUnsafeSimulation, type Simulation } from "@cloud-copilot/iam-simulate";
 import type { CapturedResource } from "./mock-runtime";
 import { SALT_MASTER_OU, TELEPORT_OU, arns, fleetTag, kmsAliasName, roleNames, ssmPaths, ssmViaService } from "../../infra/identity/names";
@@ -92,6 +93,38 @@ interface RoleInfo {
   identityPolicies: { name: string; policy: Document }[];
   attachedPolicyArns: string[];
 }
+
+/**
+ * iam-policy compares condition operators and keys case-insensitively with
+ * `localeCompare(other, undefined, { sensitivity: "accent" })`, which builds an ICU collator
+ * on every call: a third of the matrix's time went there, comparing the same few operator
+ * names ("StringEquals", "...IfExists") over and over. The function is pure, so its results
+ * are kept: the same answers, each computed once. (Patched on the module iam-simulate itself
+ * loads, by its file; if a release moves it, nothing is patched and nothing changes.)
+ */
+function rememberCaseInsensitiveComparisons(): void {
+  let utils: { caseInsensitiveEquals?: (a: string, b: string) => boolean; caseInsensitiveEndsWith?: (value: string, suffix: string) => boolean; __ciFleetMemo?: boolean };
+  try {
+    utils = require(path.join(path.dirname(require.resolve("@cloud-copilot/iam-policy")), "utils.js")) as typeof utils;
+  } catch {
+    return;
+  }
+  const compare = utils.caseInsensitiveEquals;
+  if (typeof compare !== "function" || typeof utils.caseInsensitiveEndsWith !== "function" || utils.__ciFleetMemo) return;
+  const known = new Map<string, Map<string, boolean>>();
+  const equals = (first: string, second: string) => {
+    let row = known.get(first);
+    if (!row) known.set(first, (row = new Map()));
+    let same = row.get(second);
+    if (same === undefined) row.set(second, (same = compare(first, second)));
+    return same;
+  };
+  utils.caseInsensitiveEquals = equals;
+  // Its own definition, with the remembered comparison (inside the module it calls the original).
+  utils.caseInsensitiveEndsWith = (value: string, suffix: string) => equals(value.slice(suffix.length * -1), suffix);
+  utils.__ciFleetMemo = true;
+}
+rememberCaseInsensitiveComparisons();
 
 const asArray = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);

@@ -11,9 +11,8 @@ import { blastRadiusCheck, computeBlastRadius, renderBlastRadiusMarkdown } from 
 import { PreviewRun, runPreview } from "./run";
 import { MIN_SCANNED_SECRET, SecretScanner } from "./secret-scan";
 import { DrillResult, drillPassed, oversizedUserData, renderDrillMarkdown, replacementDrill } from "./drill";
-import { readStackInput, StackFileError, StackInput } from "./stack-files";
+import { readStackInput, StackFileError } from "./stack-files";
 import { phase, reportPhases } from "./phases";
-import { PARALLEL_MIN_RUNNERS, ParallelChecks, runnerCount, startParallelChecks } from "./parallel";
 
 /**
  * `npm start [-- --stack NAME] [--config FILE] [--out DIR]`: the offline preview. Runs the
@@ -61,63 +60,22 @@ export interface PreviewOutput {
   drillMs: number;
 }
 
-/**
- * Everything the preview writes, as file path (relative to out/<stack>) -> content. With
- * `options.parallel` (npm start) and a fleet of PARALLEL_MIN_RUNNERS or more, the drill and
- * the access matrix run in a worker thread (tools/preview/parallel.ts), the drill beside the
- * program and the matrix beside the checks after it: the same functions, the same results.
- */
-export async function buildPreview(root: string, stack: string, configFile?: string, options: { parallel?: boolean } = {}): Promise<PreviewOutput> {
+/** Everything the preview writes, as file path (relative to out/<stack>) -> content. */
+export async function buildPreview(root: string, stack: string, configFile?: string): Promise<PreviewOutput> {
   const input = readStackInput(root, stack, configFile);
-  const parallel = options.parallel && runnerCount(input) >= PARALLEL_MIN_RUNNERS ? startParallelChecks() : undefined;
-  try {
-    return await checkedPreview(root, input, parallel);
-  } finally {
-    await parallel?.close();
-  }
-}
-
-async function checkedPreview(root: string, input: StackInput, parallel?: ParallelChecks): Promise<PreviewOutput> {
-  const drillRun = parallel?.drill(input);
-  drillRun?.catch(() => undefined); // awaited below; a failed program run fails first
   const run = await runPreview(input);
   const c = run.config;
 
-  const matrixCtx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() };
-  const matrixRun = parallel?.accessMatrix(run.resources, matrixCtx);
-  matrixRun?.catch(() => undefined); // awaited below
-  const inProcessMatrix = matrixRun ? undefined : await computeAccessMatrix(run.resources, matrixCtx);
+  const matrix = await computeAccessMatrix(run.resources, { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() });
   phase("access matrix");
   const violations = checkCapturedResources(run.resources, c.stack);
   phase("policy pack");
   // Replacing the control plane touches no runner, and every user-data fits 16 KiB as each
   // provider receives it: checked for both providers (tools/preview/drill.ts), whatever the current one.
   const drillStart = performance.now();
-  const { result: drill, ms: drillMs } = drillRun ? await drillRun : { result: await replacementDrill(input), ms: performance.now() - drillStart };
+  const drill = await replacementDrill(input);
+  const drillMs = performance.now() - drillStart;
   phase("drill");
-  // What root on each machine yields (report.md); an untrusted queue's runner must yield only its queue's path.
-  const blast = await computeBlastRadius(run, { saltRoot: path.join(root, "salt") });
-  phase("blast radius");
-
-  const files: Record<string, string> = {};
-  const resourcesJson = { stack: run.stack, project: run.project, resources: run.resources };
-  files["resources.json"] = JSON.stringify(resourcesJson, null, 2) + "\n";
-  for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
-  phase("files");
-
-  // The last line of defence: no secret value may appear in anything written or printed.
-  // One automaton over every form of every secret, built once; each text is read once.
-  const scanner = new SecretScanner(run.secretValues);
-  const leakCheck = (leaks: string[]): PreviewCheck => ({
-    name: "no secret value in any written file",
-    ok: leaks.length === 0,
-    detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
-  });
-  const leaking = scanner.leakingFiles(files);
-  phase("leak scan");
-
-  const matrix = inProcessMatrix ?? (await matrixRun!);
-  phase("access matrix");
   const received = (m: PreviewRun["machines"][number]) => (c.provider === "aws" ? m.gzipBytes : m.userDataBytes);
   const oversized = [
     ...run.machines.filter((m) => received(m) > EC2_USER_DATA_LIMIT_BYTES).map((m) => `${c.provider} ${m.hostname}: ${received(m)} bytes`),
@@ -154,8 +112,28 @@ async function checkedPreview(root: string, input: StackInput, parallel?: Parall
     },
   ];
 
+  // What root on each machine yields (report.md); an untrusted queue's runner must yield only its queue's path.
+  const blast = await computeBlastRadius(run, { saltRoot: path.join(root, "salt") });
   checks.push(blastRadiusCheck(blast));
+  phase("blast radius");
+
+  const files: Record<string, string> = {};
+  const resourcesJson = { stack: run.stack, project: run.project, resources: run.resources };
+  files["resources.json"] = JSON.stringify(resourcesJson, null, 2) + "\n";
+  for (const m of run.machines) files[`machines/${m.hostname}/user-data`] = m.maskedUserData;
+  phase("files");
+
+  // The last line of defence: no secret value may appear in anything written or printed.
+  // One automaton over every form of every secret, built once; each text is read once.
+  const scanner = new SecretScanner(run.secretValues);
+  const leakCheck = (leaks: string[]): PreviewCheck => ({
+    name: "no secret value in any written file",
+    ok: leaks.length === 0,
+    detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
+  });
+  const leaking = scanner.leakingFiles(files);
   checks.push(leakCheck(leaking));
+  phase("leak scan");
   // The access matrix's own headings sit one level below the report's.
   files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 "), renderDrillMarkdown(drill, c.provider), renderBlastRadiusMarkdown(blast));
   if (scanner.leaks(files["report.md"])) leaking.push("report.md");
@@ -171,14 +149,23 @@ export function findSecretLeaks(files: Record<string, string>, secrets: Iterable
   return new SecretScanner(secrets).leakingFiles(files);
 }
 
-export function writePreview(outDir: string, stack: string, files: Record<string, string>): string {
+/** Files written at once: a fleet's thousand user-data files, one after the other, took a second. */
+const WRITE_CONCURRENCY = 16;
+
+/** Replaces out/<stack> with exactly `files` (the old tree removed first, nothing followed through it). */
+export async function writePreview(outDir: string, stack: string, files: Record<string, string>): Promise<string> {
   const dir = path.join(outDir, stack);
   fs.rmSync(dir, { recursive: true, force: true });
-  for (const [rel, content] of Object.entries(files)) {
-    const file = path.join(dir, rel);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, content, { mode: 0o644 });
-  }
+  const entries = Object.entries(files).map(([rel, content]) => [path.join(dir, rel), content] as const);
+  for (const d of new Set(entries.map(([file]) => path.dirname(file)))) fs.mkdirSync(d, { recursive: true });
+  let next = 0;
+  const writer = async () => {
+    while (next < entries.length) {
+      const [file, content] = entries[next++];
+      await fs.promises.writeFile(file, content, { mode: 0o644 });
+    }
+  };
+  await Promise.all(Array.from({ length: WRITE_CONCURRENCY }, writer));
   return dir;
 }
 
@@ -252,9 +239,9 @@ async function main(): Promise<number> {
   });
   try {
     phase("startup");
-    const out = await buildPreview(process.cwd(), args.stack, args.configFile, { parallel: true });
+    const out = await buildPreview(process.cwd(), args.stack, args.configFile);
     const text = printedSummary(out, path.join(args.outDir, args.stack));
-    writePreview(args.outDir, args.stack, out.files);
+    await writePreview(args.outDir, args.stack, out.files);
     process.stdout.write(text + "\n");
     const saltMaster = out.run.config.saltMaster;
     process.stdout.write(`  ${pinnedTreeLine(pinnedTreeStatus(process.cwd(), saltMaster.ref, Boolean(saltMaster.followBranch)))}\n`);

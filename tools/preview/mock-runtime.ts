@@ -441,8 +441,9 @@ export function structRoundTrip(value: unknown): unknown {
 type TransferProperties = (onto: Record<string, unknown>, label: string, props: Record<string, unknown>) => Record<string, Resolver>;
 
 /**
- * Two costs of Pulumi's SDK that the mocks need not pay (each swapped in for one run, and
- * swapped back after it; PULUMI_DEBUG_PROMISE_LEAKS keeps the SDK's own code):
+ * Costs of Pulumi's SDK that the mocks need not pay (each swapped in for one run, and
+ * swapped back after it; PULUMI_DEBUG_PROMISE_LEAKS, or `leanSdk: false`, keeps the SDK's
+ * own code; test/preview/preview-scaling.test.ts holds that both record the same run):
  *
  * - A resource gets an Output for every property its class declares the moment it is
  *   constructed (four promises, each tracked for leaks, plus the Output's own chain: some
@@ -456,6 +457,8 @@ type TransferProperties = (onto: Record<string, unknown>, label: string, props: 
  *   derived promises. Here it keeps what decides anything: the leak set the SDK checks at
  *   exit (a promise still pending then fails the process, as before) and the rejection's
  *   `promise` field, with one derived promise.
+ * - The mock monitor answers each registration with a protobuf Struct that the SDK at once
+ *   turns back into plain values; here the plain values are built directly (structRoundTrip).
  */
 function leanRuntime(work: MockRuntimeWork): () => void {
   const debuggable = require("@pulumi/pulumi/runtime/debuggable") as { debugPromiseLeaks: boolean; debuggablePromise: (p: Promise<unknown>, ctx?: unknown) => Promise<unknown> };

@@ -6,7 +6,8 @@
  * the file's content, so a run whose sources did not change never loads the TypeScript
  * compiler. Transpiling every file anew was a second or more of each `npm start`.
  *
- * Cache: node_modules/.cache/ci-fleet-ts/<hash of the path>.js, one entry per source file,
+ * Cache: node_modules/.cache/ci-fleet-ts/<hash of the path>.js (CI_FLEET_TS_CACHE: another
+ * directory), one entry per source file,
  * whose first line names the source's hash and the compiler setup (ts-node and TypeScript
  * versions, tsconfig.json); any change there recompiles. Written atomically (a temporary
  * file renamed), so concurrent runs never read half a file. If the cache cannot be written,
@@ -18,7 +19,7 @@ const fs = require("fs");
 const path = require("path");
 
 const root = path.resolve(__dirname, "../..");
-const cacheDir = path.join(root, "node_modules", ".cache", "ci-fleet-ts");
+const cacheDir = process.env.CI_FLEET_TS_CACHE || path.join(root, "node_modules", ".cache", "ci-fleet-ts");
 const LOADER_VERSION = "1";
 
 const sha = (text) => crypto.createHash("sha256").update(text).digest("hex");
