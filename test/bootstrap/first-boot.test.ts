@@ -132,9 +132,11 @@ describe("ci_fleet_master_pki.py (the master's key pairs from SSM)", () => {
       ].join("\n"),
     );
     const pki = path.join(dir, "pki");
+    // A retry interval of 0 would busy-loop for the whole wait and log each try: with a wait,
+    // look again every second (the script's interval is whole seconds).
     const r = spawnSync("python3", [path.join(ROOT, "salt/salt_master/files/ci_fleet_master_pki.py"), "--parameter", saltMasterPkiParameterName(STACK), "--region", "us-east-1", "--pki-dir", pki, "--wait-seconds", String(waitSeconds)], {
       encoding: "utf8",
-      env: { PATH: "/usr/bin:/bin", PYTHONPATH: dir, CI_FLEET_RETRY_SECONDS: "0", WANT: saltMasterPkiParameterName(STACK), VALUE: path.join(dir, "value.json") },
+      env: { PATH: "/usr/bin:/bin", PYTHONPATH: dir, CI_FLEET_RETRY_SECONDS: waitSeconds > 0 ? "1" : "0", WANT: saltMasterPkiParameterName(STACK), VALUE: path.join(dir, "value.json") },
     });
     return { status: r.status, stderr: r.stderr, pki };
   }
