@@ -6,7 +6,7 @@ import { gunzipSync } from "zlib";
 import { parseAllDocuments } from "yaml";
 import { roleSetAccess } from "../../infra/teleport/access";
 import type { TeleportRole } from "../../infra/teleport/roles";
-import { previewStack, ROOT } from "../support/preview";
+import { pillarDocuments, previewStack, ROOT } from "../support/preview";
 
 /**
  * The seam between Teleport and Salt, for the whole fleet: every login a Teleport role the
@@ -57,13 +57,7 @@ describe.each(["production", "production-aws"])("Teleport logins on every machin
   beforeAll(async () => {
     const run = await previewStack(stack);
     machines = run.machines.map((m) => m.hostname).sort();
-    const documents: Record<string, any> = {};
-    for (const [key, inputs] of run.rawInputs) {
-      const name = inputs.name as string | undefined;
-      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
-        documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
-      }
-    }
+    const documents: Record<string, any> = pillarDocuments(run);
     // The roles exactly as `tctl create -f` receives them on the Teleport machine.
     const teleportDoc = documents[`${stack}-teleport`];
     const stream = gunzipSync(new Uint8Array(Buffer.from(teleportDoc.ci_fleet_teleport.resources_gzip_base64, "base64"))).toString("utf8");

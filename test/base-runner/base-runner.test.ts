@@ -11,7 +11,7 @@ import * as path from "path";
 import * as vm from "vm";
 import * as YAML from "yaml";
 import { METADATA_SERVICE_ADDRESSES } from "../../infra/bootstrap/cloud-config";
-import { previewStack, ROOT } from "../support/preview";
+import { pillarDocuments, previewStack, ROOT } from "../support/preview";
 
 const python = process.env.CI_FLEET_PYTHON ?? (fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
 const saltRoot = process.env.CI_FLEET_SALT_ROOT ?? path.join(ROOT, "salt");
@@ -46,13 +46,7 @@ beforeAll(async () => {
   // CI_FLEET_PILLAR_DOCUMENTS: a JSON file of documents dumped earlier (debugging only).
   if (process.env.CI_FLEET_PILLAR_DOCUMENTS) documents = JSON.parse(fs.readFileSync(process.env.CI_FLEET_PILLAR_DOCUMENTS, "utf8"));
   else for (const stack of ["production", "production-aws"]) {
-    const run = await previewStack(stack);
-    for (const [key, inputs] of run.rawInputs) {
-      const name = inputs.name as string | undefined;
-      if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
-        documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
-      }
-    }
+    Object.assign(documents, pillarDocuments(await previewStack(stack)));
   }
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-base-runner-"));
   const file = path.join(tmp, "documents.json");

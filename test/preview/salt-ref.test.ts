@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { buildPreview, printedSummary } from "../../tools/preview/main";
-import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview";
+import { overlayFile, pillarDocuments, previewStack, ROOT, stackConfig } from "../support/preview";
 
 /**
  * The Salt tree the master serves is pinned to an exact commit: the rendered repository state
@@ -32,13 +32,7 @@ function masterStates(stack: string, overlay?: Record<string, unknown>): Promise
 
 async function renderMaster(stack: string, overlay?: Record<string, unknown>): Promise<Rendered> {
   const run = await previewStack(stack, overlay);
-  const documents: Record<string, unknown> = {};
-  for (const [key, inputs] of run.rawInputs) {
-    const name = inputs.name as string | undefined;
-    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
-      documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
-    }
-  }
+  const documents: Record<string, unknown> = pillarDocuments(run);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-salt-ref-"));
   const file = path.join(dir, "documents.json");
   fs.writeFileSync(file, JSON.stringify(documents), { mode: 0o600 });

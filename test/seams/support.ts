@@ -2,7 +2,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { previewStack, ROOT } from "../support/preview";
+import { pillarDocuments, previewStack, ROOT } from "../support/preview";
 import type { PreviewRun } from "../../tools/preview/run";
 
 /**
@@ -114,13 +114,7 @@ export function stackModels(stack: string, overlay?: Record<string, unknown>): P
 
 async function build(stack: string, overlay?: Record<string, unknown>): Promise<StackModels> {
   const run = await previewStack(stack, overlay);
-  const documents: Record<string, unknown> = {};
-  for (const [key, inputs] of run.rawInputs) {
-    const name = inputs.name as string | undefined;
-    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
-      documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
-    }
-  }
+  const documents: Record<string, unknown> = pillarDocuments(run);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-seams-"));
   try {
     fs.writeFileSync(path.join(dir, "documents.json"), JSON.stringify(documents), { mode: 0o600 });

@@ -31,3 +31,16 @@ export function countByType(run: PreviewRun): Record<string, number> {
   for (const r of run.resources) out[r.type] = (out[r.type] ?? 0) + 1;
   return out;
 }
+
+/** The stack's pillar documents as the program writes them to SSM (`/ci-fleet/<stack>/pillar/<id>`), parsed, by minion id. */
+export function pillarDocuments(run: PreviewRun): Record<string, any> {
+  const prefix = `/ci-fleet/${run.config.stack}/pillar/`;
+  const documents: Record<string, any> = {};
+  for (const [key, inputs] of run.rawInputs) {
+    const name = inputs.name as string | undefined;
+    if (!key.startsWith("aws:ssm/parameter:Parameter::") || !name?.startsWith(prefix)) continue;
+    const id = name.slice(prefix.length);
+    if (!id.includes("/")) documents[id] = JSON.parse(inputs.value as string);
+  }
+  return documents;
+}

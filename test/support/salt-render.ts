@@ -2,7 +2,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { previewStack, ROOT } from "./preview";
+import { pillarDocuments, previewStack, ROOT } from "./preview";
 
 /**
  * Renders the Salt tree with real Jinja2 (test/salt/render.py) for every machine of a
@@ -43,13 +43,7 @@ export interface PillarCiFleet {
 
 export async function renderStack(stack: string): Promise<StackRender> {
   const run = await previewStack(stack);
-  const documents: StackRender["documents"] = {};
-  for (const [key, inputs] of run.rawInputs) {
-    const name = inputs.name as string | undefined;
-    if (key.startsWith("aws:ssm/parameter:Parameter::") && name?.startsWith(`/ci-fleet/${stack}/pillar/`) && !name.slice(`/ci-fleet/${stack}/pillar/`.length).includes("/")) {
-      documents[name.slice(`/ci-fleet/${stack}/pillar/`.length)] = JSON.parse(inputs.value as string);
-    }
-  }
+  const documents: StackRender["documents"] = pillarDocuments(run);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-bk-pillar-"));
   const file = path.join(dir, "documents.json");
   fs.writeFileSync(file, JSON.stringify(documents), { mode: 0o600 });
