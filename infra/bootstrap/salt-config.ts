@@ -66,6 +66,16 @@ export const SALT_MASTER_ORCHESTRATION = {
   /** A minion's Roles Anywhere certificate request (salt/aws_credentials/files/ci_fleet_roles_anywhere.py). */
   rolesAnywhereCsrEvent: "ci-fleet/roles-anywhere/csr",
   rolesAnywhereCsrReactor: "/srv/ci-fleet/repo/salt/orch/reactor/roles_anywhere_csr.sls",
+  /**
+   * Convergence that does not depend on a machine's first-boot timing (salt/_runners/ci_fleet_converge.py):
+   * the master highstates every accepted minion it has no completed highstate on record for since
+   * its last start, every minute from the schedule (a start event only marks the minion due), and
+   * joins/labels a minion's Teleport agent as soon as its highstate has answered.
+   */
+  convergeFunction: "ci_fleet_converge.run",
+  convergeMinutes: 1,
+  minionStartEvent: "salt/minion/*/start",
+  minionStartReactor: "/srv/ci-fleet/repo/salt/orch/reactor/minion_start.sls",
 } as const;
 
 /** Job returns can carry inline pillar (join/registration tokens): keep them one hour. */
@@ -165,9 +175,14 @@ export function buildSaltMasterConfig(input: { masterMinionId: string }): SaltMa
     schedule: {
       "ci-fleet-reconcile": { function: o.reconcileFunction, minutes: o.reconcileMinutes, maxrunning: 1 },
       "ci-fleet-drain": { function: o.drainFunction, minutes: o.drainMinutes, maxrunning: 1 },
+      "ci-fleet-converge": { function: o.convergeFunction, minutes: o.convergeMinutes, maxrunning: 1 },
     },
     // One tag per list item: Salt's reactor reads each item as a one-key mapping.
-    reactor: [{ [o.githubRunnerEvent]: [o.githubRunnerReactor] }, { [o.rolesAnywhereCsrEvent]: [o.rolesAnywhereCsrReactor] }],
+    reactor: [
+      { [o.githubRunnerEvent]: [o.githubRunnerReactor] },
+      { [o.rolesAnywhereCsrEvent]: [o.rolesAnywhereCsrReactor] },
+      { [o.minionStartEvent]: [o.minionStartReactor] },
+    ],
   };
 }
 

@@ -18,8 +18,10 @@ import { drainRequestPath } from "../identity/policies";
  * stopped taking jobs and its running job ended (`drained`), or it could not be drained.
  * Every way it cannot be drained fails open, with a warning that says why: a machine the
  * master cannot reach, or does not manage, runs no job anyone can save, and a dead runner
- * must not block `pulumi up` forever. Only a request that cannot even be written stops the
- * delete (nothing was asked, and nobody could tell whether a job runs).
+ * must not block `pulumi up` forever. What stops the delete is not knowing: a request that
+ * cannot be written (nothing was asked), or answers that cannot be read for
+ * DRAIN_READ_FAILURE_LIMIT_SECONDS or at the bound (the maintainer's AWS session expired during
+ * the wait): nobody could tell whether a job runs.
  *
  * Hooks are found by name in the program of the run that deletes: these two are created in
  * every run (the Fleet component makes them whether or not any runner is declared), and
@@ -45,6 +47,12 @@ export const DRAIN_POLL_SECONDS = 15;
  * hook waits this much longer for that answer before it gives up on its own.
  */
 export const DRAIN_ANSWER_GRACE_SECONDS = 180;
+
+/**
+ * Reads of the master's answer that keep failing this long (an expired AWS session fails every
+ * call) fail the hook, so the delete does not happen: nobody can tell whether a job still runs.
+ */
+export const DRAIN_READ_FAILURE_LIMIT_SECONDS = 300;
 
 /** `requested` and `draining` are written while it runs; the others are final. */
 export type DrainState = "requested" | "draining" | "drained" | "timed out" | "unreachable" | "not managed";
@@ -190,7 +198,8 @@ const minutes = (seconds: number) => `${Math.round(seconds / 60)} min`;
 
 /**
  * The beforeDelete hook's logic: ask, wait (bounded), report. Returns how it ended; throws
- * only when the request cannot be written (the delete then does not happen).
+ * when the request cannot be written or its answer cannot be read (see
+ * DRAIN_READ_FAILURE_LIMIT_SECONDS): the delete then does not happen.
  */
 export async function drainBeforeDelete(args: DrainHookArgs, settings: DrainSettings, deps: DrainDeps, done?: Map<string, DrainOutcome>): Promise<DrainOutcome> {
   const target = drainTarget(args, settings.stack);
@@ -240,13 +249,26 @@ export async function drainBeforeDelete(args: DrainHookArgs, settings: DrainSett
   const giveUpAt = (request.deadline + DRAIN_ANSWER_GRACE_SECONDS) * 1000;
   const pollMs = (settings.pollSeconds ?? DRAIN_POLL_SECONDS) * 1000;
   let last: DrainState = "requested";
+  // Consecutive failed reads: since when, and the last error.
+  let failing: { since: number; error: Error } | undefined;
+  const unreadable = (why: string) =>
+    new Error(
+      `could not read the Salt master's answer about ${minionId} (SSM ${name}) ${why}: ${failing!.error.message}; ${minionId} was not deleted, ` +
+        `because nobody can tell whether a job still runs on it. Are the AWS credentials of this run still valid (an expired session fails every call)? ` +
+        `The drain request stands and the runner stays drained: renew the credentials and run pulumi up again, or put the runner back to work with ` +
+        `salt-run ci_fleet_drain.cancel minion=${minionId} on the Salt master.`,
+    );
   for (;;) {
     let answer: Partial<DrainRequest> | undefined;
     try {
       const current = await deps.ssm.get(name);
       answer = current ? parseRequest(current.value) : undefined;
-    } catch {
-      answer = undefined; // a failed read is retried until the bound
+      failing = undefined;
+    } catch (error) {
+      // A failed read is retried, but not for long: a run whose credentials expired reads nothing more.
+      failing = { since: failing?.since ?? deps.now(), error: error as Error };
+      if (deps.now() - failing.since >= DRAIN_READ_FAILURE_LIMIT_SECONDS * 1000) throw unreadable(`for ${minutes(DRAIN_READ_FAILURE_LIMIT_SECONDS)}`);
+      deps.log.warn(`${minionId}: could not read the drain answer (${failing.error.message}); trying again`);
     }
     const state = answer?.state;
     if (state && answer?.requested_at === requestedAt) {
@@ -256,6 +278,7 @@ export async function drainBeforeDelete(args: DrainHookArgs, settings: DrainSett
     if (deps.now() >= giveUpAt) break;
     await deps.sleep(Math.max(0, Math.min(pollMs, giveUpAt - deps.now())));
   }
+  if (failing) throw unreadable("at the end of the wait");
   const message =
     `${minionId}: no answer from the Salt master within ${settings.timeoutMinutes} min (last state: ${last}); ` +
     `deleting it without a confirmed drain, so a job still running on it is lost. Is the master up, and does it run ci_fleet_drain.run?`;

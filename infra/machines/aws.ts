@@ -105,6 +105,13 @@ export function resolveAwsImage(site: AwsSite, provider: aws.Provider, parent?: 
   return { imageId: parameter.insecureValue, source: `ssm:${UBUNTU_IMAGE_PARAMETER}` };
 }
 
+/**
+ * Properties whose change the provider applies in place by stopping and starting the instance
+ * (@pulumi/aws 7.48.0 ec2/instance.d.ts): made replacements on drained machines. `userDataBase64`
+ * is ignored after creation (ignoreUserData), so it never stops one.
+ */
+export const DRAINED_REPLACE_ON_CHANGES = ["instanceType"] as const;
+
 function gzipBase64UserData(rendered: string): string {
   return gzipUserData(rendered).toString("base64");
 }
@@ -147,7 +154,20 @@ export class AwsSiteMachines implements MachineSite {
       // The image decides only a machine's first boot; Salt upgrades it in place after that.
       // A new Canonical release (or a newly pinned id) never replaces a running machine:
       // roll one deliberately with `pulumi up --replace <its URN>`.
-      { parent, provider: this.awsProvider, ...ignoreUserData("userDataBase64", "ami"), ...(request.dependsOn ? { dependsOn: request.dependsOn } : {}), ...request.lifecycle },
+      {
+        parent,
+        provider: this.awsProvider,
+        ...ignoreUserData("userDataBase64", "ami"),
+        ...(request.dependsOn ? { dependsOn: request.dependsOn } : {}),
+        ...request.lifecycle,
+        // A drained machine (a runner) is never stopped under a job: a change of instance type
+        // is an in-place update that stops and starts the instance (@pulumi/aws 7.48.0
+        // ec2/instance.d.ts `instanceType`: "Updates to this field will trigger a stop/start"),
+        // which no delete hook sees. Made a replacement, it is drained like a delete (Pulumi runs
+        // delete hooks "as part of a resource replacement": docs, resource option `hooks`), delete
+        // before create. Changes that already replace (subnet, zone, ...) are drained the same way.
+        ...(request.lifecycle?.hooks ? { replaceOnChanges: [...DRAINED_REPLACE_ON_CHANGES] } : {}),
+      },
     );
     return {
       hostname: request.hostname,

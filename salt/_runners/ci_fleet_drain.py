@@ -44,6 +44,15 @@ provider move two machines carry one name, and only a master that reaches the ma
 deleted acts. Another master leaves a request alone once one has taken it on (`draining`), and
 calls it `unreachable` if nobody has within UNREACHABLE_GRACE_SECONDS.
 
+Two masters also run this during a `pulumi up` that replaces the master: the old one until it
+is deleted, the new one from its first boot, and every minion follows the control-plane name
+(`<stack>-salt-master.<zone>`) to the new one. The old master then reaches no minion, and would
+call a runner `unreachable` while it runs its job under the new master; the hook would delete
+it. So a master that the name no longer resolves to (no address the name has now is one of
+this machine's: `in_charge`) stands down: it writes nothing for a minion it cannot reach, and
+leaves the answer to the master the minions follow. A name that cannot be resolved at all says
+nothing about who is in charge: the master acts as before (logged).
+
 SSM is reached with Debian's python3 and boto3 (the same interpreter and package as the pillar
 sync): the Python Salt runs in (onedir) has no AWS SDK, so this file runs itself as a script
 for each call (`_main` below). The logic is in `Drainer` with every dependency injected, so
@@ -100,6 +109,54 @@ def _drain_loaded(shown, path):
     """Does `systemctl show` (service.show) say the drop-in is in the unit's loaded config?"""
     return isinstance(shown, dict) and path in str(shown.get("DropInPaths", "")).split() \
         and shown.get("Restart") == "no" and shown.get("NeedDaemonReload") == "no"
+
+
+def control_plane_name(stack, teleport_auth_address):
+    """`<stack>-salt-master.<zone>` (infra/fleet/control-plane-dns.ts controlPlaneNames), the zone
+    taken from the auth service's stable name in the master's pillar (`<stack>-teleport.<zone>:3025`).
+    None when that address is not such a name."""
+    host = str(teleport_auth_address or "").rsplit(":", 1)[0]
+    prefix = "%s-teleport." % stack
+    zone = host[len(prefix):] if host.startswith(prefix) else ""
+    if not zone or not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", zone):
+        return None
+    return "%s-salt-master.%s" % (stack, zone)
+
+
+def _resolve_ipv4(name):
+    """The name's current IPv4 addresses (the system resolver, as minions resolve it)."""
+    import socket
+
+    return sorted({info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)})
+
+
+def _is_local_ipv4(address):
+    """Is `address` one of this machine's? Binding to it succeeds only then (EADDRNOTAVAIL otherwise)."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def in_charge(name, resolve=_resolve_ipv4, is_local=_is_local_ipv4):
+    """True when the control-plane name resolves to this machine, False when it resolves only
+    elsewhere (another master took over), None when it cannot be told (no name, no answer)."""
+    if not name:
+        return None
+    try:
+        addresses = resolve(name)
+    except Exception as error:  # noqa: BLE001 - resolver errors are many; none decides
+        log.warning("drain: %s does not resolve (%s): acting as the master in charge", name, error)
+        return None
+    if not addresses:
+        return None
+    return any(is_local(address) for address in addresses)
 
 
 def _load_ci_fleet():
@@ -242,14 +299,20 @@ class Drainer:
 
     def __init__(self, stack, minions, runner_pillar, local, requests, markers, github=None,
                  clock=time.time, buildkite_unit="buildkite-agent.service",
-                 github_unit="actions-runner.service"):
+                 github_unit="actions-runner.service", in_charge=lambda: None):
         self.stack, self.minions, self.runner_pillar = stack, minions, runner_pillar
         self.local, self.requests, self.markers, self.github = local, requests, markers, github
         self.clock, self.buildkite_unit, self.github_unit = clock, buildkite_unit, github_unit
+        # in_charge() -> True/False/None (module function `in_charge`), asked once per pass.
+        self.in_charge, self.standing_down = in_charge, False
 
     def run(self):
         """{minion_id: state after this pass} ("withdrawn" for a request removed)."""
         requests = self.requests.list()   # SsmError: nothing changes, markers included
+        self.standing_down = self.in_charge() is False
+        if self.standing_down and requests:
+            log.warning("drain: the control-plane name resolves to another Salt master: this one "
+                        "writes nothing for a minion it cannot reach")
         # Markers first: no just-in-time config may be minted while this pass drains.
         self.markers.sync(requests)
         summary = {}
@@ -300,6 +363,9 @@ class Drainer:
         if where == "elsewhere" and state != "requested":
             return request   # another master (the machine's own) has taken it on
         if where != "here":
+            if self.standing_down:
+                # The minions follow the name to another master: it answers this request.
+                return request
             since = request.setdefault("unanswered_since", now)
             if now - since >= UNREACHABLE_GRACE_SECONDS:
                 why = ("did not answer the Salt master" if where is None else
@@ -427,13 +493,14 @@ def _drainer():
             pillar = __salt__["pillar.show_pillar"](minion_id)  # noqa: F821
             runner_pillar[minion_id] = pillar.get("ci_fleet", {}).get("runner", {})
     region = master_pillar.get("ci_fleet", {}).get("aws", {}).get("region")
+    name = control_plane_name(stack, master_pillar.get("ci_fleet", {}).get("teleport", {}).get("auth_address"))
     app = master_pillar.get("ci_fleet_master", {}).get("github_app")
     # A short timeout: a silent minion costs each pass this long (UNREACHABLE_GRACE_SECONDS counts the passes).
     local = ci_fleet.salt_local(salt.client.LocalClient(mopts=__opts__), timeout=30)  # noqa: F821
     return Drainer(stack, minions, runner_pillar, local, DrainRequests(stack, region), DrainMarkers(),
                    github=ci_fleet.GitHub(app) if app else None,
                    buildkite_unit=ci_fleet._formula_defaults("buildkite")["unit"],
-                   github_unit=ci_fleet.RUNNER_UNIT)
+                   github_unit=ci_fleet.RUNNER_UNIT, in_charge=lambda: in_charge(name))
 
 
 def run():

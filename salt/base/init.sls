@@ -1,4 +1,6 @@
 include:
+  # First: an interrupted dpkg fails every pkg state after it.
+  - .dpkg_recovery
   - .packages
   - .apt_keys
   - .firewall
@@ -7,3 +9,4 @@ include:
   - .timesync
   - .schedule
   - .cloudinit
+  - .credentials_pending

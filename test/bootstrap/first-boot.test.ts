@@ -15,7 +15,8 @@ import { Fleet, generateFleet, masterInput, minionInput, pemBodyLines, STACK } f
  */
 
 const ROOT = path.resolve(__dirname, "..", "..");
-const PING_SECONDS = Number(/CI_FLEET_RETRY_SECONDS:-(\d+)/.exec(fs.readFileSync(path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), "utf8"))![1]);
+/** The wait script's argument counts steps of this many seconds of wall-clock time. */
+const STEP_SECONDS = Number(/\$\(\(steps \* (\d+)\)\)/.exec(fs.readFileSync(path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), "utf8"))![1]);
 
 /** `program` and its arguments from runcmd (after an `env NAME=value ...` prefix, if any). */
 const command = (runcmd: CloudCommand[] | undefined, program: string): string[] => {
@@ -43,7 +44,7 @@ describe.each(["equinix-metal", "aws"] as const)("first boot on %s", (provider) 
       const doc = buildMinionCloudConfig(minionInput(fleet, provider, minionId));
       const [, tries] = command(doc.runcmd, BOOTSTRAP_PATHS.waitForMasterAndHighstate);
       // The master also installs packages and clones the tree before it waits: half an hour of room.
-      expect({ minionId, waits: Number(tries) * PING_SECONDS >= Number(masterWait) + 1800 }).toEqual({ minionId, waits: true });
+      expect({ minionId, waits: Number(tries) * STEP_SECONDS >= Number(masterWait) + 1800 }).toEqual({ minionId, waits: true });
     }
   });
 
@@ -181,28 +182,41 @@ describe("ci_fleet_master_pki.py (the master's key pairs from SSM)", () => {
 });
 
 describe("the minion's first highstate", () => {
-  /** Runs the real script with a fake salt-call: `script` decides each call's exit code. */
-  function run(tries: number, script: string, scheduleFile?: string): { status: number | null; calls: string[] } {
+  /**
+   * Runs the real script with a fake salt-call (`script` decides each call's exit code) on a fake
+   * wall clock: `date +%s` reads it, `sleep N` advances it, and a fake call may advance it
+   * (`took N`); real timeout(1) still bounds each ping. `elapsed` is the clock's seconds.
+   */
+  function run(steps: number, script: string, scheduleFile?: string, env: Record<string, string> = {}): { status: number | null; calls: string[]; stderr: string; seconds: number; elapsed: number } {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-first-highstate-"));
     try {
       const log = path.join(dir, "calls");
-      fs.writeFileSync(path.join(dir, "salt-call"), `#!/bin/sh\necho "$*" >> ${log}\nn=$(wc -l < ${log})\n${script}\n`, { mode: 0o755 });
-      const r = spawnSync("sh", [path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), String(tries)], {
+      const clock = path.join(dir, "clock");
+      fs.writeFileSync(clock, "1000000\n");
+      const took = `took() { echo $(( $(cat ${clock}) + $1 )) > ${clock}; }`;
+      fs.writeFileSync(path.join(dir, "salt-call"), `#!/bin/sh\n${took}\necho "$*" >> ${log}\nn=$(wc -l < ${log})\n${script}\n`, { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, "date"), `#!/bin/sh\n[ "$1" = +%s ] || exit 2\ncat ${clock}\n`, { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, "sleep"), `#!/bin/sh\n${took}\ntook "$1"\n`, { mode: 0o755 });
+      const started = Date.now();
+      const r = spawnSync("sh", [path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), String(steps)], {
         encoding: "utf8",
-        env: { PATH: `${dir}:/usr/bin:/bin`, CI_FLEET_RETRY_SECONDS: "0", CI_FLEET_SCHEDULE_FILE: scheduleFile ?? path.join(dir, "no-schedule") },
+        env: { PATH: `${dir}:/usr/bin:/bin`, CI_FLEET_SCHEDULE_FILE: scheduleFile ?? path.join(dir, "no-schedule"), ...env },
+        timeout: 60_000,
       });
       const calls = fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n") : [];
-      return { status: r.status, calls };
+      return { status: r.status, calls, stderr: r.stderr, seconds: (Date.now() - started) / 1000, elapsed: Number(fs.readFileSync(clock, "utf8")) - 1000000 };
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
+  const pings = (r: { calls: string[] }) => r.calls.filter((c) => c.includes("test.ping")).length;
+  const highstates = (r: { calls: string[] }) => r.calls.filter((c) => c.includes("state.highstate")).length;
 
   test("retries while the master is down and while it cannot serve this minion's pillar yet", () => {
     // ping fails twice; then the highstate fails twice (no pillar document yet); then it succeeds.
     const r = run(10, 'case "$*" in *test.ping*) [ "$n" -gt 2 ] ;; *) [ "$n" -ge 8 ] ;; esac');
     expect(r.status).toBe(0);
-    expect(r.calls.filter((c) => c.includes("state.highstate"))).toHaveLength(3);
+    expect(highstates(r)).toBe(3);
   });
 
   test("stops once Salt owns the machine (its highstate schedule is installed), even if a state failed", () => {
@@ -212,13 +226,95 @@ describe("the minion's first highstate", () => {
     const r = run(10, 'case "$*" in *test.ping*) true ;; *) false ;; esac', schedule);
     fs.rmSync(dir, { recursive: true, force: true });
     expect(r.status).toBe(0);
-    expect(r.calls.filter((c) => c.includes("state.highstate"))).toHaveLength(1);
+    expect(highstates(r)).toBe(1);
   });
 
-  test("gives up after its tries with a clear message", () => {
+  test("gives up at its deadline with a clear message", () => {
+    // 3 steps of 20 s: tries at 0, 20 and 40 s, then the deadline.
     const r = run(3, 'case "$*" in *test.ping*) true ;; *) false ;; esac');
     expect(r.status).toBe(1);
-    expect(r.calls.filter((c) => c.includes("state.highstate"))).toHaveLength(3);
+    expect(highstates(r)).toBe(3);
+    expect(r.elapsed).toBe(60);
+    expect(r.stderr).toMatch(/ci-fleet: no highstate from the Salt master succeeded within 60 s/);
+  });
+
+  // Review of issue 13: a name that resolves to a master that does not answer costs each ping its
+  // whole bound (120 s); counted in tries, the 7 h wait of user-data lasted ~49 h.
+  test("the wait is bounded by wall-clock time: an hour of pings that each hang for their whole bound ends after an hour", () => {
+    // (A count of 180 tries of 120 + 20 s would last 7 h; user-data's 1260 steps, ~49 h.)
+    const hour = 3600;
+    const r = run(hour / 20, 'case "$*" in *test.ping*) took 120; exit 124 ;; *) true ;; esac');
+    expect(r.status).toBe(1);
+    expect(r.elapsed).toBeGreaterThanOrEqual(hour);
+    expect(r.elapsed).toBeLessThanOrEqual(hour + 120);
+    expect(pings(r)).toBeLessThanOrEqual(Math.ceil(hour / 140) + 1);
+    expect(highstates(r)).toBe(0);
+  }, 120_000);
+
+  test("the wait user-data passes is 7 h, and the master's own bootstrap waits 30 min", () => {
+    const script = fs.readFileSync(path.join(ROOT, "cloud-init/scripts/wait-for-master-and-highstate.sh"), "utf8");
+    expect(script).toMatch(/^wait_seconds=\$\{CI_FLEET_WAIT_SECONDS:-\$\(\(steps \* 20\)\)\}$/m);
+    expect(script).toMatch(/^steps=\$\{1:-90\}$/m);
+  });
+
+  // master_tries: -1 makes a salt-call wait for the master forever (SMinion's eval_master): the
+  // ping is bounded, and a ping that hits its bound is logged as such.
+  test("a ping that never returns (master unreachable, master_tries: -1) is stopped at its bound and logged", () => {
+    const r = run(2, 'case "$*" in *test.ping*) exec /bin/sleep 600 ;; *) true ;; esac', undefined, { CI_FLEET_PING_TIMEOUT_SECONDS: "1" });
+    expect(r.status).toBe(1);
+    expect(pings(r)).toBe(2);
+    expect(highstates(r)).toBe(0);
+    expect(r.stderr.match(/ci-fleet: test\.ping: no answer within 1 s/g)).toHaveLength(2);
+    expect(r.stderr).toMatch(/ci-fleet: no highstate from the Salt master succeeded/);
+    expect(r.seconds).toBeLessThan(30);
+  });
+
+  // Review of issue 13: timeout(1) signals the whole process group (TERM, then KILL): a dpkg
+  // under the highstate killed mid-install leaves the package database interrupted.
+  test("a long highstate is never stopped: it runs to its end, its children unsignalled", () => {
+    const marker = path.join(os.tmpdir(), `ci-fleet-highstate-done-${process.pid}`);
+    const signalled = `${marker}.signalled`;
+    fs.rmSync(marker, { force: true });
+    fs.rmSync(signalled, { force: true });
+    // The highstate's child (think dpkg) records any TERM; the highstate outlasts the old 1 s bound.
+    const highstate = `sh -c 'trap "touch ${signalled}; exit 143" TERM; /bin/sleep 3; touch ${marker}' ; wait`;
+    const r = run(3, `case "$*" in *test.ping*) true ;; *) ${highstate} ;; esac`, undefined, { CI_FLEET_HIGHSTATE_TIMEOUT_SECONDS: "1" });
+    try {
+      expect(r.status).toBe(0);
+      expect(highstates(r)).toBe(1);
+      expect(fs.existsSync(marker)).toBe(true);
+      expect(fs.existsSync(signalled)).toBe(false);
+      expect(r.stderr).not.toMatch(/state\.highstate: no answer/);
+    } finally {
+      fs.rmSync(marker, { force: true });
+      fs.rmSync(signalled, { force: true });
+    }
+  });
+
+  test("a failing salt-call is logged with its exit status", () => {
+    const r = run(1, 'case "$*" in *test.ping*) exit 42 ;; *) true ;; esac');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/ci-fleet: test\.ping: salt-call exited 42/);
+    const h = run(1, 'case "$*" in *test.ping*) true ;; *) exit 2 ;; esac');
+    expect(h.stderr).toMatch(/ci-fleet: state\.highstate: salt-call exited 2/);
+  });
+
+  test("in the first-boot scripts every test.ping is bounded by timeout(1) and no highstate is", () => {
+    const seen = { ping: 0, highstate: 0 };
+    for (const name of fs.readdirSync(path.join(ROOT, "cloud-init/scripts"))) {
+      const lines = fs.readFileSync(path.join(ROOT, "cloud-init/scripts", name), "utf8").split("\n").filter((l) => !/^\s*#/.test(l));
+      // An invocation: salt-call followed by an option or a module.function.
+      for (const line of lines.filter((l) => /\bsalt-call\s+(--|[a-z_]+\.[a-z_]+)/.test(l))) {
+        if (/\btest\.ping\b/.test(line)) {
+          seen.ping++;
+          expect({ name, line, bounded: /\btimeout --kill-after=\d+ "\$bound" salt-call\b/.test(line) }).toEqual({ name, line, bounded: true });
+        } else {
+          seen.highstate += /state\.(highstate|apply)/.test(line) ? 1 : 0;
+          expect({ name, line, unbounded: !/\btimeout\b/.test(line) }).toEqual({ name, line, unbounded: true });
+        }
+      }
+    }
+    expect(seen).toEqual({ ping: 1, highstate: 1 });
   });
 
   test("looks for the schedule where Salt persists it (minion.d/_schedule.conf)", () => {

@@ -10,6 +10,7 @@ import * as path from "path";
 import * as YAML from "yaml";
 import { BLOCKED_PUBLISH_FUNCTIONS, buildSaltMasterConfig, SALT_MASTER_ORCHESTRATION } from "../../infra/bootstrap/salt-config";
 import { drainRequestPath } from "../../infra/identity/policies";
+import { controlPlaneNames } from "../../infra/fleet/control-plane-dns";
 import { DRAIN_ANSWER_GRACE_SECONDS, DRAIN_POLL_SECONDS } from "../../infra/fleet/drain-hook";
 import { buildkiteMinions, renderStack, type StackRender } from "../buildkite/support";
 
@@ -123,4 +124,20 @@ describe("the Buildkite drain on the rendered production runners", () => {
     expect(verify(dropIn.text)).toEqual({ status: 0, stderr: "" });
     expect(verify(dropIn.text.replace("Restart=no", "Restart=never")).stderr).toContain("zz-ci-fleet-drain.conf:5: Failed to parse service restart specifier");
   });
+});
+
+test("a master finds the control-plane name it compares with its own addresses as the program names it", () => {
+  // ci_fleet_drain.control_plane_name reads the zone from the master's pillar (the auth service's
+  // stable name, `ci_fleet:teleport:auth_address`): it must give the name minions follow.
+  for (const [stack, zone] of [["production", "ci.example.org"], ["production-aws", "fleet.internal"]]) {
+    const names = controlPlaneNames(stack, zone);
+    const code = [
+      "import importlib.util, sys",
+      "spec = importlib.util.spec_from_file_location('d', sys.argv[1]); d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)",
+      "print(d.control_plane_name(sys.argv[2], sys.argv[3]))",
+    ].join("\n");
+    const r = spawnSync(python, ["-c", code, path.join(ROOT, "salt/_runners/ci_fleet_drain.py"), stack, `${names.teleport}:3025`], { encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim()).toBe(names.saltMaster);
+  }
 });

@@ -8,6 +8,7 @@
 import {
   DEFAULT_DRAIN_TIMEOUT_MINUTES,
   DRAIN_ANSWER_GRACE_SECONDS,
+  DRAIN_READ_FAILURE_LIMIT_SECONDS,
   DRAIN_TIMEOUT_ENV,
   DrainDeps,
   DrainHookArgs,
@@ -234,6 +235,41 @@ describe("when it stops the delete", () => {
       ),
     );
     expect(h.sleeps).toEqual([]);
+  });
+
+  // Review of issue 13: failed reads were swallowed until the bound, then the runner was deleted.
+  test("an AWS session that expires during the wait fails the hook within minutes, saying why and what to do", async () => {
+    const h = harness();
+    h.ssm.master = () => ({ state: "draining" });
+    const ssmGet = h.ssm.get.bind(h.ssm);
+    let reads = 0;
+    h.ssm.get = async (name: string) => {
+      // Read 1 checks the request right after writing it; the session expires 10 minutes in.
+      if (++reads > 1 && h.elapsedSeconds() >= 600) throw Object.assign(new Error("ExpiredTokenException: The security token included in the request is expired"), { name: "ExpiredTokenException" });
+      return ssmGet(name);
+    };
+    await expect(drainBeforeDelete(ec2Runner, settings(DEFAULT_DRAIN_TIMEOUT_MINUTES), h.deps)).rejects.toThrow(
+      new RegExp(
+        `could not read the Salt master's answer about ${STACK}-default-r1 \\(SSM ${NAME}\\) for 5 min: ExpiredTokenException.*${STACK}-default-r1 was not deleted.*` +
+          `credentials of this run still valid.*salt-run ci_fleet_drain.cancel minion=${STACK}-default-r1`,
+      ),
+    );
+    expect(DRAIN_READ_FAILURE_LIMIT_SECONDS).toBe(300);
+    expect(h.elapsedSeconds()).toBeGreaterThanOrEqual(600 + 300);
+    expect(h.elapsedSeconds()).toBeLessThanOrEqual(600 + 300 + 15);
+    expect(h.ssm.calls.filter((c) => c.startsWith("remove"))).toEqual([]); // the request stands: the runner stays drained
+  });
+
+  test("reads that fail when the bound passes fail the hook instead of deleting", async () => {
+    const h = harness();
+    h.ssm.master = () => ({ state: "draining" });
+    const ssmGet = h.ssm.get.bind(h.ssm);
+    let reads = 0;
+    h.ssm.get = async (name: string) => {
+      if (++reads > 1 && h.elapsedSeconds() >= 60 * 60 + DRAIN_ANSWER_GRACE_SECONDS - 30) throw new Error("ThrottlingException: Rate exceeded");
+      return ssmGet(name);
+    };
+    await expect(drainBeforeDelete(ec2Runner, settings(60), h.deps)).rejects.toThrow(/could not read the Salt master's answer .* at the end of the wait: ThrottlingException.*was not deleted/);
   });
 
   test("credentials of another account: the stray request is removed and the delete stopped", async () => {

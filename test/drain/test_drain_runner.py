@@ -577,6 +577,60 @@ class DrainTest(unittest.TestCase):
         self.assertEqual(requests.events, [])
         self.assertNotIn(DROPIN, host.files)
 
+    # Review of issue 13: during a `pulumi up` that replaces the master both masters run the
+    # drain; the old one, which no minion follows any more, wrote `unreachable` and the hook
+    # deleted the runner under its job.
+    def test_a_master_the_control_plane_name_no_longer_resolves_to_stands_down(self):
+        host = BuildkiteHost("10.0.1.17", busy=True)
+        old_fleet = FakeFleet({BK: host}, down={BK})   # the minion followed the name away
+        new_fleet = FakeFleet({BK: host})
+        requests = FakeRequests([request(BK, "10.0.1.17")])
+        name = drain.control_plane_name(STACK, "prod-teleport.fleet.example.org:3025")
+        self.assertEqual(name, "prod-salt-master.fleet.example.org")
+        resolves = {name: ["10.0.0.9"]}   # the new master's address
+        old = drain.Drainer(STACK, MINIONS, RUNNER_PILLAR, ci_fleet.salt_local(old_fleet), requests, self.markers,
+                            clock=lambda: self.now, buildkite_unit=BK_UNIT, github_unit=GH_UNIT,
+                            in_charge=lambda: drain.in_charge(name, resolve=resolves.get, is_local=lambda a: a == "10.0.0.5"))
+        new = drain.Drainer(STACK, MINIONS, RUNNER_PILLAR, ci_fleet.salt_local(new_fleet), requests, self.markers,
+                            clock=lambda: self.now, buildkite_unit=BK_UNIT, github_unit=GH_UNIT,
+                            in_charge=lambda: drain.in_charge(name, resolve=resolves.get, is_local=lambda a: a == "10.0.0.9"))
+        seen = set()
+        for minute in range(0, 30):
+            self.now = T0 + 60 * minute
+            if minute == 20:
+                host.finish_job()
+            # The old master's pass first: the worst order.
+            seen.add(old.run()[BK])
+            seen.add(new.run()[BK])
+        self.assertNotIn("unreachable", seen)
+        self.assertEqual(requests.store[BK]["state"], "drained")
+        self.assertNotIn("unanswered_since", requests.store[BK])
+
+    def test_the_master_in_charge_still_calls_a_silent_minion_unreachable(self):
+        fleet = FakeFleet({BK: BuildkiteHost("10.0.1.17")}, down={BK})
+        requests = FakeRequests([request(BK, "10.0.1.17")])
+        name = "prod-salt-master.fleet.example.org"
+        for verdict in (lambda: drain.in_charge(name, resolve=lambda n: ["10.0.0.9"], is_local=lambda a: True),
+                        lambda: drain.in_charge(name, resolve=lambda n: (_ for _ in ()).throw(OSError("NXDOMAIN")))):
+            requests.store[BK] = request(BK, "10.0.1.17")
+            drainer = drain.Drainer(STACK, MINIONS, RUNNER_PILLAR, ci_fleet.salt_local(fleet), requests, self.markers,
+                                    clock=lambda: self.now, buildkite_unit=BK_UNIT, github_unit=GH_UNIT, in_charge=verdict)
+            self.now = T0
+            drainer.run()
+            self.now = T0 + drain.UNREACHABLE_GRACE_SECONDS
+            self.assertEqual(drainer.run(), {BK: "unreachable"})
+
+    def test_in_charge_compares_the_names_addresses_with_this_machines(self):
+        self.assertIs(drain.in_charge("m.example", resolve=lambda n: ["10.0.0.9", "10.0.0.10"], is_local=lambda a: a == "10.0.0.10"), True)
+        self.assertIs(drain.in_charge("m.example", resolve=lambda n: ["10.0.0.9"], is_local=lambda a: False), False)
+        self.assertIsNone(drain.in_charge("m.example", resolve=lambda n: [], is_local=lambda a: False))
+        self.assertIsNone(drain.in_charge(None))
+        # The real probe: a bind succeeds only on an address of this machine.
+        self.assertTrue(drain._is_local_ipv4("127.0.0.1"))
+        self.assertFalse(drain._is_local_ipv4("192.0.2.1"))   # TEST-NET-1, on no interface
+        self.assertIsNone(drain.control_plane_name(STACK, "10.0.0.7:3025"))
+        self.assertIsNone(drain.control_plane_name(STACK, "other-teleport.example.org:3025"))
+
     def test_a_drained_request_whose_machine_was_replaced_is_withdrawn(self):
         fleet = FakeFleet({GH: GitHubHost("10.0.1.77")})     # the new machine, a new address
         requests = FakeRequests([request(GH, "10.0.1.23", state="drained")])

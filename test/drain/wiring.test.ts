@@ -47,6 +47,16 @@ describe.each(["production", "production-aws"])("stack %s", (stack) => {
     for (const r of control) expect({ name: r.name, hooks: hooksOf(r), dbr: r.options.deleteBeforeReplace }).toEqual({ name: r.name, hooks: undefined, dbr: undefined });
   });
 
+  // aws: an instanceType change is an in-place update that stops and starts the instance, which no
+  // delete hook sees; made a replacement, the runner is drained first like any delete.
+  test("a change that would stop a runner in place replaces it instead, so it is drained (aws: instanceType)", () => {
+    const runners = resources.filter((r) => MACHINE_TYPES.includes(r.type) && roleOf(r) === "runner");
+    const expected = stack === "production-aws" ? ["instanceType"] : undefined;
+    for (const r of runners) expect({ name: r.name, replaceOnChanges: r.options.replaceOnChanges }).toEqual({ name: r.name, replaceOnChanges: expected });
+    const control = resources.filter((r) => MACHINE_TYPES.includes(r.type) && roleOf(r) !== "runner");
+    for (const r of control) expect({ name: r.name, replaceOnChanges: r.options.replaceOnChanges }).toEqual({ name: r.name, replaceOnChanges: undefined });
+  });
+
   test("a runner's pillar document drains it before it goes (it is deleted before the machine); no other document does", () => {
     const documents = resources.filter((r) => r.type === "aws:ssm/parameter:Parameter" && (r.inputs.tags as Record<string, string> | undefined)?.["ci-fleet:role"] === "pillar");
     const hooked = documents.filter((r) => hooksOf(r)).map((r) => (r.inputs.tags as Record<string, string>)["ci-fleet:minion"]).sort();

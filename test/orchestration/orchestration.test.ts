@@ -26,6 +26,8 @@ function runnerFunctions(): Set<string> {
   // ci_fleet_drain.py exposes only its `__load__` list (Salt's loader reads that first).
   const drain = fs.readFileSync(path.join(ROOT, "salt/_runners/ci_fleet_drain.py"), "utf8");
   for (const name of /^__load__ = \[([^\]]*)\]$/m.exec(drain)?.[1].match(/[a-z_]+/g) ?? []) functions.add(`ci_fleet_drain.${name}`);
+  const converge = fs.readFileSync(path.join(ROOT, "salt/_runners/ci_fleet_converge.py"), "utf8");
+  for (const name of /^__load__ = \[([^\]]*)\]$/m.exec(converge)?.[1].match(/[a-z_]+/g) ?? []) functions.add(`ci_fleet_converge.${name}`);
   return functions;
 }
 

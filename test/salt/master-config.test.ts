@@ -424,6 +424,7 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
       reactor: [
         { "ci-fleet/github-runner/unregistered": ["/srv/ci-fleet/repo/salt/orch/reactor/github_register.sls"] },
         { "ci-fleet/roles-anywhere/csr": ["/srv/ci-fleet/repo/salt/orch/reactor/roles_anywhere_csr.sls"] },
+        { "salt/minion/*/start": ["/srv/ci-fleet/repo/salt/orch/reactor/minion_start.sls"] },
       ],
       publisher_acl_blacklist: { users: [], modules: expect.arrayContaining(["cmd.*"]) },
     });
