@@ -14,6 +14,14 @@ export const SESSION_REFRESH_BEFORE_SECONDS = 40 * 60;
 export const SESSION_ALARM_BEFORE_SECONDS = 15 * 60;
 /** ci-fleet-roles-anywhere: renew with this fraction of the certificate's lifetime left. */
 export const CERTIFICATE_RENEW_AT_REMAINING = 0.5;
+/**
+ * Runners of an untrusted queue get certificates of at most this many hours, whatever
+ * identity.runnerCertificateHours says (salt/_runners/ci_fleet_pki.py UNTRUSTED_MAX_LIFETIME_HOURS):
+ * a certificate copied off a rooted runner is worth less, and the master signs a new one only past
+ * half-life, one per hour at most (no stockpiling). The price: their renewal tolerates a master
+ * outage of about a day and a half (half of 72 h), not half of the configured lifetime.
+ */
+export const UNTRUSTED_CERTIFICATE_MAX_HOURS = 72;
 /** ci-fleet-roles-anywhere: alarm with this fraction left (renewal failing for a quarter of it). */
 export const CERTIFICATE_ALARM_AT_REMAINING = 0.25;
 /**
@@ -58,6 +66,13 @@ export function credentialLifetimes(config: Pick<FleetConfig, "provider" | "iden
         lifetime: hours(h),
         renewed: `by the fleet (minion → master event, master signs; the master itself locally) with ${hours(h * CERTIFICATE_RENEW_AT_REMAINING)} left; no \`pulumi up\``,
         alarm: `${hours(h * CERTIFICATE_ALARM_AT_REMAINING)} before expiry: /run/ci-fleet/alarms/roles-anywhere-certificate.alarm, journal warning, unit failed`,
+      },
+      {
+        credential: "Roles Anywhere certificate + key (runners of untrusted queues)",
+        where: "as above; the master signs a new one only past half-life, at most one an hour",
+        lifetime: hours(Math.min(h, UNTRUSTED_CERTIFICATE_MAX_HOURS)),
+        renewed: `as above, with ${hours(Math.min(h, UNTRUSTED_CERTIFICATE_MAX_HOURS) * CERTIFICATE_RENEW_AT_REMAINING)} left`,
+        alarm: `${hours(Math.min(h, UNTRUSTED_CERTIFICATE_MAX_HOURS) * CERTIFICATE_ALARM_AT_REMAINING)} before expiry, as above`,
       },
       {
         credential: "Salt master bootstrap certificate (user-data)",

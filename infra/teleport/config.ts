@@ -12,6 +12,17 @@ import { sortedRecord } from "./yaml";
 export const TELEPORT_DATA_DIR = "/var/lib/teleport";
 /** Written only by the join orchestration (a short-lived token); never a token in config. */
 export const TELEPORT_JOIN_TOKEN_PATH = "/var/lib/teleport/join-token";
+/**
+ * The file of cluster CA pins every node config names in `ca_pin` (root 0600, one
+ * `sha256:<hex>` per line). Teleport reads an absolute `ca_pin` entry as a file of pins
+ * (lib/service/servicecfg/config.go `ApplyCAPins`, lib/utils `TryReadValueAsFile`); a missing
+ * or empty file stops the agent from starting, so a node never joins unpinned. The pins are
+ * known only once the auth service runs: the master computes them from the Teleport machine's
+ * host CA (salt/_runners/ci_fleet.py `refresh_teleport_ca_pins`) and serves them through each
+ * node's pillar (`ci_fleet_teleport_ca:pins`); salt/teleport/node.sls writes this file
+ * (salt/teleport/parameters/defaults.yaml `ca_pin_file`, kept equal by test/teleport/ca-pin.test.ts).
+ */
+export const TELEPORT_CA_PIN_PATH = "/var/lib/teleport/ca-pin";
 export const TELEPORT_AUTH_PORT = 3025;
 export const TELEPORT_SSH_PORT = 3022;
 /** Path inside the audit bucket that holds session recordings. */
@@ -116,11 +127,6 @@ export interface NodeConfigInput {
   authAddress: string;
   /** The labels the auth service assigns this machine (`teleportNodeLabels`); rendered for display only. */
   labels: Record<string, string>;
-  /**
-   * CA pins (`sha256:...`) of the cluster, when the join orchestration knows them: without
-   * one a node trusts the auth server it first reaches on the private network.
-   */
-  caPins?: string[];
 }
 
 // ---------------------------------------------------------------------------------------
@@ -189,7 +195,8 @@ export interface TeleportNodeConfig {
     data_dir: string;
     join_params: TeleportJoinParams;
     auth_server: string;
-    ca_pin?: string[];
+    /** One absolute path: the pin file (TELEPORT_CA_PIN_PATH). */
+    ca_pin: [string];
     log: TeleportLog;
   };
   auth_service: { enabled: false };
@@ -267,9 +274,6 @@ export function buildNodeConfig(input: NodeConfigInput): TeleportNodeConfig {
     ...checkLabels(input.labels),
   ];
   if (input.provider !== "aws" && input.provider !== "equinix-metal") problems.push(`provider ${JSON.stringify(input.provider)} is not aws or equinix-metal`);
-  for (const pin of input.caPins ?? []) {
-    if (!/^sha256:[0-9a-f]{64}$/.test(pin)) problems.push(`caPins: ${JSON.stringify(pin)} is not sha256:<64 hex digits>`);
-  }
   fail(`teleport node config of ${input.nodename}`, problems);
 
   const teleport: TeleportNodeConfig["teleport"] = {
@@ -278,9 +282,11 @@ export function buildNodeConfig(input: NodeConfigInput): TeleportNodeConfig {
     join_params: joinParams(input.provider, input.labels),
     // Exactly one of auth_server / proxy_server: the auth service over private IPv4.
     auth_server: input.authAddress,
+    // Always pinned, never trust on first use: the file of the cluster's CA pins, which only
+    // the master fills (TELEPORT_CA_PIN_PATH). Without it the agent does not start.
+    ca_pin: [TELEPORT_CA_PIN_PATH],
     log: buildLog(),
   };
-  if (input.caPins && input.caPins.length > 0) teleport.ca_pin = [...input.caPins].sort();
   return {
     version: "v3",
     teleport,

@@ -70,6 +70,8 @@ export function renderTeleportResources(roles: readonly TeleportRole[], connecto
 }
 
 export interface TeleportResourcesArgs {
+  /** The stack: every role that reaches machines requires its `dynamic/stack` label. */
+  stack: string;
   queues: readonly string[];
   publicAddr: string;
   organization: string;
@@ -87,7 +89,7 @@ export interface TeleportResourcesArgs {
  * an exception at program start rather than inside an apply.
  */
 export function teleportResourcesYaml(args: TeleportResourcesArgs): pulumi.Output<string> {
-  const roles = buildRoles({ queues: args.queues });
+  const roles = buildRoles({ queues: args.queues, stack: args.stack });
   const knownRoles = roles.map((role) => role.metadata.name);
   const tokens = args.iamJoin ? buildIamJoinTokens(args.iamJoin) : [];
   // Validate with placeholders first: fail fast, outside any apply.

@@ -13,6 +13,9 @@
  *   job's credentials, and a job never holds the operator's.
  */
 
+import { readFileSync } from "fs";
+import * as path from "path";
+import * as YAML from "yaml";
 import { TELEPORT_ASSIGNED_LABEL_PREFIX } from "./config";
 
 /**
@@ -24,6 +27,7 @@ import { TELEPORT_ASSIGNED_LABEL_PREFIX } from "./config";
  */
 export const ROLE_LABEL = `${TELEPORT_ASSIGNED_LABEL_PREFIX}role`;
 export const QUEUE_LABEL = `${TELEPORT_ASSIGNED_LABEL_PREFIX}queue`;
+export const STACK_LABEL = `${TELEPORT_ASSIGNED_LABEL_PREFIX}stack`;
 
 export const ROLE_FLEET_ADMIN = "fleet-admin";
 export const ROLE_FLEET_AUDITOR = "fleet-auditor";
@@ -36,10 +40,28 @@ export function runnerOperatorRoleName(queue: string): string {
 export const LOGIN_ADMIN = "ci-admin";
 export const LOGIN_OPERATOR = "ci-operator";
 /**
- * Users no Teleport role may log in as: root (admins use sudo) and the CI agents' users
- * (their sessions would hold job credentials). Salt must create the agents under these names.
+ * A user name from a Salt formula's defaults (salt/<formula>/parameters/defaults.yaml), the one
+ * place each is written down: Salt creates the users from there, so the roles cannot drift from it.
  */
-export const FORBIDDEN_LOGINS: readonly string[] = ["root", "buildkite-agent", "github-runner"];
+function saltFormulaUser(formula: string, keyPath: readonly string[]): string {
+  const file = path.join(__dirname, "..", "..", "salt", formula, "parameters", "defaults.yaml");
+  let node: unknown = YAML.parse(readFileSync(file, "utf8"));
+  for (const key of [formula, ...keyPath]) node = node !== null && typeof node === "object" ? (node as Record<string, unknown>)[key] : undefined;
+  if (typeof node !== "string" || !/^[a-z_][a-z0-9_-]{0,31}$/.test(node)) throw new Error(`salt/${formula}/parameters/defaults.yaml: ${[formula, ...keyPath].join(":")} is not a user name`);
+  return node;
+}
+
+/** The user every CI job runs as on a runner (GitHub Actions runner and Buildkite jobs): `runner:user:name`. */
+export const CI_JOB_USER = saltFormulaUser("runner", ["user", "name"]);
+/** The Buildkite agent's own user (it holds the agent token): `buildkite:agent_user:name`. */
+export const BUILDKITE_AGENT_USER = saltFormulaUser("buildkite", ["agent_user", "name"]);
+
+/**
+ * Users no Teleport role may log in as: root (admins use sudo), the user CI jobs run as and the
+ * Buildkite agent's user (their sessions would hold job credentials or the agent token). Read from
+ * the Salt formulas that create them, never a literal here.
+ */
+export const FORBIDDEN_LOGINS: readonly string[] = ["root", BUILDKITE_AGENT_USER, CI_JOB_USER];
 
 /** Machine roles that form the control plane; operators are denied them outright. */
 export const CONTROL_PLANE_ROLES: readonly string[] = ["salt-master", "teleport"];
@@ -87,6 +109,12 @@ export interface TeleportRole {
 export interface RolesInput {
   /** Queue names from config; each gets its own `runner-operator-<queue>` role. */
   queues: readonly string[];
+  /**
+   * The stack: when given, every role that reaches machines also requires `dynamic/stack: <stack>`
+   * (a label the master assigns), so a node of another stack joined to this cluster, or a node
+   * the master never labelled, is reached by no role. teleportResourcesYaml always gives it.
+   */
+  stack?: string;
 }
 
 const AUDIT_READ_RULES: RoleRule[] = [
@@ -131,13 +159,17 @@ export function buildRoles(input: RolesInput): TeleportRole[] {
   for (const queue of queues) {
     if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(queue)) throw new Error(`teleport roles: queue name ${JSON.stringify(queue)} is not a DNS label`);
   }
+  const { stack } = input;
+  if (stack !== undefined && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(stack)) throw new Error(`teleport roles: stack name ${JSON.stringify(stack)} is not a DNS label`);
+  // This stack's machines only: `dynamic/stack` is assigned by the master, never by a node.
+  const scoped = (labels: LabelSelector): LabelSelector => (stack === undefined ? labels : { ...labels, [STACK_LABEL]: stack });
   const admin: TeleportRole = {
     kind: "role",
     version: "v7",
     metadata: { name: ROLE_FLEET_ADMIN, description: "Every machine of the fleet as ci-admin (sudo), and read access to the audit log and recordings." },
     spec: {
       options: options({ max_session_ttl: "8h", ssh_file_copy: true }),
-      allow: { logins: [LOGIN_ADMIN], node_labels: { "*": "*" }, rules: AUDIT_READ_RULES },
+      allow: { logins: [LOGIN_ADMIN], node_labels: stack === undefined ? { "*": "*" } : { [STACK_LABEL]: stack }, rules: AUDIT_READ_RULES },
       deny: { logins: [...FORBIDDEN_LOGINS] },
     },
   };
@@ -154,12 +186,12 @@ export function buildRoles(input: RolesInput): TeleportRole[] {
   return [
     admin,
     auditor,
-    operatorRole(ROLE_RUNNER_OPERATOR, "Every runner, as ci-operator; never the Salt master or the Teleport machine.", { [ROLE_LABEL]: "runner" }),
+    operatorRole(ROLE_RUNNER_OPERATOR, "Every runner, as ci-operator; never the Salt master or the Teleport machine.", scoped({ [ROLE_LABEL]: "runner" })),
     ...queues.map((queue) =>
-      operatorRole(runnerOperatorRoleName(queue), `The runners of queue ${queue}, as ci-operator; never the Salt master or the Teleport machine.`, {
+      operatorRole(runnerOperatorRoleName(queue), `The runners of queue ${queue}, as ci-operator; never the Salt master or the Teleport machine.`, scoped({
         [QUEUE_LABEL]: queue,
         [ROLE_LABEL]: "runner",
-      }),
+      })),
     ),
   ];
 }

@@ -63,6 +63,16 @@ def _own_host_id():
         return None
 
 
+def host_ca_certificates():
+    """The cluster's host CA TLS certificates, PEM (`tctl auth export --type=tls-host`:
+    tool/tctl/common/auth_command.go exportTLSAuthority(HostCA)). Public. The master computes
+    the nodes' CA pins from them (SPKI sha256, as `tctl status` shows them)."""
+    text = _tctl("auth", "export", "--type=tls-host")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise RuntimeError("tctl auth export --type=tls-host printed no certificate")
+    return text
+
+
 def node_names():
     """Hostnames of the SSH nodes joined to the cluster."""
     return sorted(node["spec"]["hostname"] for node in json.loads(_tctl("nodes", "ls", "--format=json")))

@@ -55,10 +55,20 @@ B64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 # A P-384 CSR is ~500 bytes of DER; anything much larger is not one of ours.
 MAX_CSR_B64 = 4096
 MAX_SIG_B64 = 1024
-# A request older or newer than this is refused (clock skew between machines included).
-REQUEST_MAX_AGE_SECONDS = 600
-# One certificate per minion per this long: a rooted machine cannot make the master sign in a loop.
-MIN_REISSUE_SECONDS = 600
+# A request is fresh only within this many seconds of the master's clock, either way: from the
+# future (clock skew between NTP-synchronised machines) and from the past (replay of a captured
+# request). The reactor handles a request within seconds of the minion signing it.
+REQUEST_MAX_FUTURE_SECONDS = 60
+REQUEST_MAX_AGE_SECONDS = 60
+# One certificate per minion per this long, whatever else holds (state kept by the master).
+MIN_REISSUE_SECONDS = 3600
+# No stockpiling: a minion that already holds a certificate from the master gets a new one only
+# once that one is past half its lifetime (when the machine itself asks, renew at half-life), so a
+# rooted machine holds at most two valid certificates at any time.
+REISSUE_AT_REMAINING = 0.5
+# Runners of an untrusted queue get at most this lifetime (infra/identity/lifetimes.ts
+# UNTRUSTED_CERTIFICATE_MAX_HOURS): a certificate copied off a rooted runner is worth less.
+UNTRUSTED_MAX_LIFETIME_HOURS = 72
 # Backdating absorbs small clock differences between the master and AWS.
 BACKDATE_SECONDS = 300
 MIN_LIFETIME_HOURS, MAX_LIFETIME_HOURS = 24, 720
@@ -156,7 +166,7 @@ class Issuer:
     queue, public_key_pem); `clock`: seconds since the epoch."""
 
     def __init__(self, stack, master_id, minions, ca_cert_pem, ca_key_pem, lifetime_hours,
-                 clock=time.time, store=None):
+                 clock=time.time, store=None, trusted_queues=None):
         if not (isinstance(lifetime_hours, int) and MIN_LIFETIME_HOURS <= lifetime_hours <= MAX_LIFETIME_HOURS):
             raise ValueError("certificate lifetime must be %d..%d hours" % (MIN_LIFETIME_HOURS, MAX_LIFETIME_HOURS))
         x509, _, _, serialization, _, _, _, _, _ = _crypto()
@@ -164,8 +174,19 @@ class Issuer:
         self.ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
         self.ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
         self.lifetime_seconds = lifetime_hours * 3600
+        # Queues known trusted (from the runners' own pillar documents); any other queue, an
+        # unknown one included, gets the untrusted lifetime: fail closed.
+        self.trusted_queues = frozenset(trusted_queues or ())
         self.clock = clock
         self.store = store if store is not None else MemoryStore()
+
+    def lifetime_for(self, minion_id):
+        """Seconds a certificate for `minion_id` lives: the configured lifetime, capped at
+        UNTRUSTED_MAX_LIFETIME_HOURS for a runner whose queue is not known trusted."""
+        entry = self.minions.get(minion_id) or {}
+        if entry.get("role") == "runner" and entry.get("queue") not in self.trusted_queues:
+            return min(self.lifetime_seconds, UNTRUSTED_MAX_LIFETIME_HOURS * 3600)
+        return self.lifetime_seconds
 
     # -- requests ------------------------------------------------------------------------
     def verify_request(self, minion_id, request):
@@ -178,8 +199,12 @@ class Issuer:
             raise Refused("csr is not base64 DER of a plausible size")
         if not isinstance(sig_b64, str) or not B64.match(sig_b64) or len(sig_b64) > MAX_SIG_B64:
             raise Refused("sig is not base64 of a plausible size")
-        if isinstance(ts, bool) or not isinstance(ts, int) or abs(self.clock() - ts) > REQUEST_MAX_AGE_SECONDS:
-            raise Refused("ts is missing or more than %ds from the master's clock" % REQUEST_MAX_AGE_SECONDS)
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise Refused("ts is missing or not an integer")
+        if ts - self.clock() > REQUEST_MAX_FUTURE_SECONDS:
+            raise Refused("ts is more than %ds ahead of the master's clock" % REQUEST_MAX_FUTURE_SECONDS)
+        if self.clock() - ts > REQUEST_MAX_AGE_SECONDS:
+            raise Refused("ts is more than %ds old (a late or replayed request)" % REQUEST_MAX_AGE_SECONDS)
         try:
             csr_der, signature = base64.b64decode(csr_b64, validate=True), base64.b64decode(sig_b64, validate=True)
         except (binascii.Error, ValueError):
@@ -218,7 +243,7 @@ class Issuer:
         now = self.clock() if now is None else now
         utc = datetime.timezone.utc
         start = datetime.datetime.fromtimestamp(int(now) - BACKDATE_SECONDS, utc)
-        end = datetime.datetime.fromtimestamp(int(now) + self.lifetime_seconds, utc)
+        end = datetime.datetime.fromtimestamp(int(now) + self.lifetime_for(minion_id), utc)
         subject = x509.Name([
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
@@ -244,15 +269,40 @@ class Issuer:
         return certificate.public_bytes(serialization.Encoding.PEM).decode(), certificate.serial_number
 
     def handle(self, minion_id, request):
-        """Verify, rate-limit, issue and record: the certificate PEM, or Refused."""
+        """Verify, rate-limit, issue and record: the certificate PEM, or Refused.
+
+        Refused, in this order, after the request is proven to come from `minion_id`'s Salt key:
+        - a request not newer than the last one accepted from that minion (a replay);
+        - while the certificate the master last issued to that minion is not past half its
+          lifetime (no stockpiling), except that the SAME key asking again gets the SAME
+          certificate back (its delivery was lost; nothing new is issued);
+        - within MIN_REISSUE_SECONDS of the last issue."""
         subject_for(self.stack, self.master_id, self.minions, minion_id)
         csr = self.verify_request(minion_id, request)
+        _, _, _, serialization, _, _, _, _, _ = _crypto()
         now = self.clock()
-        last = self.store.last(minion_id)
-        if last and now - float(last.get("issued_at", 0)) < MIN_REISSUE_SECONDS:
+        last = self.store.last(minion_id) or {}
+        ts = int(request["ts"])
+        if ts <= int(last.get("last_request_ts", -1)):
+            raise Refused("%s sent a request not newer than its last one (a replay)" % minion_id)
+        key_sha256 = hashlib.sha256(csr.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+        not_before, not_after = last.get("not_before"), last.get("not_after")
+        if isinstance(not_before, (int, float)) and isinstance(not_after, (int, float)) and now < not_after:
+            # The machine renews when `not_after - now <= lifetime * 0.5` (ci_fleet_roles_anywhere.py
+            # `due`); a request up to REQUEST_MAX_FUTURE_SECONDS early is still that.
+            if not_after - now - REQUEST_MAX_FUTURE_SECONDS > (not_after - not_before) * REISSUE_AT_REMAINING:
+                if last.get("key_sha256") == key_sha256 and last.get("certificate_pem"):
+                    self.store.record(minion_id, dict(last, last_request_ts=ts))
+                    return last["certificate_pem"]
+                raise Refused("%s holds a certificate not yet past half its lifetime" % minion_id)
+        if last.get("issued_at") is not None and now - float(last["issued_at"]) < MIN_REISSUE_SECONDS:
             raise Refused("%s was issued a certificate %ds ago" % (minion_id, now - float(last["issued_at"])))
         pem, serial = self.issue(minion_id, csr.public_key(), now)
-        self.store.record(minion_id, {"issued_at": now, "serial": "%x" % serial, "not_after": int(now) + self.lifetime_seconds})
+        self.store.record(minion_id, {"issued_at": now, "serial": "%x" % serial,
+                                      "not_before": int(now) - BACKDATE_SECONDS,
+                                      "not_after": int(now) + self.lifetime_for(minion_id),
+                                      "key_sha256": key_sha256, "certificate_pem": pem, "last_request_ts": ts})
         return pem
 
 
@@ -263,13 +313,13 @@ def _read(path):
         return handle.read()
 
 
-def issuer_from_master(master_pillar, master_id, ca_dir=CA_DIR, store=None, clock=time.time):
+def issuer_from_master(master_pillar, master_id, ca_dir=CA_DIR, store=None, clock=time.time, trusted_queues=None):
     ca = (master_pillar.get("ci_fleet_master") or {}).get("roles_anywhere_ca") or {}
     minions = (master_pillar.get("ci_fleet_master") or {}).get("minions") or {}
     stack = master_id[: -len("-salt-master")]
     return Issuer(stack, master_id, minions, _read(os.path.join(ca_dir, "certificate.pem")),
                   _read(os.path.join(ca_dir, "private-key.pem")), int(ca.get("certificate_hours", 0)),
-                  clock=clock, store=store if store is not None else FileStore())
+                  clock=clock, store=store if store is not None else FileStore(), trusted_queues=trusted_queues)
 
 
 def deliver(local, minion_id, certificate_pem):
@@ -291,6 +341,15 @@ def _salt_local(client, timeout=300):
     return local
 
 
+def _trusted_queues(minion_id):
+    """The queue of `minion_id` if its own pillar document (written by `pulumi up`) says the
+    queue is trusted; nothing otherwise (untrusted lifetime)."""
+    if not isinstance(minion_id, str) or not DNS_LABEL.match(minion_id):
+        return ()
+    runner = (__salt__["pillar.show_pillar"](minion_id).get("ci_fleet") or {}).get("runner") or {}  # noqa: F821
+    return (runner["queue"],) if runner.get("trusted") is True and isinstance(runner.get("queue"), str) else ()
+
+
 def sign(minion=None, request=None):
     """The reactor's entry: `minion` is the event's `data['id']`, `request` its `data['data']`."""
     import salt.client  # noqa: only on the master
@@ -300,7 +359,7 @@ def sign(minion=None, request=None):
     try:
         if isinstance(request, str):
             request = json.loads(request)
-        pem = issuer_from_master(master_pillar, master_id).handle(minion, request)
+        pem = issuer_from_master(master_pillar, master_id, trusted_queues=_trusted_queues(minion)).handle(minion, request)
     except (Refused, ValueError, OSError) as error:
         log.warning("ci_fleet_pki: not signing for %r: %s", minion, error)
         return {"signed": False, "minion": minion, "reason": str(error)}

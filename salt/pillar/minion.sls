@@ -21,4 +21,14 @@
 {%- if inline %}
 {%-   do document.update({'ci_fleet_inline': inline}) %}
 {%- endif %}
+{#- ci_fleet_teleport_ca: the Teleport cluster's CA pins, written by the master itself
+    (ci_fleet.refresh_teleport_ca_pins, from the Teleport minion's host CA) to
+    teleport/ca_pins.json; served to every machine that runs a Teleport node (not the
+    Teleport machine), for salt/teleport/node.sls. Absent until the master knows them. #}
+{%- if document.get('ci_fleet', {}).get('role') != 'teleport' %}
+{%-   set text %}{% include 'teleport/ca_pins.json' ignore missing %}{% endset %}
+{%-   if text | trim %}
+{%-     do document.update({'ci_fleet_teleport_ca': {'pins': text | trim | load_json}}) %}
+{%-   endif %}
+{%- endif %}
 {{ document | json }}

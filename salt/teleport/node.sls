@@ -7,6 +7,11 @@
     assigned afterwards by the auth service (server_info, ci_fleet.assign_teleport_labels). #}
 {%- set node_config = salt['pillar.get']('ci_fleet:teleport:node_config', '') %}
 {%- set join_token = salt['pillar.get']('ci_fleet_inline:teleport_join_token', '') %}
+{#- The cluster's CA pins, computed by the master from the Teleport machine's host CA and served
+    in this node's pillar (salt/pillar/minion.sls, never from a runner). The node config's
+    `ca_pin` names teleport.ca_pin_file; Teleport refuses to start while that file is missing or
+    empty. Without pins: no agent (re)start and no join token, only a pending comment. #}
+{%- set ca_pins = salt['pillar.get']('ci_fleet_teleport_ca:pins', []) %}
 include:
   - teleport
 
@@ -28,6 +33,29 @@ teleport-node-config-file-managed:
     - require:
       - pkg: teleport-package-install-pkg-installed
 
+{%-   if not ca_pins %}
+
+teleport-node-ca-pin-test-succeed_without_changes:
+  test.succeed_without_changes:
+    - name: {{ teleport.ca_pin_file | json }}
+    - comment: {{ teleport.ca_pin_pending_comment | json }}
+
+teleport-node-join-token-file-absent:
+  file.absent:
+    - name: {{ teleport.join_token_file }}
+{%-   else %}
+
+teleport-node-ca-pin-file-managed:
+  file.managed:
+    - name: {{ teleport.ca_pin_file }}
+    - contents: {{ ca_pins | join('\n') | json }}
+    - user: root
+    - group: root
+    - mode: '0600'
+    - makedirs: True
+    # New pins (a CA rotation) restart the agent with them.
+    - watch_in:
+      - service: teleport-node-service-running
 {%-   if join_token %}
 
 teleport-node-join-token-file-managed:
@@ -53,7 +81,10 @@ teleport-node-service-running:
   service.running:
     - name: teleport
     - enable: True
+    - require:
+      - file: teleport-node-ca-pin-file-managed
     - watch:
       - file: teleport-node-config-file-managed
       - pkg: teleport-package-install-pkg-installed
+{%-   endif %}
 {%- endif %}

@@ -13,6 +13,7 @@ import {
   CERTIFICATE_ALARM_AT_REMAINING,
   CERTIFICATE_RENEW_AT_REMAINING,
   SESSION_ALARM_BEFORE_SECONDS,
+  UNTRUSTED_CERTIFICATE_MAX_HOURS,
   SESSION_REFRESH_BEFORE_SECONDS,
   SESSION_SECONDS,
   credentialLifetimes,
@@ -72,6 +73,7 @@ describe("seams of the PKI", () => {
     expect(eval(pyConstant(session, "ALARM_BEFORE_SECONDS")!)).toBe(SESSION_ALARM_BEFORE_SECONDS);
     const [min, max] = /^MIN_LIFETIME_HOURS, MAX_LIFETIME_HOURS = (\d+), (\d+)$/m.exec(signer)!.slice(1).map(Number);
     expect({ min, max }).toEqual(FLEET_CERTIFICATE_HOURS_RANGE);
+    expect(eval(pyConstant(signer, "UNTRUSTED_MAX_LIFETIME_HOURS")!)).toBe(UNTRUSTED_CERTIFICATE_MAX_HOURS);
   });
 
   test("the credential table names every kind with its lifetime, renewal and alarm", () => {
@@ -79,6 +81,7 @@ describe("seams of the PKI", () => {
     expect(equinix.map((r) => [r.credential, r.lifetime, r.alarm])).toEqual([
       ["CI job session (queue agent role)", "60 min", expect.stringMatching(/^15 min before expiry/)],
       ["Roles Anywhere certificate + key (every machine)", "30 d (720 h)", expect.stringMatching(/^7\.5 d \(180 h\) before expiry/)],
+      ["Roles Anywhere certificate + key (runners of untrusted queues)", "3 d (72 h)", expect.stringMatching(/^18 h before expiry/)],
       ["Salt master bootstrap certificate (user-data)", "3 d (72 h)", "none (not used after first boot)"],
       ["Roles Anywhere CA (trust anchor)", "1825 d (43800 h)", expect.any(String)],
     ]);

@@ -55,6 +55,8 @@ INFRA_R1 = "prod-infra-r1"
 HOUR, DAY = 3600, 86400
 T0 = 1_900_000_000  # 2030-03-17
 LIFETIME_HOURS = 720
+# The queues the runners' own pillar documents call trusted (release, infra); default is not.
+TRUSTED_QUEUES = ("release", "infra")
 
 
 def pem(key):
@@ -123,7 +125,12 @@ def subject_of(cert_pem):
 
 def issuer(clock, minions=None, store=None):
     return pki.Issuer(STACK, MASTER, minions if minions is not None else index(), CA_CERT, CA_KEY, LIFETIME_HOURS,
-                      clock=clock, store=store or pki.MemoryStore())
+                      clock=clock, store=store or pki.MemoryStore(), trusted_queues=TRUSTED_QUEUES)
+
+
+def lifetime_of(cert_pem):
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return int((cert.not_valid_after - cert.not_valid_before).total_seconds()) - pki.BACKDATE_SECONDS
 
 
 class SignerTest(unittest.TestCase):
@@ -146,7 +153,8 @@ class SignerTest(unittest.TestCase):
         # Signed by the CA, valid for the configured lifetime from now.
         ca = x509.load_pem_x509_certificate(CA_CERT.encode())
         ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
-        self.assertEqual(int(cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()), T0 + LIFETIME_HOURS * HOUR)
+        # An untrusted queue's runner: the shorter lifetime.
+        self.assertEqual(int(cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()), T0 + pki.UNTRUSTED_MAX_LIFETIME_HOURS * HOUR)
         for minion, ou in ((MASTER, "salt-master"), (TELEPORT, "teleport"), (RELEASE_R1, "release"), (INFRA_R1, "infra")):
             self.clock.now += 1
             der = csr_of(ec.generate_private_key(ec.SECP256R1()))
@@ -165,7 +173,7 @@ class SignerTest(unittest.TestCase):
         for ou in ("infra", "release", "salt-master", "teleport"):
             self.clock.now += pki.MIN_REISSUE_SECONDS
             subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)])
-            cert_pem = self.issuer.handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, csr_of(ec.generate_private_key(ec.SECP256R1()), subject), self.clock.now))
+            cert_pem = issuer(self.clock).handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, csr_of(ec.generate_private_key(ec.SECP256R1()), subject), self.clock.now))
             self.assertEqual(subject_of(cert_pem)["OU"], ["default"])
         # An index that would hand a runner a control-plane or reserved OU is refused outright.
         for queue in ("salt-master", "teleport", "salt", "pillar", "Default", ""):
@@ -214,16 +222,68 @@ class SignerTest(unittest.TestCase):
                 self.issuer.handle(bad_id, good)
         self.assertIsInstance(self.issuer.handle(DEFAULT_R1, good), str)
 
-    def test_one_certificate_per_minion_per_ten_minutes(self):
+    def test_requests_are_fresh_within_a_minute_either_way_and_never_replayed(self):
+        key = ec.generate_private_key(ec.SECP256R1())
+        der = csr_of(key)
+        for ts in (T0 + pki.REQUEST_MAX_FUTURE_SECONDS + 1, T0 + 600, T0 - pki.REQUEST_MAX_AGE_SECONDS - 1, T0 - 600):
+            with self.subTest(ts - T0):
+                with self.assertRaisesRegex(pki.Refused, r"ahead of the master's clock|old \(a late or replayed"):
+                    issuer(self.clock).handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, der, ts))
+        self.assertLessEqual(pki.REQUEST_MAX_FUTURE_SECONDS, 60)
+        self.assertLessEqual(pki.REQUEST_MAX_AGE_SECONDS, 60)
+        for ts in (T0 + pki.REQUEST_MAX_FUTURE_SECONDS, T0 - pki.REQUEST_MAX_AGE_SECONDS):
+            self.assertIsInstance(issuer(self.clock).handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, der, ts)), str)
+        # The same signed request again, within its minute: refused (the master remembers the last one).
+        store = pki.MemoryStore()
+        request = signed(RELEASE_R1, RELEASE_R1, der, T0)
+        issuer(self.clock, store=store).handle(RELEASE_R1, request)
+        self.clock.now += 30
+        with self.assertRaisesRegex(pki.Refused, "replay"):
+            issuer(self.clock, store=store).handle(RELEASE_R1, request)
+
+    def test_no_stockpiling_a_new_certificate_only_past_half_life_and_one_per_hour(self):
         store = pki.MemoryStore()
         signer = issuer(self.clock, store=store)
-        signer.handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), T0))
-        self.clock.now += pki.MIN_REISSUE_SECONDS - 1
+        first_key = ec.generate_private_key(ec.SECP256R1())
+        first = signer.handle(RELEASE_R1, signed(RELEASE_R1, RELEASE_R1, csr_of(first_key), self.clock.now))
+        lifetime = LIFETIME_HOURS * HOUR
+        # A rooted machine asking with new keys before half-life gets nothing, however often.
+        for step in (pki.MIN_REISSUE_SECONDS, lifetime // 4, lifetime // 2 - pki.REQUEST_MAX_FUTURE_SECONDS - pki.BACKDATE_SECONDS):
+            self.clock.now = T0 + step
+            with self.assertRaisesRegex(pki.Refused, "not yet past half its lifetime"):
+                signer.handle(RELEASE_R1, signed(RELEASE_R1, RELEASE_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), self.clock.now))
+        # The same key asking again (its delivery was lost) gets the same certificate, nothing new.
+        self.clock.now += 5
+        self.assertEqual(signer.handle(RELEASE_R1, signed(RELEASE_R1, RELEASE_R1, csr_of(first_key), self.clock.now)), first)
+        # Past half-life, when the machine's own `due` says so: a new one.
+        self.clock.now = T0 + lifetime // 2
+        self.assertTrue(machine.due((T0 - pki.BACKDATE_SECONDS, T0 + lifetime, "k"), self.clock.now))
+        second = signer.handle(RELEASE_R1, signed(RELEASE_R1, RELEASE_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), self.clock.now))
+        self.assertNotEqual(second, first)
+        # And then nothing again until that one is past half-life: at most two valid at a time.
+        self.clock.now += pki.MIN_REISSUE_SECONDS + 1
+        with self.assertRaisesRegex(pki.Refused, "not yet past half its lifetime"):
+            signer.handle(RELEASE_R1, signed(RELEASE_R1, RELEASE_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), self.clock.now))
+        # With the last one expired on record, one signing per MIN_REISSUE_SECONDS still holds.
+        self.clock.now = store.entries[RELEASE_R1]["issued_at"] + pki.MIN_REISSUE_SECONDS - 1
+        store.entries[RELEASE_R1]["not_after"] = self.clock.now - 1
         with self.assertRaisesRegex(pki.Refused, "issued a certificate"):
-            signer.handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), self.clock.now))
-        self.clock.now += 1
-        signer.handle(DEFAULT_R1, signed(DEFAULT_R1, DEFAULT_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), self.clock.now))
-        self.assertEqual(sorted(store.entries), [DEFAULT_R1])
+            signer.handle(RELEASE_R1, signed(RELEASE_R1, RELEASE_R1, csr_of(ec.generate_private_key(ec.SECP256R1())), self.clock.now))
+        self.assertGreaterEqual(pki.MIN_REISSUE_SECONDS, 3600)
+        self.assertEqual(sorted(store.entries), [RELEASE_R1])
+
+    def test_untrusted_queues_get_the_shorter_lifetime_and_an_unknown_queue_counts_as_untrusted(self):
+        self.assertEqual(pki.UNTRUSTED_MAX_LIFETIME_HOURS, 72)
+        for minion, hours in ((DEFAULT_R1, pki.UNTRUSTED_MAX_LIFETIME_HOURS), (RELEASE_R1, LIFETIME_HOURS),
+                              (INFRA_R1, LIFETIME_HOURS), (TELEPORT, LIFETIME_HOURS), (MASTER, LIFETIME_HOURS)):
+            der = csr_of(ec.generate_private_key(ec.SECP256R1()))
+            self.assertEqual((minion, lifetime_of(issuer(self.clock).handle(minion, signed(minion, minion, der, T0)))), (minion, hours * HOUR))
+        # No trusted queue known (its pillar could not be read): every runner is short-lived.
+        bare = pki.Issuer(STACK, MASTER, index(), CA_CERT, CA_KEY, LIFETIME_HOURS, clock=self.clock)
+        self.assertEqual(bare.lifetime_for(RELEASE_R1), pki.UNTRUSTED_MAX_LIFETIME_HOURS * HOUR)
+        # A configured lifetime below the cap is kept.
+        short = pki.Issuer(STACK, MASTER, index(), CA_CERT, CA_KEY, 48, clock=self.clock, trusted_queues=TRUSTED_QUEUES)
+        self.assertEqual(short.lifetime_for(DEFAULT_R1), 48 * HOUR)
 
     def test_the_lifetime_range_is_enforced(self):
         for hours in (23, 721, 168.5):
@@ -289,8 +349,8 @@ class Fleet:
                 raise RuntimeError("the master does not answer")
             with open(self.master_document) as handle:
                 document = json.load(handle)
-            pem_text = pki.issuer_from_master(document, MASTER, ca_dir=self.ca_dir,
-                                              store=self.store, clock=self.clock).handle(m.id, request)
+            pem_text = pki.issuer_from_master(document, MASTER, ca_dir=self.ca_dir, store=self.store, clock=self.clock,
+                                              trusted_queues=TRUSTED_QUEUES).handle(m.id, request)
             self.issued.append(m.id)
             incoming = os.path.join(m.cert_dir, "incoming.pem")
             with open(incoming, "w") as handle:
@@ -320,7 +380,7 @@ class RenewalTest(unittest.TestCase):
             for m in self.fleet.machines:
                 not_before, not_after, public = m.current()
                 self.assertLess(now, not_after, m.id)
-                self.assertGreater(not_after - now, LIFETIME_HOURS * HOUR * machine.ALARM_AT_REMAINING, m.id)
+                self.assertGreater(not_after - now, (not_after - not_before) * machine.ALARM_AT_REMAINING, m.id)
                 if not keys[m.id] or keys[m.id][-1] != public:
                     keys[m.id].append(public)
                 self.assertFalse(os.path.exists(os.path.join(m.alarm_dir, machine.ALARM_NAME)), m.id)
@@ -343,18 +403,18 @@ class RenewalTest(unittest.TestCase):
         self.step(0)
         # The minions' channel to the master breaks (the master renews its own, locally).
         self.fleet.broken = True
-        runner = next(m for m in self.fleet.machines if m.id == DEFAULT_R1)
+        runner = next(m for m in self.fleet.machines if m.id == RELEASE_R1)
         _, expiry, _ = runner.current()
         lifetime = LIFETIME_HOURS * HOUR
         # Past half-life every hourly attempt fails; no alarm while more than a quarter is left.
         self.fleet.clock.now = T0 + lifetime // 2 - HOUR
         for _ in range(3):
-            self.assertEqual(self.step(1)[DEFAULT_R1], 0)
+            self.assertEqual(self.step(1)[RELEASE_R1], 0)
         self.assertTrue(any(line.startswith("<4>") and "renewal failed" in line for line in runner.log))
         self.fleet.clock.now = expiry - int(lifetime * machine.ALARM_AT_REMAINING) - 4 * HOUR
         first_alarm = None
         while first_alarm is None and self.fleet.clock.now < expiry:
-            if self.step(1)[DEFAULT_R1] == 1:
+            if self.step(1)[RELEASE_R1] == 1:
                 first_alarm = self.fleet.clock.now
         self.assertIsNotNone(first_alarm)
         with open(os.path.join(runner.alarm_dir, machine.ALARM_NAME)) as handle:
@@ -366,10 +426,10 @@ class RenewalTest(unittest.TestCase):
         # The master (its own CA) never alarms; nor does anything but the broken channel's minions.
         self.assertFalse(os.path.exists(os.path.join(self.fleet.machines[0].alarm_dir, machine.ALARM_NAME)))
         self.fleet.clock.now = expiry
-        self.assertEqual(self.step(1)[DEFAULT_R1], 1)
+        self.assertEqual(self.step(1)[RELEASE_R1], 1)
         self.assertTrue(any(line.startswith("<3>") and "expired" in line for line in runner.log))
         self.fleet.broken = False
-        self.assertEqual(self.step(1)[DEFAULT_R1], 0)
+        self.assertEqual(self.step(1)[RELEASE_R1], 0)
         self.assertFalse(os.path.exists(os.path.join(runner.alarm_dir, machine.ALARM_NAME)))
 
     def test_a_certificate_is_installed_only_for_the_pending_key(self):

@@ -1,3 +1,5 @@
+import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import { gunzipSync, gzipSync } from "zlib";
 import * as runModule from "../../tools/preview/run";
@@ -71,6 +73,9 @@ describe.each(["production", "production-aws"])("the blast radius of stack %s", 
     } else {
       expect(aws).toContain("via the certificate the fleet issues it (OU=default");
     }
+    // The one fleet-wide pillar file a runner reads holds public data only (the CA pins).
+    expect(row(r, "runner of queue `default` (untrusted)").pillar).toContain("`ci_fleet_teleport_ca`: 1 key");
+    expect(text(row(r, "runner of queue `default` (untrusted)").pillar)).not.toContain("ci_fleet_teleport_ca.pins` (secret)");
     const access = text(row(r, "runner of queue `default` (untrusted)").access);
     expect(access).toContain("Salt: a minion; requests its own pillar only");
     expect(access).toContain("no access to other machines");
@@ -143,6 +148,22 @@ describe("a mutated fleet fails the check, with the problem named", () => {
     edit(doc);
     inputs.value = JSON.stringify(doc);
   }
+
+  test("a pillar file every minion includes, other than the declared public ones, fails closed", async () => {
+    // A copy of the Salt tree whose minion pillar includes one more fleet-wide file.
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-blast-salt-"));
+    try {
+      fs.cpSync(SALT_ROOT, root, { recursive: true });
+      const minionSls = path.join(root, "pillar/minion.sls");
+      const original = fs.readFileSync(minionSls, "utf8");
+      fs.writeFileSync(minionSls, original.replace("{% include 'teleport/ca_pins.json' ignore missing %}", "{% include 'teleport/all_tokens.json' ignore missing %}"));
+      expect(fs.readFileSync(minionSls, "utf8")).not.toBe(original);
+      const r = await computeBlastRadius(runs[stack], { saltRoot: root });
+      expect(r.problems.join("\n")).toContain(`${where}: pillar: salt/pillar/minion.sls: includes 'inline/' ~ opts.id ~ '/' ~ key ~ '.json', 'teleport/all_tokens.json': not files named by opts.id (fail closed)`);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
 
   test("the default queue's role granted another queue's SSM path", async () => {
     const r = await mutated((run) =>

@@ -119,7 +119,7 @@ describe("roles", () => {
       expect(allow.logins).toEqual(["ci-operator"]);
       expect(allow.node_labels?.["dynamic/role"]).toBe("runner");
       expect(allow.rules).toBeUndefined();
-      expect(deny.logins).toEqual(expect.arrayContaining(["root", "buildkite-agent", "github-runner"]));
+      expect(deny.logins).toEqual(expect.arrayContaining(["root", "buildkite-agent", "ci-agent"]));
       expect(options).toMatchObject({ forward_agent: false, ssh_port_forwarding: NO_PORT_FORWARDING, ssh_file_copy: false, record_session: { default: "strict" } });
     }
   });
@@ -228,11 +228,11 @@ describe("resources stream for tctl create -f", () => {
   });
 
   test("the Pulumi output is a secret, and an unknown role fails before any secret is read", async () => {
-    const args = { queues: QUEUES, publicAddr: PUBLIC_ADDR, organization: ORG, teamsToRoles: TEAMS_TO_ROLES };
+    const args = { stack: "production", queues: QUEUES, publicAddr: PUBLIC_ADDR, organization: ORG, teamsToRoles: TEAMS_TO_ROLES };
     const output = teleportResourcesYaml({ ...args, clientId: pulumi.output(FAKE_CLIENT_ID), clientSecret: pulumi.output(FAKE_CLIENT_SECRET) });
     expect(await pulumi.isSecret(output)).toBe(true);
     const text = await new Promise<string>((resolve) => output.apply(resolve));
-    expect(text).toBe(renderTeleportResources(roles, buildGithubConnector(connectorInput())));
+    expect(text).toBe(renderTeleportResources(buildRoles({ queues: QUEUES, stack: "production" }), buildGithubConnector(connectorInput())));
 
     let secretRead = false;
     const watched = pulumi.output(FAKE_CLIENT_SECRET).apply((s) => ((secretRead = true), s));

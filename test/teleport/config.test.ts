@@ -1,7 +1,7 @@
 import { readFileSync } from "fs";
 import { join } from "path";
 import { parse } from "yaml";
-import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_ASSIGNED_LABEL_PREFIX, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
+import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_ASSIGNED_LABEL_PREFIX, TELEPORT_CA_PIN_PATH, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
 import { documentKeyPaths, isDocumentedPath, TELEPORT_CONFIG_V3_FIELDS, TELEPORT_VERSION, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
 import { renderYaml } from "../../infra/teleport/yaml";
 import { AUTH_ADDRESS, authConfig, authInput, MACHINES, nodeConfigs } from "./fixtures";
@@ -160,12 +160,11 @@ describe("teleport.yaml of every other machine (SSH service only)", () => {
     expect(config.teleport.auth_server).toBe("production-teleport.fleet.ci.example.org:3025");
   });
 
-  test("CA pins are rendered sorted, and must be sha256 pins", () => {
-    const pins = ["sha256:" + "b".repeat(64), "sha256:" + "a".repeat(64)];
+  test.each(["equinix-metal", "aws"] as const)("a %s node config always pins the cluster CA through the pin file, never trust on first use", (provider) => {
     const labels = MACHINES["production-default-r1"];
-    const config = buildNodeConfig({ provider: "equinix-metal", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: pins });
-    expect(config.teleport.ca_pin).toEqual([pins[1], pins[0]]);
-    expect(() => buildNodeConfig({ provider: "equinix-metal", nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels, caPins: ["md5:00"] })).toThrow(/caPins/);
+    const config = buildNodeConfig({ provider, nodename: "production-default-r1", privateIpv4: "10.0.1.10", authAddress: AUTH_ADDRESS, labels });
+    expect(config.teleport.ca_pin).toEqual([TELEPORT_CA_PIN_PATH]);
+    expect(TELEPORT_CA_PIN_PATH.startsWith("/")).toBe(true);
   });
 
   test("labels: a queue label on runners and only on runners", () => {

@@ -133,9 +133,18 @@ interface PillarSource {
   problems: string[];
 }
 
+/**
+ * Files every minion's pillar may include that hold nothing secret: the keys they set, with
+ * a placeholder value that says what they are. The master writes them itself; they are what
+ * root on any machine may see anyway (a CA pin is the sha256 of a public key).
+ */
+const FLEET_PUBLIC_PILLAR_FILES: Record<string, Obj> = {
+  "'teleport/ca_pins.json'": { ci_fleet_teleport_ca: { pins: "the Teleport cluster's CA pins (sha256 of public keys)" } },
+};
+
 class PillarTop {
   private readonly topText: string;
-  private readonly slsCache = new Map<string, { kind: "document"; inline: string[] } | { kind: "plain"; data: Obj } | { kind: "unknown"; why: string }>();
+  private readonly slsCache = new Map<string, { kind: "document"; inline: string[]; public: Obj } | { kind: "plain"; data: Obj } | { kind: "unknown"; why: string }>();
   readonly problems: string[] = [];
 
   constructor(private readonly pillarRoot: string) {
@@ -206,14 +215,20 @@ class PillarTop {
         // read from files named by that id too.
         const ownOnly = imports.every((expr) => /^'[^']*'\s*~\s*opts\.id\s*~\s*'[^']*'$/.test(expr));
         const includes = [...text.matchAll(/include\s+([^%]+?)\s+ignore missing/g)].map((m) => m[1].trim());
-        const includesOwn = includes.every((expr) => /^'[^']*'\s*~\s*opts\.id\s*~\s*'[^']*'\s*~\s*key\s*~\s*'[^']*'$/.test(expr));
+        const ownInclude = (expr: string) => /^'[^']*'\s*~\s*opts\.id\s*~\s*'[^']*'\s*~\s*key\s*~\s*'[^']*'$/.test(expr);
+        const includesOwn = includes.every((expr) => ownInclude(expr) || expr in FLEET_PUBLIC_PILLAR_FILES);
+        const publicFiles = includes.filter((expr) => !ownInclude(expr) && expr in FLEET_PUBLIC_PILLAR_FILES);
         const keyList = /for\s+key\s+in\s+\[([^\]]*)\]/.exec(text);
         const inlineKey = /update\(\{\s*'([A-Za-z0-9_]+)'\s*:\s*inline\s*\}\)/.exec(text);
         if (!ownOnly) cached = { kind: "unknown", why: `imports ${imports.join(", ")}: not a document named by opts.id` };
         else if (!includesOwn) cached = { kind: "unknown", why: `includes ${includes.join(", ")}: not files named by opts.id` };
         else {
           const keys = includes.length && keyList ? [...keyList[1].matchAll(/'([^']+)'/g)].map((m) => m[1]) : [];
-          cached = { kind: "document", inline: keys.map((k) => `${inlineKey ? inlineKey[1] : "?"}.${k}`) };
+          cached = {
+            kind: "document",
+            inline: keys.map((k) => `${inlineKey ? inlineKey[1] : "?"}.${k}`),
+            public: Object.assign({}, ...publicFiles.map((expr) => FLEET_PUBLIC_PILLAR_FILES[expr])),
+          };
         }
       } else if (/\{\{|\{%/.test(text)) cached = { kind: "unknown", why: "Jinja the preview does not evaluate" };
       else {
@@ -237,6 +252,7 @@ class PillarTop {
       if (s.kind === "document") {
         out.ownDocument = true;
         out.inline.push(...s.inline);
+        Object.assign(out.shared, s.public);
       } else if (s.kind === "plain") Object.assign(out.shared, s.data);
       else out.problems.push(`salt/pillar/${name}.sls: ${s.why} (fail closed)`);
     }

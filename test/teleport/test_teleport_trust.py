@@ -1,0 +1,308 @@
+#!/usr/bin/python3
+"""Issue 12, the Teleport trust the master keeps (salt/_runners/ci_fleet.py,
+salt/_modules/ci_fleet_teleport.py, salt/pillar/minion.sls), against a rooted runner:
+
+- CA pins: computed by the master from the Teleport minion's host CA export exactly as Teleport
+  does (lib/utils CalculateSPKI: sha256 of the certificate's SubjectPublicKeyInfo DER), checked
+  here against real OpenSSL certificates; recorded in the master's own state and served through
+  pillar to every node, never to the Teleport machine, never taken from a runner; no join
+  without them.
+- Impostor nodes: a node whose hostname is no machine of the stack, that claims the Teleport
+  machine's name, or that announces a machine's name at another address, is locked.
+- Forgeable returns: an answer to a job published to the Teleport minion alone that also
+  carries another minion id is not believed at all.
+
+Runs with the fakes of test/orchestration/test_orchestration.py (LocalClient, the Salt loader
+globals, the real Jinja2 pillar render).
+
+  python3 test/teleport/test_teleport_trust.py        (run by test/teleport/ca-pin.test.ts)
+  CI_FLEET_SALT_ROOT=DIR runs the same tests against another copy of the salt/ tree.
+"""
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fleet = _load("ci_fleet_orchestration_tests", os.path.join(ROOT, "test", "orchestration", "test_orchestration.py"))
+orchestration = fleet.orchestration
+render = fleet.render
+SALT = fleet.SALT
+TELEPORT = "prod-teleport"
+ROOTED = "prod-default-r1"
+
+
+def openssl(*args, data=None):
+    return subprocess.run(["openssl"] + list(args), input=data, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, check=True).stdout
+
+
+def make_certificate(directory, name, key_args):
+    """A self-signed CA certificate made by OpenSSL; returns (PEM text, OpenSSL's own pin)."""
+    key, cert = os.path.join(directory, name + ".key"), os.path.join(directory, name + ".pem")
+    openssl("req", "-x509", "-newkey", *key_args, "-nodes", "-keyout", key, "-out", cert,
+            "-subj", "/O=prod.example.org/CN=%s" % name, "-days", "2",
+            "-addext", "basicConstraints=critical,CA:TRUE")
+    spki = openssl("pkey", "-pubin", "-outform", "DER", data=openssl("x509", "-in", cert, "-pubkey", "-noout"))
+    with open(cert) as handle:
+        return handle.read(), "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+class TeleportCaPinTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+        self.pins_file = os.path.join(self.dir, "teleport", "ca_pins.json")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_the_pin_is_the_sha256_of_the_certificates_spki_as_openssl_computes_it(self):
+        rsa, rsa_pin = make_certificate(self.dir, "rsa", ["rsa:2048"])
+        ec, ec_pin = make_certificate(self.dir, "ec", ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        self.assertEqual(orchestration.teleport_ca_pins(rsa), [rsa_pin])
+        self.assertEqual(orchestration.teleport_ca_pins(ec), [ec_pin])
+        # A CA in rotation exports two certificates: both pins, sorted, each once.
+        self.assertEqual(orchestration.teleport_ca_pins(ec + "\n" + rsa + rsa), sorted([rsa_pin, ec_pin]))
+        # The committed fixture (the fake Teleport machine's host CA) too.
+        fixture = os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")
+        spki = openssl("pkey", "-pubin", "-outform", "DER", data=openssl("x509", "-in", fixture, "-pubkey", "-noout"))
+        with open(fixture) as handle:
+            self.assertEqual(orchestration.teleport_ca_pins(handle.read()), ["sha256:" + hashlib.sha256(spki).hexdigest()])
+
+    def test_anything_but_certificates_gives_no_pin(self):
+        for junk in ("", "True", "sha256:" + "a" * 64, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+                     "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----", None, True, ["x"]):
+            with self.assertRaises((ValueError, TypeError), msg=repr(junk)):
+                orchestration.teleport_ca_pins(junk)
+
+    def recorded(self):
+        with open(self.pins_file) as handle:
+            return json.load(handle)
+
+    def test_the_master_records_the_teleport_minions_pins_root_only_and_only_asks_the_teleport_minion(self):
+        client = fleet.FakeLocalClient()
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            pins = orchestration.refresh_teleport_ca_pins()
+        fixture = os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")
+        with open(fixture) as handle:
+            self.assertEqual(pins, orchestration.teleport_ca_pins(handle.read()))
+        self.assertEqual(self.recorded(), pins)
+        self.assertEqual(os.stat(self.pins_file).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(self.pins_file)).st_mode & 0o777, 0o700)
+        asked = [p for p in client.publications if p["fun"] == "ci_fleet_teleport.host_ca_certificates"]
+        self.assertEqual([p["tgt"] for p in asked], [TELEPORT])
+
+    def test_pins_stay_as_they_are_when_the_teleport_machine_is_down_or_answers_junk(self):
+        client = fleet.FakeLocalClient()
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            before = orchestration.refresh_teleport_ca_pins()
+        for broken in (fleet.FakeLocalClient(teleport_down=True), JunkExport()):
+            with fleet.Harness(broken, fleet.FakeGitHubHTTP(), self.inline_dir):
+                with self.assertLogs(orchestration.log, "WARNING"):
+                    self.assertEqual(orchestration.refresh_teleport_ca_pins(), before)
+            self.assertEqual(self.recorded(), before)
+
+    def test_no_join_token_is_minted_while_no_pin_is_known(self):
+        client = JunkExport(joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "WARNING"):
+                self.assertEqual(orchestration.join_teleport_nodes(), [])
+        self.assertEqual(client.tokens, 0)
+        self.assertEqual([p for p in client.publications if p["fun"] in ("state.apply", "ci_fleet_teleport.node_token")], [])
+        self.assertFalse(os.path.exists(self.pins_file))
+
+    def test_the_pillar_serves_the_pins_to_every_node_and_not_to_the_teleport_machine(self):
+        pins = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
+        pillar_dir = os.path.join(self.dir, "pillar")
+        os.makedirs(os.path.join(pillar_dir, "minions"))
+        os.makedirs(os.path.join(pillar_dir, "teleport"))
+        orchestration.CaPinStore(os.path.join(pillar_dir, "teleport", "ca_pins.json")).put(pins)
+        for minion_id, spec in fleet.MINIONS.items():
+            with open(os.path.join(pillar_dir, "minions", minion_id + ".json"), "w") as handle:
+                json.dump({"ci_fleet": {"minion_id": minion_id, "role": spec["role"]}}, handle)
+        served = {}
+        for minion_id in fleet.MINIONS:
+            pillar, _, _ = render.compile_pillar(SALT, pillar_dir, minion_id, render.Recorder())
+            served[minion_id] = pillar.get("ci_fleet_teleport_ca")
+        self.assertEqual(served, {m: (None if s["role"] == "teleport" else {"pins": pins}) for m, s in fleet.MINIONS.items()})
+        # Not known yet: nobody gets the key (node.sls then waits with a pending comment).
+        os.remove(os.path.join(pillar_dir, "teleport", "ca_pins.json"))
+        pillar, _, _ = render.compile_pillar(SALT, pillar_dir, ROOTED, render.Recorder())
+        self.assertNotIn("ci_fleet_teleport_ca", pillar)
+
+    def test_the_store_refuses_anything_but_sha256_pins(self):
+        store = orchestration.CaPinStore(self.pins_file)
+        for bad in ([], ["md5:00"], ["sha256:" + "A" * 64], ["sha256:" + "a" * 63], [None]):
+            with self.assertRaises(ValueError):
+                store.put(bad)
+        self.assertEqual(store.get(), [])
+        self.assertTrue(store.put(["sha256:" + "b" * 64, "sha256:" + "a" * 64]))
+        self.assertFalse(store.put(["sha256:" + "a" * 64, "sha256:" + "b" * 64]))   # unchanged
+        self.assertEqual(store.get(), ["sha256:" + "a" * 64, "sha256:" + "b" * 64])
+
+
+class JunkExport(fleet.FakeLocalClient):
+    """A Teleport machine whose host CA export is no certificate."""
+
+    def execute(self, tgt, fun, arg, kwarg):
+        if fun == "ci_fleet_teleport.host_ca_certificates":
+            return "not a certificate"
+        return super().execute(tgt, fun, arg, kwarg)
+
+
+class ForgedReturns(fleet.FakeLocalClient):
+    """Root on prod-default-r1 sees every publication (every minion does) and, through batched
+    events (CVE-2025-22239 before its fix), adds its own return to each job meant for the
+    Teleport minion: LocalClient then hands the master answers from two minion ids."""
+
+    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
+            kwarg=None, **kwargs):
+        answers = super().cmd(tgt, fun, arg=arg, timeout=timeout, tgt_type=tgt_type, ret=ret, jid=jid,
+                              full_return=full_return, kwarg=kwarg, **kwargs)
+        if tgt == TELEPORT:
+            forged = {"ret": [], "retcode": 0, "jid": "1"} if full_return else []
+            answers = dict(answers, **{ROOTED: forged})
+        return answers
+
+
+class ForgedReturnsTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_a_teleport_job_answered_by_another_minion_too_is_not_believed(self):
+        nodes = TeleportImpostorTest.honest_nodes() + [fleet.node("h-rogue", "prod-rogue")]
+        client = ForgedReturns(nodes=nodes, joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "ERROR") as logs:
+                self.assertEqual(orchestration.refresh_teleport_ca_pins(), [])
+                self.assertEqual(orchestration.join_teleport_nodes(), [])
+                self.assertEqual(orchestration.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": []})
+        self.assertTrue(any("forged returns?" in line for line in logs.output))
+        self.assertEqual(client.server_infos, {})
+        self.assertEqual(client.locks, [])
+        self.assertEqual(client.tokens, 0)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "teleport", "ca_pins.json")))
+
+    def test_the_teleport_minions_answer_alone_is_believed(self):
+        client = fleet.FakeLocalClient(nodes=TeleportImpostorTest.honest_nodes())
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            self.assertEqual(len(orchestration.refresh_teleport_ca_pins()), 1)
+            self.assertEqual(len(orchestration.assign_teleport_labels()["assigned"]), len(fleet.MINIONS))
+
+
+class TeleportImpostorTest(unittest.TestCase):
+    """A node with a valid host certificate (a rooted runner re-joining with its own `iam` token
+    under new host ids, or anyone with a join token) that is not the machine it claims."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    @staticmethod
+    def honest_nodes():
+        return [fleet.node("h-master", "prod-salt-master"), fleet.node("h-teleport", TELEPORT, own=True),
+                fleet.node("h-d1", "prod-default-r1"), fleet.node("h-d2", "prod-default-r2"),
+                fleet.node("h-r1", "prod-release-r1")]
+
+    def run_round(self, nodes, server_infos=None):
+        client = fleet.FakeLocalClient(nodes=nodes, server_infos=server_infos)
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            result = orchestration.assign_teleport_labels()
+        messages = {p["arg"][0]: p["arg"][1] for p in client.publications if p["fun"] == "ci_fleet_teleport.lock_node"}
+        return client, result, messages
+
+    def test_honest_nodes_are_never_locked(self):
+        client, result, _ = self.run_round(self.honest_nodes())
+        self.assertEqual(client.locks, [])
+        # Assigned in an earlier round: still not locked.
+        infos = dict(client.server_infos)
+        client, _, _ = self.run_round(self.honest_nodes(), infos)
+        self.assertEqual(client.locks, [])
+
+    def test_a_node_whose_hostname_is_no_machine_of_the_stack_is_locked_with_a_reason(self):
+        for hostname in ("prod-default-r9", "staging-default-r1", "", None, "prod-default-r1.evil"):
+            nodes = self.honest_nodes() + [fleet.node("h-rogue", hostname, addr="10.0.1.10:3022")]
+            with self.assertLogs(orchestration.log, "ERROR"):
+                client, result, messages = self.run_round(nodes)
+            self.assertEqual(client.locks, ["h-rogue"], hostname)
+            self.assertEqual(result["locked"], ["h-rogue"])
+            self.assertIn("is no machine of stack prod", messages["h-rogue"])
+            self.assertTrue(messages["h-rogue"].startswith("ci-fleet: "))
+            self.assertNotIn("h-rogue", client.server_infos)
+
+    def test_a_node_announcing_a_machines_name_at_another_address_is_locked_and_the_machine_is_not(self):
+        nodes = self.honest_nodes() + [fleet.node("h-impostor", "prod-release-r1", addr="10.0.1.10:3022")]
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, result, messages = self.run_round(nodes)
+        self.assertEqual(client.locks, ["h-impostor"])
+        self.assertIn("that machine's address is 10.0.1.12:3022", messages["h-impostor"])
+        self.assertEqual(client.server_infos["h-r1"], fleet.assigned_labels("prod-release-r1"))
+
+    def test_a_node_claiming_the_teleport_machines_name_is_locked(self):
+        nodes = self.honest_nodes() + [fleet.node("h-fake-teleport", TELEPORT, addr="10.0.0.6:3022")]
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, _, messages = self.run_round(nodes)
+        self.assertEqual(client.locks, ["h-fake-teleport"])
+        self.assertIn("Teleport machine's", messages["h-fake-teleport"])
+
+    def test_the_auth_services_own_node_is_never_locked(self):
+        nodes = [fleet.node("h-teleport", "whatever-name", own=True, labels={"dynamic/role": "salt-master"})]
+        client, _, _ = self.run_round(nodes)
+        self.assertEqual(client.locks, [])
+
+    def test_two_nodes_at_the_machines_name_and_address_are_ambiguous_not_locked(self):
+        # Both pass every check the master can make: neither gets labels (fail closed); a human
+        # decides which to lock.
+        nodes = self.honest_nodes() + [fleet.node("h-twin", "prod-release-r1")]
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, result, _ = self.run_round(nodes)
+        self.assertEqual(result["ambiguous"], ["prod-release-r1"])
+        self.assertEqual(client.locks, [])
+
+
+class TeleportModuleTest(unittest.TestCase):
+    def test_host_ca_certificates_is_tctl_auth_export_of_the_tls_host_ca(self):
+        module = _load("ci_fleet_teleport_under_test", os.path.join(SALT, "_modules", "ci_fleet_teleport.py"))
+        fixture = os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")
+        with open(fixture) as handle:
+            pem = handle.read()
+        calls = []
+
+        def run_all(argv, **kwargs):
+            calls.append((argv, kwargs))
+            return {"retcode": 0, "stdout": pem if argv[1:] == ["auth", "export", "--type=tls-host"] else "", "stderr": ""}
+
+        module.__salt__ = {"cmd.run_all": run_all}
+        self.assertEqual(module.host_ca_certificates(), pem)
+        self.assertEqual(calls[0][0], ["tctl", "auth", "export", "--type=tls-host"])
+        self.assertFalse(calls[0][1]["python_shell"])
+        module.__salt__ = {"cmd.run_all": lambda argv, **kw: {"retcode": 0, "stdout": "", "stderr": ""}}
+        with self.assertRaises(RuntimeError):
+            module.host_ca_certificates()
+
+
+if __name__ == "__main__":
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    sys.exit(0 if result.wasSuccessful() else 1)
