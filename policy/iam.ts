@@ -89,6 +89,19 @@ export const iamDeployRoleShortSessions: ResourceValidationPolicy = {
   }),
 };
 
+export const iamDeployRoleHasBoundary: ResourceValidationPolicy = {
+  name: "iam-deploy-role-permissions-boundary",
+  description: `Deploy roles (tagged "${FLEET_TAGS.role}=deploy", or trusting a ci-fleet agent role) carry a permissions boundary, so a managed policy attached in the target account cannot grant more than the boundary allows.`,
+  enforcementLevel: "advisory",
+  validateResource: validateResourceOfType(aws.iam.Role, (role, _args, reportViolation) => {
+    const tagged = awsTags(role)[FLEET_TAGS.role] === "deploy";
+    if (!tagged && !trustsAnAgentRole(role.assumeRolePolicy)) return;
+    if (typeof role.permissionsBoundary !== "string" || role.permissionsBoundary === "") {
+      reportViolation("the deploy role has no permissions boundary (deployTargets.<name>.permissionsBoundaryArn)");
+    }
+  }),
+};
+
 /** `Action: "*"` (or `*:*`) on `Resource: "*"`: full administrator rights. */
 export function adminStatementProblems(document: unknown, label: string): string[] {
   const parsed = parsePolicyDocument(document);
@@ -147,6 +160,7 @@ export const iamPolicies: ResourceValidationPolicy[] = [
   iamTrustNoWildcardOrRoot,
   iamRoleKindTagged,
   iamDeployRoleShortSessions,
+  iamDeployRoleHasBoundary,
   iamNoAdminWildcard,
   iamNoAccessKeys,
 ];

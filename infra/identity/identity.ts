@@ -38,6 +38,8 @@ import {
   CA_VALIDITY_HOURS,
   SESSION_SECONDS,
 } from "./lifetimes";
+import { OIDC_AUDIENCE, OIDC_ISSUERS, ciIdentityTrustPolicy } from "./ci-identity";
+import type { CiAgentKind } from "../config/model";
 
 export const FLEET_IDENTITY_TYPE = "ci-fleet:identity:FleetIdentity";
 
@@ -120,6 +122,8 @@ export function identityConfigProblems(config: FleetConfig): string[] {
       const problem = roleNameProblem(target.roleName);
       if (problem) problems.push(`${where}: ${problem}`);
       claim(target.accountId, target.roleName, where);
+      if (target.trust === "ci-identity" && (target.identities ?? []).length === 0) problems.push(`${where}: trust ci-identity needs at least one identity`);
+      if (target.trust !== "ci-identity" && (target.identities ?? []).length > 0) problems.push(`${where}: identities apply only with trust ci-identity`);
       const attachmentNames = target.managedPolicyArns.map(policyAttachmentSuffix);
       const duplicate = attachmentNames.find((n, i) => attachmentNames.indexOf(n) !== i);
       if (duplicate !== undefined) problems.push(`${where}: managed policy ${duplicate} is listed twice`);
@@ -332,21 +336,68 @@ export class FleetIdentity extends pulumi.ComponentResource {
       }
       return accountProvider;
     };
+    // ci-identity targets: one OIDC provider per (target account, issuer), shared by the targets
+    // in that account. No thumbprint: AWS validates GitHub's issuer with its own library of trusted
+    // CAs (a thumbprint is kept but unused), and for any other issuer IAM fetches the top
+    // intermediate CA's thumbprint itself when none is given (docs/deploy.md).
+    const oidcProviders = new Map<string, aws.iam.OpenIdConnectProvider>();
+    const oidcProviderFor = (targetAccount: string, platform: CiAgentKind) => {
+      const key = `${targetAccount}/${platform}`;
+      let oidcProvider = oidcProviders.get(key);
+      if (!oidcProvider) {
+        oidcProvider = new aws.iam.OpenIdConnectProvider(
+          `${name}-oidc-${targetAccount}-${platform}`,
+          {
+            url: OIDC_ISSUERS[platform].url,
+            clientIdLists: [OIDC_AUDIENCE],
+            tags: tags("fleet", { [fleetTag.ciPlatform]: platform }),
+          },
+          { parent: this, provider: providerFor(targetAccount) },
+        );
+        oidcProviders.set(key, oidcProvider);
+      }
+      return oidcProvider;
+    };
     const deployRoleArns: Record<string, Record<string, pulumi.Output<string>>> = {};
+    /** Per queue, the deploy roles its agent role may assume: queue-role targets only. */
+    const queueRoleDeployArns: Record<string, pulumi.Output<string>[]> = {};
     for (const queue of queues) {
       deployRoleArns[queue] = {};
+      queueRoleDeployArns[queue] = [];
       for (const [targetName, target] of sortedEntries(config.queues[queue].deployTargets)) {
         const inTargetAccount = { parent: this, provider: providerFor(target.accountId) };
         const roleResourceName = `${name}-deploy-${queue}-${targetName}`;
+        const trust = target.trust ?? "queue-role";
+        let assumeRolePolicy: pulumi.Output<string>;
+        if (trust === "ci-identity") {
+          const identities = target.identities ?? [];
+          const platforms = [...new Set(identities.map((i) => i.platform))].sort();
+          // A provider that already exists in the account (config oidcProviderArn) is trusted as it
+          // is: the stack neither creates it nor deletes it on destroy.
+          const providerArnsIn = platforms.map((platform): pulumi.Input<string> => target.oidcProviderArn ?? oidcProviderFor(target.accountId, platform).arn);
+          assumeRolePolicy = pulumi
+            .all(providerArnsIn)
+            .apply((providerArns) =>
+              policyJson(
+                ciIdentityTrustPolicy({
+                  accountId: target.accountId,
+                  identities,
+                  providerArns: Object.fromEntries(platforms.map((platform, i) => [platform, providerArns[i]])),
+                }),
+              ),
+            );
+        } else {
+          assumeRolePolicy = agentRoles[queue].arn.apply((agentRoleArn) => policyJson(deployRoleTrustPolicy({ agentRoleArn })));
+        }
         const role = new aws.iam.Role(
           roleResourceName,
           {
             name: target.roleName,
-            description: `Deploy target ${targetName} of queue ${queue} (ci-fleet stack ${stack})`,
-            assumeRolePolicy: agentRoles[queue].arn.apply((agentRoleArn) => policyJson(deployRoleTrustPolicy({ agentRoleArn }))),
+            description: `Deploy target ${targetName} of queue ${queue} (ci-fleet stack ${stack}${trust === "ci-identity" ? ", CI identity tokens only" : ""})`,
+            assumeRolePolicy,
             maxSessionDuration: SESSION_SECONDS,
             permissionsBoundary: target.permissionsBoundaryArn,
-            tags: tags("deploy", { [fleetTag.queue]: queue, [fleetTag.deployTarget]: targetName }),
+            tags: tags("deploy", { [fleetTag.queue]: queue, [fleetTag.deployTarget]: targetName, [fleetTag.deployTrust]: trust }),
           },
           inTargetAccount,
         );
@@ -358,6 +409,7 @@ export class FleetIdentity extends pulumi.ComponentResource {
           );
         }
         deployRoleArns[queue][targetName] = role.arn;
+        if (trust === "queue-role") queueRoleDeployArns[queue].push(role.arn);
       }
     }
 
@@ -389,7 +441,7 @@ export class FleetIdentity extends pulumi.ComponentResource {
           role: agentRoles[queue].name,
           name: "ci-fleet-queue-access",
           policy: pulumi
-            .all([key.arn, ...Object.values(deployRoleArns[queue])])
+            .all([key.arn, ...queueRoleDeployArns[queue]])
             .apply(([kmsKeyArn, ...deployArns]) =>
               policyJson(agentPermissionsPolicy({ ...scope, stack, queue, kmsKeyArn, deployRoleArns: deployArns })),
             ),

@@ -26,6 +26,10 @@ export const fleetTag = {
   role: "ci-fleet:role",
   queue: "ci-fleet:queue",
   deployTarget: "ci-fleet:deploy-target",
+  /** Deploy roles: `queue-role` or `ci-identity` (who may assume it; config `deployTargets.<name>.trust`). */
+  deployTrust: "ci-fleet:deploy-trust",
+  /** OIDC providers: the platform whose tokens they accept (`github-actions` or `buildkite`). */
+  ciPlatform: "ci-fleet:ci-platform",
 } as const;
 
 /** Value of the `ci-fleet:role` tag. */

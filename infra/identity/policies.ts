@@ -6,7 +6,8 @@
 import { arns, sidSuffix, ssmPaths, ssmViaService } from "./names";
 
 /** `"*"` belongs only in a Deny (e.g. "no request without TLS"); the access matrix fails an Allow with it. */
-export type PolicyPrincipal = "*" | { AWS: string | string[] } | { Service: string | string[] };
+/** `Federated`: an IAM OIDC provider (ci-identity deploy roles, ci-identity.ts). */
+export type PolicyPrincipal = "*" | { AWS: string | string[] } | { Service: string | string[] } | { Federated: string | string[] };
 
 export interface PolicyStatement {
   Sid: string;

@@ -46,6 +46,8 @@ describe("the production fleet", () => {
       // agent roles, salt master, teleport, deploy roles
       // agent roles, salt master, teleport, deploy roles; the event archive's auditor, Firehose and EventBridge roles
       "aws:iam/role:Role": QUEUES + 2 + DEPLOY_TARGETS + 3,
+      // issue 16: the release target's account trusts Buildkite's OIDC issuer
+      "aws:iam/openIdConnectProvider:OpenIdConnectProvider": 1,
       // + Teleport's audit storage and its cluster state (two inline policies on its role)
       "aws:iam/rolePolicy:RolePolicy": QUEUES + 1 + 1 + 1 + 3,
       "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 3,

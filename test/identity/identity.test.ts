@@ -251,6 +251,7 @@ describe.each(PROVIDERS)("production fleet on %s", (provider) => {
       "ci-fleet:role": "deploy",
       "ci-fleet:queue": "infra",
       "ci-fleet:deploy-target": "dns",
+      "ci-fleet:deploy-trust": "queue-role",
     });
   });
 

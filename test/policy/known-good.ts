@@ -30,6 +30,7 @@ export function deployRole(): Record<string, unknown> {
     name: "ci-fleet-deploy",
     assumeRolePolicy: trustDocument({ AWS: `arn:aws:iam::${ACCOUNT}:role/ci-fleet-production-agent-infra` }),
     maxSessionDuration: 3600,
+    permissionsBoundary: `arn:aws:iam::${ACCOUNT}:policy/ci-fleet-boundary`,
     tags: { "ci-fleet:role": "deploy", "ci-fleet:stack": "production", "ci-fleet:queue": "infra" },
   };
 }

@@ -9,6 +9,10 @@ import * as path from "path";
 import { runSimulation, runUnsafeSimulation, type Simulation } from "@cloud-copilot/iam-simulate";
 import type { CapturedResource } from "./mock-runtime";
 import { SALT_MASTER_OU, TELEPORT_OU, arns, fleetTag, kmsAliasName, roleNames, ssmPaths, ssmViaService } from "../../infra/identity/names";
+import { OIDC_AUDIENCE, OIDC_ISSUERS, ciIdentityFlags, describeCiIdentity as describeIdentity } from "../../infra/identity/ci-identity";
+import type { CiAgentKind } from "../../infra/config/model";
+import { DeployTargetIntent, WebIdentityRow, proveCiIdentityTargets } from "./web-identity";
+export { deployTargetsOf, type DeployTargetIntent, type WebIdentityRow } from "./web-identity";
 
 export interface AccessMatrixContext {
   stack: string;
@@ -17,6 +21,13 @@ export interface AccessMatrixContext {
   queues: string[];
   /** Validate every request of the matrix (see MatrixEvaluator): for the test that both decide the same. */
   validateEveryRequest?: boolean;
+  /**
+   * What config intends for each deploy target (`deployTargetsOf(config.queues)`): its binding and,
+   * for `ci-identity`, the identities whose tokens it must admit. Without it a deploy role's
+   * binding is read from its `ci-fleet:deploy-trust` tag and a ci-identity role cannot be proved
+   * (its check fails).
+   */
+  deployTargets?: DeployTargetIntent[];
 }
 
 export type Decision = "Allowed" | "ImplicitlyDenied" | "ExplicitlyDenied" | "Error";
@@ -62,9 +73,27 @@ export interface AccessCheck {
   detail: string;
 }
 
+export interface DeployBinding {
+  queue: string;
+  target: string;
+  roleArn: string;
+  trust: "queue-role" | "ci-identity";
+  /** ci-identity: the identities, one line each (`describeCiIdentity`). */
+  identities: string[];
+  /** An identity admits a pattern or pull requests (`allowWildcard`). */
+  wildcard: boolean;
+  /** What the report flags (`ciIdentityFlags`), without repeats. */
+  flags: string[];
+  permissionsBoundary?: string;
+}
+
 export interface AccessMatrix {
   assume: AssumeRow[];
   read: ReadRow[];
+  /** Every deploy role's binding. */
+  bindings: DeployBinding[];
+  /** ci-identity targets: the claims table, decided by iam-simulate and by evaluateWebIdentityTrust. */
+  webIdentity: WebIdentityRow[];
   checks: AccessCheck[];
 }
 
@@ -405,6 +434,9 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
   check("every policy is readable", problems, "every trust, inline and key policy parsed");
 
   const fleetArns = new Set(fleetRoles.map((f) => f.role.arn));
+  // Each deploy role's binding: config's intent when given, else the role's own tag.
+  const intentByArn = new Map((ctx.deployTargets ?? []).map((t) => [arns.role(t.accountId, t.roleName), t]));
+  const trustOfRole = (role: RoleInfo) => intentByArn.get(role.arn)?.trust ?? (role.tags[fleetTag.deployTrust] === "ci-identity" ? "ci-identity" : "queue-role");
   const agentArnOf = new Map(fleetRoles.filter((f) => f.queue).map((f) => [f.queue as string, f.role.arn]));
 
   // Who can assume what: every agent role against every other role.
@@ -414,7 +446,8 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
       if (target.arn === agent.role.arn) continue;
       const isDeploy = target.tags[fleetTag.role] === "deploy";
       const targetQueue = isDeploy ? target.tags[fleetTag.queue] : undefined;
-      const expected = isDeploy && targetQueue === agent.queue;
+      // A ci-identity role admits CI identity tokens only, never the queue's agent role.
+      const expected = isDeploy && targetQueue === agent.queue && trustOfRole(target) === "queue-role";
       const decision = target.trust
         ? await matrix.decide(simulation(sessionOf(agent.role.arn), "sts:AssumeRole", target.arn, agent.role.identityPolicies, target.trust), `sts:AssumeRole ${agent.label} -> ${target.arn}`)
         : "Error";
@@ -445,7 +478,7 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
   for (const deploy of deployRoles) {
     const queue = deploy.tags[fleetTag.queue];
     const expectedPrincipal = queue !== undefined ? agentArnOf.get(queue) : undefined;
-    for (const s of deploy.trust?.Statement ?? []) {
+    for (const s of trustOfRole(deploy) === "queue-role" ? (deploy.trust?.Statement ?? []) : []) {
       if (s.Effect !== "Allow") continue;
       const principal = s.Principal as { AWS?: unknown } | undefined;
       const keys = typeof principal === "object" && principal !== null ? Object.keys(principal) : [];
@@ -467,7 +500,77 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
       if (decision !== "ImplicitlyDenied" && decision !== "ExplicitlyDenied") probeFailures.push(`${probeArn} -> ${deploy.arn}: ${decision}`);
     }
   }
-  check("deploy roles trust only their queue's exact agent role ARN", trustFailures, `${deployRoles.length} deploy role trust policies checked`);
+  const queueRoleCount = deployRoles.filter((r) => trustOfRole(r) === "queue-role").length;
+  check("deploy roles trust only their queue's exact agent role ARN", trustFailures, `${queueRoleCount} queue-role deploy role trust policies checked`);
+
+  // ci-identity deploy roles (issue 16): only their account's OIDC providers, only
+  // sts:AssumeRoleWithWebIdentity, always the exact audience; then the claims table.
+  const oidcProviders = resources.filter((r) => r.type === "aws:iam/openIdConnectProvider:OpenIdConnectProvider");
+  // Providers that already exist in a target account (config oidcProviderArn): trusted, not registered.
+  const existingProviders = [...new Set((ctx.deployTargets ?? []).flatMap((t) => (t.trust === "ci-identity" && t.oidcProviderArn ? [t.oidcProviderArn] : [])))];
+  const providerArnOf = (accountId: string, platform: CiAgentKind) =>
+    [...oidcProviders.map((p) => str(p.outputs.arn)), ...existingProviders].find((arn) => arn === `arn:aws:iam::${accountId}:oidc-provider/${OIDC_ISSUERS[platform].host}`);
+  const ciRoles = deployRoles.filter((r) => trustOfRole(r) === "ci-identity");
+  const ciFailures: string[] = [];
+  for (const p of oidcProviders) {
+    const platform = (Object.keys(OIDC_ISSUERS) as CiAgentKind[]).find((k) => OIDC_ISSUERS[k].url === p.inputs.url);
+    const clients = asArray(p.inputs.clientIdLists as string[] | undefined);
+    if (!platform) ciFailures.push(`OIDC provider ${p.name} has issuer ${String(p.inputs.url)}, not one of ${Object.values(OIDC_ISSUERS).map((i) => i.url).join(", ")}`);
+    if (clients.length !== 1 || clients[0] !== OIDC_AUDIENCE) ciFailures.push(`OIDC provider ${p.name} admits client ids ${JSON.stringify(clients)}, expected exactly ["${OIDC_AUDIENCE}"]`);
+  }
+  const providerKeys = oidcProviders.map((p) => str(p.outputs.arn));
+  const duplicates = providerKeys.filter((k, i) => providerKeys.indexOf(k) !== i);
+  if (duplicates.length) ciFailures.push(`more than one OIDC provider for ${[...new Set(duplicates)].join(", ")}`);
+  for (const arn of existingProviders) if (providerKeys.includes(arn)) ciFailures.push(`OIDC provider ${arn} is configured as existing (oidcProviderArn) and registered by the stack too`);
+  providerKeys.push(...existingProviders);
+  for (const role of ciRoles) {
+    for (const s of role.trust?.Statement ?? []) {
+      if (s.Effect !== "Allow") continue;
+      const principal = s.Principal as Record<string, unknown> | undefined;
+      const keys = typeof principal === "object" && principal !== null ? Object.keys(principal) : [];
+      const federated = asArray(principal?.Federated as string | string[] | undefined);
+      const host = federated.length === 1 ? /^arn:aws:iam::(\d{12}):oidc-provider\/(.+)$/.exec(federated[0]) : null;
+      if (s.NotPrincipal || s.NotAction || keys.length !== 1 || !host || host[1] !== role.accountId || !providerKeys.includes(federated[0])) {
+        ciFailures.push(`${role.arn} trusts ${JSON.stringify(s.Principal ?? s.NotPrincipal)}, expected one OIDC provider the program registered in account ${role.accountId}`);
+        continue;
+      }
+      if (JSON.stringify(asArray(s.Action)) !== JSON.stringify(["sts:AssumeRoleWithWebIdentity"])) ciFailures.push(`${role.arn} trust allows ${JSON.stringify(s.Action ?? s.NotAction)}, expected only sts:AssumeRoleWithWebIdentity`);
+      const condition = (s.Condition ?? {}) as Record<string, Record<string, unknown>>;
+      if (condition.StringEquals?.[`${host[2]}:aud`] !== OIDC_AUDIENCE) ciFailures.push(`${role.arn} does not require StringEquals ${host[2]}:aud = ${OIDC_AUDIENCE}`);
+      const sub = condition.StringEquals?.[`${host[2]}:sub`] ?? condition.StringLike?.[`${host[2]}:sub`];
+      if (sub === undefined) ciFailures.push(`${role.arn} does not check ${host[2]}:sub`);
+    }
+    if (ctx.deployTargets && !intentByArn.has(role.arn)) ciFailures.push(`${role.arn} is tagged ci-identity but no deploy target of config names it`);
+  }
+  for (const target of (ctx.deployTargets ?? []).filter((t) => t.trust === "ci-identity")) {
+    const tag = roles.find((r) => r.arn === arns.role(target.accountId, target.roleName))?.tags[fleetTag.deployTrust];
+    if (tag !== "ci-identity") ciFailures.push(`${target.queue}/${target.name}: the role's ${fleetTag.deployTrust} tag is ${tag ?? "missing"}, config says ci-identity`);
+  }
+  if (!ctx.deployTargets && ciRoles.length > 0) ciFailures.push(`${ciRoles.length} ci-identity deploy roles, but no deploy target config was given to prove them against`);
+  check("ci-identity deploy roles trust only their account's OIDC providers, with the exact audience", ciFailures, `${ciRoles.length} ci-identity deploy roles, ${oidcProviders.length} OIDC providers checked${existingProviders.length ? `, ${existingProviders.length} existing ones trusted by config` : ""}`);
+  const proof = await proveCiIdentityTargets(ctx.deployTargets ?? [], (arn) => roles.find((r) => r.arn === arn)?.trust, providerArnOf, errors);
+  check(
+    "ci-identity deploy roles admit exactly the intended CI identity tokens",
+    proof.failures,
+    `${proof.rows.length} (target, token claims) pairs evaluated by the IAM simulator and by the web-identity evaluator, which agree`,
+  );
+  const bindings: DeployBinding[] = deployRoles
+    .map((role) => {
+      const intent = intentByArn.get(role.arn);
+      const resource = resources.find((r) => r.type === "aws:iam/role:Role" && str(r.outputs.arn) === role.arn);
+      const boundary = str(resource?.inputs.permissionsBoundary);
+      return {
+        queue: role.tags[fleetTag.queue] ?? "?",
+        target: role.tags[fleetTag.deployTarget] ?? "?",
+        roleArn: role.arn,
+        trust: trustOfRole(role),
+        identities: (intent?.identities ?? []).map(describeIdentity),
+        wildcard: (intent?.identities ?? []).some((i) => i.allowWildcard === true),
+        flags: [...new Set((intent?.identities ?? []).flatMap(ciIdentityFlags))],
+        ...(boundary ? { permissionsBoundary: boundary } : {}),
+      };
+    })
+    .sort((a, b) => `${a.queue}/${a.target}/${a.roleArn}`.localeCompare(`${b.queue}/${b.target}/${b.roleArn}`));
   check("no other principal can assume a deploy role", probeFailures, `${deployRoles.length} deploy roles probed from the fleet and target accounts`);
 
   // Who can read which path: every fleet role against every queue prefix and the pillar prefix.
@@ -546,7 +649,7 @@ export async function computeAccessMatrix(resources: CapturedResource[], ctx: Ac
     await decide(simulation(sessionOf(arns.role(ctx.accountId, "access-matrix-probe")), action, "*", []), `action ${action} written in a policy`, errors);
   }
   check("the evaluator accepted every request", [...new Set(errors)], `no simulation error; all ${writtenActions.size} actions written in policies are known`);
-  return { assume, read, checks };
+  return { assume, read, bindings, webIdentity: proof.rows, checks };
 }
 
 const CELL: Record<Decision, string> = { Allowed: "allow", ImplicitlyDenied: "-", ExplicitlyDenied: "deny", Error: "ERROR" };
@@ -601,6 +704,32 @@ export function renderAccessMatrixMarkdown(result: AccessMatrix): string {
       return row.ok ? text : `**${text} (unexpected)**`;
     });
     lines.push(`| ${role} | ${cells.join(" | ")} |`);
+  }
+  lines.push("", "## Deploy role bindings", "");
+  if (result.bindings.length === 0) lines.push("No deploy roles.");
+  else {
+    lines.push(
+      "`queue-role`: any job on the queue (its agent role). `ci-identity`: only the CI platform's signed token (OIDC) of the identities listed; the queue's agent role cannot assume it (docs/deploy.md).",
+      "",
+      "| deploy target | role | binding | identities | permissions boundary |",
+      "|---|---|---|---|---|",
+    );
+    for (const b of result.bindings) {
+      const who = b.trust === "ci-identity" ? b.identities.map(escapeCell).join("<br>") + b.flags.map((f) => ` **(${escapeCell(f)})**`).join("") : "the queue's agent role";
+      lines.push(`| ${b.queue}/${b.target} | \`${b.roleArn}\` | ${b.trust} | ${who} | ${b.permissionsBoundary ? `\`${b.permissionsBoundary}\`` : "**none**"} |`);
+    }
+  }
+  const ciTargets = [...new Set(result.webIdentity.map((r) => `${r.queue}/${r.target}`))];
+  for (const t of ciTargets) {
+    const rows = result.webIdentity.filter((r) => `${r.queue}/${r.target}` === t);
+    lines.push("", `### ${t}: sts:AssumeRoleWithWebIdentity by token claims`, "", "Decided by the IAM simulator and by the web-identity evaluator (they must agree).", "");
+    lines.push("| identity | token | sub | aud | decision | expected |", "|---|---|---|---|---|---|");
+    for (const r of rows) {
+      const sub = Object.entries(r.claims).find(([k]) => k.endsWith(":sub"))?.[1] ?? "";
+      const aud = Object.entries(r.claims).find(([k]) => k.endsWith(":aud"))?.[1] ?? "(none)";
+      const decision = r.ok ? CELL[r.simulator] : `**${CELL[r.simulator]} / ${CELL[r.own]} (unexpected)**`;
+      lines.push(`| ${escapeCell(r.identity)}${r.wildcard ? " **(allowWildcard)**" : ""} | ${escapeCell(r.label)} | \`${escapeCell(sub)}\` | \`${escapeCell(aud)}\` | ${decision} | ${r.expected ? "allow" : "-"} |`);
+    }
   }
   lines.push("", "## Checks", "", "| check | result | detail |", "|---|---|---|");
   for (const c of result.checks) lines.push(`| ${escapeCell(c.name)} | ${c.ok ? "ok" : "**FAILED**"} | ${escapeCell(c.detail)} |`);

@@ -4,7 +4,7 @@ import { performance } from "perf_hooks";
 import { FleetConfigError } from "../../infra/config/check";
 import { EC2_USER_DATA_LIMIT_BYTES } from "../../infra/bootstrap/cloud-config";
 import { checkCapturedResources } from "../../policy/offline";
-import { accessMatrixPassed, computeAccessMatrix, renderAccessMatrixMarkdown } from "./access-matrix";
+import { accessMatrixPassed, computeAccessMatrix, deployTargetsOf, renderAccessMatrixMarkdown } from "./access-matrix";
 import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts, saltRefWarning } from "./report";
 import { pinnedTreeLine, pinnedTreeStatus } from "./pinned-tree";
 import { blastRadiusCheck, computeBlastRadius, renderBlastRadiusMarkdown } from "./blast-radius";
@@ -66,7 +66,7 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   const run = await runPreview(input);
   const c = run.config;
 
-  const matrix = await computeAccessMatrix(run.resources, { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() });
+  const matrix = await computeAccessMatrix(run.resources, { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort(), deployTargets: deployTargetsOf(c.queues) });
   phase("access matrix");
   const violations = checkCapturedResources(run.resources, c.stack);
   phase("policy pack");
