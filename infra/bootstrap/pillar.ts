@@ -5,7 +5,8 @@ import { CiAgentKind, FleetConfig, MachineProviderName, MachineRole } from "../c
 import { ssmPaths } from "../identity/names";
 import { buildAuthProxyConfig, buildNodeConfig, teleportNodeLabels, TeleportAuditBackend } from "../teleport/config";
 import { renderYaml } from "../teleport/yaml";
-import { saltRepositoryKnownHosts, type RolesAnywhereCredentials } from "./cloud-config";
+import { METADATA_SERVICE_ADDRESSES, saltRepositoryKnownHosts, type RolesAnywhereCredentials } from "./cloud-config";
+import { queueJobVm, slotPlan } from "../config/job-vm";
 import { renderSaltMasterConfig, renderSaltMasterServiceDropIn, renderSaltRepositoryGitConfig } from "./salt-config";
 
 /**
@@ -46,6 +47,26 @@ export interface RunnerPillar {
    * job) may read. Salt writes it root-only for the agent's unit (salt/buildkite/token.sls).
    */
   buildkite_agent_token?: string;
+  /** Issue 15: `vm` (each job in a fresh VM on a slot) or `host`. */
+  isolation: "vm" | "host";
+  /** isolation vm only: read by salt/runner/job_vm.sls into /etc/ci-fleet/job-vm.json and the slot units. */
+  job_vm?: JobVmPillar;
+}
+
+/** The job VMs of one runner host (docs/contracts.md; salt/runner/job_vm.sls). */
+export interface JobVmPillar {
+  /** Slot units `ci-job-slot@1..N` (config/job-vm.ts: from the plan's size or jobVm.slots). */
+  slots: number;
+  cpus: number;
+  memory_mib: number;
+  disk_gib: number;
+  max_job_seconds: number;
+  /**
+   * Destinations no job VM may reach (the slot's nftables rules): the fleet's private networks
+   * (aws vpcCidr; equinix-metal's private 10.0.0.0/8), the control plane's addresses, the host's
+   * own, link-local (169.254.0.0/16: AWS's metadata and time services) and the provider's metadata.
+   */
+  blocked_cidrs: string[];
 }
 
 export interface MinionPillar {
@@ -94,7 +115,7 @@ export interface MinionPillar {
 
 /** Everything one minion's pillar is made of, resolved (secrets as plain strings: call inside an apply). */
 export interface MinionPillarInput {
-  config: Pick<FleetConfig, "stack" | "provider" | "saltMaster" | "identity" | "teleport" | "github" | "buildkite" | "queues">;
+  config: Pick<FleetConfig, "stack" | "provider" | "saltMaster" | "identity" | "teleport" | "github" | "buildkite" | "queues"> & Partial<Pick<FleetConfig, "aws" | "equinix" | "plans">>;
   machine: { hostname: string; role: MachineRole; queue?: string; privateIpv4: string };
   /** The master's stable DNS name. */
   masterAddress: string;
@@ -165,6 +186,7 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
               ...(queue.agent === "github-actions" && config.github ? { github_organization: config.github.organization } : {}),
               ...(queue.agent === "buildkite" && config.buildkite ? { buildkite_organization: config.buildkite.organization } : {}),
               ...(queue.agent === "buildkite" && input.buildkiteAgentToken ? { buildkite_agent_token: input.buildkiteAgentToken } : {}),
+              ...runnerJobVmPillar(input),
             },
           }
         : {}),
@@ -212,6 +234,44 @@ export function buildMinionPillar(input: MinionPillarInput): MinionPillar {
   return pillar;
 }
 
+/** Equinix Metal gives each server's private IPv4 from 10.0.0.0/8 (per facility blocks, routed within a metro and project). */
+export const EQUINIX_PRIVATE_CIDRS = ["10.0.0.0/8"] as const;
+/** Link-local: AWS's instance metadata (169.254.169.254) and time service (169.254.169.123). */
+export const LINK_LOCAL_CIDR = "169.254.0.0/16";
+
+/** Where no job VM may connect to: private networks of the fleet, control plane, host, metadata (sorted, unique). */
+export function jobVmBlockedCidrs(input: Pick<MinionPillarInput, "config" | "teleportPrivateIpv4" | "machine">): string[] {
+  const { config } = input;
+  const out = new Set<string>([LINK_LOCAL_CIDR, `${input.teleportPrivateIpv4}/32`, `${input.machine.privateIpv4}/32`]);
+  for (const address of METADATA_SERVICE_ADDRESSES[config.provider]) if (/^\d+\.\d+\.\d+\.\d+$/.test(address)) out.add(`${address}/32`);
+  if (config.aws) out.add(config.aws.vpcCidr);
+  if (config.provider === "equinix-metal" || config.equinix) EQUINIX_PRIVATE_CIDRS.forEach((c) => out.add(c));
+  const key = (cidr: string) => cidr.split(/[./]/).map((n) => n.padStart(3, "0")).join(".");
+  return [...out].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/** A runner's isolation and, with `vm`, its slots and VM size (config/job-vm.ts). */
+function runnerJobVmPillar(input: MinionPillarInput): Pick<RunnerPillar, "isolation" | "job_vm"> {
+  const { config, machine } = input;
+  const queue = config.queues[machine.queue!];
+  const { isolation, jobVm } = queueJobVm(queue);
+  if (isolation === "host" || !jobVm) return { isolation: "host" };
+  const runnerName = machine.hostname.slice(`${config.stack}-${machine.queue}-`.length);
+  const plan = queue.runners[runnerName]?.plan;
+  const { slots } = slotPlan(config.provider, plan ? config.plans?.[plan]?.[config.provider] : undefined, jobVm);
+  return {
+    isolation,
+    job_vm: {
+      slots,
+      cpus: jobVm.cpus,
+      memory_mib: jobVm.memoryGiB * 1024,
+      disk_gib: jobVm.diskGiB,
+      max_job_seconds: jobVm.maxJobMinutes * 60,
+      blocked_cidrs: jobVmBlockedCidrs(input),
+    },
+  };
+}
+
 /** The master's pillar for a private Salt repository: the deploy key and what cloud-init writes with it. */
 export function saltRepositoryPillar(deployKey: string): {
   salt_repository_deploy_key: string;
@@ -254,6 +314,8 @@ export interface MinionPillarsArgs {
   documents: Record<string, pulumi.Output<string>>;
   /** Minion id -> resource hooks of its document (runners: drained before it goes, infra/fleet/drain-hook.ts). */
   hooks?: Record<string, pulumi.ResourceHookBinding>;
+  /** Runners: their queue's trust and isolation as tags, which the policy pack reads (policy/job-isolation.ts). */
+  runners?: Record<string, { queue: string; trusted: boolean; isolation: "vm" | "host" }>;
 }
 
 /** One SecureString parameter per minion under `/ci-fleet/<stack>/pillar/`, encrypted with the fleet key. */
@@ -273,7 +335,14 @@ export class MinionPillars extends pulumi.ComponentResource {
           tier: "Intelligent-Tiering",
           value: pulumi.secret(args.documents[minionId]),
           description: `Salt pillar of minion ${minionId} (served by the master to this minion id only)`,
-          tags: { "ci-fleet:stack": args.stack, "ci-fleet:role": "pillar", "ci-fleet:minion": minionId },
+          tags: {
+            "ci-fleet:stack": args.stack,
+            "ci-fleet:role": "pillar",
+            "ci-fleet:minion": minionId,
+            ...(args.runners?.[minionId]
+              ? { "ci-fleet:queue": args.runners[minionId].queue, "ci-fleet:trusted": String(args.runners[minionId].trusted), "ci-fleet:isolation": args.runners[minionId].isolation }
+              : {}),
+          },
         },
         { parent: this, ...(args.hooks?.[minionId] ? { hooks: args.hooks[minionId] } : {}) },
       );

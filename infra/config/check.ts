@@ -10,6 +10,9 @@ import {
   FleetConfig,
   GithubSettings,
   IdentitySettings,
+  JOB_ISOLATIONS,
+  JobIsolation,
+  JobVmSpec,
   MACHINE_PROVIDERS,
   PlanSpec,
   QueueSpec,
@@ -18,8 +21,11 @@ import {
   TeleportSettings,
   machineNames,
 } from "./model";
+import { DEFAULT_JOB_VM, slotProblems } from "./job-vm";
 import { buildRoles, ROLE_FLEET_ADMIN } from "../teleport/roles";
 import { RESERVED_QUEUE_NAMES } from "../identity/names";
+import { OIDC_ISSUERS, ciIdentityIsBroad, ciIdentitySubjects, isPullRequestRef } from "../identity/ci-identity";
+import { CiIdentity, DEPLOY_TRUSTS, DeployTrust } from "./model";
 import { RESERVED_ENV_NAMES } from "../../hooks/buildkite/src/slugs";
 
 /**
@@ -106,6 +112,8 @@ const LABEL = /^[A-Za-z0-9][A-Za-z0-9._:=/-]{0,99}$/;
 const GITHUB_SLUG = /^[A-Za-z0-9]([A-Za-z0-9-]{0,98}[A-Za-z0-9])?$/;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[a-z]{2,}$/i;
 const NUMERIC_ID = /^\d{1,20}$/;
+const GITHUB_REPOSITORY = /^[A-Za-z0-9]([A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
+const BUILDKITE_SLUG = /^[a-z0-9][a-z0-9-]{0,99}$/;
 const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 
 type Obj = Record<string, unknown>;
@@ -299,6 +307,26 @@ export interface CheckResult {
 }
 
 const QUEUE_SECRET_PATH = /^(buildkite\/agent-token|[a-z0-9][a-z0-9._-]{0,127}\/(env\/[A-Za-z_][A-Za-z0-9_-]{0,127}|ssh\/key|allowed_pipelines|allowed_teams))$/;
+
+/** `queues.<q>.jobVm`: the job VM's size (defaults: config/job-vm.ts DEFAULT_JOB_VM); only with isolation vm. */
+function checkJobVm(c: Checker, q: string, v: unknown, isolation: JobIsolation | undefined): JobVmSpec | undefined {
+  const path = `queues.${q}.jobVm`;
+  if (isolation === "host") {
+    if (v !== undefined) c.problem(path, "applies only to isolation: vm (this queue runs its jobs on the host)");
+    return undefined;
+  }
+  if (v === undefined) return { ...DEFAULT_JOB_VM };
+  const o = c.object(path, v, { required: [], optional: ["cpus", "memoryGiB", "diskGiB", "maxJobMinutes", "slots"] });
+  if (!o) return undefined;
+  const cpus = o.cpus === undefined ? DEFAULT_JOB_VM.cpus : c.integer(`${path}.cpus`, o.cpus, 1, 256);
+  const memoryGiB = o.memoryGiB === undefined ? DEFAULT_JOB_VM.memoryGiB : c.integer(`${path}.memoryGiB`, o.memoryGiB, 1, 4096);
+  const diskGiB = o.diskGiB === undefined ? DEFAULT_JOB_VM.diskGiB : c.integer(`${path}.diskGiB`, o.diskGiB, 10, 16384);
+  const maxJobMinutes = o.maxJobMinutes === undefined ? DEFAULT_JOB_VM.maxJobMinutes : c.integer(`${path}.maxJobMinutes`, o.maxJobMinutes, 5, 4320);
+  const slots = o.slots === undefined ? undefined : c.integer(`${path}.slots`, o.slots, 1, 256);
+  if (o.slots !== undefined && slots === undefined && o.slots === 0) c.problem(`${path}.slots`, "zero slots run no job: remove the runners, or the key (slots are then derived from the plan)");
+  if (cpus === undefined || memoryGiB === undefined || diskGiB === undefined || maxJobMinutes === undefined || (o.slots !== undefined && slots === undefined)) return undefined;
+  return { cpus, memoryGiB, diskGiB, maxJobMinutes, ...(slots !== undefined ? { slots } : {}) };
+}
 
 /** Checks every plain setting; pure, so it is table- and property-tested. */
 export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckResult {
@@ -530,13 +558,18 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
   const runnerOwner = new Map<string, string>();
   for (const [q, qv] of Object.entries(queuesRaw ?? {})) {
     if (RESERVED_QUEUE_NAMES.includes(q)) c.problem(`queues.${q}`, `queue name ${q} is reserved (it would collide with the control plane's machine names)`);
-    const o = c.object(`queues.${q}`, qv, { required: ["agent", "trusted", "runners"], optional: ["labels", "runnerGroup"] });
+    const o = c.object(`queues.${q}`, qv, { required: ["agent", "trusted", "runners"], optional: ["labels", "runnerGroup", "isolation", "jobVm", "repositories", "pipelines"] });
     if (!o) continue;
     const agent = c.oneOf<CiAgentKind>(`queues.${q}.agent`, o.agent, CI_AGENTS);
     const trusted = c.boolean(`queues.${q}.trusted`, o.trusted);
     const labels = o.labels === undefined ? [] : c.strings(`queues.${q}.labels`, o.labels, LABEL, "labels (letters, digits, . _ : = / -)");
     const runnerGroup = o.runnerGroup === undefined ? undefined : c.string(`queues.${q}.runnerGroup`, o.runnerGroup, /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$/, "a GitHub runner group name");
     if (runnerGroup !== undefined && agent === "buildkite") c.problem(`queues.${q}.runnerGroup`, "applies only to github-actions queues");
+    // Issue 16: what runs on the queue, so a ci-identity deploy target can name only jobs of its queue.
+    const repositories = o.repositories === undefined ? undefined : c.strings(`queues.${q}.repositories`, o.repositories, GITHUB_REPOSITORY, "GitHub repositories as ORG/REPO");
+    const pipelines = o.pipelines === undefined ? undefined : c.strings(`queues.${q}.pipelines`, o.pipelines, BUILDKITE_SLUG, "Buildkite pipeline slugs");
+    if (o.repositories !== undefined && agent === "buildkite") c.problem(`queues.${q}.repositories`, "applies only to github-actions queues (a buildkite queue lists pipelines)");
+    if (o.pipelines !== undefined && agent === "github-actions") c.problem(`queues.${q}.pipelines`, "applies only to buildkite queues (a github-actions queue lists repositories)");
     const runnersRaw = c.map(`queues.${q}.runners`, o.runners, "runners");
     if (runnersRaw && Object.keys(runnersRaw).length === 0) c.problem(`queues.${q}.runners`, "expected at least one runner (a queue with no runners runs nothing)");
     const runners: Record<string, RunnerSpec> = {};
@@ -556,9 +589,22 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     }
     const roleName = `ci-fleet-${stack}-agent-${q}`;
     if (roleName.length > 64) c.problem(`queues.${q}`, `agent role name ${roleName} is ${roleName.length} characters; IAM allows at most 64`);
-    if (agent && trusted !== undefined && labels && runnersRaw) {
-      queues[q] = { agent, trusted, labels, ...(runnerGroup ? { runnerGroup } : {}), runners, deployTargets: {} };
+    // Issue 15: each job in a fresh VM (default), sized by jobVm; slots per host from the plan (config/job-vm.ts).
+    const isolation = o.isolation === undefined ? "vm" : c.oneOf<JobIsolation>(`queues.${q}.isolation`, o.isolation, JOB_ISOLATIONS);
+    const jobVm = checkJobVm(c, q, o.jobVm, isolation);
+    if (isolation === "vm" && jobVm && provider) {
+      for (const [r, spec] of Object.entries(runners)) {
+        const planPath = `queues.${q}.runners.${r}.plan`;
+        // A plan already refused (unknown, not metal, arm64) says so once.
+        if (c.problems.some((p) => p.path === `${ns}:${planPath}`)) continue;
+        for (const message of slotProblems(provider, spec.plan, plans[spec.plan]?.[provider], jobVm)) c.problem(planPath, message);
+      }
     }
+    if (agent && trusted !== undefined && labels && runnersRaw && isolation && (isolation === "host" || jobVm)) {
+      queues[q] = { agent, trusted, isolation, ...(isolation === "vm" && jobVm ? { jobVm } : {}), labels, ...(runnerGroup ? { runnerGroup } : {}), runners, deployTargets: {} };
+    }
+    if (queues[q] && repositories) queues[q].repositories = repositories;
+    if (queues[q] && pipelines) queues[q].pipelines = pipelines;
   }
   const agents = new Set(Object.values(queuesRaw ?? {}).map((q) => (q as Obj | undefined)?.agent));
   if (agents.has("github-actions") && v.github === undefined) c.problem("github", "is required: a queue uses the github-actions agent");
@@ -567,9 +613,10 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
   // --- deploy targets: top level, each naming its queue.
   const targetsRaw = v.deployTargets === undefined ? {} : c.map("deployTargets", v.deployTargets, "deploy targets");
   const roleInAccount = new Map<string, string>();
+  const providerChoice = new Map<string, { target: string; arn: string }>();
   for (const [t, tv] of Object.entries(targetsRaw ?? {})) {
     const path = `deployTargets.${t}`;
-    const o = c.object(path, tv, { required: ["queue", "accountId", "roleName"], optional: ["managedPolicyArns", "permissionsBoundaryArn"] });
+    const o = c.object(path, tv, { required: ["queue", "accountId", "roleName"], optional: ["managedPolicyArns", "permissionsBoundaryArn", "trust", "identities", "oidcProviderArn"] });
     if (!o) continue;
     const queue = typeof o.queue === "string" && queuesRaw && o.queue in queuesRaw ? o.queue : undefined;
     if (!queue && o.queue !== undefined) c.problem(`${path}.queue`, `expected one of the queues (${Object.keys(queuesRaw ?? {}).join(", ")}), got ${describe(o.queue)}`);
@@ -587,8 +634,45 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
       if (other) c.problem(path, `role ${roleName} in account ${accountId} is already deploy target ${other}`);
       roleInAccount.set(key, t);
     }
-    if (queue && accountId && roleName && managedPolicyArns && queues[queue]) {
-      const target: DeployTarget = { accountId, roleName, managedPolicyArns, ...(permissionsBoundaryArn ? { permissionsBoundaryArn } : {}) };
+    // Issue 16: who may assume the role (docs/deploy.md).
+    const trust = o.trust === undefined ? "queue-role" : c.oneOf<DeployTrust>(`${path}.trust`, o.trust, DEPLOY_TRUSTS);
+    let identities: CiIdentity[] | undefined;
+    if (trust === "ci-identity") {
+      const org = { github: str((v.github as Obj | undefined)?.organization), buildkite: str((v.buildkite as Obj | undefined)?.organization) };
+      identities = checkCiIdentities(c, path, o.identities, queue, queue ? (queuesRaw?.[queue] as Obj | undefined) : undefined, org, (queuesRaw ?? {}) as Record<string, Obj | undefined>);
+    } else if (o.identities !== undefined) {
+      c.problem(`${path}.identities`, "applies only with trust: ci-identity (a queue-role target trusts its queue's agent role, whatever the job)");
+    }
+    // An OIDC provider that already exists in the account: reused, never created nor deleted by the stack.
+    let oidcProviderArn: string | undefined;
+    if (o.oidcProviderArn !== undefined) {
+      const agent = queue ? str((queuesRaw?.[queue] as Obj | undefined)?.agent) : undefined;
+      const host = agent === "github-actions" || agent === "buildkite" ? OIDC_ISSUERS[agent].host : undefined;
+      oidcProviderArn = c.string(`${path}.oidcProviderArn`, o.oidcProviderArn, /^arn:aws:iam::\d{12}:oidc-provider\/[a-z0-9.-]+$/, "an IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/<issuer host>)");
+      if (trust !== "ci-identity") c.problem(`${path}.oidcProviderArn`, "applies only with trust: ci-identity");
+      else if (oidcProviderArn && accountId && host && oidcProviderArn !== `arn:aws:iam::${accountId}:oidc-provider/${host}`) {
+        c.problem(`${path}.oidcProviderArn`, `expected arn:aws:iam::${accountId}:oidc-provider/${host} (the ${agent} issuer's provider in the target's account), got ${oidcProviderArn}`);
+        oidcProviderArn = undefined;
+      }
+      if (oidcProviderArn === undefined) oidcProviderArn = "";
+    }
+    if (trust === "ci-identity" && accountId && queue) {
+      const agent = str((queuesRaw?.[queue] as Obj | undefined)?.agent) ?? "";
+      const key = `${accountId}/${agent}`;
+      const seen = providerChoice.get(key);
+      const mine = oidcProviderArn ?? "(created by the stack)";
+      if (seen && seen.arn !== mine) c.problem(`${path}.oidcProviderArn`, `deploy target ${seen.target} in account ${accountId} uses ${seen.arn}; one account has one ${agent} OIDC provider, so its ci-identity targets must agree`);
+      else if (!seen) providerChoice.set(key, { target: t, arn: mine });
+    }
+    if (queue && accountId && roleName && managedPolicyArns && queues[queue] && trust && (trust === "queue-role" || identities)) {
+      const target: DeployTarget = {
+        accountId,
+        roleName,
+        managedPolicyArns,
+        ...(permissionsBoundaryArn ? { permissionsBoundaryArn } : {}),
+        ...(trust === "ci-identity" ? { trust, identities } : {}),
+        ...(trust === "ci-identity" && oidcProviderArn ? { oidcProviderArn } : {}),
+      };
       queues[queue].deployTargets[t] = target;
     }
   }
@@ -636,4 +720,116 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     requiredSecrets,
     settings: { provider, equinix, aws, plans, saltMaster, teleport, dns, identity, github, buildkite, auditArchive, queues },
   };
+}
+
+const str = (x: unknown): string | undefined => (typeof x === "string" ? x : undefined);
+/** A ref or branch: no `$`, `{`, `}` (IAM policy variables), `*`/`?` only as patterns (then with allowWildcard). */
+const GITHUB_REF = /^(refs\/(heads|tags|pull)\/[A-Za-z0-9._\/*?+-]{1,200}|pull_request)$/;
+const GITHUB_ENVIRONMENT = /^[A-Za-z0-9._*?-]{1,255}$/;
+const GITHUB_WORKFLOW = /^([A-Za-z0-9][A-Za-z0-9-]{0,38}\/[A-Za-z0-9._-]{1,100}\/)?\.github\/workflows\/[A-Za-z0-9._-]+\.ya?ml@refs\/(heads|tags)\/[A-Za-z0-9._\/+-]{1,200}$/;
+const BUILDKITE_BRANCH = /^(?!refs\/)[A-Za-z0-9._\/*?+-]{1,200}$/;
+
+/**
+ * `deployTargets.<name>.identities` of a `ci-identity` target: each a job of a repository (GitHub)
+ * or pipeline (Buildkite) that its queue lists, of its queue's agent type, on one branch or
+ * environment; a pattern or pull requests only with `allowWildcard: true`.
+ */
+function checkCiIdentities(
+  c: Checker,
+  targetPath: string,
+  raw: unknown,
+  queue: string | undefined,
+  queueRaw: Obj | undefined,
+  org: { github?: string; buildkite?: string },
+  allQueues: Record<string, Obj | undefined>,
+): CiIdentity[] | undefined {
+  const path = `${targetPath}.identities`;
+  if (!Array.isArray(raw) || raw.length === 0) {
+    c.problem(path, `trust ci-identity needs a list of at least one identity ({repository, ref | environment} on a github-actions queue, {pipeline, branch} on a buildkite queue), got ${describe(raw)}`);
+    return undefined;
+  }
+  const agent = str(queueRaw?.agent);
+  const listedOn = (q: Obj | undefined, key: "repositories" | "pipelines") => (Array.isArray(q?.[key]) ? (q?.[key] as unknown[]).filter((x): x is string => typeof x === "string") : []);
+  const listed = (key: "repositories" | "pipelines") => listedOn(queueRaw, key);
+  /** The other queues that also run `name`'s jobs: their jobs get a token with the same claims. */
+  const alsoOn = (key: "repositories" | "pipelines", name: string) =>
+    Object.keys(allQueues)
+      .sort()
+      .filter((q) => q !== queue && listedOn(allQueues[q], key).includes(name))
+      .map((q) => `${q}${allQueues[q]?.trusted === true ? "" : " (untrusted)"}`);
+  const out: CiIdentity[] = [];
+  let failed = false;
+  raw.forEach((item, i) => {
+    const at = `${path}[${i}]`;
+    const shape = typeof item === "object" && item !== null && !Array.isArray(item) ? ("repository" in item ? "github-actions" : "pipeline" in item ? "buildkite" : undefined) : undefined;
+    const platform = shape ?? (agent === "github-actions" || agent === "buildkite" ? agent : undefined);
+    if (platform === undefined) {
+      c.problem(at, `expected {repository, ref | environment} (GitHub) or {pipeline, branch} (Buildkite), got ${describe(item)}`);
+      failed = true;
+      return;
+    }
+    if (agent !== undefined && queue !== undefined && platform !== agent) {
+      c.problem(at, `is a ${platform === "github-actions" ? "GitHub repository" : "Buildkite pipeline"}, but queue "${queue}" runs the ${agent} agent: a target's identities must be jobs of its own queue`);
+      failed = true;
+      return;
+    }
+    let identity: CiIdentity | undefined;
+    if (platform === "github-actions") {
+      const o = c.object(at, item, { required: ["repository"], optional: ["ref", "environment", "workflow", "repositoryId", "ownerId", "allowWildcard", "allowOtherQueues"] });
+      if (!o) return void (failed = true);
+      const repository = c.string(`${at}.repository`, o.repository, GITHUB_REPOSITORY, "ORG/REPO");
+      if (repository && org.github && repository.split("/")[0] !== org.github) c.problem(`${at}.repository`, `${repository} is not in github.organization ${org.github}, whose runners are the only ones this fleet registers`);
+      if (repository && queue && !listed("repositories").includes(repository)) c.problem(`${at}.repository`, `${repository} is not in queues.${queue}.repositories (${listed("repositories").join(", ") || "none listed"}): list the repositories whose workflows run on the queue`);
+      if ((o.ref === undefined) === (o.environment === undefined)) c.problem(at, "expected exactly one of ref (refs/heads/main) and environment (production)");
+      const ref = o.ref === undefined ? undefined : c.string(`${at}.ref`, o.ref, GITHUB_REF, "a full ref such as refs/heads/main or refs/tags/v1.2.3");
+      const environment = o.environment === undefined ? undefined : c.string(`${at}.environment`, o.environment, GITHUB_ENVIRONMENT, "a GitHub environment name");
+      const workflow = o.workflow === undefined ? undefined : c.string(`${at}.workflow`, o.workflow, GITHUB_WORKFLOW, "a workflow file and ref such as .github/workflows/release.yml@refs/heads/main (checked against job_workflow_ref)");
+      const asId = (x: unknown) => (typeof x === "number" && Number.isInteger(x) ? String(x) : x);
+      const repositoryId = o.repositoryId === undefined ? undefined : c.string(`${at}.repositoryId`, asId(o.repositoryId), NUMERIC_ID, "the repository's numeric id");
+      const ownerId = o.ownerId === undefined ? undefined : c.string(`${at}.ownerId`, asId(o.ownerId), NUMERIC_ID, "the owner's numeric id");
+      if ((o.repositoryId === undefined) !== (o.ownerId === undefined)) c.problem(at, "repositoryId and ownerId go together (the new subject format carries both)");
+      const allowWildcard = o.allowWildcard === undefined ? undefined : c.boolean(`${at}.allowWildcard`, o.allowWildcard);
+      if (repository && (ref || environment) && !(ref && environment)) {
+        identity = { platform, repository, ...(ref ? { ref } : { environment }), ...(workflow ? { workflow } : {}), ...(repositoryId && ownerId ? { repositoryId, ownerId } : {}), ...(allowWildcard ? { allowWildcard: true as const } : {}) };
+      }
+    } else {
+      const o = c.object(at, item, { required: ["pipeline", "branch"], optional: ["organization", "allowWildcard", "allowOtherQueues"] });
+      if (!o) return void (failed = true);
+      const organization = o.organization === undefined ? org.buildkite : c.string(`${at}.organization`, o.organization, BUILDKITE_SLUG, "a Buildkite organisation slug");
+      if (organization && org.buildkite && organization !== org.buildkite) c.problem(`${at}.organization`, `${organization} is not buildkite.organization ${org.buildkite}, the only organisation whose jobs run on this fleet (every organisation shares Buildkite's issuer)`);
+      const pipeline = c.string(`${at}.pipeline`, o.pipeline, BUILDKITE_SLUG, "a Buildkite pipeline slug");
+      if (pipeline && queue && !listed("pipelines").includes(pipeline)) c.problem(`${at}.pipeline`, `${pipeline} is not in queues.${queue}.pipelines (${listed("pipelines").join(", ") || "none listed"}): list the pipelines whose jobs run on the queue`);
+      const branch = c.string(`${at}.branch`, o.branch, BUILDKITE_BRANCH, "a branch name such as main (without refs/heads/)");
+      const allowWildcard = o.allowWildcard === undefined ? undefined : c.boolean(`${at}.allowWildcard`, o.allowWildcard);
+      if (organization && pipeline && branch) identity = { platform, organization, pipeline, branch, ...(allowWildcard ? { allowWildcard: true as const } : {}) };
+    }
+    if (!identity) return void (failed = true);
+    // A token says which repository/pipeline and branch, never which runner: the same job on
+    // another queue's runners (an untrusted one, rooted by a pull request) mints the same claims.
+    const [listKey, listedName] = identity.platform === "github-actions" ? (["repositories", identity.repository] as const) : (["pipelines", identity.pipeline] as const);
+    const shared = alsoOn(listKey, listedName);
+    const allowOtherQueues = (item as Obj).allowOtherQueues === undefined ? undefined : c.boolean(`${at}.allowOtherQueues`, (item as Obj).allowOtherQueues);
+    if (shared.length > 0 && allowOtherQueues !== true) {
+      c.problem(at, `${listedName} is also listed on queue ${shared.join(", ")}: a job there gets a token with the same claims as this target's, so those runners could deploy; run it on this queue only, or mark it allowOtherQueues: true (the report flags it)`);
+      return void (failed = true);
+    }
+    if (shared.length === 0 && allowOtherQueues === true) {
+      c.problem(`${at}.allowOtherQueues`, `is set, but ${listedName} runs on no other queue: remove it`);
+      return void (failed = true);
+    }
+    if (allowOtherQueues === true) identity = { ...identity, allowOtherQueues: true };
+    const broad = ciIdentityIsBroad(identity);
+    if (broad && !identity.allowWildcard) {
+      const what = identity.platform === "github-actions" && identity.ref !== undefined && isPullRequestRef(identity.ref) ? "pull requests (anyone who opens one)" : "any branch or environment the pattern matches (anyone who can push one)";
+      c.problem(at, `${ciIdentitySubjects(identity)[0]} admits ${what}; name one branch or environment, or mark it allowWildcard: true (the report flags it)`);
+      return void (failed = true);
+    }
+    if (!broad && identity.allowWildcard) {
+      c.problem(`${at}.allowWildcard`, "is set, but nothing here is a pattern or pull requests: remove it");
+      return void (failed = true);
+    }
+    if (out.some((other) => ciIdentitySubjects(other).join() === ciIdentitySubjects(identity as CiIdentity).join())) c.problem(at, "is listed twice");
+    out.push(identity);
+  });
+  return failed || out.length !== raw.length ? undefined : out;
 }

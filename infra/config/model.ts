@@ -58,11 +58,61 @@ export interface TeleportSettings extends ControlMachine {
   auditRetentionDays: number;
 }
 
+/**
+ * Who may assume a deploy role. `queue-role` (the default): only the queue's agent role, so
+ * every job of every pipeline on the queue. `ci-identity`: only the CI platform's identity token
+ * (OIDC) of the listed repositories/pipelines and branches (docs/deploy.md); the agent role not at all.
+ */
+export type DeployTrust = "queue-role" | "ci-identity";
+export const DEPLOY_TRUSTS: readonly DeployTrust[] = ["queue-role", "ci-identity"];
+
+/** A GitHub Actions job, as its OIDC token names it (`token.actions.githubusercontent.com`). */
+export interface GithubCiIdentity {
+  platform: "github-actions";
+  /** `ORG/REPO`. */
+  repository: string;
+  /** Exactly one of `ref` (`refs/heads/main`, `refs/tags/v1`) and `environment` (`production`). */
+  ref?: string;
+  environment?: string;
+  /** The reusable or top-level workflow, checked against `job_workflow_ref` (`ORG/REPO/.github/workflows/release.yml@refs/heads/main`). */
+  workflow?: string;
+  /** Immutable ids: with both, the new subject format (`repo:ORG@OWNER_ID/REPO@REPO_ID:...`) is trusted too, and both formats must carry these ids. */
+  repositoryId?: string;
+  ownerId?: string;
+  /** A pattern (`*`, `?`) or pull requests admitted on purpose; the report flags it. */
+  allowWildcard?: true;
+  /** The repository also runs on other queues (whose jobs get the same token) on purpose; the report flags it. */
+  allowOtherQueues?: true;
+}
+
+/** A Buildkite job (`agent.buildkite.com`); every Buildkite organisation shares the issuer. */
+export interface BuildkiteCiIdentity {
+  platform: "buildkite";
+  organization: string;
+  pipeline: string;
+  branch: string;
+  allowWildcard?: true;
+  /** The pipeline also runs on other queues (whose jobs get the same token) on purpose; the report flags it. */
+  allowOtherQueues?: true;
+}
+
+export type CiIdentity = GithubCiIdentity | BuildkiteCiIdentity;
+
 export interface DeployTarget {
   accountId: string;
   roleName: string;
   managedPolicyArns: string[];
   permissionsBoundaryArn?: string;
+  /** Absent: `queue-role`. */
+  trust?: DeployTrust;
+  /** `ci-identity` only: the jobs allowed (at least one). */
+  identities?: CiIdentity[];
+  /**
+   * `ci-identity` only: an IAM OIDC provider that already exists in the target account (made by
+   * someone else), trusted instead of one the stack creates and would delete on `pulumi destroy`.
+   * Targets of one account and platform all name the same one or none.
+   */
+  oidcProviderArn?: string;
 }
 
 export interface RunnerSpec {
@@ -72,8 +122,30 @@ export interface RunnerSpec {
   os?: string;
 }
 
+/** Where a queue's jobs run (issue 15): `vm`, a fresh VM per job (the default); `host`, on the runner host itself. */
+export type JobIsolation = "vm" | "host";
+export const JOB_ISOLATIONS: readonly JobIsolation[] = ["vm", "host"];
+
+/** The VM each job gets (`queues.<q>.jobVm`), and how many run side by side on one host. */
+export interface JobVmSpec {
+  cpus: number;
+  memoryGiB: number;
+  diskGiB: number;
+  /** The guest is killed after this long (the slot then starts a fresh VM). */
+  maxJobMinutes: number;
+  /** Slots per host; unset: derived from the plan's size (infra/config/job-vm.ts). */
+  slots?: number;
+}
+
 export interface QueueSpec {
   agent: CiAgentKind;
+  /**
+   * `vm`: each job in a fresh VM on a slot; `host`: on the host (trusted queues only, policy pack).
+   * The config check always sets it (default `vm`); unset reads as `vm` (config/job-vm.ts queueJobVm).
+   */
+  isolation?: JobIsolation;
+  /** With isolation `vm` only. */
+  jobVm?: JobVmSpec;
   /** Trusted queues run only main-branch pipelines; untrusted ones run pull requests. */
   trusted: boolean;
   labels: string[];
@@ -83,6 +155,10 @@ export interface QueueSpec {
   runners: Record<string, RunnerSpec>;
   /** Keyed by a target name; each becomes a role in the target account. */
   deployTargets: Record<string, DeployTarget>;
+  /** github-actions queues: the repositories (`ORG/REPO`) whose workflows run here (what `ci-identity` targets may name). */
+  repositories?: string[];
+  /** buildkite queues: the pipeline slugs whose jobs run here. */
+  pipelines?: string[];
 }
 
 export interface IdentitySettings {

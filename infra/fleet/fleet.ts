@@ -233,6 +233,7 @@ export class Fleet extends pulumi.ComponentResource {
         buildkiteAgentToken: m.queue && config.queues[m.queue].agent === "buildkite" ? config.secrets.queueParameters[m.queue]?.["buildkite/agent-token"] : undefined,
         teleportResources: m.role === "teleport"
           ? teleportResourcesYaml({
+              stack,
               queues: Object.keys(config.queues),
               publicAddr: config.teleport.publicAddr,
               organization: config.teleport.githubOrg,
@@ -286,6 +287,7 @@ export class Fleet extends pulumi.ComponentResource {
       kmsKeyArn: identity.kmsKeyArn,
       documents,
       hooks: Object.fromEntries(this.machines.filter((m) => m.role === "runner").map((m) => [m.hostname, drain.documentHooks()])),
+      runners: Object.fromEntries(this.machines.filter((m) => m.queue).map((m) => [m.hostname, { queue: m.queue!, trusted: config.queues[m.queue!].trusted, isolation: config.queues[m.queue!].isolation ?? "vm" }])),
     }, { parent: this, providers: { aws: identityProvider } });
 
     this.registerOutputs({

@@ -1,6 +1,7 @@
 """ci_fleet runner module: the master's orchestration (loaded through runner_dirs).
 
   salt-run ci_fleet.reconcile                      all of the below (master schedule, 5 min)
+  salt-run ci_fleet.refresh_teleport_ca_pins       record the cluster's CA pins (nodes' pillar)
   salt-run ci_fleet.join_teleport_nodes            join minions whose Teleport agent is not joined
   salt-run ci_fleet.assign_teleport_labels         give each joined node its labels; lock impostors
   salt-run ci_fleet.register_github_runners [minion=ID]   (also the reactor, per runner)
@@ -74,6 +75,20 @@ _REFRESH = _runner_refresh_defaults()
 # directory (the JIT config's work_folder), as the formulas write them.
 RUNNER_UNIT = _formula_defaults("github_runner")["unit"]
 RUNNER_WORK_FOLDER = _formula_defaults("runner")["work_dir"]
+# isolation vm (issue 15, docs/job-vm.md): no runner on the host; one just-in-time config per job
+# slot, runner name <minion>-s<N> (N = 1..ci_fleet:runner:job_vm:slots of the master-compiled
+# pillar), delivered into that slot's inbox by the state SLOT_STATE as a `kind: github` job input.
+_JOB_VM = _formula_defaults("runner")["job_vm"]
+SLOT_RUN_DIR = _JOB_VM["run_dir"]
+SLOT_STATE = "runner.job_vm_github"
+# The slot number travels in the publication (`state.apply ... pillar={SLOT_PILLAR_KEY: N}`):
+# not secret, and the state refuses a slot its own pillar does not have. The config never does.
+SLOT_PILLAR_KEY = "ci_fleet_job_slot"
+MAX_SLOTS = 256
+SLOT_NAME_PATTERN = re.compile(r"^(?P<minion>[a-z0-9][a-z0-9-]*)-s(?P<slot>[1-9][0-9]{0,2})$")
+# The job user's home in the golden image (runner.job_vm.image.guest_user): the runner there is
+# unprivileged and writes its work folder under it.
+SLOT_WORK_FOLDER = "/home/%s/_work" % _JOB_VM["image"]["guest_user"]
 # Held (shared) by every entry point while it runs; salt_master.service takes it exclusively
 # (flock(1)) to restart the master (config, unit drop-in or runner modules changed), so no run
 # is killed.
@@ -95,6 +110,105 @@ TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,512}$")
 JIT_CONFIG_PATTERN = re.compile(r"^[A-Za-z0-9+/]{16,65536}={0,2}$")
 INLINE_PATTERNS = {"teleport_join_token": TOKEN_PATTERN, "github_jit_config": JIT_CONFIG_PATTERN}
 MINION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# The Teleport cluster's CA pins, in the master's own state under the generated pillar root
+# (beside inline/; the pillar sync only touches minions/): salt/pillar/minion.sls serves them to
+# every machine but the Teleport machine as ci_fleet_teleport_ca:pins. Relative to
+# INLINE_PILLAR_DIR's parent, resolved when the orchestration is built.
+CA_PINS_RELATIVE = os.path.join("teleport", "ca_pins.json")
+CA_PIN_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
+
+
+def _der_element(data, offset):
+    """(tag, content start, content end) of the DER element at offset (definite lengths only)."""
+    if offset + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, length = data[offset], data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or start + count > len(data):
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
+
+
+def certificate_spki(der):
+    """The DER SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 4.1: tbsCertificate =
+    [0] version?, serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo):
+    Go's x509.Certificate.RawSubjectPublicKeyInfo."""
+    tag, start, end = _der_element(der, 0)
+    if tag != 0x30 or end != len(der):
+        raise ValueError("not a DER certificate")
+    tag, position, tbs_end = _der_element(der, start)
+    if tag != 0x30:
+        raise ValueError("no tbsCertificate")
+    fields = []
+    while position < tbs_end and len(fields) < 8:
+        tag, _, following = _der_element(der, position)
+        fields.append((tag, position, following))
+        position = following
+    if fields and fields[0][0] == 0xA0:
+        fields = fields[1:]
+    if len(fields) < 6 or fields[0][0] != 0x02 or any(f[0] != 0x30 for f in fields[1:6]):
+        raise ValueError("unexpected tbsCertificate layout")
+    _, spki_start, spki_end = fields[5]
+    return der[spki_start:spki_end]
+
+
+def teleport_ca_pin(der):
+    """Teleport's CA pin of a certificate (lib/utils CalculateSPKI: "sha256:" + hex of
+    sha256(cert.RawSubjectPublicKeyInfo))."""
+    return "sha256:" + hashlib.sha256(certificate_spki(der)).hexdigest()
+
+
+def teleport_ca_pins(pem_text):
+    """The sorted pins of every certificate in a PEM text (tlsca.CalculatePins); ValueError for
+    anything else, or for no certificate at all."""
+    if not isinstance(pem_text, str):
+        raise ValueError("no PEM text")
+    pins = set()
+    for body in PEM_CERTIFICATE.findall(pem_text):
+        pins.add(teleport_ca_pin(base64.b64decode("".join(body.split()), validate=True)))
+    if not pins:
+        raise ValueError("no certificate in the host CA export")
+    return sorted(pins)
+
+
+class CaPinStore:
+    """The master's record of the Teleport cluster's CA pins (one JSON list, root-only), read
+    back by salt/pillar/minion.sls. Written only from the Teleport minion's own answer."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def get(self):
+        try:
+            with open(self.path) as handle:
+                pins = json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return []
+        return pins if isinstance(pins, list) and pins and all(
+            isinstance(p, str) and CA_PIN_PATTERN.match(p) for p in pins) else []
+
+    def put(self, pins):
+        """Record pins (sorted, each checked); True when they changed."""
+        pins = sorted(set(pins))
+        if not pins or not all(isinstance(p, str) and CA_PIN_PATTERN.match(p) for p in pins):
+            raise ValueError("refusing malformed Teleport CA pins")
+        if pins == self.get():
+            return False
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        tmp = self.path + ".tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(json.dumps(pins))
+        os.rename(tmp, self.path)
+        return True
 
 
 def _b64(data):
@@ -282,13 +396,15 @@ class Orchestrator:
     def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
                  sleep=time.sleep, join_timeout=120, inline=None, clock=time.monotonic,
                  run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False,
-                 expected_of=lambda minion_id: None):
+                 expected_of=lambda minion_id: None, ca_pins=None):
         self.stack = stack
         # aws: nodes join by the `iam` method (AWS-attested), no token ever leaves the
         # Teleport machine; equinix-metal: a one-join token through the minion's own pillar.
         self.provider = master_pillar.get("ci_fleet", {}).get("provider")
         self.expected_of = expected_of
         self.inline = inline if inline is not None else InlinePillar()
+        self.ca_pins = ca_pins if ca_pins is not None else CaPinStore(
+            os.path.join(os.path.dirname(getattr(self.inline, "directory", INLINE_PILLAR_DIR)), CA_PINS_RELATIVE))
         self.minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
         self.runner_pillar = runner_pillar      # minion_id -> its ci_fleet:runner
         self.local, self.github, self.sleep = local, github, sleep
@@ -311,8 +427,27 @@ class Orchestrator:
     # -- Teleport -----------------------------------------------------------------------
     def _node_names(self):
         """Joined node names, or None when the Teleport machine did not answer with a list."""
-        names = self.local(self.teleport_id, "ci_fleet_teleport.node_names").get(self.teleport_id)
+        names = self._teleport_call("ci_fleet_teleport.node_names")
         return names if isinstance(names, list) else None
+
+    def refresh_teleport_ca_pins(self):
+        """Record the cluster's CA pins, computed here from the host CA's TLS certificates that
+        the Teleport minion exports (`tctl auth export --type=tls-host`), exactly as Teleport
+        computes them (SPKI sha256). Only the Teleport minion's answer to this master's own job
+        counts (_teleport_call); no runner is ever asked. Without an answer, or with anything but
+        certificates, the recorded pins stay as they are. Returns the pins now recorded."""
+        pem = self._teleport_call("ci_fleet_teleport.host_ca_certificates")
+        if pem is None:
+            log.warning("%s did not export its host CA: Teleport CA pins unchanged", self.teleport_id)
+            return self.ca_pins.get()
+        try:
+            pins = teleport_ca_pins(pem)
+        except (ValueError, TypeError) as error:
+            log.error("%s answered no usable host CA (%s): Teleport CA pins unchanged", self.teleport_id, error)
+            return self.ca_pins.get()
+        if self.ca_pins.put(pins):
+            log.info("Teleport CA pins now %s", ", ".join(pins))
+        return pins
 
     def join_teleport_nodes(self):
         """equinix-metal: a node token for each minion Teleport does not list, delivered through
@@ -327,6 +462,10 @@ class Orchestrator:
         if self.provider != "equinix-metal":
             log.warning("unknown provider %r in the master's pillar: no Teleport join tokens", self.provider)
             return []
+        if not (self.ca_pins.get() or self.refresh_teleport_ca_pins()):
+            # A node without a pin would trust whatever answers at the auth address: no joins.
+            log.warning("the Teleport CA pins are not known yet: no Teleport joins this round")
+            return []
         joined = self._node_names()
         if joined is None:
             # Fail closed: without the list, every minion would look unjoined and get a token.
@@ -338,7 +477,7 @@ class Orchestrator:
                 continue
             if self._must_stop("Teleport joins"):
                 return done
-            token = self.local(self.teleport_id, "ci_fleet_teleport.node_token", kwarg={"ttl": "15m"}).get(self.teleport_id)
+            token = self._teleport_call("ci_fleet_teleport.node_token", kwarg={"ttl": "15m"})
             if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
                 log.warning("%s gave no usable node token: no Teleport joins this round", self.teleport_id)
                 return done
@@ -351,7 +490,7 @@ class Orchestrator:
                 # The token is single-purpose: revoke it and remove every copy either way.
                 self.inline.remove(minion_id, "teleport_join_token")
                 # By its hash: a publication reaches every minion.
-                self.local(self.teleport_id, "ci_fleet_teleport.remove_token", arg=[hashlib.sha256(token.encode()).hexdigest()])
+                self._teleport_call("ci_fleet_teleport.remove_token", [hashlib.sha256(token.encode()).hexdigest()])
                 self.local(minion_id, "file.remove", arg=[TELEPORT_TOKEN_FILE])
         return done
 
@@ -365,9 +504,23 @@ class Orchestrator:
         log.warning("%s did not join Teleport within %ss", minion_id, self.join_timeout)
         return False
 
-    def _teleport_call(self, fun, arg=()):
-        """The Teleport machine's answer, or None when it did not answer."""
-        return self.local(self.teleport_id, fun, arg=list(arg)).get(self.teleport_id)
+    def _teleport_call(self, fun, arg=(), kwarg=None):
+        """The Teleport machine's answer to a job this master publishes to it alone, or None.
+
+        LocalClient collects the returns of the job id it published (salt/job/<jid>/ret/<id>
+        events) and keys them by the minion id each return names. Only the Teleport minion was
+        targeted: an answer under any other id means some minion put a return for this job on
+        the master's event bus (a batched event; CVE-2025-22239 before its fix). Then nothing of
+        this job is believed, the Teleport minion's answer included, since a forger that can add
+        a return can name it as the Teleport minion too. Labels, locks, join tokens and CA pins
+        are decided only from answers that pass this."""
+        answers = self.local(self.teleport_id, fun, arg=list(arg), kwarg=kwarg)
+        strangers = sorted(str(m) for m in (answers or {}) if m != self.teleport_id)
+        if strangers:
+            log.error("%s job to %s was answered by %s too: forged returns? ignoring the whole answer",
+                      fun, self.teleport_id, ", ".join(strangers)[:300])
+            return None
+        return (answers or {}).get(self.teleport_id)
 
     def assign_teleport_labels(self):
         """Give every joined machine the labels the roles select on, through the auth service.
@@ -382,7 +535,14 @@ class Orchestrator:
         - an assignment, once made, is never changed (a rejoined or replaced machine gets a new
           host id, and the old one is no longer listed);
         - a node announcing any `dynamic/` label its assignment does not give it is locked
-          (`tctl lock --server-id`): the auth service then refuses its certificates.
+          (`tctl lock --server-id`): the auth service then refuses its certificates;
+        - so is an impostor: a node whose hostname is no machine of this stack's index (the
+          master's own, from the pillar documents), that claims the Teleport machine's name
+          without being the auth service's own node, or that is not yet assigned and announces
+          a machine's hostname at another address than that machine's pillar names. The cluster
+          serves this stack alone (its own auth service, joins only with this stack's tokens),
+          so every node it lists is expected to be one of the index; none is exempt. A
+          replaced machine's old node (same name, old address) is locked too: it is gone.
         Returns {"assigned": [...], "locked": [...], "ambiguous": [...]}."""
         result = {"assigned": [], "locked": [], "ambiguous": []}
         nodes = self._teleport_call("ci_fleet_teleport.nodes")
@@ -391,6 +551,13 @@ class Orchestrator:
             log.warning("%s did not list its nodes and server infos: no Teleport labels this round", self.teleport_id)
             return result
         assignments = {host: dict(labels) for host, labels in infos.items() if isinstance(labels, dict)}
+        expectations = {}
+
+        def expected_of(minion_id):
+            if minion_id not in expectations:
+                expectations[minion_id] = self.expected_of(minion_id)
+            return expectations[minion_id]
+
         for minion_id in sorted(self.minions):
             if self.minions[minion_id].get("role") == "teleport":
                 named = [n for n in nodes if n.get("self")]
@@ -398,7 +565,7 @@ class Orchestrator:
                 named = [n for n in nodes if not n.get("self") and n.get("hostname") == minion_id]
             if all(n.get("name") in assignments for n in named):
                 continue    # nothing listed under this name, or already assigned: no pillar read
-            expected = self.expected_of(minion_id)
+            expected = expected_of(minion_id)
             if not expected or not expected.get("labels"):
                 continue
             want = {k: v for k, v in expected["labels"].items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
@@ -416,17 +583,39 @@ class Orchestrator:
                 assignments[host] = want
                 result["assigned"].append(minion_id)
         for node in nodes:
+            if node.get("self"):
+                continue
             host = node.get("name")
+            reason = self._impostor_reason(node, host in assignments, expected_of)
             announced = {k: v for k, v in (node.get("labels") or {}).items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
             given = assignments.get(host, {})
-            if node.get("self") or all(given.get(k) == v for k, v in announced.items()):
+            if reason is None and not all(given.get(k) == v for k, v in announced.items()):
+                reason = "node announced labels the fleet did not assign"
+                log.error("Teleport node %s (%r) announces %s; the fleet gave it %s", host, node.get("hostname"), announced, given)
+            if reason is None:
                 continue
-            log.error("Teleport node %s (%s) announces %s; the fleet gave it %s: locking it",
-                      host, node.get("hostname"), announced, given)
-            message = "ci-fleet: node announced labels the fleet did not assign"
-            if self._teleport_call("ci_fleet_teleport.lock_node", [host, message]) is not None:
+            log.error("locking Teleport node %s: %s", host, reason)
+            if self._teleport_call("ci_fleet_teleport.lock_node", [host, "ci-fleet: " + reason]) is not None:
                 result["locked"].append(host)
         return result
+
+    def _impostor_reason(self, node, assigned, expected_of):
+        """Why a listed node (not the auth service's own) is no machine of this stack, or None.
+        Every fact compared against comes from the master's index and the machine's pillar."""
+        hostname = node.get("hostname")
+        shown = repr(hostname)[:80]
+        spec = self.minions.get(hostname) if isinstance(hostname, str) else None
+        if spec is None:
+            return "hostname %s is no machine of stack %s" % (shown, self.stack)
+        if spec.get("role") == "teleport":
+            return "hostname %s is the Teleport machine's, but this node is not its auth service's own" % shown
+        if assigned:
+            return None     # it matched the machine's hostname and address when it was assigned
+        expected = expected_of(hostname)
+        if expected and expected.get("addr") and node.get("addr") != expected["addr"]:
+            return "hostname %s announced at %s; that machine's address is %s" % (
+                shown, repr(node.get("addr"))[:60], expected["addr"])
+        return None
 
     # -- GitHub Actions -------------------------------------------------------------------
     def github_runner_ids(self):
@@ -446,15 +635,89 @@ class Orchestrator:
         labels = [label for label in spec.get("labels") or [] if label != "queue-%s" % queue]
         return org, group, labels + ["queue-%s" % queue]
 
+    def _slots(self, minion_id):
+        """Job slots of a GitHub runner with isolation vm, from the pillar the master compiled
+        for it (ci_fleet:runner:isolation, ci_fleet:runner:job_vm:slots): None with isolation
+        host (one runner on the host, named after the minion), 0 when vm but no usable count
+        (then nothing is registered: fail closed, never a runner on the host)."""
+        spec = self.runner_pillar.get(minion_id) or {}
+        if spec.get("isolation", "host") != "vm":
+            return None
+        slots = (spec.get("job_vm") or {}).get("slots")
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 0 < slots <= MAX_SLOTS:
+            log.error("%s: isolation vm without a slot count in its pillar: no runner registered", minion_id)
+            return 0
+        return slots
+
+    def _runner_names(self, minion_id):
+        """{runner name: slot} the master mints for a GitHub minion: {minion_id: None} on the host,
+        {"<minion_id>-s<N>": N} for N = 1..slots with isolation vm."""
+        slots = self._slots(minion_id)
+        if slots is None:
+            return {minion_id: None}
+        return {"%s-s%d" % (minion_id, n): n for n in range(1, slots + 1)}
+
+    def _owner(self, name):
+        """(minion_id, slot) of a runner name this master mints for a current GitHub minion
+        (slot None: the host runner), or None. The slot is within that minion's pillar count;
+        the host name of a vm minion is no runner of it any more."""
+        candidates = [(name, None)]
+        match = SLOT_NAME_PATTERN.match(name or "")
+        if match:
+            candidates.append((match.group("minion"), int(match.group("slot"))))
+        for minion_id, slot in candidates:
+            if minion_id in self.github_runner_ids() and self._runner_names(minion_id).get(name, -1) == slot:
+                return minion_id, slot
+        return None
+
+    def _slot_paths(self, slot):
+        directory = "%s/%d" % (SLOT_RUN_DIR, slot)
+        return directory + "/inbox", directory + "/state.json"
+
+    def _runner_idle(self, minion_id, slot):
+        """The minion's answer, which only gates (it never names a runner or a slot): True when
+        the host runner's unit answers not running (slot None), or when slot N's inbox answers
+        empty (`file.readdir`: only . and ..) and its state.json (ci-job-slot: written at each
+        VM's start, `job` set once an input is taken) answers with no job: a warm VM waits and
+        nothing is queued for it. Anything else, or no answer, is "not idle"."""
+        if slot is None:
+            return self.local(minion_id, "service.status", arg=[RUNNER_UNIT]).get(minion_id) is False
+        inbox, state_file = self._slot_paths(slot)
+        entries = self.local(minion_id, "file.readdir", arg=[inbox]).get(minion_id)
+        if not isinstance(entries, list) or sorted(entries) != [".", ".."]:
+            return False
+        text = self.local(minion_id, "file.read", arg=[state_file]).get(minion_id)
+        try:
+            state = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            state = None
+        return isinstance(state, dict) and not state.get("job")
+
+    def _deliver_jit_config(self, minion_id, slot, config):
+        """Through the minion's own pillar only; the publication names the state (and the slot
+        number, which is not secret), never the config."""
+        try:
+            self.inline.put(minion_id, "github_jit_config", config)
+            if slot is None:
+                self.local(minion_id, "state.apply", arg=["github_runner"])
+            else:
+                self.local(minion_id, "state.apply", arg=[SLOT_STATE], kwarg={"pillar": {SLOT_PILLAR_KEY: slot}})
+        finally:
+            self.inline.remove(minion_id, "github_jit_config")
+
     def register_github_runners(self, only=None):
         """Give a just-in-time runner config to each runner GitHub does not list.
 
-        The master decides: a runner needs a config when its name (the minion id) is absent
-        from the organisation's runner list (GitHub removes an ephemeral JIT runner after its
-        job). The minion's answer only gates readiness: its unit must answer as not running
-        (no job in progress). A minion that says it is unregistered while GitHub lists it gets
-        nothing. The config is minted for that name, the runner group (resolved by name) and
-        the labels of the master's pillar, and reaches the minion through its pillar only."""
+        The master decides: a runner needs a config when its name is absent from the
+        organisation's runner list (GitHub removes an ephemeral JIT runner after its job). The
+        names come from the master's pillar: the minion id (isolation host) or
+        `<minion>-s<N>` for each job slot N of ci_fleet:runner:job_vm:slots (isolation vm). The
+        minion's answer only gates readiness (_runner_idle): the host unit not running, or the
+        slot's inbox empty and no job in it. A minion that says it is unregistered while GitHub
+        lists it gets nothing; one answering for a slot its pillar does not have is never asked.
+        The config is minted for that name, the runner group (resolved by name) and the labels of
+        the master's pillar, and reaches the minion through its pillar only (a slot's config as a
+        `kind: github` job input in the slot's inbox: salt/runner/job_vm_github.sls)."""
         registered, listed, groups = [], {}, {}
         for minion_id in self.github_runner_ids():
             if (only and minion_id != only) or os.path.exists(os.path.join(DRAIN_DIR, minion_id)):
@@ -466,52 +729,54 @@ class Orchestrator:
                 continue
             if org not in listed:
                 listed[org] = {runner.get("name") for runner in self.github.runners(org)}
-            if minion_id in listed[org]:
-                continue
-            running = self.local(minion_id, "service.status", arg=[RUNNER_UNIT]).get(minion_id)
-            if running is not False:    # running (maybe a job), or the minion did not answer
-                continue
-            if self._must_stop("runner registrations"):
-                return registered
-            try:
-                if (org, group) not in groups:
-                    groups[(org, group)] = self.github.runner_group_id(org, group)
-            except LookupError as error:
-                log.error("%s: not registering %s", error, minion_id)
-                continue
-            config = jit_config_without_updates(self.github.generate_jitconfig(
-                org, minion_id, groups[(org, group)], labels, RUNNER_WORK_FOLDER))
-            try:
-                self.inline.put(minion_id, "github_jit_config", config)
-                self.local(minion_id, "state.apply", arg=["github_runner"])
-            finally:
-                self.inline.remove(minion_id, "github_jit_config")
-            registered.append(minion_id)
+            for name, slot in sorted(self._runner_names(minion_id).items(), key=lambda item: item[1] or 0):
+                if name in listed[org] or not self._runner_idle(minion_id, slot):
+                    continue    # listed, busy, or the minion did not answer
+                if self._must_stop("runner registrations"):
+                    return registered
+                try:
+                    if (org, group) not in groups:
+                        groups[(org, group)] = self.github.runner_group_id(org, group)
+                except LookupError as error:
+                    log.error("%s: not registering %s", error, name)
+                    break
+                work_folder = RUNNER_WORK_FOLDER if slot is None else SLOT_WORK_FOLDER
+                config = jit_config_without_updates(self.github.generate_jitconfig(
+                    org, name, groups[(org, group)], labels, work_folder))
+                self._deliver_jit_config(minion_id, slot, config)
+                registered.append(name)
         return registered
 
     def _is_stale(self, runner, queues):
         """A runner named <stack>-<queue>-<name> of one of this stack's queues, carrying that
-        queue's `queue-<queue>` label (github_runner.register adds it), that is no minion.
-        The name alone is ambiguous (stack `prod` queue `eu-a` vs stack `prod-eu` queue `a`);
-        with the label it is not. Busy runners are never deleted."""
+        queue's `queue-<queue>` label (github_runner.register adds it), that is no runner the
+        master mints now (_owner: a current GitHub minion's name, or one of its slots
+        <minion>-s<N>, N within its pillar's count). The name alone is ambiguous (stack `prod`
+        queue `eu-a` vs stack `prod-eu` queue `a`); with the label it is not. A current
+        minion's own name stays unless it became a vm host (its host runner is gone). Busy
+        runners are never deleted."""
         name = runner.get("name", "")
-        if name in self.minions or runner.get("busy"):
+        if runner.get("busy") or self._owner(name) is not None:
+            return False
+        if name in self.minions and self._slots(name) is None:
             return False
         labels = {label.get("name") for label in runner.get("labels") or [] if isinstance(label, dict)}
         return any(name.startswith("%s-%s-" % (self.stack, queue)) and "queue-%s" % queue in labels
                    for queue in queues)
 
     def _is_dead_jit_runner(self, runner):
-        """A runner of a current minion that can never come back: GitHub shows it offline and
-        idle, and its minion answers that the unit is not running. Its single-use JIT config
-        was removed when the unit stopped (ExecStopPost), so it would stay listed (and get no
-        new config) until GitHub drops it; deleting it lets the next round mint a new one.
-        The minion's answer can only remove the runner of its own name; the new config is
-        bound to the same name, group and labels."""
+        """A runner of a current minion (or of one of its slots) that can never come back:
+        GitHub shows it offline and idle, and its minion answers idle (_runner_idle: the unit
+        not running; for a slot, an empty inbox and no job, so the slot's VM never received it
+        or lost it). Its single-use JIT config is gone (ExecStopPost; a slot's input is read
+        once), so it would stay listed (and get no new config) until GitHub drops it; deleting
+        it lets the next round mint a new one. The minion's answer can only remove the runner
+        of its own name; the new config is bound to the same name, group and labels."""
         name = runner.get("name", "")
-        if name not in self.github_runner_ids() or runner.get("busy") or runner.get("status") != "offline":
+        owner = self._owner(name)
+        if owner is None or runner.get("busy") or runner.get("status") != "offline":
             return False
-        return self.local(name, "service.status", arg=[RUNNER_UNIT]).get(name) is False
+        return self._runner_idle(*owner)
 
     def deregister_stale_github_runners(self):
         """Delete this stack's runners whose name is no current minion (current queues only:
@@ -634,6 +899,11 @@ def assign_teleport_labels():
         return _orchestrator().assign_teleport_labels() if go else {}
 
 
+def refresh_teleport_ca_pins():
+    with _orchestration_lock("refresh_teleport_ca_pins") as go:
+        return _orchestrator().refresh_teleport_ca_pins() if go else []
+
+
 def register_github_runners(minion=None):
     with _orchestration_lock("register_github_runners") as go:
         if not go:
@@ -655,7 +925,8 @@ def reconcile():
         if not go:
             return {}
         orchestrator = _orchestrator()
-        result = {"teleport_joined": orchestrator.join_teleport_nodes(),
+        result = {"teleport_ca_pins": orchestrator.refresh_teleport_ca_pins(),
+                  "teleport_joined": orchestrator.join_teleport_nodes(),
                   "teleport_labels": orchestrator.assign_teleport_labels()}
         if orchestrator.github:
             result["github_registered"] = orchestrator.register_github_runners()

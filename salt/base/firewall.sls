@@ -18,6 +18,9 @@ base-firewall-nftables-conf-file-managed:
         provider: {{ base.provider | json }}
         firewall: {{ base.firewall | json }}
         teleport_proxy_ipv4: {{ base.teleport_proxy_ipv4 | json }}
+        # Job VMs on this host (salt/runner/job_vm.sls): their taps are cijs<N> (ci-job-slot Slot).
+        job_vm: {{ (base.role == 'runner' and salt['pillar.get']('ci_fleet:runner:isolation', 'host') == 'vm') | json }}
+        job_vm_taps: cijs*
     - require:
       - pkg: base-packages-install-pkg-installed
 

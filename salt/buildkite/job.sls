@@ -53,8 +53,14 @@ buildkite-job-sudoers-file-managed:
         # this one command, no arguments, no password, the job's environment kept except the
         # agent token; no pty of sudo's own (the job's output is the agent's pty), and the
         # job's PATH and variables as the agent passes them (sudo only lowers privileges here).
-        Defaults:{{ agent }} !use_pty, !secure_path, !env_check, env_delete = "BUILDKITE_AGENT_TOKEN"
+        # `+=` adds the token to sudo's built-in env_delete list (BASH_ENV, PERL5OPT, PYTHONPATH, ...);
+        # `=` would replace that list (sudoers(5)).
+        Defaults:{{ agent }} !use_pty, !secure_path, !env_check, env_delete += "BUILDKITE_AGENT_TOKEN"
         {{ agent }} ALL = ({{ job_user }} : {{ job_user }}) NOPASSWD: SETENV: {{ buildkite.job_executor }} ""
+{%- if buildkite.isolation == 'vm' %}
+        # isolation vm (runner.job_vm_host_agent): root hands the job to a slot's VM; no job runs here.
+        {{ agent }} ALL = (root) NOPASSWD: SETENV: {{ buildkite.job_handoff }} ""
+{%- endif %}
     - require:
       - pkg: access-sudo-package-pkg-installed
       - user: buildkite-user-agent-user-present

@@ -81,9 +81,11 @@ test.each(CASES)("%s %s %s: the contract's keys, and nothing of another role", (
 test("a runner's pillar names its queue's agent, labels and organisation", () => {
   expect(buildMinionPillar(input("equinix-metal", "runner", "default")).ci_fleet.runner).toEqual({
     queue: "default", agent: "github-actions", trusted: false, labels: ["self-hosted", "linux", "x64", "kvm", "netboot"], runner_group: "untrusted-pr", github_organization: "example-metal",
+    isolation: "vm", job_vm: expect.objectContaining({ cpus: 4, memory_mib: 16384 }),
   });
   expect(buildMinionPillar(input("aws", "runner", "release")).ci_fleet.runner).toEqual({
     queue: "release", agent: "buildkite", trusted: true, labels: ["os=linux", "arch=x64", "kvm=true"], buildkite_organization: "example-metal",
+    isolation: "vm", job_vm: expect.objectContaining({ slots: 2, cpus: 8 }),
   });
 });
 

@@ -20,6 +20,7 @@ const TOKEN_FILE = "/etc/ci-fleet/buildkite-agent/agent-token";
 const START = "/usr/local/sbin/buildkite-agent-start";
 const SUDOERS = "/etc/sudoers.d/ci-fleet-buildkite-agent";
 const EXECUTOR = "/usr/local/sbin/buildkite-agent-job";
+const HANDOFF = "/usr/local/sbin/ci-job-handoff";
 const VISUDO = ["/usr/sbin/visudo", "/usr/bin/visudo"].find((p) => fs.existsSync(p));
 
 type State = RenderedMinion["states"][string];
@@ -149,9 +150,11 @@ describe.each(["production", "production-aws"])("the Buildkite agent token on th
       });
       const [[, ciUser]] = stateNamed(m, "user.present", "ci-agent");
       expect({ id, ciGroups: ciUser.args.groups }).toEqual({ id, ciGroups: ["kvm"] });
-      // The jobs' uid: bootstrap-script changes to ci-agent before any job code (hooks included) runs.
+      // isolation vm (every production queue): bootstrap-script hands the job to a slot's VM as root
+      // (runner.job_vm_host_agent); no job code runs on the host. isolation host: it changes to
+      // ci-agent before any job code (hooks included) runs.
       const cfg = cfgOf(m.files[CFG]);
-      expect({ id, bootstrap: cfg.get("bootstrap-script") }).toEqual({ id, bootstrap: `/usr/bin/sudo -n -E -u ci-agent -g ci-agent -- ${EXECUTOR}` });
+      expect({ id, bootstrap: cfg.get("bootstrap-script") }).toEqual({ id, bootstrap: `/usr/bin/sudo -n -E -u root -- ${HANDOFF}` });
       expect({ id, token: cfg.has("token"), inCfg: /BUILDKITE_AGENT_TOKEN|agent[-_]token/i.test(m.files[CFG].replace(/^#.*$/gm, "")) }).toEqual({ id, token: false, inCfg: false });
     }
   });
@@ -164,9 +167,16 @@ describe.each(["production", "production-aws"])("the Buildkite agent token on th
       const text = String(state.args.contents);
       expect({ id, visudo: visudoCheck(text) }).toEqual({ id, visudo: { status: 0, output: expect.stringContaining("parsed OK") } });
       expect(text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"))).toEqual([
-        'Defaults:buildkite-agent !use_pty, !secure_path, !env_check, env_delete = "BUILDKITE_AGENT_TOKEN"',
+        'Defaults:buildkite-agent !use_pty, !secure_path, !env_check, env_delete += "BUILDKITE_AGENT_TOKEN"',
         `buildkite-agent ALL = (ci-agent : ci-agent) NOPASSWD: SETENV: ${EXECUTOR} ""`,
+        `buildkite-agent ALL = (root) NOPASSWD: SETENV: ${HANDOFF} ""`,
       ]);
+      // The handoff is root's too, runs Python isolated from the agent's PYTHON* variables and
+      // starts the launcher with an environment of its own, not the agent's.
+      const [[, handoff]] = stateNamed(m, "file.managed", HANDOFF);
+      expect({ id, handoff: [handoff.args.user, handoff.args.group, handoff.args.mode] }).toEqual({ id, handoff: ["root", "root", "0755"] });
+      expect(String(handoff.args.contents).split("\n")[0]).toBe("#!/usr/bin/python3 -I");
+      expect(String(handoff.args.contents)).toContain("env=LAUNCHER_ENV");
       // The executor is root's: the agent's user cannot change what it runs as ci-agent.
       const [[, exe]] = stateNamed(m, "file.managed", EXECUTOR);
       expect({ id, exe: [exe.args.user, exe.args.group, exe.args.mode] }).toEqual({ id, exe: ["root", "root", "0755"] });

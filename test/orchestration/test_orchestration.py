@@ -16,6 +16,7 @@ it uses, with fakes shaped like them (docs/upstream-conformance.md, orchestratio
   CI_FLEET_SALT_ROOT=DIR runs the same tests against another copy of the salt/ tree.
 """
 import base64
+import importlib.machinery
 import importlib.util
 import hashlib
 import json
@@ -111,8 +112,12 @@ class FakeLocalClient:
     targeted minion that did not answer to False; with full_return=True every answer is
     {"ret": ..., "retcode": ...} and a non-answer is still False."""
 
-    def __init__(self, down=(), active=(), joined=(), teleport_down=False, nodes=None, server_infos=None):
+    def __init__(self, down=(), active=(), joined=(), teleport_down=False, nodes=None, server_infos=None,
+                 files=None):
         self.down, self.active = set(down), set(active)   # active: the runner unit runs
+        # (minion, path) -> what file.readdir / file.read answer (a slot's inbox, its state.json);
+        # any other path raises on the minion (retcode 1), as Salt's file module does.
+        self.files = dict(files or {})
         self.joined, self.teleport_down = list(joined), teleport_down
         self.publications = []
         self.tokens = 0
@@ -127,10 +132,16 @@ class FakeLocalClient:
         self.publications.append({"tgt": tgt, "fun": fun, "arg": list(arg), "kwarg": dict(kwarg or {})})
         if tgt in self.down or (tgt == "prod-teleport" and self.teleport_down):
             return {tgt: False}
+        if fun in ("file.readdir", "file.read") and (tgt, list(arg)[0]) not in self.files:
+            error = "ERROR: %s: no such file or directory" % list(arg)[0]
+            return {tgt: {"ret": error, "retcode": 1, "jid": "1"}} if full_return else {tgt: error}
         value = self.execute(tgt, fun, list(arg), dict(kwarg or {}))
         return {tgt: {"ret": value, "retcode": 0, "jid": "1"}} if full_return else {tgt: value}
 
     def execute(self, tgt, fun, arg, kwarg):
+        if fun == "ci_fleet_teleport.host_ca_certificates":   # tctl auth export --type=tls-host
+            with open(os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")) as handle:
+                return handle.read()
         if fun == "ci_fleet_teleport.node_names":
             return list(self.joined)
         if fun == "ci_fleet_teleport.node_token":
@@ -155,6 +166,8 @@ class FakeLocalClient:
             return tgt in self.active
         if fun == "file.file_exists":
             return False     # every minion claims "no /opt/actions-runner/.runner": it proves nothing
+        if fun in ("file.readdir", "file.read"):
+            return self.files[(tgt, arg[0])]
         return True
 
 
@@ -202,13 +215,16 @@ class Harness:
     """The runner module's Salt entry points with the loader globals Salt injects
     (__opts__, __salt__ = the runner loader) and a fake `salt.client` module."""
 
-    def __init__(self, client, http, inline_dir, provider="equinix-metal"):
+    def __init__(self, client, http, inline_dir, provider="equinix-metal", runner_extra=None):
         self.client, self.http, self.inline_dir, self.provider = client, http, inline_dir, provider
         self.pillar_reads = {}   # minion id -> ci_fleet_inline seen by each state.apply
+        # minion id -> more ci_fleet:runner keys (isolation, job_vm) of that minion's own pillar
+        self.runner_extra = dict(runner_extra or {})
 
     def pillar(self, minion_id):
         document = {"ci_fleet": {"runner": {"github_organization": "example-org", "queue": "default",
                                             "runner_group": RUNNER_GROUP, "labels": list(LABELS)}}}
+        document["ci_fleet"]["runner"].update(self.runner_extra.get(minion_id, {}))
         document["ci_fleet"].update(minion_document(minion_id)["ci_fleet"])
         document.update({k: v for k, v in minion_document(minion_id).items() if k != "ci_fleet"})
         if minion_id == MASTER_ID:
@@ -433,7 +449,8 @@ class OrchestrationConformanceTest(unittest.TestCase):
         client = FakeLocalClient(teleport_down=True)
         with Harness(client, FakeGitHubHTTP(), self.inline_dir):
             self.assertEqual(orchestration.join_teleport_nodes(), [])
-        self.assertEqual([p["fun"] for p in client.publications], ["ci_fleet_teleport.node_names"])
+        # Only questions to the Teleport machine (its CA export, then nothing else): no token.
+        self.assertEqual([p["fun"] for p in client.publications], ["ci_fleet_teleport.host_ca_certificates"])
 
     def test_reactor_call_registers_only_the_minion_named_by_the_event(self):
         # salt/utils/reactor.py: `args: [{minion: ID}]` becomes kwarg {"minion": ID}.
@@ -487,6 +504,187 @@ class OrchestrationConformanceTest(unittest.TestCase):
         http = FakeGitHubHTTP(runners=[runner(2, "prod-default-r2", "default")])
         with Harness(FakeLocalClient(), http, self.inline_dir):
             self.assertEqual(orchestration.register_github_runners(), ["prod-default-r1"])
+
+
+RUN_DIR = "/run/ci-fleet/job-slots"
+GUEST = os.path.join(SALT, "runner", "files", "ci-job-guest")
+
+
+def load_guest():
+    """salt/runner/files/ci-job-guest as a module (it runs main() only as a script)."""
+    loader = importlib.machinery.SourceFileLoader("ci_job_guest_under_test", GUEST)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def idle_slot(minion_id, n, inbox=(), job=None):
+    """What a slot's minion answers: its inbox listing (file.readdir) and state.json (file.read,
+    as ci-job-slot writes it at each VM's start and when it takes an input)."""
+    state = {"qemuPid": 4242, "qemuStart": "123", "vm": 1, "job": job}
+    return {(minion_id, "%s/%d/inbox" % (RUN_DIR, n)): [".", ".."] + list(inbox),
+            (minion_id, "%s/%d/state.json" % (RUN_DIR, n)): json.dumps(state)}
+
+
+def vm_pillar(slots):
+    return {"isolation": "vm", "job_vm": {"slots": slots, "cpus": 4, "memory_mib": 16384, "disk_gib": 80}}
+
+
+def render_slot_state(minion_id, runner_pillar, inline, slot):
+    """salt/runner/job_vm_github.sls rendered with real Jinja2 for the pillar the minion has
+    while the master's state.apply runs: its own document, ci_fleet_inline, and the
+    publication's `pillar=` override. {state id: (function, args)}."""
+    pillar = {"ci_fleet": {"minion_id": minion_id, "runner": dict(runner_pillar, agent="github-actions")}}
+    if inline:
+        pillar["ci_fleet_inline"] = inline
+    pillar.update(slot)
+    env = render.make_env([SALT])
+    grains = render.grains_for(minion_id)
+    extra = {"salt": render.salt_functions(pillar, grains, render.Recorder())}
+    highstate = render.Highstate(SALT, env, pillar, grains, minion_id, extra)
+    highstate.add("runner.job_vm_github")
+    if highstate.errors:
+        raise AssertionError(highstate.errors)
+    out = {}
+    for state_id, (_, body) in highstate.states.items():
+        ((function, args),) = render.state_function(state_id, body)
+        out[state_id] = (function, args)
+    return out
+
+
+class JobSlotRegistrationTest(unittest.TestCase):
+    """Issue 15: a GitHub runner host with isolation vm runs no runner itself; each job slot N
+    gets its own just-in-time config (runner <minion>-s<N>) as a job input in its inbox."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    published_tokens = OrchestrationConformanceTest.published_tokens
+
+    def test_each_idle_slot_gets_one_config_for_its_name_through_the_minions_pillar_into_its_inbox(self):
+        files = {}
+        for n in (1, 2, 3):
+            files.update(idle_slot("prod-default-r1", n))
+        http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r2", "default")])
+        client = FakeLocalClient(files=files)
+        extra = {"prod-default-r1": vm_pillar(3)}
+        with Harness(client, http, self.inline_dir, runner_extra=extra) as harness:
+            self.assertEqual(orchestration.register_github_runners(),
+                             ["prod-default-r1-s1", "prod-default-r1-s2", "prod-default-r1-s3"])
+        self.assertEqual(http.jit_requests, [{
+            "name": "prod-default-r1-s%d" % n, "runner_group_id": 7,
+            "labels": ["self-hosted", "linux", "x64", "netboot", "queue-default"],
+            "work_folder": "/home/ci/_work",    # the job user's home in the golden image
+        } for n in (1, 2, 3)])
+        # No config in any publication (the slot number is the only argument beyond the sls).
+        self.assertEqual(self.published_tokens(client, http), [])
+        applies = [p for p in client.publications if p["fun"] == "state.apply"]
+        self.assertEqual(applies, [{"tgt": "prod-default-r1", "fun": "state.apply", "arg": ["runner.job_vm_github"],
+                                    "kwarg": {"pillar": {"ci_fleet_job_slot": n}}} for n in (1, 2, 3)])
+        # The host's own runner is never registered, its unit never asked.
+        self.assertEqual([p for p in client.publications if p["fun"] == "service.status"], [])
+        self.assertEqual(read_inline(self.inline_dir, "prod-default-r1"), {})
+        guest = load_guest()
+        for n, (seen, sent) in enumerate(zip(harness.pillar_reads["prod-default-r1"], http.jit_configs), start=1):
+            self.assertEqual(set(seen), {"github_jit_config"})
+            self.assertEqual(decoded_jit_config(seen["github_jit_config"])[".credentials_rsaparams"], RSA_SECRET.encode())
+            states = render_slot_state("prod-default-r1", vm_pillar(3), seen, {"ci_fleet_job_slot": n})
+            function, managed = states["runner-job_vm_github-input-file-managed"]
+            self.assertEqual(function, "file.managed")
+            self.assertTrue(managed["name"].startswith("%s/%d/.github-" % (RUN_DIR, n)))
+            self.assertEqual((managed["user"], managed["group"], managed["mode"], managed["show_changes"]),
+                             ("root", "root", "0600", False))
+            function, renamed = states["runner-job_vm_github-input-file-rename"]
+            self.assertEqual(function, "file.rename")
+            self.assertEqual(renamed["source"], managed["name"])
+            self.assertEqual(os.path.dirname(renamed["name"]), "%s/%d/inbox" % (RUN_DIR, n))
+            # ci-job-slot's inbox names: [A-Za-z0-9_.:-]{1,128}, no leading dot once renamed in.
+            self.assertRegex(os.path.basename(renamed["name"]), r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}$")
+            # The guest's own parser turns the rendered input into run.sh --jitconfig <the config>.
+            job = guest.parse_job(managed["contents"].encode())
+            argv, env = guest.job_command(job, {"HOME": "/home/ci", "PATH": "/usr/bin:/bin"}, runner_dir="/opt/actions-runner")
+            self.assertEqual(argv, ["/opt/actions-runner/run.sh", "--jitconfig", seen["github_jit_config"]])
+            self.assertEqual(json.loads(decoded_jit_config(argv[2])[".runner"])["agentName"], "prod-default-r1-s%d" % n)
+            self.assertNotIn(seen["github_jit_config"], json.dumps(env))
+
+    def test_a_slot_github_lists_a_busy_slot_or_a_silent_one_gets_none(self):
+        files = {}
+        files.update(idle_slot("prod-default-r1", 1))                          # listed by GitHub
+        files.update(idle_slot("prod-default-r1", 2, inbox=["github-abc"]))    # an input waits
+        files.update(idle_slot("prod-default-r1", 3, job="github-abc"))        # a job runs
+        files.update({k: v for k, v in idle_slot("prod-default-r1", 4).items() if k[1].endswith("inbox")})  # no VM
+        # slot 5: the minion does not answer at all
+        http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r1-s1", "default", status="offline"),
+                                       runner(2, "prod-default-r2", "default")])
+        client = FakeLocalClient(files=files)
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(5)}):
+            self.assertEqual(orchestration.register_github_runners(), [])
+        self.assertEqual(http.jit_requests, [])
+        self.assertEqual([p for p in client.publications if p["fun"] == "state.apply"], [])
+        # GitHub's list decides first: the listed slot's minion is not even asked.
+        asked = {p["arg"][0] for p in client.publications if p["fun"].startswith("file.")}
+        self.assertNotIn("%s/1/inbox" % RUN_DIR, asked)
+
+    def test_a_minion_answering_for_slots_it_does_not_have_gets_nothing_for_them(self):
+        # The minion answers "idle" for slots 1..8; its pillar (the master's) says 2.
+        files = {}
+        for n in range(1, 9):
+            files.update(idle_slot("prod-default-r1", n))
+        http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r2", "default")])
+        client = FakeLocalClient(files=files)
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(2)}):
+            self.assertEqual(orchestration.register_github_runners(), ["prod-default-r1-s1", "prod-default-r1-s2"])
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"),
+                             ["prod-default-r1-s1", "prod-default-r1-s2"])
+        asked = sorted({p["arg"][0] for p in client.publications if p["fun"].startswith("file.")})
+        self.assertEqual(asked, ["%s/%d/%s" % (RUN_DIR, n, f) for n in (1, 2) for f in ("inbox", "state.json")])
+        # The state itself refuses a slot its own pillar does not have, and a missing config.
+        for slot, inline in (({"ci_fleet_job_slot": 3}, {"github_jit_config": "QUJD" * 8}),
+                             ({"ci_fleet_job_slot": 0}, {"github_jit_config": "QUJD" * 8}),
+                             ({"ci_fleet_job_slot": True}, {"github_jit_config": "QUJD" * 8}),
+                             ({"ci_fleet_job_slot": "1"}, {"github_jit_config": "QUJD" * 8}),
+                             ({"ci_fleet_job_slot": 1}, {})):
+            states = render_slot_state("prod-default-r1", vm_pillar(2), inline, slot)
+            self.assertEqual([f for f, _ in states.values()], ["test.fail_without_changes"], slot)
+
+    def test_isolation_vm_without_slots_registers_nothing_not_even_the_host(self):
+        http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r2", "default")])
+        client = FakeLocalClient()
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": {"isolation": "vm"}}):
+            self.assertEqual(orchestration.register_github_runners(), [])
+        self.assertEqual(http.jit_requests, [])
+        self.assertEqual([p for p in client.publications if p["tgt"] == "prod-default-r1"], [])
+
+    def test_deregistration_knows_slot_names(self):
+        files = {}
+        files.update(idle_slot("prod-default-r1", 1))                    # offline, slot idle: dead
+        files.update(idle_slot("prod-default-r1", 2, job="github-x"))    # offline, its VM has it: kept
+        http = FakeGitHubHTTP(runners=[
+            runner(1, "prod-default-r1-s1", "default", status="offline"),  # deleted (dead JIT runner)
+            runner(2, "prod-default-r1-s2", "default", status="offline"),  # kept
+            runner(3, "prod-default-r1-s3", "default"),                    # online: kept
+            runner(4, "prod-default-r1-s4", "default", status="offline"),  # beyond the 3 slots: stale
+            runner(5, "prod-default-r1", "default", status="offline"),     # the host runner of before: stale
+            runner(6, "prod-default-r9-s1", "default", status="offline"),  # a removed host's slot: stale
+            runner(7, "prod-default-r2-s1", "default", status="offline"),  # r2 is a host runner: stale
+            runner(8, "prod-default-r2", "default"),                       # r2's own runner: kept
+            runner(9, "prod-eu-default-r1-s1", "default"),                 # another stack: kept
+            runner(10, "prod-default-r1-s5", "default", busy=True),        # busy: kept
+        ])
+        client = FakeLocalClient(files=files)
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(3)}):
+            self.assertEqual(orchestration.deregister_stale(), [
+                "prod-default-r1-s1", "prod-default-r1-s4", "prod-default-r1",
+                "prod-default-r9-s1", "prod-default-r2-s1"])
+        self.assertEqual(self.published_tokens(client, http), [])
+        # Only slots 1 and 2 (offline, current) were asked about; nobody named a slot for the master.
+        asked = sorted({p["arg"][0] for p in client.publications if p["fun"].startswith("file.")})
+        self.assertEqual(asked, ["%s/%d/%s" % (RUN_DIR, n, f) for n in (1, 2) for f in ("inbox", "state.json")])
 
 
 class StaleInlinePillarTest(unittest.TestCase):

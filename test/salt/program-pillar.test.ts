@@ -36,7 +36,10 @@ describe.each(["production", "production-aws"])("the Salt tree with the pillar %
     const top = (suffix: string) => Object.entries(result.minions).find(([id]) => id.endsWith(suffix))![1].top_sls;
     expect(top("-salt-master")).toContain("salt_master");
     expect(top("-teleport")).toContain("teleport.auth");
-    expect(top("-default-pr-1")).toEqual(expect.arrayContaining(["runner", "github_runner", "teleport.node"]));
-    expect(top("-release-release-1")).toEqual(expect.arrayContaining(["runner", "buildkite", "teleport.node"]));
+    // isolation: vm: jobs run in the slots' VMs; a GitHub queue's host runs no runner of its own,
+    // a Buildkite host keeps its agent, which hands each job to a slot.
+    expect(top("-default-pr-1")).toEqual(expect.arrayContaining(["runner", "runner.job_vm", "teleport.node"]));
+    expect(top("-default-pr-1")).not.toContain("github_runner");
+    expect(top("-release-release-1")).toEqual(expect.arrayContaining(["runner", "runner.job_vm", "buildkite", "teleport.node"]));
   });
 });

@@ -55,9 +55,10 @@ REACTOR_CLIENTS = ("runner.", "local.", "wheel.")
 REQUISITES = ("require", "watch", "onchanges", "onfail", "prereq", "use",
               "require_in", "watch_in", "onchanges_in", "onfail_in", "prereq_in", "use_in")
 # Files other engineers build (docs/contracts.md); reported apart while they are missing.
-EXTERNAL_SOURCES = ("salt://runner/files/ci-netboot-selftest", "salt://buildkite/files/hooks")
+EXTERNAL_SOURCES = ("salt://runner/files/ci-netboot-selftest", "salt://buildkite/files/hooks",
+                    "salt://runner/files/ci-job-slot", "salt://runner/files/ci-job-guest")
 # Inline pillar passed by the master's orchestration (salt/_runners/ci_fleet.py).
-PILLAR_INLINE_PREFIXES = ("ci_fleet_inline:",)
+PILLAR_INLINE_PREFIXES = ("ci_fleet_inline:", "ci_fleet_job_slot")
 
 
 # --- Salt's Jinja extensions, reduced to what the tree uses ---------------------------
@@ -140,8 +141,21 @@ def salt_functions(pillar, grains, recorder):
     def slsutil_merge(a, b, strategy="smart", renderer="yaml", merge_lists=False):
         return merge(a, b)
 
+    def cp_hash_file(path, saltenv="base"):
+        # As the master's roots fileserver answers (file_hash; hash_type sha256 in its config).
+        name = os.path.join(SALT_ROOT[0], path[len("salt://"):]) if path.startswith("salt://") else path
+        if not os.path.isfile(name):
+            return {}
+        with open(name, "rb") as handle:
+            return {"hash_type": "sha256", "hsum": hashlib.sha256(handle.read()).hexdigest()}
+
     # Anything else raises KeyError: the tree may call only what is faked here.
-    return {"pillar.get": pillar_get, "grains.get": grains_get, "slsutil.merge": slsutil_merge}
+    return {"pillar.get": pillar_get, "grains.get": grains_get, "slsutil.merge": slsutil_merge,
+            "cp.hash_file": cp_hash_file}
+
+
+# The tree cp.hash_file reads (run() sets it to --salt-root).
+SALT_ROOT = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "salt")]
 
 
 def make_env(search_path):
@@ -490,6 +504,7 @@ def highstates(root, docs):
 
 def run(root, contracts_md, documents_file=None):
     root = os.path.abspath(root)
+    SALT_ROOT[0] = root
     docs = program_documents(documents_file, root) if documents_file else fixtures.documents()
     contract = contract_document(contracts_md)
     contract_paths = key_paths(contract)

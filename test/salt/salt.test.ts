@@ -94,7 +94,7 @@ describe("render harness", () => {
   });
 
   test("fixtures follow docs/contracts.md exactly (no undeclared key)", () => {
-    expect(rendered.contract_top_keys).toEqual(["ci_fleet", "ci_fleet_master", "ci_fleet_roles_anywhere_issued", "ci_fleet_teleport"]);
+    expect(rendered.contract_top_keys).toEqual(["ci_fleet", "ci_fleet_master", "ci_fleet_roles_anywhere_issued", "ci_fleet_teleport", "ci_fleet_teleport_ca"]);
     expect(rendered.fixture_problems).toEqual([]);
   });
 

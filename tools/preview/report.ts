@@ -1,3 +1,4 @@
+import { queueJobVm, slotPlan } from "../../infra/config/job-vm";
 import { renderAccessMatrixMarkdown as renderTeleportAccess } from "../../infra/teleport/access";
 import { credentialLifetimes } from "../../infra/identity/lifetimes";
 import { PreviewRun } from "./run";
@@ -42,6 +43,19 @@ export function saltRefWarning(config: PreviewRun["config"]): string | undefined
   );
 }
 
+/** Issue 15: isolation, the job VM's size and the slots of each runner host (config/job-vm.ts). */
+export function jobVmColumns(c: PreviewRun["config"], spec: PreviewRun["config"]["queues"][string]): [string, string, string] {
+  const { isolation, jobVm } = queueJobVm(spec);
+  if (isolation === "host" || !jobVm) return ["host (jobs on the runner itself)", "", ""];
+  const size = `${jobVm.cpus} cpus, ${jobVm.memoryGiB} GiB, ${jobVm.diskGiB} GiB disk, ${jobVm.maxJobMinutes} min max`;
+  const slots = Object.entries(spec.runners).map(([r, runner]) => {
+    const type = c.plans[runner.plan]?.[c.provider];
+    const plan = slotPlan(c.provider, type, jobVm);
+    return `${r}: ${plan.slots}${plan.from === "config" ? " (jobVm.slots)" : ` (${type})`}`;
+  });
+  return ["vm (a fresh VM per job)", size, slots.join(", ")];
+}
+
 export function renderReport(run: PreviewRun, checks: PreviewCheck[], iamMatrixMarkdown: string, controlPlaneMarkdown = "", blastRadiusMarkdown = ""): string {
   const c = run.config;
   const out: string[] = [];
@@ -79,16 +93,23 @@ export function renderReport(run: PreviewRun, checks: PreviewCheck[], iamMatrixM
     "No user-data carries a key pair of the Salt master or any minion key but the machine's own: the master reads its key pairs from SSM at first boot, and its first pillar sync accepts every minion that has a pillar document, before salt-master starts. So the master's user-data does not grow with the fleet.",
     "",
   );
+  // Drain hooks (issue 13): what this program binds is known; what a stack's state has recorded is not, offline.
+  const drained = run.resources.filter((r) => r.type !== "aws:ssm/parameter:Parameter" && (r.options as { hooks?: { beforeDelete?: string[] } }).hooks?.beforeDelete?.includes("ci-fleet-drain-runner")).length;
+  out.push(
+    `Drain hooks: ${drained} runner machine(s) carry \`ci-fleet-drain-runner\` in this program. Which runners have it recorded in the stack's state cannot be known offline (the preview reads no state); Pulumi runs the hooks a machine's state records, so after upgrading from a ci-fleet without them run one \`pulumi up\` before the first replacement (README, "Replacing a runner").`,
+    "",
+  );
   if (controlPlaneMarkdown) out.push(controlPlaneMarkdown.trim(), "");
 
   out.push("## Queues", "");
   out.push(
     table(
-      ["queue", "agent", "trusted", "runners", "labels", "deploy targets"],
+      ["queue", "agent", "trusted", "isolation", "job VM", "slots per host", "runners", "labels", "deploy targets"],
       Object.entries(c.queues).map(([q, spec]) => [
         q,
         spec.agent,
         spec.trusted ? "yes" : "no (pull requests)",
+        ...jobVmColumns(c, spec),
         String(Object.keys(spec.runners).length),
         spec.labels.join(", "),
         Object.entries(spec.deployTargets).map(([t, d]) => `${t} (${d.accountId}/${d.roleName})`).join(", ") || "none",

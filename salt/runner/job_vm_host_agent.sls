@@ -1,0 +1,69 @@
+{%- from "runner/map.jinja" import runner with context %}
+{%- from "github_runner/map.jinja" import github_runner with context %}
+{%- set jv = runner.job_vm %}
+{#- With isolation vm the host runs no job itself.
+    GitHub Actions: no runner unit on the host at all (salt/top.sls applies no github_runner
+    formula); one left from isolation host is stopped and removed. Each slot's VM gets its own
+    just-in-time config (<minion>-s<N>) through the slot's inbox.
+    Buildkite: the host's agent stays (it holds the queue's agent token, which never enters a VM)
+    but runs no job: its bootstrap-script is ci-job-handoff, which gives the job's own environment
+    (its per-job BUILDKITE_AGENT_ACCESS_TOKEN, never BUILDKITE_AGENT_TOKEN) to a free slot and
+    waits for the VM's exit code. #}
+{%- if runner.agent == 'github-actions' %}
+
+runner-job_vm_host_agent-github-unit-service-dead:
+  service.dead:
+    - name: {{ github_runner.unit }}
+    - enable: False
+
+runner-job_vm_host_agent-github-unit-file-absent:
+  file.absent:
+    - name: /etc/systemd/system/{{ github_runner.unit }}
+    - require:
+      - service: runner-job_vm_host_agent-github-unit-service-dead
+{%- elif runner.agent == 'buildkite' %}
+
+runner-job_vm_host_agent-handoff-file-managed:
+  file.managed:
+    - name: {{ jv.handoff }}
+    - user: root
+    - group: root
+    - mode: '0755'
+    - contents: |
+        #!/usr/bin/python3 -I
+        # Managed by Salt (runner.job_vm_host_agent). The Buildkite agent's bootstrap-script with
+        # isolation vm, run as root through sudo: the job's environment as one job input to the
+        # first free slot (a lock per slot), then that job VM's exit code as ours. sudo keeps the
+        # agent's environment (SETENV, !secure_path): -I ignores PYTHON* variables and the user
+        # site, and the launcher runs with an environment of its own.
+        import fcntl, json, os, subprocess, sys
+        LAUNCHER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        SLOTS = {{ runner.job_vm_pillar.get('slots', 0) | int }}
+        LOCKS = "{{ jv.run_dir }}-handoff"
+        # Never in a VM: the queue's agent token (the agent deleted it; sudo too; here again),
+        # and what the agent sets from its own host config (buildkite/agent v3.123.1
+        # agent/job_runner.go createEnvironment): host paths the VM does not have (its guest
+        # agent sets its own build and plugin paths) and the host agent's pid.
+        DROP = {"BUILDKITE_AGENT_TOKEN", "BUILDKITE_ENV_FILE", "BUILDKITE_ENV_JSON_FILE", "BUILDKITE_BIN_PATH",
+                "BUILDKITE_CONFIG_PATH", "BUILDKITE_BUILD_PATH", "BUILDKITE_SOCKETS_PATH", "BUILDKITE_GIT_MIRRORS_PATH",
+                "BUILDKITE_HOOKS_PATH", "BUILDKITE_ADDITIONAL_HOOKS_PATHS", "BUILDKITE_PLUGINS_PATH",
+                "BUILDKITE_AGENT_PID", "BUILDKITE_AGENT_JWKS_FILE"}
+        # The job's own environment from Buildkite (BUILDKITE_*, and CI=true, BUILDKITE=true as
+        # every job sees them) and the fleet's CI_FLEET_* names.
+        env = {k: v for k, v in os.environ.items()
+               if (k.startswith("BUILDKITE_") or k.startswith("CI_FLEET_") or k in ("CI", "BUILDKITE")) and k not in DROP}
+        if not env.get("BUILDKITE_AGENT_ACCESS_TOKEN") or not env.get("BUILDKITE_JOB_ID"):
+            sys.exit("ci-job-handoff: no job access token or job id in the environment")
+        job = json.dumps({"kind": "buildkite", "env": env}, sort_keys=True).encode()
+        os.makedirs(LOCKS, mode=0o700, exist_ok=True)
+        for n in range(1, SLOTS + 1):
+            lock = open(os.path.join(LOCKS, str(n)), "a")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            done = subprocess.run(["{{ jv.launcher }}", "handoff", "--config", "{{ jv.config }}", "--slot", str(n)], input=job, env=LAUNCHER_ENV)
+            sys.exit(done.returncode)
+        sys.exit("ci-job-handoff: every slot is busy (spawn exceeds slots?)")
+{%- endif %}
