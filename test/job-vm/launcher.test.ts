@@ -1,0 +1,368 @@
+// The job-slot launcher (salt/runner/files/ci-job-slot) run for real: QEMU TCG guests built
+// from Debian packages (support.ts), taps and nftables inside network namespaces this test
+// creates and removes. Needs root and the packages in scripts/debian-packages.txt; without
+// them the tests FAIL naming the package, they never skip.
+//
+// Guest boots are the cost (TCG, 2 cores, other suites running), so five slots run at once,
+// started in beforeAll, and each test checks what its slot's run observed:
+//   slot 0  once --jobs 3: job 1 (credential, marker), job 2 (marker, then its QEMU is
+//           killed: a crash), job 3 (marker, network probes)                    3 boots
+//   slot 1  once --jobs 2, faults no-filter + reuse-overlay: the control run of the
+//           network probes, then its warm spare (a probe target of slot 0's job 3)
+//           takes the fresh-disk control                                        2 boots
+//   slot 2  once --jobs 1, self-test on, maxJobSeconds 10: a hang                2 boots
+//   slot 3  run, SIGTERM mid-job; run again (recovers), SIGKILL mid-job, cleanup 2 boots
+//   slot 4  run, self-test that reports "fail"                                   1 boot
+// A boot may fail and be retried (vm-failed, a new VM number): every VM is identified
+// from the launcher's event log (the VM that took an input), never by counting. Waits are
+// bounded generously (a boot took up to 109 s at load 20); none is a sleep.
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import {
+  GUEST_APPEND, GuestEvent, Host, Launcher, NET, leftovers, makeHost, outcome, qemuPid, reports, requireJobVmPrerequisites,
+  startLauncher, submit, vmOf,
+} from "./support";
+
+// Generous bounds, never a race: a wait that includes guest boots, and one that does not.
+const BOOTS = 900_000;
+const SHORT = 300_000;
+jest.setTimeout(1_500_000);
+
+const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
+const CREDENTIAL = `cred-${Date.now()}-${crypto.randomBytes(4).toString("hex")}-only-for-job-1`;
+const CLOSED_TARGETS = [NET.hostSide(0), NET.uplinkHost, NET.fleetHost, NET.metadata, NET.fleetPeer, NET.guest(1), NET.internet];
+const OPEN_TARGETS = [NET.hostSide(1), NET.uplinkHost, NET.metadata, NET.fleetPeer, NET.internet];
+
+function filesUnder(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    return e.isDirectory() ? filesUnder(p) : e.isFile() ? [p] : [];
+  });
+}
+
+/** A scenario's result, or its error, kept so that only the tests that use it fail. */
+class Outcome<T> {
+  private settled: Promise<{ ok: true; value: T } | { ok: false; error: unknown }>;
+  constructor(p: Promise<T>) {
+    this.settled = p.then(
+      (value) => ({ ok: true as const, value }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+  }
+  async get(): Promise<T> {
+    const r = await this.settled;
+    if (!r.ok) throw r.error;
+    return r.value;
+  }
+}
+
+let host: Host;
+const launchers: Launcher[] = [];
+const start = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+  const l = startLauncher(host, args, env);
+  launchers.push(l);
+  return l;
+};
+
+// --- slot 0: three consecutive jobs, the second one crashes ---------------------------------
+interface Slot0 {
+  events: GuestEvent[];
+  exit: { code: number | null; signal: NodeJS.Signals | null };
+  holdingCredential: string[];
+  inboxJob1: string[];
+  stderr: string;
+  eventsText: string;
+  leftovers: string[];
+}
+let slot0: Outcome<Slot0>;
+
+async function runSlot0(slot1Ready: Promise<unknown>, probed: (v: unknown) => void): Promise<Slot0> {
+  const l = start(["once", "--config", host.config(), "--slot", "0", "--jobs", "3"]);
+  submit(host, 0, "job-1", { credential: CREDENTIAL, marker: "written-by-job-1", exit: "0" });
+  submit(host, 0, "job-2", { marker: "written-by-job-2", hang: "1" });
+  // The moment the guest has the input: no host copy anywhere (inbox, run dir, state dir, logs).
+  const vm1 = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "job-1", BOOTS, "job 1 taken")).vm);
+  await l.waitFor((e) => e.event === "guest" && e.vm === vm1 && e.report === "started", SHORT, "job 1 started");
+  const inboxJob1 = fs.readdirSync(path.join(host.dir, "run/0/inbox")).filter((f) => f.includes("job-1"));
+  const holdingCredential = filesUnder(host.dir).filter((f) => fs.readFileSync(f).includes(CREDENTIAL));
+  // Job 2 crashes: its QEMU is killed while the job runs.
+  const vm2 = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "job-2", BOOTS, "job 2 taken")).vm);
+  await l.waitFor((e) => e.event === "guest" && e.vm === vm2 && e.report === "hanging", SHORT, "job 2 running");
+  process.kill(qemuPid(l.read(), vm2), "SIGKILL");
+  // Job 3 probes the network once slot 1's VM is up (a target: another slot's VM).
+  await slot1Ready;
+  submit(host, 0, "job-3", { marker: "written-by-job-3", probe: CLOSED_TARGETS.join(" "), exit: "3" });
+  try {
+    await l.waitFor((e) => e.event === "outcome" && e.input === "job-3", BOOTS, "job 3's outcome");
+  } finally {
+    probed(undefined);
+  }
+  const exit = await l.done;
+  const eventsText = fs.readFileSync(l.events, "utf8");
+  return { events: l.read(), exit, holdingCredential, inboxJob1, stderr: l.stderr(), eventsText, leftovers: leftovers(host, 0) };
+}
+
+// --- slot 1: the control run (no filter, reused overlay) -------------------------------------
+interface Slot1 {
+  events: GuestEvent[];
+  exit: { code: number | null; signal: NodeJS.Signals | null };
+  leftovers: string[];
+}
+let slot1: Outcome<Slot1>;
+
+async function runSlot1(ready: (v: unknown) => void, slot0Probed: Promise<unknown>): Promise<Slot1> {
+  const l = start(["once", "--config", host.config(), "--slot", "1", "--jobs", "2"], {
+    CI_JOB_SLOT_FAULT: "no-filter,reuse-overlay",
+  });
+  try {
+    submit(host, 1, "open-1", { marker: "written-by-open-1", probe: OPEN_TARGETS.join(" "), exit: "0" });
+    const done1 = (await l.waitFor((e) => e.event === "outcome" && e.input === "open-1", BOOTS, "open-1's outcome")).t;
+    await l.waitFor((e) => e.event === "vm-ready" && e.t > done1, BOOTS, "slot 1's next warm VM");
+  } finally {
+    ready(undefined);
+  }
+  // The warm spare idles (a probe target of slot 0's job 3) until slot 0's probes are done.
+  await slot0Probed;
+  submit(host, 1, "open-2", { marker: "written-by-open-2", exit: "0" });
+  const exit = await l.done;
+  return { events: l.read(), exit, leftovers: leftovers(host, 1) };
+}
+
+// --- slot 2: a hang ------------------------------------------------------------------------
+interface Slot2 {
+  events: GuestEvent[];
+  exit: { code: number | null; signal: NodeJS.Signals | null };
+  outcome?: string;
+  leftovers: string[];
+}
+let slot2: Outcome<Slot2>;
+
+async function runSlot2(): Promise<Slot2> {
+  const l = start(["once", "--config", host.config({ selftest: true, maxJobSeconds: 10 }), "--slot", "2"]);
+  submit(host, 2, "a-hang", { hang: "1" });
+  const exit = await l.done;
+  return { events: l.read(), exit, outcome: outcome(host, 2, "a-hang"), leftovers: leftovers(host, 2) };
+}
+
+// --- slot 3: SIGTERM, then a run that recovers and is SIGKILLed -------------------------------
+interface Slot3 {
+  termHeld: string[];
+  termVm: number;
+  termExit: { code: number | null; signal: NodeJS.Signals | null };
+  termOutcome?: string;
+  termLeftovers: string[];
+  killEvents: GuestEvent[];
+  killVm: number;
+  killHeld: string[];
+  cleanupExit: { code: number | null; signal: NodeJS.Signals | null };
+  killOutcome?: string;
+  killLeftovers: string[];
+}
+let slot3: Outcome<Slot3>;
+
+async function runSlot3(): Promise<Slot3> {
+  const l = start(["run", "--config", host.config(), "--slot", "3"]);
+  submit(host, 3, "term-1", { hang: "1" });
+  const termVm = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "term-1", BOOTS, "term-1 taken")).vm);
+  await l.waitFor((e) => e.event === "guest" && e.vm === termVm && e.report === "hanging", SHORT, "term-1 running");
+  const termHeld = leftovers(host, 3);
+  l.child.kill("SIGTERM");
+  const termExit = await l.done;
+  const termOutcome = outcome(host, 3, "term-1");
+  const termLeftovers = leftovers(host, 3);
+
+  const k = start(["run", "--config", host.config(), "--slot", "3"]);
+  submit(host, 3, "kill-1", { hang: "1" });
+  const killVm = Number((await k.waitFor((e) => e.event === "input-taken" && e.input === "kill-1", BOOTS, "kill-1 taken")).vm);
+  await k.waitFor((e) => e.event === "guest" && e.vm === killVm && e.report === "hanging", SHORT, "kill-1 running");
+  const qemu = qemuPid(k.read(), killVm);
+  k.child.kill("SIGKILL");
+  await k.done;
+  process.kill(qemu, "SIGKILL");
+  for (let i = 0; i < 200 && fs.existsSync(`/proc/${qemu}/stat`) && !/\) Z /.test(fs.readFileSync(`/proc/${qemu}/stat`, "utf8")); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const killHeld = leftovers(host, 3);
+  const c = start(["cleanup", "--config", host.config(), "--slot", "3"]);
+  const cleanupExit = await c.done;
+  return {
+    termHeld, termVm, termExit, termOutcome, termLeftovers, killEvents: k.read(), killVm, killHeld, cleanupExit,
+    killOutcome: outcome(host, 3, "kill-1"), killLeftovers: leftovers(host, 3),
+  };
+}
+
+// --- slot 4: a failing self-test -------------------------------------------------------------
+interface Slot4 {
+  events: GuestEvent[];
+  exit: { code: number | null; signal: NodeJS.Signals | null };
+  inboxKept: boolean;
+  leftovers: string[];
+}
+let slot4: Outcome<Slot4>;
+
+async function runSlot4(): Promise<Slot4> {
+  const cfg = host.config({ selftest: true, append: `${GUEST_APPEND} citest.selftest=fail` });
+  const l = start(["run", "--config", cfg, "--slot", "4"]);
+  submit(host, 4, "never", { exit: "0" });
+  const exit = await l.done;
+  const inboxKept = fs.existsSync(path.join(host.dir, "run/4/inbox/never"));
+  fs.rmSync(path.join(host.dir, "run/4/inbox/never"), { force: true });
+  return { events: l.read(), exit, inboxKept, leftovers: leftovers(host, 4) };
+}
+
+beforeAll(() => {
+  requireJobVmPrerequisites();
+  host = makeHost("l");
+  let slot1IsReady: (v: unknown) => void = () => undefined;
+  const slot1Ready = new Promise((r) => (slot1IsReady = r));
+  let slot0HasProbed: (v: unknown) => void = () => undefined;
+  const slot0Probed = new Promise((r) => (slot0HasProbed = r));
+  slot0 = new Outcome(runSlot0(slot1Ready, slot0HasProbed));
+  slot1 = new Outcome(runSlot1(slot1IsReady, slot0Probed));
+  slot2 = new Outcome(runSlot2());
+  slot3 = new Outcome(runSlot3());
+  slot4 = new Outcome(runSlot4());
+}, 600_000);
+
+afterAll(async () => {
+  // A failed scenario may leave a launcher running: stop it (it cleans up its slot).
+  for (const l of launchers) if (l.child.exitCode === null && l.child.signalCode === null) l.child.kill("SIGTERM");
+  await Promise.race([Promise.all(launchers.map((l) => l.done)), new Promise((r) => setTimeout(r, 60_000))]);
+  host?.destroy();
+}, 120_000);
+
+describe("every job in a fresh VM", () => {
+  test("three consecutive jobs: nothing job 1 wrote on its disk or in its home reaches jobs 2 and 3; the credential is read once and gone from the host", async () => {
+    const r = await slot0.get();
+    expect(r.inboxJob1).toEqual([]);
+    expect(r.holdingCredential).toEqual([]);
+    const [vm1, vm2, vm3] = ["job-1", "job-2", "job-3"].map((input) => vmOf(r.events, input));
+    expect(reports(r.events, vm1)).toEqual([
+      "ready",
+      "started",
+      `credential sha256=${sha(CREDENTIAL)} length=${CREDENTIAL.length} second-read-bytes=0`,
+      "disk raw=- home=-",
+      "disk wrote written-by-job-1",
+      "exit 0",
+    ]);
+    for (const vm of [vm2, vm3]) {
+      expect(reports(r.events, vm)).toContain("disk raw=- home=-");
+      expect(reports(r.events, vm)).toContain(`credential sha256=${sha("")} length=0 second-read-bytes=0`);
+    }
+    // Each VM its own overlay, each destroyed before the next job's VM.
+    const overlays = r.events.filter((e) => e.event === "vm-started").map((e) => e.overlay);
+    expect(new Set(overlays).size).toBe(overlays.length);
+    expect(vm1 < vm2 && vm2 < vm3).toBe(true);
+    for (const vm of [vm1, vm2]) {
+      const destroyed = r.events.findIndex((e) => e.event === "vm-destroyed" && e.vm === vm);
+      const nextStarted = r.events.findIndex((e) => e.event === "vm-started" && Number(e.vm) > vm);
+      expect(destroyed).toBeGreaterThan(-1);
+      expect(destroyed).toBeLessThan(nextStarted);
+    }
+    expect([outcome(host, 0, "job-1"), outcome(host, 0, "job-3")]).toEqual(["0 exited\n", "3 exited\n"]);
+    expect(r.exit).toEqual({ code: 0, signal: null });
+    expect(r.stderr).not.toContain(CREDENTIAL);
+    expect(r.eventsText).not.toContain(CREDENTIAL);
+    expect(r.leftovers).toEqual([]);
+  });
+
+  test("the check above fails if a VM boots on the previous job's overlay (CI_JOB_SLOT_FAULT=reuse-overlay, slot 1)", async () => {
+    const r = await slot1.get();
+    expect(reports(r.events, vmOf(r.events, "open-2"))).toContain("disk raw=written-by-open-1 home=written-by-open-1");
+    expect(r.exit).toEqual({ code: 0, signal: null });
+    expect(r.leftovers).toEqual([]);
+  });
+
+  test("the self-test passes in a fresh VM before the slot takes a job, and that VM is never given one (slot 2)", async () => {
+    const r = await slot2.get();
+    const selftest = r.events.find((e) => e.event === "selftest");
+    expect(selftest?.result).toBe("ok");
+    const selftestVm = Number(selftest?.vm);
+    expect(reports(r.events, selftestVm)).toContain("selftest ok");
+    const taken = r.events.filter((e) => e.event === "input-taken");
+    expect(taken.map((e) => e.input)).toEqual(["a-hang"]);
+    expect(taken.map((e) => e.vm)).not.toContain(selftestVm);
+    const selftestIndex = r.events.indexOf(selftest!);
+    expect(r.events.findIndex((e) => e.event === "input-taken")).toBeGreaterThan(selftestIndex);
+  });
+});
+
+describe("the VM's network", () => {
+  test("from inside the guest the host, the metadata address, a fleet private address and another slot's VM are unreachable; the internet is reachable through NAT", async () => {
+    const r = await slot0.get();
+    const vm3 = vmOf(r.events, "job-3");
+    const seen = reports(r.events, vm3).filter((x) => x.startsWith("probe "));
+    expect(seen.sort()).toEqual(
+      CLOSED_TARGETS.map((a) => `probe ${a} ${a === NET.internet ? "reachable" : "unreachable"}`).sort(),
+    );
+  });
+
+  test("the control: with the slot's filter rules removed (NAT kept, slot 1) the same guest reaches them, so the drops above are the firewall's", async () => {
+    const r = await slot1.get();
+    const control = reports(r.events, vmOf(r.events, "open-1")).filter((x) => x.startsWith("probe "));
+    expect(control.sort()).toEqual(OPEN_TARGETS.map((a) => `probe ${a} reachable`).sort());
+    // Slot 1's warm spare was up (ready, no job yet) while slot 0 probed it.
+    const s0 = await slot0.get();
+    const probedAt = s0.events.find((e) => e.event === "guest" && String(e.report).startsWith(`probe ${NET.guest(1)} `))!.t;
+    const spare = vmOf(r.events, "open-2");
+    const readyAt = r.events.find((e) => e.event === "vm-ready" && e.vm === spare)!.t;
+    const takenAt = r.events.find((e) => e.event === "input-taken" && e.vm === spare)!.t;
+    expect(readyAt).toBeLessThan(probedAt);
+    expect(takenAt).toBeGreaterThan(probedAt);
+  });
+});
+
+describe("every path cleans up", () => {
+  test("a hang is killed at maxJobSeconds (124 timeout) and leaves nothing", async () => {
+    const r = await slot2.get();
+    expect(r.outcome).toBe("124 timeout\n");
+    const vm = vmOf(r.events, "a-hang");
+    expect(r.events.find((e) => e.event === "job-failed" && e.input === "a-hang")?.reason).toBe("timeout");
+    expect(r.events.some((e) => e.event === "vm-destroyed" && e.vm === vm)).toBe(true);
+    expect(fs.existsSync(path.join(host.dir, `state/2/vm-${vm}.qcow2`))).toBe(false);
+    expect(r.exit).toEqual({ code: 0, signal: null });
+    expect(r.leftovers).toEqual([]);
+  });
+
+  test("a crash (QEMU killed mid-job) is answered 125 no-report, leaves nothing, and the slot runs the next job", async () => {
+    const r = await slot0.get();
+    const vm2 = vmOf(r.events, "job-2");
+    expect(outcome(host, 0, "job-2")).toBe("125 no-report\n");
+    expect(r.events.find((e) => e.event === "job-failed" && e.input === "job-2")?.reason).toBe("no-report");
+    expect(fs.existsSync(path.join(host.dir, `state/0/vm-${vm2}.qcow2`))).toBe(false);
+    expect(reports(r.events, vmOf(r.events, "job-3"))).toContain("exit 3");
+    expect(r.leftovers).toEqual([]);
+  });
+
+  test("SIGTERM of the launcher mid-job answers the job (aborted) and leaves nothing", async () => {
+    const r = await slot3.get();
+    expect(r.termHeld).toEqual(
+      expect.arrayContaining(["tap cijs3", "nft table ci_job_slot_3", `state/3/vm-${r.termVm}.qcow2`, "run/3/vm"]),
+    );
+    expect(r.termExit).toEqual({ code: 143, signal: null });
+    expect(r.termOutcome).toBe("143 aborted\n");
+    expect(r.termLeftovers).toEqual([]);
+  });
+
+  test("after SIGKILL of the launcher and its QEMU (the unit's cgroup killed, or a host reboot), the next run took a job, and `cleanup` removes the VM's files, tap and nft table and answers the job", async () => {
+    const r = await slot3.get();
+    expect(reports(r.killEvents, r.killVm)).toContain("started"); // the slot recovered from the SIGTERM
+    expect(r.killHeld).toEqual(
+      expect.arrayContaining(["tap cijs3", "nft table ci_job_slot_3", `state/3/vm-${r.killVm}.qcow2`, "run/3/vm", "run/3/state.json"]),
+    );
+    expect(r.cleanupExit).toEqual({ code: 0, signal: null });
+    expect(r.killOutcome).toBe("143 aborted\n");
+    expect(r.killLeftovers).toEqual([]);
+  });
+
+  test("a failing self-test keeps the slot from taking jobs (exit 3) and leaves nothing", async () => {
+    const r = await slot4.get();
+    expect(r.exit).toEqual({ code: 3, signal: null });
+    expect(r.events.find((e) => e.event === "selftest")?.result).toBe("fail");
+    expect(r.events.filter((e) => e.event === "input-taken")).toEqual([]);
+    expect(r.inboxKept).toBe(true);
+    expect(r.leftovers).toEqual([]);
+  });
+});

@@ -1,0 +1,153 @@
+// The launcher's pieces that need no VM: the nftables ruleset it renders (loaded with the
+// real `nft -c`), config checking, and the handoff a job source uses. Root for nft and the slot's
+// root-only directories; fails (never skips) without them.
+import { spawn, spawnSync } from "child_process";
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { LAUNCHER, PYTHON, requireJobVmPrerequisites } from "./support";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cjt-units-"));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function config(overrides: Record<string, unknown> = {}): string {
+  const file = path.join(dir, `cfg-${crypto.randomBytes(3).toString("hex")}.json`);
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      image: "/var/lib/ci-fleet/images/golden.qcow2", cpus: 4, memoryMiB: 8192, diskGiB: 60, maxJobSeconds: 21600,
+      accel: "kvm", stateDir: path.join(dir, "state"), runDir: path.join(dir, "run"),
+      network: { base: "10.213.0.0/16", blockedCidrs: ["169.254.169.254/32", "10.0.0.0/8", "172.16.0.0/12"], dns: ["1.1.1.1"] },
+      ...overrides,
+    }),
+  );
+  return file;
+}
+
+const launcher = (args: string[], env: NodeJS.ProcessEnv = {}, input?: string) =>
+  spawnSync(PYTHON, [LAUNCHER, ...args], { encoding: "utf8", env: { ...process.env, ...env }, input });
+
+describe("the slot's nftables table", () => {
+  beforeAll(() => requireJobVmPrerequisites());
+
+  test("slot 3's ruleset: its own table, drops to the host, blocked networks, other slots and taps, NAT out", () => {
+    const r = launcher(["render-nft", "--config", config(), "--slot", "3"]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatchSnapshot();
+    expect(r.stdout).toContain("table inet ci_job_slot_3 {");
+    expect(r.stdout).toContain('iifname "cijs3" drop'); // input: nothing to the host itself
+    expect(r.stdout).toContain('iifname "cijs3" ip saddr != 10.213.0.14 drop'); // no spoofing
+    expect(r.stdout).toContain('iifname "cijs3" oifname "cijs*" drop');
+    expect(r.stdout).toContain('iifname "cijs3" ip daddr 10.213.0.0/16 drop');
+    expect(r.stdout).toContain("elements = { 169.254.169.254/32, 10.0.0.0/8, 172.16.0.0/12 }");
+    expect(r.stdout).toContain('ip saddr 10.213.0.14 oifname != "cijs3" masquerade');
+  });
+
+  test.each([["as rendered", {}], ["without blocked networks", { network: { base: "10.213.0.0/16" } }]])(
+    "the real nft accepts it (%s) in a throwaway namespace",
+    (_what, overrides) => {
+      const rules = launcher(["render-nft", "--config", config(overrides), "--slot", "0"]).stdout;
+      const ns = `cjt-nft-${process.pid}-${crypto.randomBytes(2).toString("hex")}`;
+      expect(spawnSync("ip", ["netns", "add", ns]).status).toBe(0);
+      try {
+        const check = spawnSync("ip", ["netns", "exec", ns, "nft", "-c", "-f", "-"], { input: rules, encoding: "utf8" });
+        expect(check.stderr).toBe("");
+        expect(check.status).toBe(0);
+        // And a broken ruleset is refused, so the check can fail.
+        const broken = spawnSync("ip", ["netns", "exec", ns, "nft", "-c", "-f", "-"], {
+          input: rules.replace("masquerade", "masqerade"),
+          encoding: "utf8",
+        });
+        expect(broken.status).not.toBe(0);
+      } finally {
+        spawnSync("ip", ["netns", "delete", ns]);
+      }
+    },
+  );
+
+  test("the no-filter test fault keeps NAT and drops nothing", () => {
+    const r = launcher(["render-nft", "--config", config(), "--slot", "0"], { CI_JOB_SLOT_FAULT: "no-filter" });
+    expect(r.stdout).not.toContain("drop");
+    expect(r.stdout).toContain("masquerade");
+  });
+
+  test("test faults combine (comma-separated): launcher.test.ts's control slot runs no-filter and reuse-overlay at once", () => {
+    const r = launcher(["render-nft", "--config", config(), "--slot", "0"], { CI_JOB_SLOT_FAULT: "no-filter,reuse-overlay" });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout).not.toContain("drop");
+    expect(r.stdout).toContain("masquerade");
+  });
+});
+
+describe("config checking", () => {
+  test.each([
+    [{ accel: "hvf" }, "accel must be kvm or tcg"],
+    [{ cpus: 0 }, "cpus must be between 1 and 256"],
+    [{ diskGiB: "60" }, "diskGiB must be a int"],
+    [{ image: "golden.qcow2" }, "image must be an absolute path"],
+    [{ network: { base: "10.213.0.0/30" } }, "network.base must be /28 or larger"],
+    [{ network: { base: "10.213.0.0/16", blockedCidrs: ["metadata"] } }, "network.blockedCidrs: 'metadata'"],
+    [{ initrd: "/boot/initrd" }, "initrd and append need kernel"],
+    [{ bogus: 1 }, "unknown key 'bogus'"],
+  ])("%j is refused with exit 2", (overrides, message) => {
+    const r = launcher(["render-nft", "--config", config(overrides), "--slot", "0"]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(message);
+  });
+
+  test("a slot outside network.base is refused", () => {
+    const r = launcher(["render-nft", "--config", config({ network: { base: "10.213.0.0/28" } }), "--slot", "4"]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("slot 4 does not fit in network.base 10.213.0.0/28");
+  });
+
+  test("an unknown test fault is refused rather than ignored", () => {
+    const r = launcher(["render-nft", "--config", config(), "--slot", "0"], { CI_JOB_SLOT_FAULT: "bogus" });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("unknown CI_JOB_SLOT_FAULT: bogus");
+  });
+});
+
+describe("handoff", () => {
+  test("renames the input into the inbox (never a partial file), waits for its outcome and exits with its code", async () => {
+    requireJobVmPrerequisites();
+    const cfg = config();
+    const inbox = path.join(dir, "run/7/inbox");
+    const outbox = path.join(dir, "run/7/outbox");
+    fs.mkdirSync(inbox, { recursive: true });
+    fs.mkdirSync(outbox, { recursive: true });
+    const child = spawn(PYTHON, [LAUNCHER, "handoff", "--config", cfg, "--slot", "7"], { stdio: ["pipe", "ignore", "pipe"] });
+    child.stdin.end('{"kind":"buildkite","env":{"BUILDKITE_JOB_ID":"j-1"}}');
+    const done = new Promise<number | null>((resolve) => child.on("close", resolve));
+    let name: string | undefined;
+    for (let i = 0; i < 200 && !name; i++) {
+      name = fs.readdirSync(inbox).find((f) => !f.startsWith("."));
+      if (!name) await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(name).toMatch(/^handoff-\d+-\d+-[0-9a-f]{8}$/);
+    expect(fs.statSync(path.join(inbox, name!)).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(path.join(inbox, name!), "utf8")).toContain("j-1");
+    fs.rmSync(path.join(inbox, name!)); // what the slot does when it takes it
+    fs.writeFileSync(path.join(outbox, `${name}.exit`), "42 exited\n");
+    expect(await done).toBe(42);
+    expect(fs.existsSync(path.join(outbox, `${name}.exit`))).toBe(false);
+  });
+
+  test("stopped before the slot took the input, it takes the input back", async () => {
+    const cfg = config();
+    const inbox = path.join(dir, "run/8/inbox");
+    fs.mkdirSync(inbox, { recursive: true });
+    fs.mkdirSync(path.join(dir, "run/8/outbox"), { recursive: true });
+    const child = spawn(PYTHON, [LAUNCHER, "handoff", "--config", cfg, "--slot", "8"], { stdio: ["pipe", "ignore", "pipe"] });
+    child.stdin.end("x");
+    const done = new Promise<number | null>((resolve) => child.on("close", resolve));
+    for (let i = 0; i < 200 && fs.readdirSync(inbox).filter((f) => !f.startsWith(".")).length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    child.kill("SIGTERM");
+    expect(await done).toBe(143);
+    expect(fs.readdirSync(inbox)).toEqual([]);
+  });
+});
