@@ -45,7 +45,11 @@ echo "==> type check"
 npx tsc --noEmit -p .
 
 echo "==> unit and integration tests"
-npx jest --ci
+npx jest --ci --testPathIgnorePatterns test/job-vm/launcher.test.ts
+
+# Real QEMU guests under TCG, several at once: run alone, not beside the parallel suites.
+echo "==> job-slot launcher with real VMs (QEMU TCG)"
+npx jest --ci test/job-vm/launcher.test.ts
 
 echo "==> netboot self-test (real dnsmasq + iPXE + QEMU)"
 bash salt/runner/files/ci-netboot-selftest
