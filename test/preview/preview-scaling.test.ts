@@ -1,15 +1,13 @@
 import { createHook } from "async_hooks";
-import { execFileSync } from "child_process";
-import * as fs from "fs";
-import * as os from "os";
-import * as path from "path";
+import { createHash } from "crypto";
+import { spawnSync } from "child_process";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { runUnsafeSimulation } from "@cloud-copilot/iam-simulate";
 import { createFleet } from "../../infra/program";
-import { computeAccessMatrix } from "../../tools/preview/access-matrix";
+import { computeAccessMatrix, deployTargetsOf } from "../../tools/preview/access-matrix";
 import { buildPreview } from "../../tools/preview/main";
-import { runUnderMocks, structRoundTrip } from "../../tools/preview/mock-runtime";
+import { monitorReplyPatchPlan, PINNED_PULUMI_VERSION, runUnderMocks, structRoundTrip } from "../../tools/preview/mock-runtime";
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import { valueOf } from "../../tools/preview/run";
 import { readStackInput } from "../../tools/preview/stack-files";
@@ -61,7 +59,7 @@ function manyQueues(count: number): Queues {
 async function matrixCost(queues: number) {
   const run = await previewStack("production", { "ci-fleet:queues": manyQueues(queues) });
   const c = run.config;
-  const ctx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort() };
+  const ctx = { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort(), deployTargets: deployTargetsOf(c.queues) };
   mockCost.evaluations = 0;
   mockCost.statements = 0;
   mockCost.validations = 0;
@@ -171,8 +169,36 @@ describe("the preview's cost grows with the fleet, not with its square", () => {
   }, 120_000);
 });
 
-/** The program under the mocks for `stack` with `runners` runners, counting every promise made. */
-async function programRun(stack: string, runners: number, leanSdk = true) {
+/** Every resource object the program constructs, as the SDK registers it (runtime/resource.js registerResource). */
+type Registered = { type: string; name: string; res: Record<string, unknown> };
+
+/**
+ * Each output property of each resource, read after the run: a digest of its value (never the
+ * value: some are secret), whether it is known, whether it is secret, and the names of the
+ * resources it depends on. Reading a deferred output makes it, from the registration's answer.
+ */
+async function outputsOf(registered: Registered[]) {
+  const out: Record<string, Record<string, { value: string; known: boolean; secret: boolean; resources: string[] }>> = {};
+  for (const { type, name, res } of registered) {
+    const props: (typeof out)[string] = {};
+    for (const k of Object.keys(res)) {
+      const o = res[k];
+      if (!pulumi.Output.isInstance(o)) continue;
+      const i = o as unknown as { promise(): Promise<unknown>; isKnown: Promise<boolean>; isSecret: Promise<boolean>; allResources(): Promise<Set<{ __name?: string }>> };
+      const [value, known, secret, deps] = await Promise.all([i.promise(), i.isKnown, i.isSecret, i.allResources()]);
+      props[k] = { value: createHash("sha256").update(JSON.stringify(value) ?? "undefined").digest("hex").slice(0, 16), known, secret, resources: [...deps].map((r) => r.__name ?? "?").sort() };
+    }
+    out[`${type}::${name}`] = props;
+  }
+  return out;
+}
+
+/**
+ * The program under the mocks for `stack` with `runners` runners, counting every promise made.
+ * `sdk`: as with PULUMI_DEBUG_PROMISE_LEAKS=1 (runtime/debuggable.js reads it into
+ * `debugPromiseLeaks` when loaded), which keeps every lean path out: the SDK's own code.
+ */
+async function programRun(stack: string, runners: number, mode: "lean" | "sdk" = "lean") {
   const base = stackConfig(stack)["ci-fleet:queues"] as Queues;
   const queues = Object.fromEntries(
     Object.keys(base).map((q, i) => {
@@ -181,16 +207,25 @@ async function programRun(stack: string, runners: number, leanSdk = true) {
     }),
   );
   const input = readStackInput(ROOT, stack, overlayFile({ "ci-fleet:queues": queues }));
+  const resourceRuntime = require("@pulumi/pulumi/runtime/resource") as { registerResource: (res: Record<string, unknown>, parent: unknown, t: string, name: string, ...rest: unknown[]) => unknown };
+  const debuggable = require("@pulumi/pulumi/runtime/debuggable") as { debugPromiseLeaks: boolean };
+  const register = resourceRuntime.registerResource;
+  const registered: Registered[] = [];
+  resourceRuntime.registerResource = (res, parent, t, name, ...rest) => (registered.push({ type: t, name, res }), register(res, parent, t, name, ...rest));
+  const debugPromiseLeaks = debuggable.debugPromiseLeaks;
+  if (mode === "sdk") debuggable.debugPromiseLeaks = true;
   let promises = 0;
   const hook = createHook({ init: (_id, type) => void (type === "PROMISE" && promises++) });
   hook.enable();
   try {
     const account = { accountId: "210987654321", region: "us-east-2" };
-    const { result, mocks } = await runUnderMocks({ stack, account, config: input.config, secretKeys: input.secretKeys, leanSdk }, () => createFleet({ offlinePreview: true }));
+    const { result, mocks } = await runUnderMocks({ stack, account, config: input.config, secretKeys: input.secretKeys }, () => createFleet({ offlinePreview: true }));
     const userData = await Promise.all(result.fleet.machines.map(async (m) => [m.hostname, await valueOf(m.userData)] as const));
-    return { promises, mocks, userData: Object.fromEntries(userData) };
+    return { promises, mocks, registered, userData: Object.fromEntries(userData) };
   } finally {
     hook.disable();
+    resourceRuntime.registerResource = register;
+    debuggable.debugPromiseLeaks = debugPromiseLeaks;
   }
 }
 
@@ -204,6 +239,8 @@ describe("the mock runtime: linear, and no cost for resource outputs the program
         `${stack}: 30 runners ${small.promises} promises, ${small.mocks.resources.length} resources; 60 runners ${large.promises} promises, ` +
           `${large.mocks.resources.length} resources, outputs made ${w.outputsMade} of ${w.outputsDeclared} declared, ${w.trackedPromises} tracked promises`,
       );
+      // Every registration was answered by the monitor-reply patch (the pinned SDK: it must be in).
+      expect(w.monitorReplies).toBe(large.mocks.resources.length);
       // Linear: the added runners cost what the first ones did, not more.
       expect(large.promises / small.promises).toBeLessThan(2.1);
       expect(large.mocks.work.trackedPromises / small.mocks.work.trackedPromises).toBeLessThan(2.1);
@@ -217,7 +254,7 @@ describe("the mock runtime: linear, and no cost for resource outputs the program
   test("deferred outputs and the lean leak tracking record exactly what the SDK's own code does", async () => {
     for (const stack of ["production", "production-aws"]) {
       const lean = await programRun(stack, 5);
-      const sdk = await programRun(stack, 5, false);
+      const sdk = await programRun(stack, 5, "sdk");
       const recorded = (r: typeof lean) => ({
         resources: [...r.mocks.resources].sort((a, b) => (a.type + a.name < b.type + b.name ? -1 : 1)),
         rawInputs: [...r.mocks.rawInputs].sort(([a], [b]) => (a < b ? -1 : 1)),
@@ -225,10 +262,21 @@ describe("the mock runtime: linear, and no cost for resource outputs the program
         userData: r.userData,
       });
       expect(recorded(lean)).toEqual(recorded(sdk));
-      expect(sdk.mocks.work).toEqual({ outputsDeclared: 0, outputsMade: 0, trackedPromises: 0 });
+      // The lean paths were on in one run and off in the other.
+      expect(lean.mocks.work.outputsMade).toBeLessThan(lean.mocks.work.outputsDeclared);
+      expect(sdk.mocks.work).toEqual({ outputsDeclared: 0, outputsMade: 0, trackedPromises: 0, monitorReplies: 0 });
       expect(sdk.promises).toBeGreaterThan(lean.promises * 1.3);
+      // Output by output, for every resource: the same value, known-ness, secretness and dependencies.
+      const leanOutputs = await outputsOf(lean.registered);
+      const sdkOutputs = await outputsOf(sdk.registered);
+      expect(Object.keys(leanOutputs).length).toBe(lean.mocks.resources.length);
+      expect(leanOutputs).toEqual(sdkOutputs);
+      const flags = Object.values(leanOutputs).flatMap((props) => Object.values(props));
+      // Not a comparison of nothing: secret outputs (keys, passwords), and thousands of outputs in all.
+      expect(flags.filter((o) => o.secret).length).toBeGreaterThan(10);
+      expect(flags.length).toBeGreaterThan(1000);
     }
-  }, 180_000);
+  }, 300_000);
 
   test("the monitor's answer without protobuf: what Struct.fromJavaScript then toJavaScript gives", () => {
     const inherited = Object.assign(Object.create({ fromPrototype: "p" }) as Record<string, unknown>, { own: 1 });
@@ -281,31 +329,88 @@ describe("the mock runtime: linear, and no cost for resource outputs the program
   });
 });
 
+describe("the mock runtime's SDK patches are never silently off", () => {
+  const account = { accountId: "210987654321", region: "us-east-2" };
 
-describe("npm start's TypeScript loader (tools/preview/ts-register.js)", () => {
-  test("compiles each source once: an unchanged tree loads without the compiler (ts-node), a changed file is compiled again", () => {
-    const cache = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-ts-cache-"));
-    const probe = path.join(fs.mkdtempSync(path.join(ROOT, "tools", "preview", ".ts-register-probe-")), "probe.ts");
-    fs.writeFileSync(probe, 'import { PHASES_PREFIX } from "../phases";\nexport const seen: string = PHASES_PREFIX;\n');
-    const load = () =>
-      JSON.parse(
-        execFileSync(
-          process.execPath,
-          ["-r", "./tools/preview/ts-register.js", "-e", `const m = require(${JSON.stringify(probe)}); console.log(JSON.stringify({ seen: m.seen, compiler: Object.keys(require.cache).some((k) => k.includes("/node_modules/ts-node/")) }))`],
-          { cwd: ROOT, env: { ...process.env, CI_FLEET_TS_CACHE: cache }, encoding: "utf8" },
-        ),
-      ) as { seen: string; compiler: boolean };
-    try {
-      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: true });
-      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: false });
-      fs.appendFileSync(probe, "export const changed = 1;\n");
-      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: true });
-      expect(load()).toEqual({ seen: "ci-fleet-phases ", compiler: false });
-      // One entry per source file (the probe and phases.ts), whatever the versions it had.
-      expect(fs.readdirSync(cache).sort()).toHaveLength(2);
-    } finally {
-      fs.rmSync(path.dirname(probe), { recursive: true, force: true });
-      fs.rmSync(cache, { recursive: true, force: true });
+  test("the installed @pulumi/pulumi is the pinned one, and there every registration is answered by the monitor-reply patch", async () => {
+    const pkg = require("../../package.json") as { dependencies: Record<string, string> };
+    expect(PINNED_PULUMI_VERSION).toBe(pkg.dependencies["@pulumi/pulumi"]);
+    expect((require("@pulumi/pulumi/package.json") as { version: string }).version).toBe(PINNED_PULUMI_VERSION);
+    const { mocks } = await runUnderMocks({ stack: "patch", account }, () => {
+      new tls.PrivateKey("a", { algorithm: "ED25519" });
+      new tls.PrivateKey("b", { algorithm: "ED25519" });
+    });
+    // The stack and the two keys.
+    expect(mocks.resources).toHaveLength(3);
+    expect(mocks.work.monitorReplies).toBe(3);
+  });
+
+  test("the patch's rule: installed on the pinned SDK, an error there if its monitor has another shape, one warning on another SDK", () => {
+    expect(monitorReplyPatchPlan("3.248.0", "3.248.0", true)).toEqual({ install: true });
+    expect(() => monitorReplyPatchPlan("3.248.0", "3.248.0", false)).toThrow(/@pulumi\/pulumi 3\.248\.0 is the pinned version, but its MockMonitor .*\(run `npm ci`\)$/);
+    for (const shape of [true, false]) {
+      expect(monitorReplyPatchPlan("3.250.1", "3.248.0", shape)).toEqual({
+        install: false,
+        warning:
+          "ci-fleet preview: warning: @pulumi/pulumi 3.250.1 is installed, not the pinned 3.248.0 (package.json); " +
+          "the mock monitor's direct registration replies (a speed-up of the offline preview) are off, so the preview is slower. `npm ci` installs the pinned version.",
+      });
     }
-  }, 120_000);
+  });
+
+  test("on another @pulumi/pulumi the preview prints that warning once, and runs without the patch", async () => {
+    const writes: string[] = [];
+    const stderr = jest.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => (writes.push(String(chunk)), true));
+    try {
+      let isolated!: { runtime: typeof import("../../tools/preview/mock-runtime"); tls: typeof tls };
+      jest.isolateModules(() => {
+        jest.doMock("@pulumi/pulumi/package.json", () => ({ ...jest.requireActual("@pulumi/pulumi/package.json"), version: "3.250.1" }));
+        isolated = { runtime: require("../../tools/preview/mock-runtime"), tls: require("@pulumi/tls") };
+      });
+      const program = () => void new isolated.tls.PrivateKey("k", { algorithm: "ED25519" });
+      const first = await isolated.runtime.runUnderMocks({ stack: "other-sdk", account }, program);
+      const second = await isolated.runtime.runUnderMocks({ stack: "other-sdk", account }, program);
+      for (const { mocks } of [first, second]) {
+        expect(mocks.resources.map((r) => r.type)).toEqual(["pulumi:pulumi:Stack", "tls:index/privateKey:PrivateKey"]);
+        expect(mocks.work.monitorReplies).toBe(0);
+        // The other lean paths are not tied to the monitor's shape: still on.
+        expect(mocks.work.trackedPromises).toBeGreaterThan(0);
+      }
+      const plan = monitorReplyPatchPlan("3.250.1", PINNED_PULUMI_VERSION, true);
+      expect(plan.install).toBe(false);
+      expect(writes).toEqual([`${(plan as { warning: string }).warning}\n`]);
+    } finally {
+      stderr.mockRestore();
+      jest.dontMock("@pulumi/pulumi/package.json");
+    }
+  });
+
+  /** A program under runUnderMocks in its own node process, as npm start runs it; `pending`: one resource whose input never settles. */
+  function leakProbe(pending: boolean, env: Record<string, string> = {}) {
+    const script = `
+      const { runUnderMocks } = require("./tools/preview/mock-runtime");
+      const tls = require("@pulumi/tls");
+      runUnderMocks({ stack: "leak", account: ${JSON.stringify(account)} }, () => {
+        new tls.PrivateKey("ok", { algorithm: "ED25519" });
+        if (${pending}) new tls.PrivateKey("waits", { algorithm: new Promise(() => {}) });
+      }).then(({ mocks }) => console.log("program finished: " + mocks.resources.length + " resources"));`;
+    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "PULUMI_DEBUG_PROMISE_LEAKS"));
+    const r = spawnSync(process.execPath, ["-r", "./tools/preview/ts-register.js", "-e", script], { cwd: ROOT, env: { ...base, ...env }, encoding: "utf8", timeout: 120_000 });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  test("a promise left pending fails the process, under the lean leak tracking as under the SDK's own", () => {
+    // Nothing pending: the run finishes and exits 0 (the probe itself works).
+    expect(leakProbe(false)).toEqual({ status: 0, stdout: "program finished: 2 resources\n", stderr: "" });
+    // The SDK's own tracking (PULUMI_DEBUG_PROMISE_LEAKS=1 keeps the lean paths out): exit 1, each leak named.
+    const sdk = leakProbe(true, { PULUMI_DEBUG_PROMISE_LEAKS: "1" });
+    expect(sdk.status).toBe(1);
+    expect(sdk.stderr).toContain("Promise leak detected:\nCONTEXT(");
+    expect(sdk.stderr).toContain("resolveURN(resource:waits[tls:index/privateKey:PrivateKey])");
+    // The lean tracking hands the same promises to the SDK's leak set: its exit check fails the process too.
+    const lean = leakProbe(true);
+    expect(lean.stdout).toBe("");
+    expect(lean.stderr).toMatch(/^The Pulumi runtime detected that \d+ promises were still active\nat the time that the process exited/);
+    expect(lean.status).toBe(1);
+  }, 300_000);
 });

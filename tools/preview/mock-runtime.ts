@@ -1,4 +1,6 @@
 import { createHash } from "crypto";
+import { readFileSync } from "fs";
+import { join as pathJoin } from "path";
 import * as pulumi from "@pulumi/pulumi";
 import type { CapturedResource } from "../../policy/offline";
 
@@ -175,7 +177,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
   }
   private readonly parents = new Map<string, string>();
   /** Deterministic counts of the SDK's work under these mocks (see leanRuntime). */
-  readonly work: MockRuntimeWork = { outputsDeclared: 0, outputsMade: 0, trackedPromises: 0 };
+  readonly work: MockRuntimeWork = { outputsDeclared: 0, outputsMade: 0, trackedPromises: 0, monitorReplies: 0 };
   /** Resource hooks the program registered, by name (stubResourceHookRegistration): tests may call them. */
   readonly resourceHooks = new Map<string, pulumi.ResourceHook>();
   /** Provider name -> the account its assumed role lives in. */
@@ -239,6 +241,11 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
     switch (args.type) {
       case "aws:iam/role:Role":
         return { id: named, name: named, arn: `arn:aws:iam::${this.accountOf(args)}:role/${named}`, uniqueId: `AROA${h.slice(0, 17).toUpperCase()}` };
+      case "aws:iam/openIdConnectProvider:OpenIdConnectProvider": {
+        // IAM names a provider after its URL without the scheme, in the account its provider targets.
+        const arn = `arn:aws:iam::${this.accountOf(args)}:oidc-provider/${String(inputs.url).replace(/^https:\/\//, "")}`;
+        return { id: arn, arn };
+      }
       case "aws:iam/instanceProfile:InstanceProfile":
         return { id: named, name: named, arn: `arn:aws:iam::${accountId}:instance-profile/${named}` };
       case "aws:iam/rolePolicy:RolePolicy":
@@ -372,6 +379,8 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   await pulumi.runtime.setMocks(mocks, project, options.stack, true);
   stubResourceHookRegistration(mocks);
   let result: T | undefined;
+  // First: it may refuse to run (see monitorReplyPatchPlan) before anything else is changed.
+  const restore = options.leanSdk === false ? () => undefined : leanRuntime(mocks.work);
   // Pulumi records a stack trace for every promise it makes; under the mocks that is most
   // of the run time. Nothing here reads those traces.
   const stackTraceLimit = Error.stackTraceLimit;
@@ -379,7 +388,6 @@ export async function runUnderMocks<T>(options: MockRunOptions, program: () => T
   Error.stackTraceLimit = 0;
   // ts-node's source-map support would still map each (empty) trace.
   Error.prepareStackTrace = (error) => String(error);
-  const restore = options.leanSdk === false ? () => undefined : leanRuntime(mocks.work);
   try {
   await pulumi.runtime.runInPulumiStack(async () => {
     mocks.captureOptions();
@@ -404,7 +412,44 @@ export interface MockRuntimeWork {
   outputsMade: number;
   /** Promises the SDK handed to its leak tracker. */
   trackedPromises: number;
+  /** Registrations the mock monitor answered without the protobuf round trip (the monitor-reply patch). */
+  monitorReplies: number;
 }
+
+/** The @pulumi/pulumi this checkout pins (package.json): the SDK whose internals leanRuntime replaces. */
+export const PINNED_PULUMI_VERSION = (JSON.parse(readFileSync(pathJoin(__dirname, "..", "..", "package.json"), "utf8")) as { dependencies: Record<string, string> }).dependencies["@pulumi/pulumi"];
+
+/** The @pulumi/pulumi actually loaded. */
+function installedPulumiVersion(): string {
+  return (require("@pulumi/pulumi/package.json") as { version: string }).version;
+}
+
+/**
+ * Whether the monitor-reply patch (see leanRuntime) goes in: on the pinned SDK it must (its
+ * MockMonitor is the one the patch was checked against; a shape that does not match there
+ * means node_modules is not what package.json pins, and the preview stops rather than run
+ * slower without saying so); on any other SDK it stays out, with one warning that says so.
+ */
+export function monitorReplyPatchPlan(installed: string, pinned: string, shapeMatches: boolean): { install: true } | { install: false; warning: string } {
+  if (installed !== pinned) {
+    return {
+      install: false,
+      warning:
+        `ci-fleet preview: warning: @pulumi/pulumi ${installed} is installed, not the pinned ${pinned} (package.json); ` +
+        "the mock monitor's direct registration replies (a speed-up of the offline preview) are off, so the preview is slower. `npm ci` installs the pinned version.",
+    };
+  }
+  if (!shapeMatches) {
+    throw new Error(
+      `ci-fleet mock runtime: @pulumi/pulumi ${installed} is the pinned version, but its MockMonitor (runtime/mocks.js: registerResource, newUrn, resources, mocks) ` +
+        "is not the one the monitor-reply patch replaces: node_modules does not hold the pinned package (run `npm ci`)",
+    );
+  }
+  return { install: true };
+}
+
+/** The warning is printed once per process (the preview runs the program more than once). */
+let monitorReplyWarningPrinted = false;
 
 type Resolver = (...args: unknown[]) => void;
 
@@ -459,6 +504,9 @@ type TransferProperties = (onto: Record<string, unknown>, label: string, props: 
  *   `promise` field, with one derived promise.
  * - The mock monitor answers each registration with a protobuf Struct that the SDK at once
  *   turns back into plain values; here the plain values are built directly (structRoundTrip).
+ *   This one replaces a method of the SDK's MockMonitor: it goes in only on the pinned
+ *   @pulumi/pulumi, where it must (see monitorReplyPatchPlan); `work.monitorReplies` counts
+ *   the registrations it answered.
  */
 function leanRuntime(work: MockRuntimeWork): () => void {
   const debuggable = require("@pulumi/pulumi/runtime/debuggable") as { debugPromiseLeaks: boolean; debuggablePromise: (p: Promise<unknown>, ctx?: unknown) => Promise<unknown> };
@@ -469,6 +517,14 @@ function leanRuntime(work: MockRuntimeWork): () => void {
   };
   const state = require("@pulumi/pulumi/runtime/state") as { getStore(): { leakCandidates: Set<Promise<unknown>>; settings?: { monitor?: unknown } } };
   if (debuggable.debugPromiseLeaks) return () => undefined;
+  // Decided first: on the pinned SDK a monitor of another shape stops the run before anything is swapped.
+  const monitor = state.getStore().settings?.monitor as MockMonitorShape | undefined;
+  const shapeMatches = Boolean(monitor && typeof monitor.registerResource === "function" && typeof monitor.newUrn === "function" && monitor.resources instanceof Map && monitor.mocks);
+  const plan = monitorReplyPatchPlan(installedPulumiVersion(), PINNED_PULUMI_VERSION, shapeMatches);
+  if (!plan.install && !monitorReplyWarningPrinted) {
+    monitorReplyWarningPrinted = true;
+    process.stderr.write(`${plan.warning}\n`);
+  }
   const debuggablePromise = debuggable.debuggablePromise;
   const transferProperties = rpc.transferProperties;
   // The SDK's own wrapper, once: it installs the leak check that runs at exit.
@@ -521,9 +577,9 @@ function leanRuntime(work: MockRuntimeWork): () => void {
   // The mock monitor's answer to a registration, as the SDK reads it, without the protobuf
   // round trip (Struct.fromJavaScript, then toJavaScript on the SDK's side): the same plain
   // value, built directly (see structRoundTrip). Otherwise MockMonitor.registerResource as is.
-  const monitor = state.getStore().settings?.monitor as MockMonitorShape | undefined;
-  if (monitor && typeof monitor.registerResource === "function" && typeof monitor.newUrn === "function" && monitor.resources instanceof Map && monitor.mocks) {
+  if (plan.install && monitor) {
     monitor.registerResource = async (req, callback) => {
+      work.monitorReplies++;
       try {
         const result = await monitor.mocks.newResource({
           type: req.getType(),

@@ -13,6 +13,12 @@
  * file renamed), so concurrent runs never read half a file. If the cache cannot be written,
  * files are compiled as before. Stack traces still point into the TypeScript sources
  * (the JavaScript carries ts-node's inline source map).
+ *
+ * ts-node also takes options from TS_NODE_* environment variables (ts-node 10.9.2
+ * dist/index.js: TS_NODE_COMPILER_OPTIONS, TS_NODE_PROJECT, TS_NODE_COMPILER, ...), some of
+ * which change the JavaScript, one (TS_NODE_PROJECT) through a file the key does not hash.
+ * With any of them set the cache is neither read nor written: every file is compiled, as
+ * `-r ts-node/register/transpile-only` would.
  */
 const crypto = require("crypto");
 const fs = require("fs");
@@ -21,6 +27,7 @@ const path = require("path");
 const root = path.resolve(__dirname, "../..");
 const cacheDir = process.env.CI_FLEET_TS_CACHE || path.join(root, "node_modules", ".cache", "ci-fleet-ts");
 const LOADER_VERSION = "1";
+const useCache = !Object.keys(process.env).some((k) => k.startsWith("TS_NODE_"));
 
 const sha = (text) => crypto.createHash("sha256").update(text).digest("hex");
 const read = (file) => {
@@ -56,7 +63,7 @@ require("@cspotcode/source-map-support").install({
 require.extensions[".ts"] = function loadTypeScript(module, filename) {
   const code = fs.readFileSync(filename, "utf8");
   let js;
-  if (filename.split(path.sep).includes("node_modules")) {
+  if (!useCache || filename.split(path.sep).includes("node_modules")) {
     js = compile(code, filename);
   } else {
     const header = `// ci-fleet-ts ${sha(code)} ${setup}\n`;
