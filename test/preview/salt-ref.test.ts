@@ -106,6 +106,13 @@ describe("the followBranch opt-in", () => {
     expect(pinned.files["report.md"]).not.toContain("WARNING: the Salt tree follows");
     expect(pinned.files["report.md"]).toContain(`The Salt master serves commit \`${(base as { ref: string }).ref}\``);
     expect(printedSummary(pinned, "out/production")).not.toContain("WARNING");
+
+    // Lines printed after the summary (the pinned-tree line) are scanned too: a secret in one
+    // is masked and fails the leak check.
+    const secret = [...pinned.run.secretValues].find((v) => v.length >= 16)!;
+    const printed = printedSummary(pinned, "out/production", [`  pinned Salt tree: ${secret}`]);
+    expect(printed).not.toContain(secret);
+    expect(pinned.checks.find((k) => k.name === "no secret value in any written file")).toMatchObject({ ok: false, detail: expect.stringContaining("the printed summary") });
   }, 120_000);
 });
 

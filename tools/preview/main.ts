@@ -188,13 +188,14 @@ export function summary(out: PreviewOutput, dir: string): string {
  * The summary as printed: scanned like every written file. Should it carry a secret (the
  * output directory's name could), the leak check fails and every occurrence is masked.
  */
-export function printedSummary(out: PreviewOutput, dir: string): string {
-  const text = summary(out, dir);
+export function printedSummary(out: PreviewOutput, dir: string, more: string[] = []): string {
+  const whole = () => [summary(out, dir), ...more].join("\n");
+  const text = whole();
   if (!out.scanner.leaks(text)) return text;
   const i = out.checks.findIndex((k) => k.name === "no secret value in any written file");
   const where = out.checks[i].ok ? [] : [out.checks[i].detail.replace(/^found in /, "")];
   out.checks[i] = { ...out.checks[i], ok: false, detail: `found in ${[...where, "the printed summary"].join(", ")}` };
-  return out.scanner.masked(summary(out, dir));
+  return out.scanner.masked(whole());
 }
 
 /**
@@ -240,11 +241,12 @@ async function main(): Promise<number> {
   try {
     phase("startup");
     const out = await buildPreview(process.cwd(), args.stack, args.configFile);
-    const text = printedSummary(out, path.join(args.outDir, args.stack));
+    const saltMaster = out.run.config.saltMaster;
+    const pinned = `  ${pinnedTreeLine(pinnedTreeStatus(process.cwd(), saltMaster.ref, Boolean(saltMaster.followBranch)))}`;
+    // Every printed line goes through the leak scan, the pinned-tree line included.
+    const text = printedSummary(out, path.join(args.outDir, args.stack), [pinned]);
     await writePreview(args.outDir, args.stack, out.files);
     process.stdout.write(text + "\n");
-    const saltMaster = out.run.config.saltMaster;
-    process.stdout.write(`  ${pinnedTreeLine(pinnedTreeStatus(process.cwd(), saltMaster.ref, Boolean(saltMaster.followBranch)))}\n`);
     phase("write");
     reportPhases();
     return out.checks.every((k) => k.ok) ? 0 : 1;
