@@ -31,6 +31,8 @@ function parseAgentConfig(text: string): Map<string, string> {
 const START_FLAGS = new Set([
   "name", "tags", "bootstrap-script", "build-path", "hooks-path", "plugins-path", "sockets-path", "git-clean-flags",
   "disconnect-after-job", "no-command-eval", "no-local-hooks", "no-plugins",
+  // isolation vm: one worker per job slot (agent_start.go `Spawn int cli:"spawn"`).
+  "spawn",
 ]);
 
 const BOOL = new Set(["true", "false", "1", "0", "t", "f", "TRUE", "FALSE", "True", "False", "T", "F"]);
