@@ -45,11 +45,9 @@ echo "==> type check"
 npx tsc --noEmit -p .
 
 echo "==> unit and integration tests"
+# The job-slot launcher's real-VM suite is `npm run test:job-vm` (issue 15, open): it is not yet
+# reliable on a loaded 2-core machine, so CI does not run it until it is.
 npx jest --ci --testPathIgnorePatterns test/job-vm/launcher.test.ts
-
-# Real QEMU guests under TCG, several at once: run alone, not beside the parallel suites.
-echo "==> job-slot launcher with real VMs (QEMU TCG)"
-npx jest --ci test/job-vm/launcher.test.ts
 
 echo "==> netboot self-test (real dnsmasq + iPXE + QEMU)"
 bash salt/runner/files/ci-netboot-selftest

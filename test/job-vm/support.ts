@@ -341,10 +341,13 @@ export function startLauncher(host: Host, args: string[], env: NodeJS.ProcessEnv
   );
   let exited = false;
   void done.then(() => (exited = true));
+  // Complete lines only: the launcher may be mid-write of the last one (parsing it would throw
+  // and end the waiting test while the launcher goes on).
   const read = () =>
     fs
       .readFileSync(events, "utf8")
       .split("\n")
+      .slice(0, -1)
       .filter(Boolean)
       .map((l) => JSON.parse(l) as GuestEvent);
   return {
