@@ -41,7 +41,8 @@ function overlay(tokens: Record<string, string>): Record<string, unknown> {
 
 /** The user every job of the runner (and every hook) runs as: the job process the agent starts. */
 function jobProcess(m: MachineModel): Process | undefined {
-  return m.processes.find((p) => p.source === "buildkite job (bootstrap-script)");
+  // isolation vm: the host-side process of a job is the handoff to a slot's VM.
+  return m.processes.find((p) => p.source === "buildkite job (bootstrap-script)" || p.source === "buildkite job handoff to a VM (bootstrap-script)");
 }
 function agentProcess(m: MachineModel): Process | undefined {
   return m.processes.find((p) => p.source === "buildkite-agent.service ExecStart");
@@ -143,13 +144,14 @@ describe.each(STACKS)("the Buildkite agent token on the runners of %s", (stack) 
       const job = jobProcess(m)!;
       // systemd hands the agent the token (EnvironmentFile= read as root).
       expect({ id: m.id, agentHoldsToken: agent.env.BUILDKITE_AGENT_TOKEN }).toEqual({ id: m.id, agentHoldsToken: tokens[queue] });
+      // isolation vm (every production queue): root hands the job to a slot's VM; no hook runs on the host.
       expect({ id: m.id, agent: agent.user, job: job.user, hooks: [...new Set(m.processes.filter((p) => p.kind === "buildkite-hook").map((p) => p.user))] }).toEqual({
         id: m.id,
         agent: "buildkite-agent",
-        job: "ci-agent",
-        hooks: ["ci-agent"],
+        job: "root",
+        hooks: [],
       });
-      // Jobs become the CI user through sudo, by a rule for exactly that one command, with no arguments.
+      // Through sudo, by a rule for exactly that one command, with no arguments.
       expect({ id: m.id, rule: job.job_drop?.rule ?? null }).toEqual({ id: m.id, rule: { file: "/etc/sudoers.d/ci-fleet-buildkite-agent", line: expect.any(String), exact_args: true } });
     }
   });
@@ -159,7 +161,8 @@ describe.each(STACKS)("the Buildkite agent token on the runners of %s", (stack) 
     let carriers = 0;
     for (const m of runners) {
       const queue = Object.keys(tokens).find((q) => m.id.startsWith(`${stack}-${q}-`))!;
-      const jobUser = jobProcess(m)?.user ?? agentProcess(m)!.user;
+      // The CI user (jobs run as it in the VMs; on the host it runs nothing, but must still read nothing).
+      const jobUser = "ci-agent";
       const channels = [...localChannels(m, tokens[queue], jobUser), ...(await ssmChannels(models, m, tokens[queue]))];
       carriers += channels.length;
       for (const c of channels) if (c.readable) readable.push(`${m.id}: ${c.what}: ${c.readable}`);

@@ -925,7 +925,11 @@ def buildkite_job_process(machine, agent, scripts):
                 for item in shlex.split(line)[1:]:
                     k, _, v = item.partition("=")
                     env[k] = v
-    job = dict(copy.deepcopy(agent), source="buildkite job (bootstrap-script)", kind="unit", user=user, group=group,
+    # isolation vm: the bootstrap-script hands the job to a job VM (runner.job_vm_host_agent);
+    # no job code and no hook runs on the host. The handoff itself is the host-side process.
+    handoff = bool(command) and posixpath.basename(command[0]) == "ci-job-handoff"
+    job = dict(copy.deepcopy(agent), source="buildkite job handoff to a VM (bootstrap-script)" if handoff else "buildkite job (bootstrap-script)",
+               kind="unit", user=user, group=group,
                command=" ".join(command), argv=list(command), argv_resolved=list(command), env=env, unit_env_keys=[],
                env_files=[], runtime_env_files=[], runtime_env_keys=[], unresolved_command_vars=[], job_drop=drop)
     job["needs"] = []
@@ -934,6 +938,7 @@ def buildkite_job_process(machine, agent, scripts):
     if env.get("CI_FLEET_STATE_DIR"):
         job["needs"].append({"path": env["CI_FLEET_STATE_DIR"], "access": "write"})
     agent["job_user"] = user
+    job["hands_off_to_vm"] = handoff
     return job
 
 def hook_processes(machine, agent_process):
@@ -1242,7 +1247,7 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
     job = buildkite_job_process(machine, agent, scripts) if agent else None
     if job:
         processes.append(job)
-    if agent:
+    if agent and not (job and job.get("hands_off_to_vm")):
         processes += hook_processes(machine, job or agent)
     if runner:
         processes += github_hook_processes(machine, runner)
@@ -1264,7 +1269,8 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
         # agent/job_runner.go processEnv := os.Environ(); actions/runner JobDispatcher.cs starts
         # the worker with environment: null and ProcessInvoker.cs adds to the inherited one),
         # and jobs get the queue role by design.
-        p["runs_jobs"] = p is (job or agent) or p is runner
+        # A job handed off to a VM runs there, not here: the handoff runs no job code.
+        p["runs_jobs"] = (p is (job or agent) and not (job and job.get("hands_off_to_vm") and p is job)) or p is runner
         if p["aws_calls"] or p["kind"] == "buildkite-hook" or p["runs_jobs"]:
             p["credentials"] = credentials_of(machine, p, cloud)
             copy_path = p["credentials"].get("imds_copy")

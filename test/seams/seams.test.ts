@@ -56,8 +56,11 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
   test("the model sees the fleet's processes (so the seams below are not vacuous)", () => {
     const sources = (suffix: string) => byMachine(models).find((m) => m.id.endsWith(suffix))!.processes.map((p) => p.source);
     expect(sources("-salt-master")).toEqual(expect.arrayContaining([expect.stringMatching(/^salt-master/), "ci-fleet-pillar-sync.service ExecStart"]));
-    expect(sources("-release-release-1")).toEqual(expect.arrayContaining(["buildkite-agent.service ExecStart", "buildkite hook environment"]));
-    expect(sources("-default-pr-1")).toEqual(expect.arrayContaining(["actions-runner.service ExecStart"]));
+    // isolation vm (every production queue): jobs and their hooks run in the slots' VMs; on the
+    // host, the Buildkite agent hands each job off, and a GitHub queue runs no runner at all.
+    expect(sources("-release-release-1")).toEqual(expect.arrayContaining(["buildkite-agent.service ExecStart", "buildkite job handoff to a VM (bootstrap-script)"]));
+    expect(sources("-release-release-1")).not.toContain("buildkite hook environment");
+    expect(sources("-default-pr-1")).not.toContain("actions-runner.service ExecStart");
     expect(sources("-teleport")).toEqual(expect.arrayContaining(["teleport.service ExecStart"]));
     for (const m of byMachine(models)) expect({ id: m.id, problems: m.highstate_problems }).toEqual({ id: m.id, problems: [] });
   });
@@ -101,7 +104,9 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
           const stateDir = p.env.CI_FLEET_STATE_DIR;
           // The hooks run in the job process, as the job's user (the agent's own without a bootstrap-script drop).
           const hookUser = m.processes.find((q) => q.kind === "buildkite-hook")?.user ?? p.user;
-          if (stateDir !== undefined) {
+          // isolation vm: no hook runs on the host (the state dir is the job VM's concern).
+          const handsOff = m.processes.some((q) => q.source === "buildkite job handoff to a VM (bootstrap-script)");
+          if (stateDir !== undefined && !handsOff) {
             const f = m.files[stateDir];
             if (!f || f.kind !== "dir" || f.owner !== hookUser || f.mode !== "0700") {
               failures.push(`${m.id}: CI_FLEET_STATE_DIR=${stateDir} must be a 0700 directory of ${hookUser} (docs/contracts.md); it is ${f ? `${f.owner}:${f.group} ${f.mode} ${f.kind}` : "written by no part"}`);
