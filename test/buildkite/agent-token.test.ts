@@ -72,10 +72,13 @@ function runExecutor(text: string, env: Record<string, string>): { status: numbe
 
 describe.each(["production", "production-aws"])("the Buildkite agent token on the runners of %s", (stack) => {
   let render: StackRender;
+  const inVm = (id: string) => (render.documents[id].ci_fleet.runner as unknown as { isolation: string }).isolation === "vm";
   let minions: string[];
   beforeAll(async () => {
     render = await renderStack(stack);
     minions = buildkiteMinions(render);
+    // Production has both kinds (infra on the host, release in VMs): both paths are judged.
+    expect([...new Set(minions.map(inVm))].sort()).toEqual([false, true]);
   });
 
   test("the stack has Buildkite runners", () => {
@@ -154,7 +157,8 @@ describe.each(["production", "production-aws"])("the Buildkite agent token on th
       // (runner.job_vm_host_agent); no job code runs on the host. isolation host: it changes to
       // ci-agent before any job code (hooks included) runs.
       const cfg = cfgOf(m.files[CFG]);
-      expect({ id, bootstrap: cfg.get("bootstrap-script") }).toEqual({ id, bootstrap: `/usr/bin/sudo -n -E -u root -- ${HANDOFF}` });
+      const bootstrap = inVm(id) ? `/usr/bin/sudo -n -E -u root -- ${HANDOFF}` : `/usr/bin/sudo -n -E -u ci-agent -g ci-agent -- ${EXECUTOR}`;
+      expect({ id, bootstrap: cfg.get("bootstrap-script") }).toEqual({ id, bootstrap });
       expect({ id, token: cfg.has("token"), inCfg: /BUILDKITE_AGENT_TOKEN|agent[-_]token/i.test(m.files[CFG].replace(/^#.*$/gm, "")) }).toEqual({ id, token: false, inCfg: false });
     }
   });
@@ -166,11 +170,16 @@ describe.each(["production", "production-aws"])("the Buildkite agent token on th
       expect({ id, perms: [state.args.user, state.args.group, state.args.mode], check: state.args.check_cmd }).toEqual({ id, perms: ["root", "root", "0440"], check: "/usr/sbin/visudo -c -f" });
       const text = String(state.args.contents);
       expect({ id, visudo: visudoCheck(text) }).toEqual({ id, visudo: { status: 0, output: expect.stringContaining("parsed OK") } });
+      // The root rule exists only where jobs go to VMs: a host queue's agent gets no way to root.
       expect(text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"))).toEqual([
         'Defaults:buildkite-agent !use_pty, !secure_path, !env_check, env_delete += "BUILDKITE_AGENT_TOKEN"',
         `buildkite-agent ALL = (ci-agent : ci-agent) NOPASSWD: SETENV: ${EXECUTOR} ""`,
-        `buildkite-agent ALL = (root) NOPASSWD: SETENV: ${HANDOFF} ""`,
+        ...(inVm(id) ? [`buildkite-agent ALL = (root) NOPASSWD: SETENV: ${HANDOFF} ""`] : []),
       ]);
+      if (!inVm(id)) {
+        expect({ id, handoff: stateNamed(m, "file.managed", HANDOFF) }).toEqual({ id, handoff: [] });
+        continue;
+      }
       // The handoff is root's too, runs Python isolated from the agent's PYTHON* variables and
       // starts the launcher with an environment of its own, not the agent's.
       const [[, handoff]] = stateNamed(m, "file.managed", HANDOFF);

@@ -26,11 +26,11 @@ function values(stack = "production", edit?: (v: Values) => void): Values {
 const check = (v: Values) => checkFleetSettings({ stack: "production", values: v, secretsPresent: new Set(), queueSecretPaths: {} });
 
 describe("config: isolation, jobVm and slots", () => {
-  test("production: every queue vm; slots from the plans (and jobVm.slots for release)", () => {
+  test("production: default and release in VMs, infra on the host (queue-role deploys); slots from the plans (and jobVm.slots for release)", () => {
     const { settings, problems } = check(values());
     expect(problems).toEqual([]);
     const q = settings!.queues;
-    expect(Object.fromEntries(Object.entries(q).map(([n, s]) => [n, s.isolation]))).toEqual({ default: "vm", infra: "vm", release: "vm" });
+    expect(Object.fromEntries(Object.entries(q).map(([n, s]) => [n, s.isolation]))).toEqual({ default: "vm", infra: "host", release: "vm" });
     const slots = (queue: string, runner: string, provider: "equinix-metal" | "aws") =>
       slotPlan(provider, settings!.plans[q[queue].runners[runner].plan][provider], q[queue].jobVm!).slots;
     // m3.large.x86 64 threads/256 GiB, n3.xlarge.x86 64/512, m5zn.metal 48/192, c5.metal 96/192; host keeps 2 threads, 8 GiB, 0.5 GiB per VM.
@@ -47,6 +47,7 @@ describe("config: isolation, jobVm and slots", () => {
   test("one error lists every problem: a VM bigger than the plan, zero slots, too many slots, jobVm on a host queue, a bad isolation", () => {
     const { problems, settings } = check(values("production", (v) => {
       v.queues.default.jobVm = { cpus: 80, memoryGiB: 16, diskGiB: 80 };
+      v.queues.infra.isolation = "vm";
       v.queues.infra.jobVm = { cpus: 4, memoryGiB: 16, diskGiB: 80, slots: 0 };
       v.queues.release.jobVm = { cpus: 8, memoryGiB: 32, diskGiB: 120, slots: 40 };
       v.plans.control["equinix-metal"] = "c3.small.x86";
@@ -56,16 +57,41 @@ describe("config: isolation, jobVm and slots", () => {
     for (const r of ["pr-1", "pr-2", "pr-3", "pr-4"]) expect(text).toMatch(new RegExp(`queues\\.default\\.runners\\.${r}\\.plan: the job VM is bigger than the host: 80 cpus > 62`));
     expect(text).toMatch(/queues\.infra\.jobVm\.slots: zero slots run no job/);
     expect(text).toMatch(/queues\.release\.runners\.release-1\.plan: jobVm\.slots 40 does not fit: the plan holds 7 VMs/);
-    const more = check(values("production", (v) => { v.queues.infra.isolation = "host"; v.queues.release.isolation = "container"; }));
+    const more = check(values("production", (v) => { v.queues.infra.jobVm = { cpus: 4, memoryGiB: 16, diskGiB: 80 }; v.queues.release.isolation = "container"; }));
     expect(more.problems.map((p) => p.path)).toEqual(expect.arrayContaining(["ci-fleet:queues.infra.jobVm", "ci-fleet:queues.release.isolation"]));
   });
 
   test("a plan whose size is unknown needs jobVm.slots", () => {
-    const unknown = check(values("production", (v) => { v.plans.runner["equinix-metal"] = "s3.xlarge.x86"; }));
-    expect(unknown.problems.map((p) => p.path)).toEqual(expect.arrayContaining(["ci-fleet:queues.default.runners.pr-1.plan", "ci-fleet:queues.infra.runners.infra-1.plan"]));
+    const unknown = check(values("production", (v) => { v.plans.runner["equinix-metal"] = "s3.xlarge.x86"; v.plans["runner-large"]["equinix-metal"] = "s3.xlarge.x86"; }));
+    expect(unknown.problems.map((p) => p.path)).toEqual(expect.arrayContaining(["ci-fleet:queues.default.runners.pr-1.plan", "ci-fleet:queues.default.runners.pr-4.plan"]));
+    // release sets jobVm.slots itself; infra runs on the host (no slots to size).
+    expect(unknown.problems.map((p) => p.path).filter((p) => /queues\.(infra|release)\./.test(p))).toEqual([]);
     expect(unknown.problems[0].message).toMatch(/does not know .* set jobVm\.slots/);
-    const given = check(values("production", (v) => { v.plans.runner["equinix-metal"] = "s3.xlarge.x86"; v.queues.default.jobVm.slots = 3; v.queues.infra.jobVm.slots = 3; }));
+    const given = check(values("production", (v) => { v.plans.runner["equinix-metal"] = "s3.xlarge.x86"; v.plans["runner-large"]["equinix-metal"] = "s3.xlarge.x86"; v.queues.default.jobVm.slots = 3; }));
     expect(given.problems).toEqual([]);
+  });
+});
+
+describe("config: what a job VM does not get yet (an AWS session, job secrets) is refused before anything is created", () => {
+  test("a queue-role deploy target on a queue in VMs: one problem per target, naming both ways out; ci-identity targets pass", () => {
+    const { problems, settings } = check(values("production", (v) => { v.queues.infra.isolation = "vm"; }));
+    expect(settings).toBeUndefined();
+    expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
+      `ci-fleet:deployTargets.infra-staging.trust: queue-role needs the queue's agent role in the job, and queue "infra" runs its jobs in VMs (isolation: vm), which get no AWS session yet: use trust: ci-identity, or set queues.infra.isolation: host`,
+      `ci-fleet:deployTargets.infra-production.trust: queue-role needs the queue's agent role in the job, and queue "infra" runs its jobs in VMs (isolation: vm), which get no AWS session yet: use trust: ci-identity, or set queues.infra.isolation: host`,
+    ]);
+    // release (isolation vm) deploys through ci-identity only: no problem for it.
+    expect(check(values()).problems).toEqual([]);
+  });
+
+  test("job secrets for a queue in VMs are refused (isolation vm, or unset: vm is the default); the agent token and host queues pass", () => {
+    const secrets = (v: Values, queueSecretPaths: Record<string, string[]>) =>
+      checkFleetSettings({ stack: "production", values: v, secretsPresent: new Set(), queueSecretPaths }).problems.map((p) => p.path);
+    const paths = { release: ["buildkite/agent-token", "global/env/NPM_TOKEN", "release/ssh/key"], infra: ["buildkite/agent-token", "global/env/TF_TOKEN"] };
+    expect(secrets(values(), paths)).toEqual(["ci-fleet:queueSecrets.release.global.env.NPM_TOKEN", "ci-fleet:queueSecrets.release.release.ssh.key"]);
+    expect(secrets(values("production", (v) => { delete v.queues.release.isolation; delete v.queues.release.jobVm; }), paths))
+      .toEqual(["ci-fleet:queueSecrets.release.global.env.NPM_TOKEN", "ci-fleet:queueSecrets.release.release.ssh.key"]);
+    expect(secrets(values("production", (v) => { v.queues.release.isolation = "host"; delete v.queues.release.jobVm; }), paths)).toEqual([]);
   });
 });
 
@@ -103,8 +129,8 @@ describe.each(["production", "production-aws"])("%s: the Salt tree rendered with
 
   test("slots per runner in the pillar, one enabled unit per slot", () => {
     const expected: Record<string, number> = stack === "production"
-      ? { "pr-1": 15, "pr-4": 15, "infra-1": 15, "release-1": 2 }
-      : { "pr-1": 11, "pr-4": 11, "infra-1": 11, "release-1": 2 };
+      ? { "pr-1": 15, "pr-4": 15, "release-1": 2 }
+      : { "pr-1": 11, "pr-4": 11, "release-1": 2 };
     for (const [runner, n] of Object.entries(expected)) {
       const id = runners().find((m) => m.endsWith(`-${runner}`))!;
       expect(jobVm(id).slots).toBe(n);
@@ -175,7 +201,7 @@ print(json.dumps({"keys": sorted(k for k in cfg if not k.startswith("_")), "bloc
   });
 
   test("Buildkite queue with isolation vm: the host's agent hands each job to a slot, one worker per slot", () => {
-    const id = runners().find((m) => m.endsWith("-infra-1"))!;
+    const id = runners().find((m) => m.endsWith("-release-1"))!;
     const cfg = r.minions[id].files["/etc/buildkite-agent/buildkite-agent.cfg"];
     expect(cfg).toMatch(/^bootstrap-script="\/usr\/bin\/sudo -n -E -u root -- \/usr\/local\/sbin\/ci-job-handoff"$/m);
     expect(cfg).toMatch(new RegExp(`^spawn=${jobVm(id).slots}$`, "m"));
@@ -188,7 +214,12 @@ print(json.dumps({"keys": sorted(k for k in cfg if not k.startswith("_")), "bloc
     const pins = yaml.parse(fs.readFileSync(path.join(ROOT, "salt/runner/parameters/defaults.yaml"), "utf8")).runner.job_vm.image;
     expect(pins.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(pins.url).toBe(`https://cloud-images.ubuntu.com/releases/noble/release-${pins.serial}/ubuntu-24.04-server-cloudimg-amd64.img`);
-    for (const id of runners()) {
+    const inVms = runners().filter((id) => jobVm(id) !== undefined);
+    expect(inVms.length).toBe(5); // pr-1..4 and release-1; infra runs on the host
+    for (const id of runners().filter((x) => !inVms.includes(x))) {
+      expect(Object.keys(r.minions[id].states).filter((s) => s.startsWith("runner-job_vm"))).toEqual([]);
+    }
+    for (const id of inVms) {
       const base = r.minions[id].states["runner-job_vm_image-base-file-managed"].args;
       expect(base.source).toBe(pins.url);
       expect(base.source_hash).toBe(`sha256=${pins.sha256}`);

@@ -44,6 +44,11 @@ function jobProcess(m: MachineModel): Process | undefined {
   // isolation vm: the host-side process of a job is the handoff to a slot's VM.
   return m.processes.find((p) => p.source === "buildkite job (bootstrap-script)" || p.source === "buildkite job handoff to a VM (bootstrap-script)");
 }
+/** A queue's isolation as its stack file sets it (vm when unset: the program's default). */
+function isolationOf(stack: string, queue: string): string {
+  const queues = stackConfig(stack)["ci-fleet:queues"] as Record<string, { isolation?: string }>;
+  return queues[queue].isolation ?? "vm";
+}
 function agentProcess(m: MachineModel): Process | undefined {
   return m.processes.find((p) => p.source === "buildkite-agent.service ExecStart");
 }
@@ -131,8 +136,10 @@ describe.each(STACKS)("the Buildkite agent token on the runners of %s", (stack) 
     runners = byId(models).filter((m) => agentProcess(m) !== undefined);
   }, 180_000);
 
-  test("the stack has Buildkite runners, each with a planted token of its own queue", () => {
+  test("the stack has Buildkite runners, each with a planted token of its own queue, on both isolations", () => {
     expect(Object.keys(tokens).length).toBeGreaterThan(0);
+    // Production has one Buildkite queue of each kind (infra on the host, release in VMs): both paths are judged.
+    expect(Object.keys(tokens).map((q) => isolationOf(stack, q)).sort()).toEqual(["host", "vm"]);
     expect(runners.length).toBeGreaterThan(0);
     for (const m of runners) expect({ id: m.id, queue: Object.keys(tokens).find((q) => m.id.startsWith(`${stack}-${q}-`)) }).toEqual({ id: m.id, queue: expect.any(String) });
   });
@@ -144,12 +151,14 @@ describe.each(STACKS)("the Buildkite agent token on the runners of %s", (stack) 
       const job = jobProcess(m)!;
       // systemd hands the agent the token (EnvironmentFile= read as root).
       expect({ id: m.id, agentHoldsToken: agent.env.BUILDKITE_AGENT_TOKEN }).toEqual({ id: m.id, agentHoldsToken: tokens[queue] });
-      // isolation vm (every production queue): root hands the job to a slot's VM; no hook runs on the host.
+      // isolation vm: root hands the job to a slot's VM and no hook runs on the host; isolation
+      // host: the job and its hooks run as the CI user.
+      const inVm = isolationOf(stack, queue) === "vm";
       expect({ id: m.id, agent: agent.user, job: job.user, hooks: [...new Set(m.processes.filter((p) => p.kind === "buildkite-hook").map((p) => p.user))] }).toEqual({
         id: m.id,
         agent: "buildkite-agent",
-        job: "root",
-        hooks: [],
+        job: inVm ? "root" : "ci-agent",
+        hooks: inVm ? [] : ["ci-agent"],
       });
       // Through sudo, by a rule for exactly that one command, with no arguments.
       expect({ id: m.id, rule: job.job_drop?.rule ?? null }).toEqual({ id: m.id, rule: { file: "/etc/sudoers.d/ci-fleet-buildkite-agent", line: expect.any(String), exact_args: true } });
