@@ -210,6 +210,25 @@ print(json.dumps({"keys": sorted(k for k in cfg if not k.startswith("_")), "bloc
     expect(handoff).toContain(`SLOTS = ${jobVm(id).slots}`);
   });
 
+  test("the GitHub image: the runner's root belongs to the user ci-job-guest runs the job as (the listener writes its JIT registration there)", () => {
+    // Both sides: the guest's own defaults (its unit sets no environment) and the rendered build script.
+    const guest = fs.readFileSync(path.join(ROOT, "salt/runner/files/ci-job-guest"), "utf8");
+    const user = /^JOB_USER = os\.environ\.get\("CI_JOB_USER", "([^"]+)"\)$/m.exec(guest)![1];
+    const runnerDir = /^RUNNER_DIR = os\.environ\.get\("CI_JOB_RUNNER_DIR", "([^"]+)"\)$/m.exec(guest)![1];
+    const github = runners().filter((id) => jobVm(id) !== undefined && (r.documents[id].ci_fleet.runner as unknown as { agent: string }).agent === "github-actions");
+    expect(github.length).toBe(4);
+    for (const id of github) {
+      const script = r.minions[id].files["/usr/local/sbin/ci-job-image-build"];
+      const unit = /<<'UNIT'\n([\s\S]*?)\nUNIT\n/.exec(script)![1];
+      expect({ id, unitEnv: /^Environment/m.test(unit) }).toEqual({ id, unitEnv: false });
+      expect({ id, user: new RegExp(`useradd [^']*\\b${user}'`).test(script) }).toEqual({ id, user: true });
+      // Every chown of the runner's tree, in order: the last one gives it to the job user.
+      const chowns = [...script.matchAll(/chown -R (\S+) ([^\s']+)/g)].filter((m) => m[2] === runnerDir).map((m) => m[1]);
+      expect({ id, chowns }).toEqual({ id, chowns: [`${user}:${user}`] });
+      expect(script.indexOf(`tar -xzf ${runnerDir}/runner.tar.gz -C ${runnerDir}`)).toBeLessThan(script.indexOf(`chown -R ${user}:${user} ${runnerDir}`));
+    }
+  });
+
   test("the golden image: downloaded only against the pinned sha256, named by its pins", () => {
     const pins = yaml.parse(fs.readFileSync(path.join(ROOT, "salt/runner/parameters/defaults.yaml"), "utf8")).runner.job_vm.image;
     expect(pins.sha256).toMatch(/^[0-9a-f]{64}$/);
