@@ -263,7 +263,11 @@ class FingerprintScriptTest(unittest.TestCase):
             self.assertEqual(wrong.returncode, 1)
             self.assertIn(b"fingerprint mismatch", wrong.stderr)
         finally:
-            shutil.rmtree(home)
+            # gpg-agent (started by the key generation) keeps removing its sockets in the home:
+            # stop it first, or rmtree races it (an ERROR under load on CI).
+            subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=home),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 class FakeGitHubHTTP:
