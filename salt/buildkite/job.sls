@@ -59,7 +59,11 @@ buildkite-job-sudoers-file-managed:
         {{ agent }} ALL = ({{ job_user }} : {{ job_user }}) NOPASSWD: SETENV: {{ buildkite.job_executor }} ""
 {%- if buildkite.isolation == 'vm' %}
         # isolation vm (runner.job_vm_host_agent): root hands the job to a slot's VM; no job runs here.
-        {{ agent }} ALL = (root) NOPASSWD: SETENV: {{ buildkite.job_handoff }} ""
+        # No SETENV and no -E for root: with them the agent's user could set LD_PRELOAD (sudoers(5):
+        # SETENV lifts every env restriction) and run code as root. sudo resets the environment and
+        # keeps only the job's names, which ci-job-handoff reads.
+        Defaults!{{ buildkite.job_handoff }} env_keep = "BUILDKITE_* CI_FLEET_* CI BUILDKITE"
+        {{ agent }} ALL = (root) NOPASSWD: {{ buildkite.job_handoff }} ""
 {%- endif %}
     - require:
       - pkg: access-sudo-package-pkg-installed

@@ -34,8 +34,11 @@ function requireSudo(): void {
   if (process.getuid?.() !== 0) throw new Error("this test runs the real sudo in a private mount namespace: run it as root (npm test does)");
 }
 
-/** Runs the rendered rule for real; returns the environment the executor received. */
-function runRule(dropIn: string, agentEnv: Record<string, string>): { status: number | null; stderr: string; env: Map<string, string> } {
+const HANDOFF = "/usr/local/sbin/ci-job-handoff";
+const JOB_SUDO = [SUDO, "-n", "-E", "-u", "ci-agent", "-g", "ci-agent", "--", EXECUTOR];
+
+/** Runs the rendered rule for real (as the agent's uid: `sudoArgv`, the job's sudo by default); returns the environment the command received. */
+function runRule(dropIn: string, agentEnv: Record<string, string>, sudoArgv: string[] = JOB_SUDO): { status: number | null; stderr: string; env: Map<string, string> } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ci-fleet-sudoers-env-"));
   try {
     fs.chmodSync(dir, 0o755);
@@ -48,7 +51,7 @@ function runRule(dropIn: string, agentEnv: Record<string, string>): { status: nu
     fs.writeFileSync(path.join(dir, "sudoers"), `${BASE_SUDOERS}\n${dropIn}`, { mode: 0o440 });
     const sbin = path.join(dir, "sbin");
     fs.mkdirSync(sbin, { mode: 0o755 });
-    fs.writeFileSync(path.join(sbin, path.basename(EXECUTOR)), "#!/bin/sh\nexec /usr/bin/env -0\n", { mode: 0o755 });
+    for (const probe of [EXECUTOR, HANDOFF]) fs.writeFileSync(path.join(sbin, path.basename(probe)), "#!/bin/sh\nexec /usr/bin/env -0\n", { mode: 0o755 });
     const envArgs = Object.entries(agentEnv).map(([k, v]) => `${k}=${v}`);
     const script = [
       "set -e",
@@ -59,7 +62,7 @@ function runRule(dropIn: string, agentEnv: Record<string, string>): { status: nu
       `mount --bind ${dir}/sudoers /etc/sudoers`,
       `mount --bind ${sbin} /usr/local/sbin`,
       `${VISUDO} -c -f /etc/sudoers >&2`,
-      `exec setpriv --reuid=61001 --regid=61001 --clear-groups -- /usr/bin/env -i "$@" ${SUDO} -n -E -u ci-agent -g ci-agent -- ${EXECUTOR}`,
+      `exec setpriv --reuid=61001 --regid=61001 --clear-groups -- /usr/bin/env -i "$@" ${sudoArgv.map((a) => `'${a}'`).join(" ")}`,
     ].join("\n");
     const proc = spawnSync("unshare", ["-m", "--", "/bin/sh", "-c", script, "sh", ...envArgs], { encoding: "utf8" });
     const env = new Map<string, string>();
@@ -107,5 +110,39 @@ describe("the Buildkite job's sudo rule keeps sudo's built-in env_delete list (r
     expect(run.status).toBe(0);
     expect(run.env.has("BUILDKITE_AGENT_TOKEN")).toBe(false);
     expect(BUILTIN_DELETED.filter((name) => run.env.has(name))).toEqual(BUILTIN_DELETED);
+  });
+});
+
+describe("the vm host's root rule for ci-job-handoff: the job's names reach root, nothing the agent's user chooses (rendered, real sudo)", () => {
+  let render: StackRender;
+  let dropIn: string;
+  let bootstrap: string[];
+  beforeAll(async () => {
+    requireSudo();
+    render = await renderStack("production");
+    // release: the Buildkite queue with isolation vm.
+    const id = Object.keys(render.minions).find((i) => /-release-1$/.test(i))!;
+    dropIn = String(Object.values(render.minions[id].states).find((s) => s.function === "file.managed" && s.args.name === SUDOERS)!.args.contents);
+    const cfg = render.minions[id].files["/etc/buildkite-agent/buildkite-agent.cfg"];
+    bootstrap = /^bootstrap-script="([^"]+)"$/m.exec(cfg)![1].split(" ");
+  }, 240_000);
+  const clean = (stderr: string) => stderr.replace(/.*parsed OK\n?/g, "").replace(/sudo: unable to resolve host.*\n?/g, "");
+  const jobEnv = { PATH: "/usr/bin:/bin", BUILDKITE_JOB_ID: "job-1", BUILDKITE_REPO: "https://github.com/example/x.git", BUILDKITE_AGENT_ACCESS_TOKEN: "bkaj_x", CI: "true", BUILDKITE: "true", CI_FLEET_SSM_PREFIX: "/ci-fleet/production/release" };
+  const hostile = { LD_PRELOAD: "/tmp/evil.so", LD_LIBRARY_PATH: "/tmp", PYTHONPATH: "/tmp", PYTHONSTARTUP: "/tmp/x.py", BASH_ENV: "/tmp/x", OTHER: "x" };
+
+  test("the rendered bootstrap-script, as the agent runs it: the job's names arrive (values with / included), the agent's other variables do not", () => {
+    expect(bootstrap).toEqual([SUDO, "-n", "-u", "root", "--", HANDOFF]);
+    const run = runRule(dropIn, { ...jobEnv, ...hostile }, bootstrap);
+    expect({ status: run.status, stderr: clean(run.stderr) }).toEqual({ status: 0, stderr: "" });
+    const { PATH: _path, ...wanted } = jobEnv;
+    expect(Object.fromEntries(Object.keys(wanted).map((k) => [k, run.env.get(k)]))).toEqual(wanted);
+    expect(Object.keys(hostile).filter((k) => run.env.has(k))).toEqual([]);
+  });
+
+  test("the agent's user cannot keep its environment for root (-E) nor set a variable on the command line", () => {
+    const keep = runRule(dropIn, { ...jobEnv, ...hostile }, [SUDO, "-n", "-E", "-u", "root", "--", HANDOFF]);
+    expect({ status: keep.status, ran: keep.env.size > 0, stderr: clean(keep.stderr).trim() }).toEqual({ status: 1, ran: false, stderr: "sudo: sorry, you are not allowed to preserve the environment" });
+    const set = runRule(dropIn, jobEnv, [SUDO, "-n", "-u", "root", "LD_PRELOAD=/tmp/evil.so", "--", HANDOFF]);
+    expect({ status: set.status, ran: set.env.size > 0, stderr: clean(set.stderr).trim() }).toEqual({ status: 1, ran: false, stderr: "sudo: sorry, you are not allowed to set the following environment variables: LD_PRELOAD" });
   });
 });
