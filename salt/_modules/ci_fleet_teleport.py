@@ -5,7 +5,20 @@ blocks cmd.* for everyone. Tokens are returned to the master only, never logged.
 A publication reaches every minion, so no argument may carry a token: a minted token is
 kept here (root-only, one file per token, named by its sha256) and revoked by that hash.
 Host ids, label maps and lock messages are not secret.
+
+Every answer the master acts on is signed here (issue 12). A publication reaches every minion,
+so every minion sees each job the master sends this one, and a return for it can be put on the
+master's event bus under any id (batched events, CVE-2025-22239 before its fix). The master
+therefore passes a fresh random `nonce` with each call, and every function given one answers
+{"result": <its result>, "sig": <base64>}: an RSA PKCS#1 v1.5 SHA-256 signature, made with this
+minion's own Salt key (<pki_dir>/minion.pem, root-only, read where Salt's minion reads it:
+salt/crypt.py `AsyncAuth.rsa_path`), over `answer_message` (a fixed prefix, this minion's id,
+the function's full name, the nonce and the sha256 of the result's canonical JSON). The master
+(salt/_runners/ci_fleet.py `_teleport_call`) verifies it with the key it accepted for this
+minion (<master pki_dir>/minions/<id>) and believes nothing else. Without a nonce (a human's
+`salt-call`) a function answers its plain result, which the master never accepts.
 """
+import base64
 import hashlib
 import json
 import os
@@ -28,10 +41,49 @@ ASSIGNED_LABEL_KEY = re.compile(r"^dynamic/[a-z0-9][a-z0-9_.-]{0,62}$")
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Longer than any token's ttl: a file this old names a token Teleport has expired already.
 STALE_SECONDS = 24 * 3600
+# What the signature of an answer covers (answer_message); the master builds the same bytes.
+ANSWER_PREFIX = b"ci-fleet-teleport-answer/v1"
+# The master's nonce: secrets.token_hex(32). Anything else is refused (it is part of the message).
+NONCE = re.compile(r"^[0-9a-f]{32,128}$")
 
 
 def __virtual__():
     return __virtualname__
+
+
+def canonical_json(value):
+    """The bytes whose sha256 a signature covers: sorted keys, no spaces, ASCII, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def answer_message(minion_id, fun, nonce, result):
+    """What this minion signs and the master verifies: prefix, minion id, function, nonce and
+    sha256(canonical JSON of the result), one per line (none of them can hold a newline)."""
+    for field in (minion_id, fun, nonce):
+        if not isinstance(field, str) or not field or "\n" in field:
+            raise ValueError("answer fields are one-line strings")
+    return b"\n".join([ANSWER_PREFIX, minion_id.encode(), fun.encode(), nonce.encode(),
+                       hashlib.sha256(canonical_json(result)).hexdigest().encode()])
+
+
+def _sign(message):
+    """RSA PKCS#1 v1.5 SHA-256 with this minion's Salt key (pki_dir/minion.pem, as Salt keeps it)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as handle:  # noqa: F821 (Salt loader global)
+        key = serialization.load_pem_private_key(handle.read(), password=None)
+    return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _answer(name, nonce, result):
+    """`result` signed for the master's call `nonce` (see the module's docstring), or plain
+    without a nonce."""
+    if nonce is None:
+        return result
+    if not isinstance(nonce, str) or not NONCE.match(nonce):
+        raise ValueError("nonce must be 32..128 lower-case hex digits")
+    message = answer_message(__opts__["id"], "%s.%s" % (__virtualname__, name), nonce, result)  # noqa: F821
+    return {"result": result, "sig": base64.b64encode(_sign(message)).decode()}
 
 
 def _tctl(*args, **kwargs):
@@ -63,22 +115,23 @@ def _own_host_id():
         return None
 
 
-def host_ca_certificates():
+def host_ca_certificates(nonce=None):
     """The cluster's host CA TLS certificates, PEM (`tctl auth export --type=tls-host`:
     tool/tctl/common/auth_command.go exportTLSAuthority(HostCA)). Public. The master computes
     the nodes' CA pins from them (SPKI sha256, as `tctl status` shows them)."""
     text = _tctl("auth", "export", "--type=tls-host")
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise RuntimeError("tctl auth export --type=tls-host printed no certificate")
-    return text
+    return _answer("host_ca_certificates", nonce, text)
 
 
-def node_names():
+def node_names(nonce=None):
     """Hostnames of the SSH nodes joined to the cluster."""
-    return sorted(node["spec"]["hostname"] for node in json.loads(_tctl("nodes", "ls", "--format=json")))
+    names = sorted(node["spec"]["hostname"] for node in json.loads(_tctl("nodes", "ls", "--format=json")))
+    return _answer("node_names", nonce, names)
 
 
-def nodes():
+def nodes(nonce=None):
     """The SSH nodes as the auth service lists them (`tctl nodes ls --format=json`, ServerV2):
     host id (metadata.name, bound to the node's certificate), the hostname, address and
     labels the node announced, and `self`: this Teleport process's own SSH service."""
@@ -88,20 +141,20 @@ def nodes():
         metadata, spec = node.get("metadata", {}), node.get("spec", {})
         out.append({"name": metadata.get("name"), "hostname": spec.get("hostname"), "addr": spec.get("addr"),
                     "labels": dict(metadata.get("labels") or {}), "self": bool(own) and metadata.get("name") == own})
-    return sorted(out, key=lambda n: n["name"] or "")
+    return _answer("nodes", nonce, sorted(out, key=lambda n: n["name"] or ""))
 
 
-def server_infos():
+def server_infos(nonce=None):
     """host id -> the labels its `si-<host id>` server_info assigns (as RBAC sees them)."""
     out = {}
     for info in json.loads(_tctl("get", "server_info", "--format=json") or "[]"):
         name = info.get("metadata", {}).get("name", "")
         if name.startswith("si-"):
             out[name[len("si-"):]] = dict(info.get("spec", {}).get("new_labels") or {})
-    return out
+    return _answer("server_infos", nonce, out)
 
 
-def assign_labels(host_id, labels):
+def assign_labels(host_id, labels, nonce=None):
     """Create (or overwrite) the server_info `si-<host_id>` that gives that node `labels`.
     The auth service sends them to the node over its inventory control stream."""
     if not HOST_ID.match(str(host_id)):
@@ -113,10 +166,10 @@ def assign_labels(host_id, labels):
                 "metadata": {"name": "si-%s" % host_id},
                 "spec": {"new_labels": {k: labels[k] for k in sorted(labels)}}}
     _tctl("create", "-f", stdin=json.dumps(document))
-    return True
+    return _answer("assign_labels", nonce, True)
 
 
-def lock_node(host_id, message):
+def lock_node(host_id, message, nonce=None):
     """Lock the Teleport server `host_id` (`tctl lock --server-id`): the auth service refuses
     its certificates from then on. Once per host id; a human removes the lock."""
     if not HOST_ID.match(str(host_id)):
@@ -126,14 +179,14 @@ def lock_node(host_id, message):
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     marker = os.path.join(LOCK_DIR, host_id)
     if os.path.exists(marker):
-        return False
+        return _answer("lock_node", nonce, False)
     _tctl("lock", "--server-id=%s" % host_id, "--message=%s" % str(message)[:200])
     with open(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w"):
         pass
-    return True
+    return _answer("lock_node", nonce, True)
 
 
-def node_token(ttl="15m"):
+def node_token(ttl="15m", nonce=None):
     """A new node join token that expires after ttl (kept here until revoked by its hash).
     A `token`-method token stays valid until its ttl or its deletion, however often it is
     used: the master revokes it as soon as it sees the join (ci_fleet.join_teleport_nodes)."""
@@ -141,20 +194,20 @@ def node_token(ttl="15m"):
     path = os.path.join(_token_dir(), hashlib.sha256(token.encode()).hexdigest())
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
         handle.write(token)
-    return token
+    return _answer("node_token", nonce, token)
 
 
-def remove_token(token_sha256):
+def remove_token(token_sha256, nonce=None):
     """Revoke the token this module minted whose sha256 is token_sha256."""
     if not SHA256_HEX.match(str(token_sha256)):
         raise ValueError("remove_token takes the token's sha256 (64 hex digits)")
     path = os.path.join(_token_dir(), token_sha256)
     if not os.path.exists(path):
-        return False
+        return _answer("remove_token", nonce, False)
     with open(path) as handle:
         token = handle.read()
     try:
         _tctl("tokens", "rm", token)
     finally:
         os.remove(path)
-    return True
+    return _answer("remove_token", nonce, True)

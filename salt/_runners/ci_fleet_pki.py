@@ -87,6 +87,20 @@ def _crypto():
     return x509, InvalidSignature, hashes, serialization, ec, padding, rsa, ExtendedKeyUsageOID, NameOID
 
 
+def verify_salt_signature(public_key_pem, message, signature):
+    """True only if `signature` is an RSA PKCS#1 v1.5 SHA-256 signature of `message` made with the
+    private half of `public_key_pem` (a minion's accepted Salt key, PEM text). Anything else
+    (another key, tampered bytes, a key that does not parse or is not RSA) is False. Shared with
+    salt/_runners/ci_fleet.py (the Teleport minion's signed answers)."""
+    _, InvalidSignature, hashes, serialization, _, padding, _, _, _ = _crypto()
+    try:
+        salt_key = serialization.load_pem_public_key(public_key_pem.encode())
+        salt_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
 def request_message(minion_id, ts, csr_der):
     """The bytes a minion signs with its Salt key (and the master verifies)."""
     return b"\n".join([MESSAGE_PREFIX, minion_id.encode(), str(int(ts)).encode(),
@@ -213,10 +227,7 @@ class Issuer:
         public_pem = entry.get("public_key_pem") if isinstance(entry, dict) else None
         if not public_pem:
             raise Refused("no Salt public key for %s in the master's index" % minion_id)
-        try:
-            salt_key = serialization.load_pem_public_key(public_pem.encode())
-            salt_key.verify(signature, request_message(minion_id, ts, csr_der), padding.PKCS1v15(), hashes.SHA256())
-        except (InvalidSignature, ValueError, TypeError, AttributeError):
+        if not verify_salt_signature(public_pem, request_message(minion_id, ts, csr_der), signature):
             raise Refused("request is not signed by the Salt key of %s" % minion_id)
         try:
             csr = x509.load_der_x509_csr(csr_der)

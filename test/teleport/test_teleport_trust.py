@@ -9,8 +9,9 @@ salt/_modules/ci_fleet_teleport.py, salt/pillar/minion.sls), against a rooted ru
   without them.
 - Impostor nodes: a node whose hostname is no machine of the stack, that claims the Teleport
   machine's name, or that announces a machine's name at another address, is locked.
-- Forgeable returns: an answer to a job published to the Teleport minion alone that also
-  carries another minion id is not believed at all.
+- Forgeable returns: only the Teleport minion's answer signed with its accepted Salt key for the
+  call's nonce is believed (a return under another id is ignored, never a veto; one under the
+  Teleport id signed by another key, replayed from an earlier call or tampered with is refused).
 
 Runs with the fakes of test/orchestration/test_orchestration.py (LocalClient, the Salt loader
 globals, the real Jinja2 pillar render).
@@ -18,6 +19,7 @@ globals, the real Jinja2 pillar render).
   python3 test/teleport/test_teleport_trust.py        (run by test/teleport/ca-pin.test.ts)
   CI_FLEET_SALT_ROOT=DIR runs the same tests against another copy of the salt/ tree.
 """
+import base64
 import hashlib
 import importlib.util
 import json
@@ -42,6 +44,7 @@ fleet = _load("ci_fleet_orchestration_tests", os.path.join(ROOT, "test", "orches
 orchestration = fleet.orchestration
 render = fleet.render
 SALT = fleet.SALT
+signed_answers = fleet.signed_answers
 TELEPORT = "prod-teleport"
 ROOTED = "prod-default-r1"
 
@@ -167,8 +170,8 @@ class JunkExport(fleet.FakeLocalClient):
 
 class ForgedReturns(fleet.FakeLocalClient):
     """Root on prod-default-r1 sees every publication (every minion does) and, through batched
-    events (CVE-2025-22239 before its fix), adds its own return to each job meant for the
-    Teleport minion: LocalClient then hands the master answers from two minion ids."""
+    events (CVE-2025-22239 before its fix), adds a return of its own to each job meant for the
+    Teleport minion: LocalClient then hands the master answers under two minion ids."""
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
             kwarg=None, **kwargs):
@@ -180,33 +183,212 @@ class ForgedReturns(fleet.FakeLocalClient):
         return answers
 
 
+class ForgedUnderTeleportId(fleet.FakeLocalClient):
+    """The real forgery: a return put on the bus under the Teleport minion's own id that arrives
+    first (LocalClient keeps it and stops waiting). `forge(fun, kwarg, genuine)` is what the
+    forger answers instead of the Teleport minion's genuine (signed) answer."""
+
+    def __init__(self, forge, **kwargs):
+        super().__init__(**kwargs)
+        self.forge = forge
+
+    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
+            kwarg=None, **kwargs):
+        answers = super().cmd(tgt, fun, arg=arg, timeout=timeout, tgt_type=tgt_type, ret=ret, jid=jid,
+                              full_return=full_return, kwarg=kwarg, **kwargs)
+        if tgt == TELEPORT and answers.get(TELEPORT) is not False:
+            genuine = answers[TELEPORT]["ret"] if full_return else answers[TELEPORT]
+            forged = self.forge(fun, dict(kwarg or {}), genuine)
+            answers = {TELEPORT: {"ret": forged, "retcode": 0, "jid": "1"} if full_return else forged}
+        return answers
+
+
+def rogue_certificate():
+    directory = tempfile.mkdtemp()
+    try:
+        return make_certificate(directory, "rogue", ["rsa:2048"])
+    finally:
+        shutil.rmtree(directory)
+
+
 class ForgedReturnsTest(unittest.TestCase):
+    """Issue 12, the review's finding: only the Teleport minion's answer signed with its accepted
+    Salt key for this call's nonce is believed; other ids veto nothing."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp()
         self.inline_dir = os.path.join(self.dir, "inline")
+        self.pins_file = os.path.join(self.dir, "teleport", "ca_pins.json")
+        with open(os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")) as handle:
+            self.genuine_pins = orchestration.teleport_ca_pins(handle.read())
 
     def tearDown(self):
         shutil.rmtree(self.dir)
 
-    def test_a_teleport_job_answered_by_another_minion_too_is_not_believed(self):
+    def orchestrator(self, client):
+        return orchestration.Orchestrator("prod", {"ci_fleet": {"provider": "equinix-metal"},
+                                                   "ci_fleet_master": {"minions": fleet.MINIONS}},
+                                          {}, orchestration.salt_local(client), sleep=lambda s: None,
+                                          inline=orchestration.InlinePillar(self.inline_dir),
+                                          ca_pins=orchestration.CaPinStore(self.pins_file))
+
+    def test_a_strangers_extra_return_no_longer_vetoes_labels_locks_joins_or_pins(self):
         nodes = TeleportImpostorTest.honest_nodes() + [fleet.node("h-rogue", "prod-rogue")]
         client = ForgedReturns(nodes=nodes, joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
         with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
-            with self.assertLogs(orchestration.log, "ERROR") as logs:
-                self.assertEqual(orchestration.refresh_teleport_ca_pins(), [])
-                self.assertEqual(orchestration.join_teleport_nodes(), [])
-                self.assertEqual(orchestration.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": []})
-        self.assertTrue(any("forged returns?" in line for line in logs.output))
-        self.assertEqual(client.server_infos, {})
-        self.assertEqual(client.locks, [])
-        self.assertEqual(client.tokens, 0)
-        self.assertFalse(os.path.exists(os.path.join(self.dir, "teleport", "ca_pins.json")))
+            with self.assertLogs(orchestration.log, "WARNING") as logs:
+                self.assertEqual(orchestration.refresh_teleport_ca_pins(), self.genuine_pins)
+                self.assertEqual(orchestration.join_teleport_nodes(), ["prod-default-r1"])
+                result = orchestration.assign_teleport_labels()
+        self.assertEqual(sorted(result["assigned"]), sorted(fleet.MINIONS))
+        self.assertEqual(result["locked"], ["h-rogue"])
+        self.assertEqual(client.locks, ["h-rogue"])
+        self.assertEqual(client.server_infos["h-r1"], fleet.assigned_labels("prod-release-r1"))
+        # Each stranger is named once per call, at warning: never a veto, never an error about it.
+        ignored = [r for r in logs.records if "also answered by %s" % ROOTED in r.getMessage()]
+        self.assertTrue(ignored)
+        self.assertTrue(all(r.levelname == "WARNING" for r in ignored))
+        self.assertFalse([r for r in logs.records if r.levelname == "ERROR" and ROOTED in r.getMessage()])
 
-    def test_the_teleport_minions_answer_alone_is_believed(self):
+    def test_an_answer_under_the_teleport_id_signed_by_another_minions_key_is_refused(self):
+        rogue_pem, rogue_pin = rogue_certificate()
+        # The rooted runner signs with its own Salt key, naming the Teleport minion in the message.
+        rooted_keys = signed_answers.TeleportKeys(TELEPORT, SALT)
+        store = orchestration.CaPinStore(self.pins_file)
+        store.put(self.genuine_pins)
+
+        def forge(fun, kwarg, genuine):
+            value = rogue_pem if fun == "ci_fleet_teleport.host_ca_certificates" else []
+            return rooted_keys.sign(fun, kwarg, value)
+
+        client = ForgedUnderTeleportId(forge, nodes=TeleportImpostorTest.honest_nodes())
+        orchestrator = self.orchestrator(client)
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            self.assertEqual(orchestrator.refresh_teleport_ca_pins(), self.genuine_pins)
+            self.assertEqual(orchestrator.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": []})
+        self.assertEqual(store.get(), self.genuine_pins)
+        self.assertNotIn(rogue_pin, store.get())
+        refusals = [line for line in logs.output if "refusing %s's answer" % TELEPORT in line]
+        self.assertEqual(len(refusals), 3, logs.output)     # host CA, nodes, server infos
+        self.assertTrue(all("signature does not verify" in line for line in refusals))
+        # An unsigned forgery (a plain answer, as the old module gave) is refused the same way.
+        client = ForgedUnderTeleportId(lambda fun, kwarg, genuine: rogue_pem)
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            self.assertEqual(self.orchestrator(client).refresh_teleport_ca_pins(), self.genuine_pins)
+        self.assertTrue(any("not a signed answer" in line for line in logs.output))
+        self.assertEqual(store.get(), self.genuine_pins)
+
+    def test_a_replayed_signed_answer_from_an_earlier_nonce_is_refused(self):
+        # Round 1: nothing is listed yet; the forger keeps the Teleport minion's signed answers.
+        recorded = {}
+
+        def record(fun, kwarg, genuine):
+            recorded.setdefault(fun, genuine)
+            return genuine
+
+        first = ForgedUnderTeleportId(record, nodes=[])
+        self.assertEqual(self.orchestrator(first).assign_teleport_labels()["assigned"], [])
+        self.assertIn("ci_fleet_teleport.nodes", recorded)
+        # Round 2: every machine has joined (plus a rogue), and the forger replays round 1's
+        # genuine, validly signed "no nodes" to hide them all (no labels, no lock).
+        nodes = TeleportImpostorTest.honest_nodes() + [fleet.node("h-rogue", "prod-rogue")]
+        client = ForgedUnderTeleportId(lambda fun, kwarg, genuine: recorded.get(fun, genuine), nodes=nodes)
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            result = self.orchestrator(client).assign_teleport_labels()
+        self.assertEqual(result, {"assigned": [], "locked": [], "ambiguous": []})
+        refusals = [line for line in logs.output if "refusing %s's answer to ci_fleet_teleport.nodes" % TELEPORT in line]
+        self.assertEqual(len(refusals), 1, logs.output)
+        # The nonce is the master's: fresh for every call, never reused.
+        nonces = [p["kwarg"]["nonce"] for c in (first, client) for p in c.publications]
+        self.assertEqual(len(set(nonces)), len(nonces))
+        self.assertTrue(all(len(n) == 64 and int(n, 16) >= 0 for n in nonces))
+
+    def test_a_tampered_result_is_refused(self):
+        rogue_pem, rogue_pin = rogue_certificate()
+
+        def tamper(fun, kwarg, genuine):
+            signed = isinstance(genuine, dict) and "sig" in genuine
+            result = genuine["result"] if signed else genuine
+            if fun == "ci_fleet_teleport.host_ca_certificates":
+                result = result + rogue_pem      # one more "host CA"
+            elif fun == "ci_fleet_teleport.server_infos":
+                result = {"h-d1": fleet.assigned_labels("prod-release-r1")}   # "already assigned"
+            return dict(genuine, result=result) if signed else result
+
+        client = ForgedUnderTeleportId(tamper, nodes=TeleportImpostorTest.honest_nodes())
+        orchestrator = self.orchestrator(client)
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            self.assertEqual(orchestrator.refresh_teleport_ca_pins(), [])
+            self.assertEqual(orchestrator.assign_teleport_labels()["assigned"], [])
+        self.assertFalse(os.path.exists(self.pins_file))
+        self.assertEqual(client.server_infos, {})
+        self.assertEqual(len([line for line in logs.output if "signature does not verify" in line]), 2, logs.output)
+
+    def test_the_teleport_minions_genuine_signed_answer_is_believed(self):
         client = fleet.FakeLocalClient(nodes=TeleportImpostorTest.honest_nodes())
         with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
-            self.assertEqual(len(orchestration.refresh_teleport_ca_pins()), 1)
+            self.assertEqual(orchestration.refresh_teleport_ca_pins(), self.genuine_pins)
             self.assertEqual(len(orchestration.assign_teleport_labels()["assigned"]), len(fleet.MINIONS))
+        # Each call carried its own nonce, and the answers came back signed, not plain.
+        asked = [p for p in client.publications if p["tgt"] == TELEPORT]
+        self.assertTrue(asked and all(orchestration.re.match(r"^[0-9a-f]{64}$", p["kwarg"]["nonce"]) for p in asked))
+
+    def test_no_accepted_key_for_the_teleport_minion_believes_nothing(self):
+        client = fleet.FakeLocalClient(nodes=TeleportImpostorTest.honest_nodes())
+        orchestrator = self.orchestrator(client)
+        orchestrator.teleport_key = lambda: orchestration.accepted_minion_key(self.dir, TELEPORT)   # none there
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            self.assertEqual(orchestrator.assign_teleport_labels()["assigned"], [])
+        self.assertTrue(any("no accepted key for %s" % TELEPORT in line for line in logs.output))
+
+
+class SignedAnswerModuleTest(unittest.TestCase):
+    """The execution module's side: what Salt passes and where the key is."""
+
+    def setUp(self):
+        self.keys = signed_answers.TeleportKeys(TELEPORT, SALT)
+        self.module = self.keys.module
+
+    def test_every_function_the_master_calls_takes_the_nonce_salt_passes_as_a_keyword(self):
+        # salt/minion.py load_args_and_kwargs: a publication's kwarg reaches the function only if
+        # it is named in the function's arguments (or it takes **kwargs); otherwise the call fails.
+        import inspect
+        with open(os.path.join(SALT, "_runners", "ci_fleet.py")) as handle:
+            called = sorted(set(orchestration.re.findall(r'"ci_fleet_teleport\.([a-z_]+)"', handle.read())) - {"py"})
+        self.assertIn("nodes", called)
+        for name in called:
+            self.assertIn("nonce", inspect.signature(getattr(self.module, name)).parameters, name)
+
+    def test_the_signature_is_rsa_pkcs1_sha256_by_the_minion_pem_over_the_documented_message(self):
+        nonce = "ab" * 32
+        answer = self.module._answer("nodes", nonce, [{"name": "h-1", "self": False}])
+        message = self.module.answer_message(TELEPORT, "ci_fleet_teleport.nodes", nonce, [{"self": False, "name": "h-1"}])
+        self.assertEqual(message.split(b"\n")[:4], [b"ci-fleet-teleport-answer/v1", TELEPORT.encode(),
+                                                    b"ci_fleet_teleport.nodes", nonce.encode()])
+        directory = tempfile.mkdtemp()
+        try:
+            for name, data in (("msg", message), ("sig", base64.b64decode(answer["sig"])),
+                               ("pub", self.keys.public_pem.encode())):
+                with open(os.path.join(directory, name), "wb") as handle:
+                    handle.write(data)
+            verified = subprocess.run(["openssl", "dgst", "-sha256", "-verify", os.path.join(directory, "pub"),
+                                       "-signature", os.path.join(directory, "sig"), os.path.join(directory, "msg")],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        finally:
+            shutil.rmtree(directory)
+        self.assertEqual(verified.returncode, 0, verified.stderr)
+        # The master's own check agrees, and only for this function and nonce.
+        verify = orchestration.verified_teleport_answer
+        self.assertEqual(verify(self.keys.public_pem, TELEPORT, "ci_fleet_teleport.nodes", nonce, answer), answer["result"])
+        for fun, other_nonce in (("ci_fleet_teleport.server_infos", nonce), ("ci_fleet_teleport.nodes", "cd" * 32)):
+            with self.assertRaises(ValueError):
+                verify(self.keys.public_pem, TELEPORT, fun, other_nonce, answer)
+
+    def test_without_a_nonce_the_answer_is_plain_and_a_malformed_nonce_is_refused(self):
+        self.assertEqual(self.module._answer("nodes", None, []), [])
+        for bad in ("", "AB" * 32, "ab\n" * 20, 7, "ab" * 100):
+            with self.assertRaises(ValueError):
+                self.module._answer("nodes", bad, [])
 
 
 class TeleportImpostorTest(unittest.TestCase):
