@@ -23,14 +23,17 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import re
+import secrets
 import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,15 @@ ORCHESTRATION_LOCK = _REFRESH["lock"]
 RESTART_PENDING = _REFRESH["pending"]
 # A marker older than the restart's longest wait (plus a margin) was left by a killed restart.
 RESTART_PENDING_STALE_SECONDS = int(_REFRESH["lock_wait_seconds"]) + 60
+# One registration at a time per minion: `<dir>/<minion>.lock` (flock), <dir> beside INLINE_PILLAR_DIR
+# in the master's own state (as CA_PINS_RELATIVE; the pillar sync only touches minions/). The
+# reactor runs for every event a slot's launcher sends (ci-job-slot InputRequester, one per slot)
+# and the 5-minute round runs too; two runs for one minion would both see a slot idle and
+# unlisted, mint twice for one name and race on its one inline pillar file (shared by its
+# slots). A run that finds the lock held asks the holder for one more pass (Orchestrator._coalesced).
+REGISTRATION_LOCK_DIRNAME = "registration-locks"
+# Passes one run makes over a minion while other runs keep asking for one (Orchestrator._coalesced).
+REGISTRATION_PASSES = 3
 # One run stops starting new Teleport joins / registrations after this long (each join may wait
 # join_timeout), so a run the restart waits for ends within about this plus one join.
 RUN_BUDGET_SECONDS = 300
@@ -117,6 +129,54 @@ MINION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 CA_PINS_RELATIVE = os.path.join("teleport", "ca_pins.json")
 CA_PIN_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
+# The master's pki_dir (salt_master defaults.yaml `pki_dir`; __opts__["pki_dir"] wins): minions/<id>
+# is the key the master accepted for each minion (salt_master.minion_keys, from the pillar index).
+MASTER_PKI_DIR = "/etc/salt/pki/master"
+_SIBLINGS = {}
+
+
+def _sibling(name, *relative):
+    """A module of this Salt tree loaded by path (runner_dirs holds only salt/_runners): the one
+    definition of the Teleport minion's signed message (salt/_modules/ci_fleet_teleport.py) and
+    of the Salt-key signature check (ci_fleet_pki.py `verify_salt_signature`)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), *relative)
+    # Reloaded when the checkout changes it: the master restarts only for salt/_runners changes.
+    stamp = os.stat(path).st_mtime_ns
+    if _SIBLINGS.get(name, (None,))[0] != stamp:
+        spec = importlib.util.spec_from_file_location("ci_fleet_sibling_" + name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SIBLINGS[name] = (stamp, module)
+    return _SIBLINGS[name][1]
+
+
+def accepted_minion_key(pki_dir, minion_id):
+    """The public key (PEM text) the master accepted for minion_id, or None."""
+    if not isinstance(minion_id, str) or not MINION_ID_PATTERN.match(minion_id):
+        return None
+    try:
+        with open(os.path.join(pki_dir, "minions", minion_id)) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def verified_teleport_answer(public_key_pem, minion_id, fun, nonce, answer):
+    """The result in `answer` if it is signed by minion_id's Salt key for exactly this call
+    (function and nonce), else raises ValueError with the reason."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("sig"), str) or "result" not in answer:
+        raise ValueError("not a signed answer")
+    if not public_key_pem:
+        raise ValueError("the master has no accepted key for %s" % minion_id)
+    try:
+        signature = base64.b64decode(answer["sig"], validate=True)
+        message = _sibling("teleport", os.pardir, "_modules", "ci_fleet_teleport.py").answer_message(
+            minion_id, fun, nonce, answer["result"])
+    except (ValueError, TypeError) as error:
+        raise ValueError("unreadable signed answer (%s)" % str(error)[:100])
+    if not _sibling("pki", "ci_fleet_pki.py").verify_salt_signature(public_key_pem, message, signature):
+        raise ValueError("signature does not verify with the accepted key of %s for this call" % minion_id)
+    return answer["result"]
 
 
 def _der_element(data, offset):
@@ -381,6 +441,13 @@ class GitHub:
                 return runners
             page += 1
 
+    def runner_listed(self, org, name):
+        """Whether GitHub lists a runner of exactly this name (the list endpoint's `name` filter:
+        one request, whatever the size of the organisation's fleet)."""
+        data = self._call("GET", "/orgs/%s/actions/runners?name=%s&per_page=100&page=1" % (org, urllib.parse.quote(name, safe="")),
+                          self.installation_token())
+        return any(runner.get("name") == name for runner in data.get("runners") or [])
+
     def delete_runner(self, org, runner_id):
         self._call("DELETE", "/orgs/%s/actions/runners/%s" % (org, runner_id),
                    self.installation_token(), expect=(204,))
@@ -396,7 +463,8 @@ class Orchestrator:
     def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
                  sleep=time.sleep, join_timeout=120, inline=None, clock=time.monotonic,
                  run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False,
-                 expected_of=lambda minion_id: None, ca_pins=None):
+                 expected_of=lambda minion_id: None, ca_pins=None, teleport_key=None,
+                 nonce=lambda: secrets.token_hex(32)):
         self.stack = stack
         # aws: nodes join by the `iam` method (AWS-attested), no token ever leaves the
         # Teleport machine; equinix-metal: a one-join token through the minion's own pillar.
@@ -405,11 +473,17 @@ class Orchestrator:
         self.inline = inline if inline is not None else InlinePillar()
         self.ca_pins = ca_pins if ca_pins is not None else CaPinStore(
             os.path.join(os.path.dirname(getattr(self.inline, "directory", INLINE_PILLAR_DIR)), CA_PINS_RELATIVE))
+        self.registration_lock_dir = os.path.join(
+            os.path.dirname(getattr(self.inline, "directory", INLINE_PILLAR_DIR)), REGISTRATION_LOCK_DIRNAME)
         self.minions = master_pillar.get("ci_fleet_master", {}).get("minions", {})
         self.runner_pillar = runner_pillar      # minion_id -> its ci_fleet:runner
         self.local, self.github, self.sleep = local, github, sleep
         self.join_timeout = join_timeout
         self.teleport_id = "%s-teleport" % stack
+        # The Teleport minion's accepted Salt key (PEM) or None; read at each call (a replaced
+        # Teleport machine's new key is accepted by the next highstate).
+        self.teleport_key = teleport_key or (lambda: accepted_minion_key(MASTER_PKI_DIR, self.teleport_id))
+        self.nonce = nonce
         self.clock, self.run_budget_seconds, self.stop_requested = clock, run_budget_seconds, stop_requested
         self.started = clock()
 
@@ -508,19 +582,30 @@ class Orchestrator:
         """The Teleport machine's answer to a job this master publishes to it alone, or None.
 
         LocalClient collects the returns of the job id it published (salt/job/<jid>/ret/<id>
-        events) and keys them by the minion id each return names. Only the Teleport minion was
-        targeted: an answer under any other id means some minion put a return for this job on
-        the master's event bus (a batched event; CVE-2025-22239 before its fix). Then nothing of
-        this job is believed, the Teleport minion's answer included, since a forger that can add
-        a return can name it as the Teleport minion too. Labels, locks, join tokens and CA pins
-        are decided only from answers that pass this."""
-        answers = self.local(self.teleport_id, fun, arg=list(arg), kwarg=kwarg)
-        strangers = sorted(str(m) for m in (answers or {}) if m != self.teleport_id)
+        events) and keys them by the minion id each return names; every minion sees the job, and
+        a return can be put on the master's event bus under any id (batched events,
+        CVE-2025-22239 before its fix). So each call carries a fresh random nonce, and only the
+        entry under the Teleport minion's id that is signed with that minion's accepted Salt key
+        over this function, this nonce and the sha256 of the result counts
+        (salt/_modules/ci_fleet_teleport.py `answer_message`). Returns under other ids are
+        ignored (a warning naming them; they veto nothing). An answer under the Teleport id that
+        does not verify (another key, an earlier call's nonce, a changed result, unsigned) is
+        refused: an error logged and None, so nothing is decided from it. Labels, locks, join
+        tokens and CA pins are decided only from answers that pass this."""
+        nonce = self.nonce()
+        answers = self.local(self.teleport_id, fun, arg=list(arg), kwarg=dict(kwarg or {}, nonce=nonce)) or {}
+        strangers = sorted(str(m) for m in answers if m != self.teleport_id)
         if strangers:
-            log.error("%s job to %s was answered by %s too: forged returns? ignoring the whole answer",
-                      fun, self.teleport_id, ", ".join(strangers)[:300])
+            log.warning("%s job to %s was also answered by %s: ignored (only %s's signed answer counts)",
+                        fun, self.teleport_id, ", ".join(strangers)[:300], self.teleport_id)
+        if self.teleport_id not in answers:
             return None
-        return (answers or {}).get(self.teleport_id)
+        try:
+            return verified_teleport_answer(self.teleport_key(), self.teleport_id, fun, nonce, answers[self.teleport_id])
+        except ValueError as error:
+            log.error("refusing %s's answer to %s: %s (forged return?); nothing decided from it",
+                      self.teleport_id, fun, error)
+            return None
 
     def assign_teleport_labels(self):
         """Give every joined machine the labels the roles select on, through the auth service.
@@ -717,8 +802,10 @@ class Orchestrator:
         lists it gets nothing; one answering for a slot its pillar does not have is never asked.
         The config is minted for that name, the runner group (resolved by name) and the labels of
         the master's pillar, and reaches the minion through its pillar only (a slot's config as a
-        `kind: github` job input in the slot's inbox: salt/runner/job_vm_github.sls)."""
-        registered, listed, groups = [], {}, {}
+        `kind: github` job input in the slot's inbox: salt/runner/job_vm_github.sls). One run at a
+        time per minion (_coalesced: its lock, GitHub's list read under it; a run that finds it held
+        asks the holder for one more pass)."""
+        registered, groups, listed = [], {}, {}
         for minion_id in self.github_runner_ids():
             if (only and minion_id != only) or os.path.exists(os.path.join(DRAIN_DIR, minion_id)):
                 continue
@@ -727,25 +814,86 @@ class Orchestrator:
             except LookupError as error:
                 log.error("%s", error)
                 continue
-            if org not in listed:
+            # A full round reads the organisation's list once (a big fleet's list is many pages
+            # against the App's hourly quota); a run for one minion (a reactor event, one per
+            # finished job) asks GitHub only about the names that are idle.
+            if not only and org not in listed:
                 listed[org] = {runner.get("name") for runner in self.github.runners(org)}
-            for name, slot in sorted(self._runner_names(minion_id).items(), key=lambda item: item[1] or 0):
-                if name in listed[org] or not self._runner_idle(minion_id, slot):
-                    continue    # listed, busy, or the minion did not answer
-                if self._must_stop("runner registrations"):
-                    return registered
-                try:
-                    if (org, group) not in groups:
-                        groups[(org, group)] = self.github.runner_group_id(org, group)
-                except LookupError as error:
-                    log.error("%s: not registering %s", error, name)
-                    break
-                work_folder = RUNNER_WORK_FOLDER if slot is None else SLOT_WORK_FOLDER
-                config = jit_config_without_updates(self.github.generate_jitconfig(
-                    org, name, groups[(org, group)], labels, work_folder))
-                self._deliver_jit_config(minion_id, slot, config)
-                registered.append(name)
+            if not self._coalesced(minion_id, lambda: self._register_minion(minion_id, org, group, labels, groups, registered,
+                                                                            listed.get(org))):
+                return registered
         return registered
+
+    def _register_minion(self, minion_id, org, group, labels, groups, registered, listed=None):
+        """One pass over a minion's runner names, under its registration lock; False when this
+        run must stop (a pending restart, its time budget). `listed`: the round's list, or None.
+        Every name is looked up by itself just before it is minted, under the lock: a run that
+        just ended has its names listed by now, whatever the round's list said."""
+        for name, slot in sorted(self._runner_names(minion_id).items(), key=lambda item: item[1] or 0):
+            if (listed is not None and name in listed) or not self._runner_idle(minion_id, slot):
+                continue    # listed, busy, or the minion did not answer
+            if self.github.runner_listed(org, name):
+                continue
+            if self._must_stop("runner registrations"):
+                return False
+            try:
+                if (org, group) not in groups:
+                    groups[(org, group)] = self.github.runner_group_id(org, group)
+            except LookupError as error:
+                log.error("%s: not registering %s", error, name)
+                break
+            work_folder = RUNNER_WORK_FOLDER if slot is None else SLOT_WORK_FOLDER
+            config = jit_config_without_updates(self.github.generate_jitconfig(
+                org, name, groups[(org, group)], labels, work_folder))
+            self._deliver_jit_config(minion_id, slot, config)
+            registered.append(name)
+        return True
+
+    def _coalesced(self, minion_id, work):
+        """work() under minion_id's registration lock, never waited for. A run that finds it held
+        leaves `<minion>.again` and tries once more (the holder may have just let go); the holder,
+        after letting go, takes the lock again while that marker exists and does another pass
+        (up to REGISTRATION_PASSES), so the reason a skipped run was started (a slot just ready,
+        a host runner just stopped) is never lost and a burst of events costs one more pass, not
+        one each. False when work() asked to stop."""
+        again = os.path.join(self.registration_lock_dir, "%s.again" % minion_id)
+        for attempt in range(REGISTRATION_PASSES):
+            with self._registration_lock(minion_id) as mine:
+                if mine:
+                    try:
+                        os.unlink(again)
+                    except FileNotFoundError:
+                        pass
+                    if not work():
+                        return False
+            if mine:
+                if not os.path.exists(again):
+                    return True
+            elif attempt == 0:
+                log.info("%s: another run is registering its runners: asking it for one more pass", minion_id)
+                os.close(os.open(again, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            else:
+                return True     # the holder takes the marker after it lets go
+        return True
+
+    @contextlib.contextmanager
+    def _registration_lock(self, minion_id):
+        """Yields True holding `minion_id`'s registration lock (flock, exclusive, never waited
+        for), False when another run (another process or thread of the master) holds it."""
+        directory = self.registration_lock_dir
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        path = os.path.join(directory, "%s.lock" % minion_id)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600), "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _is_stale(self, runner, queues):
         """A runner named <stack>-<queue>-<name> of one of this stack's queues, carrying that
@@ -781,16 +929,27 @@ class Orchestrator:
     def deregister_stale_github_runners(self):
         """Delete this stack's runners whose name is no current minion (current queues only:
         GitHub itself removes a self-hosted runner that has not connected for 14 days), and
-        the runners of current minions whose JIT config is gone (_is_dead_jit_runner)."""
+        the runners of current minions whose JIT config is gone (_is_dead_jit_runner). The latter
+        under that minion's registration lock, skipped while a registration holds it: a runner just
+        minted is listed offline and its slot still answers idle until the delivery lands in the
+        inbox, and deleting it then would leave the slot a config for a deleted runner."""
         removed = []
         organizations = sorted({self.runner_pillar[m]["github_organization"] for m in self.github_runner_ids()})
         queues = sorted({spec["queue"] for spec in self.minions.values()
                          if spec.get("role") == "runner" and spec.get("queue")})
         for org in organizations:
             for runner in self.github.runners(org):
-                if self._is_stale(runner, queues) or self._is_dead_jit_runner(runner):
+                if self._is_stale(runner, queues):
                     self.github.delete_runner(org, runner["id"])
                     removed.append(runner["name"])
+                    continue
+                owner = self._owner(runner.get("name", ""))
+                if owner is None:
+                    continue
+                with self._registration_lock(owner[0]) as mine:
+                    if mine and self._is_dead_jit_runner(runner):
+                        self.github.delete_runner(org, runner["id"])
+                        removed.append(runner["name"])
         return removed
 
 
@@ -886,7 +1045,9 @@ def _orchestrator():
     app = master_pillar.get("ci_fleet_master", {}).get("github_app")
     return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None,
                         inline=InlinePillar(INLINE_PILLAR_DIR), stop_requested=_restart_pending,
-                        expected_of=_pillar_teleport_expectation)
+                        expected_of=_pillar_teleport_expectation,
+                        teleport_key=lambda: accepted_minion_key(__opts__.get("pki_dir") or MASTER_PKI_DIR,  # noqa: F821
+                                                                 "%s-teleport" % stack))
 
 
 def join_teleport_nodes():

@@ -1,10 +1,19 @@
 {%- from "runner/map.jinja" import runner with context %}
 {%- from "runner/job_vm_map.jinja" import golden_image with context %}
+{%- from "aws_credentials/map.jinja" import aws_credentials as aws with context %}
 {%- set jv = runner.job_vm %}
 {%- set p = runner.job_vm_pillar %}
+{%- from "github_runner/map.jinja" import github_runner with context %}
+{#- GitHub slots ask the master for their next JIT config with the host runner's own event (the
+    launcher's InputRequester; the reactor registers this minion's runners). Buildkite: none. #}
+{%- set request_input = {"requestInputEvent": github_runner.unregistered_event} if runner.agent == 'github-actions' else {} %}
 {#- The launcher's config (docs/job-vm.md, salt/runner/files/ci-job-slot load_config): one
     writer, Salt, from this runner's pillar (sizes, blocked networks: the program computes them)
-    and the formula's defaults (paths, network, the golden image's pinned name). #}
+    and the formula's defaults (paths, network, the golden image's pinned name). `aws`: the
+    CI user's session file and region, exactly when aws_credentials.session writes that session
+    on this runner (the same condition): the launcher hands it to every VM (docs/job-vm.md). #}
+{%- set aws_session = aws.user and aws.user.name != 'root' and aws.provider in ('aws', 'equinix-metal') and (aws.roles_anywhere or aws.provider == 'aws') %}
+{%- set aws_input = {"aws": {"sessionFile": aws.session.file, "region": aws.region}} if aws_session else {} %}
 
 runner-job_vm_config-launcher-file-managed:
   file.managed:
@@ -29,7 +38,7 @@ runner-job_vm_config-json-file-managed:
     - mode: '0644'
     - makedirs: True
     - contents: |
-        {{ {
+        {{ dict({
           "image": golden_image.golden,
           "cpus": p.cpus,
           "memoryMiB": p.memory_mib,
@@ -41,5 +50,5 @@ runner-job_vm_config-json-file-managed:
           "runDir": jv.run_dir,
           "selftest": jv.selftest,
           "network": {"base": jv.network_base, "blockedCidrs": p.blocked_cidrs, "dns": jv.dns},
-        } | json }}
+        }, **dict(request_input, **aws_input)) | json }}
 {%- endif %}

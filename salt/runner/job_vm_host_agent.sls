@@ -33,9 +33,10 @@ runner-job_vm_host_agent-handoff-file-managed:
         #!/usr/bin/python3 -I
         # Managed by Salt (runner.job_vm_host_agent). The Buildkite agent's bootstrap-script with
         # isolation vm, run as root through sudo: the job's environment as one job input to the
-        # first free slot (a lock per slot), then that job VM's exit code as ours. sudo keeps the
-        # agent's environment (SETENV, !secure_path): -I ignores PYTHON* variables and the user
-        # site, and the launcher runs with an environment of its own.
+        # first free slot (a lock per slot), then that job VM's exit code as ours. sudo resets the
+        # environment and keeps only BUILDKITE_*, CI_FLEET_*, CI and BUILDKITE (env_keep; no SETENV,
+        # so no LD_* from the agent's user); -I ignores PYTHON* variables and the user site anyway,
+        # and the launcher runs with an environment of its own.
         import fcntl, json, os, subprocess, sys
         LAUNCHER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
         SLOTS = {{ runner.job_vm_pillar.get('slots', 0) | int }}
@@ -54,6 +55,11 @@ runner-job_vm_host_agent-handoff-file-managed:
                if (k.startswith("BUILDKITE_") or k.startswith("CI_FLEET_") or k in ("CI", "BUILDKITE")) and k not in DROP}
         if not env.get("BUILDKITE_AGENT_ACCESS_TOKEN") or not env.get("BUILDKITE_JOB_ID"):
             sys.exit("ci-job-handoff: no job access token or job id in the environment")
+        # Only Buildkite's job-scoped token (bkaj_): without one in the accept response the agent
+        # gives the job its own session token (agent/job_runner.go NewJobRunner), which would let
+        # the VM take this agent's later jobs (no disconnect-after-job on a vm host).
+        if not env["BUILDKITE_AGENT_ACCESS_TOKEN"].startswith("bkaj_"):
+            sys.exit("ci-job-handoff: the job's access token is not job-scoped (bkaj_): not handing this agent's session to a VM")
         job = json.dumps({"kind": "buildkite", "env": env}, sort_keys=True).encode()
         os.makedirs(LOCKS, mode=0o700, exist_ok=True)
         for n in range(1, SLOTS + 1):

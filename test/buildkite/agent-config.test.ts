@@ -1,8 +1,12 @@
+import { spawnSync } from "child_process";
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import { ROOT } from "../support/preview";
 import { buildkiteMinions, renderFixtures, renderStack, type RenderedMinion, type StackRender } from "./support";
+
+const python = process.env.CI_FLEET_PYTHON ?? (fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
 
 /**
  * buildkite-agent.cfg as the pinned agent reads it (buildkite/agent@v3.123.1
@@ -37,6 +41,12 @@ const START_FLAGS = new Set([
 
 const BOOL = new Set(["true", "false", "1", "0", "t", "f", "TRUE", "FALSE", "True", "False", "T", "F"]);
 
+/** ci_fleet:runner:isolation of a minion's own pillar document (absent: host). */
+const isolation = (render: StackRender, id: string): string =>
+  (render.documents[id].ci_fleet.runner as unknown as { isolation?: string }).isolation ?? "host";
+const slotsOf = (render: StackRender, id: string): number =>
+  (render.documents[id].ci_fleet.runner as unknown as { job_vm: { slots: number } }).job_vm.slots;
+
 describe("buildkite-agent.cfg on the production runners", () => {
   let render: StackRender;
   beforeAll(async () => {
@@ -51,7 +61,8 @@ describe("buildkite-agent.cfg on the production runners", () => {
         if (key.startsWith("no-") || key === "disconnect-after-job") expect({ id, key, bool: BOOL.has(value) }).toEqual({ id, key, bool: true });
       }
       expect(cfg.get("name")).toBe(id);
-      expect(cfg.get("disconnect-after-job")).toBe("true");
+      // One job per agent process on the host; none on a vm host (its workers take jobs back to back).
+      expect({ id, "disconnect-after-job": cfg.get("disconnect-after-job") }).toEqual({ id, "disconnect-after-job": isolation(render, id) === "host" ? "true" : undefined });
       expect(cfg.get("build-path")).toBe("/var/lib/buildkite-builds");
       expect(cfg.get("hooks-path")).toBe("/etc/buildkite-agent/hooks");
       // The job's own paths (the job process makes them in the CI user's work dir, wiped by the reset).
@@ -84,6 +95,65 @@ describe("buildkite-agent.cfg on the production runners", () => {
         "no-plugins": "false",
         "no-local-hooks": undefined,
       });
+    }
+  });
+});
+
+describe("job slots that do not sit idle: disconnect-after-job by isolation (production: infra on the host, release in VMs)", () => {
+  // buildkite/agent v3.123.1: agent/agent_worker_action.go runActionLoop returns after one job when
+  // DisconnectAfterJob ("Job ran, and disconnect-after-job is enabled. Disconnecting..."); agent/agent_pool.go
+  // Start returns only after every worker's runWorker returned; clicommand/agent_start.go usage: "When used in
+  // conjunction with the --spawn flag, each worker booted will run exactly one job".
+  let render: StackRender;
+  beforeAll(async () => {
+    render = await renderStack("production");
+  });
+  const cfgOf = (id: string) => parseAgentConfig(render.minions[id].files["/etc/buildkite-agent/buildkite-agent.cfg"]);
+
+  test("production has both isolations on Buildkite queues", () => {
+    const byIsolation = new Map<string, string[]>();
+    for (const id of buildkiteMinions(render)) byIsolation.set(isolation(render, id), [...(byIsolation.get(isolation(render, id)) ?? []), render.documents[id].ci_fleet.runner!.queue]);
+    expect([...new Set(byIsolation.get("host"))]).toEqual(["infra"]);
+    expect([...new Set(byIsolation.get("vm"))]).toEqual(["release"]);
+  });
+
+  test("isolation host: one job per agent process (disconnect-after-job), one worker, the job runs as the CI user", () => {
+    const hosts = buildkiteMinions(render).filter((id) => isolation(render, id) === "host");
+    expect(hosts.length).toBeGreaterThan(0);
+    for (const id of hosts) {
+      const cfg = cfgOf(id);
+      expect({ id, disconnect: cfg.get("disconnect-after-job"), spawn: cfg.get("spawn") }).toEqual({ id, disconnect: "true", spawn: undefined });
+      expect(cfg.get("bootstrap-script")).toBe("/usr/bin/sudo -n -E -u ci-agent -g ci-agent -- /usr/local/sbin/buildkite-agent-job");
+    }
+  });
+
+  test("isolation vm: one worker per slot, each taking jobs back to back (no disconnect-after-job), every job handed to a VM", () => {
+    const vms = buildkiteMinions(render).filter((id) => isolation(render, id) === "vm");
+    expect(vms.length).toBeGreaterThan(0);
+    for (const id of vms) {
+      const cfg = cfgOf(id);
+      expect({ id, disconnect: cfg.has("disconnect-after-job"), spawn: cfg.get("spawn") }).toEqual({ id, disconnect: false, spawn: String(slotsOf(render, id)) });
+      expect(slotsOf(render, id)).toBeGreaterThan(1);
+      expect(cfg.get("bootstrap-script")).toBe("/usr/bin/sudo -n -u root -- /usr/local/sbin/ci-job-handoff");
+    }
+  });
+
+  test("isolation vm: the handoff refuses any access token but a job-scoped one (never the agent's session to a VM)", () => {
+    // Without disconnect-after-job the agent's session lives on after a job; agent/job_runner.go NewJobRunner gives
+    // the job that session token when Buildkite's accept response carries no job token (`bkaj_`).
+    const id = buildkiteMinions(render).find((m) => isolation(render, m) === "vm")!;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bk-handoff-"));
+    try {
+      const script = path.join(dir, "ci-job-handoff");
+      fs.writeFileSync(script, render.minions[id].files["/usr/local/sbin/ci-job-handoff"], { mode: 0o700 });
+      const env = { PATH: "/usr/bin:/bin", BUILDKITE_JOB_ID: "0190f1b2-1111-4222-8333-444455556666", BUILDKITE_AGENT_ACCESS_TOKEN: "bkaa_the-agents-session" };
+      const run = spawnSync(python, [script], { env, encoding: "utf8" });
+      expect({ status: run.status, stderr: run.stderr.trim() }).toEqual({
+        status: 1,
+        stderr: "ci-job-handoff: the job's access token is not job-scoped (bkaj_): not handing this agent's session to a VM",
+      });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

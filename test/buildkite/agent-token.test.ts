@@ -157,7 +157,7 @@ describe.each(["production", "production-aws"])("the Buildkite agent token on th
       // (runner.job_vm_host_agent); no job code runs on the host. isolation host: it changes to
       // ci-agent before any job code (hooks included) runs.
       const cfg = cfgOf(m.files[CFG]);
-      const bootstrap = inVm(id) ? `/usr/bin/sudo -n -E -u root -- ${HANDOFF}` : `/usr/bin/sudo -n -E -u ci-agent -g ci-agent -- ${EXECUTOR}`;
+      const bootstrap = inVm(id) ? `/usr/bin/sudo -n -u root -- ${HANDOFF}` : `/usr/bin/sudo -n -E -u ci-agent -g ci-agent -- ${EXECUTOR}`;
       expect({ id, bootstrap: cfg.get("bootstrap-script") }).toEqual({ id, bootstrap });
       expect({ id, token: cfg.has("token"), inCfg: /BUILDKITE_AGENT_TOKEN|agent[-_]token/i.test(m.files[CFG].replace(/^#.*$/gm, "")) }).toEqual({ id, token: false, inCfg: false });
     }
@@ -174,7 +174,9 @@ describe.each(["production", "production-aws"])("the Buildkite agent token on th
       expect(text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"))).toEqual([
         'Defaults:buildkite-agent !use_pty, !secure_path, !env_check, env_delete += "BUILDKITE_AGENT_TOKEN"',
         `buildkite-agent ALL = (ci-agent : ci-agent) NOPASSWD: SETENV: ${EXECUTOR} ""`,
-        ...(inVm(id) ? [`buildkite-agent ALL = (root) NOPASSWD: SETENV: ${HANDOFF} ""`] : []),
+        // Root without SETENV: the agent's user cannot set LD_* or keep its environment (-E) for
+        // root; sudo keeps only the job's names (test/identity/sudoers-env.test.ts runs it).
+        ...(inVm(id) ? [`Defaults!${HANDOFF} env_keep = "BUILDKITE_* CI_FLEET_* CI BUILDKITE"`, `buildkite-agent ALL = (root) NOPASSWD: ${HANDOFF} ""`] : []),
       ]);
       if (!inVm(id)) {
         expect({ id, handoff: stateNamed(m, "file.managed", HANDOFF) }).toEqual({ id, handoff: [] });

@@ -203,7 +203,7 @@ print(json.dumps({"keys": sorted(k for k in cfg if not k.startswith("_")), "bloc
   test("Buildkite queue with isolation vm: the host's agent hands each job to a slot, one worker per slot", () => {
     const id = runners().find((m) => m.endsWith("-release-1"))!;
     const cfg = r.minions[id].files["/etc/buildkite-agent/buildkite-agent.cfg"];
-    expect(cfg).toMatch(/^bootstrap-script="\/usr\/bin\/sudo -n -E -u root -- \/usr\/local\/sbin\/ci-job-handoff"$/m);
+    expect(cfg).toMatch(/^bootstrap-script="\/usr\/bin\/sudo -n -u root -- \/usr\/local\/sbin\/ci-job-handoff"$/m);
     expect(cfg).toMatch(new RegExp(`^spawn=${jobVm(id).slots}$`, "m"));
     const handoff = r.minions[id].files["/usr/local/sbin/ci-job-handoff"];
     expect(handoff).toContain('"BUILDKITE_AGENT_TOKEN"');

@@ -5,7 +5,8 @@
 //
 // Guest boots are the cost (TCG, 2 cores, other suites running), so five slots run at once,
 // started in beforeAll, and each test checks what its slot's run observed:
-//   slot 0  once --jobs 3: job 1 (credential, marker), job 2 (marker, then its QEMU is
+//   slot 0  once --jobs 3, with an AWS session file: job 1 (credential, marker; the
+//           session file changes while it runs), job 2 (marker, then its QEMU is
 //           killed: a crash), job 3 (marker, network probes)                    3 boots
 //   slot 1  once --jobs 2, faults no-filter + reuse-overlay: the control run of the
 //           network probes, then its warm spare (a probe target of slot 0's job 3)
@@ -33,6 +34,15 @@ const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
 const CREDENTIAL = `cred-${Date.now()}-${crypto.randomBytes(4).toString("hex")}-only-for-job-1`;
 const CLOSED_TARGETS = [NET.hostSide(0), NET.uplinkHost, NET.fleetHost, NET.metadata, NET.fleetPeer, NET.guest(1), NET.internet];
 const OPEN_TARGETS = [NET.hostSide(1), NET.uplinkHost, NET.metadata, NET.fleetPeer, NET.internet];
+// The queue role's session as the host's root timer keeps it (slot 0's aws.sessionFile).
+const SESSION_SECRET = `aws-secret-${crypto.randomBytes(8).toString("hex")}`;
+const sessionDocument = (key: string) =>
+  JSON.stringify({
+    Version: 1, AccessKeyId: key, SecretAccessKey: SESSION_SECRET, SessionToken: `token-${key}`,
+    Expiration: new Date(Date.now() + 3600_000).toISOString().replace(/\.\d+Z$/, "Z"),
+  });
+const SESSION_1 = sessionDocument("ASIAFIRSTSESSION0001");
+const SESSION_2 = sessionDocument("ASIASECONDSESSION002");
 
 function filesUnder(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
@@ -72,6 +82,7 @@ interface Slot0 {
   exit: { code: number | null; signal: NodeJS.Signals | null };
   holdingCredential: string[];
   inboxJob1: string[];
+  sessionChangedAt: number;
   stderr: string;
   eventsText: string;
   leftovers: string[];
@@ -79,14 +90,25 @@ interface Slot0 {
 let slot0: Outcome<Slot0>;
 
 async function runSlot0(slot1Ready: Promise<unknown>, probed: (v: unknown) => void): Promise<Slot0> {
-  const l = start(["once", "--config", host.config(), "--slot", "0", "--jobs", "3"]);
-  submit(host, 0, "job-1", { credential: CREDENTIAL, marker: "written-by-job-1", exit: "0" });
+  const sessionFile = path.join(host.dir, "aws", "credentials.json");
+  const writeSession = (text: string) => {
+    fs.mkdirSync(path.dirname(sessionFile), { recursive: true, mode: 0o750 });
+    fs.writeFileSync(`${sessionFile}.new`, text, { mode: 0o640 });
+    fs.renameSync(`${sessionFile}.new`, sessionFile); // as ci-fleet-aws-session does
+  };
+  writeSession(SESSION_1);
+  const config = host.config({ aws: { sessionFile, region: "eu-west-1" } });
+  const l = start(["once", "--config", config, "--slot", "0", "--jobs", "3"]);
+  submit(host, 0, "job-1", { credential: CREDENTIAL, marker: "written-by-job-1", awswait: "2", exit: "0" });
   submit(host, 0, "job-2", { marker: "written-by-job-2", hang: "1" });
   // The moment the guest has the input: no host copy anywhere (inbox, run dir, state dir, logs).
   const vm1 = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "job-1", BOOTS, "job 1 taken")).vm);
   await l.waitFor((e) => e.event === "guest" && e.vm === vm1 && e.report === "started", SHORT, "job 1 started");
   const inboxJob1 = fs.readdirSync(path.join(host.dir, "run/0/inbox")).filter((f) => f.includes("job-1"));
   const holdingCredential = filesUnder(host.dir).filter((f) => fs.readFileSync(f).includes(CREDENTIAL));
+  // The host's timer refreshes the session while job 1 runs: the guest gets it again.
+  const sessionChangedAt = Date.now() / 1000;
+  writeSession(SESSION_2);
   // Job 2 crashes: its QEMU is killed while the job runs.
   const vm2 = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "job-2", BOOTS, "job 2 taken")).vm);
   await l.waitFor((e) => e.event === "guest" && e.vm === vm2 && e.report === "hanging", SHORT, "job 2 running");
@@ -101,7 +123,7 @@ async function runSlot0(slot1Ready: Promise<unknown>, probed: (v: unknown) => vo
   }
   const exit = await l.done;
   const eventsText = fs.readFileSync(l.events, "utf8");
-  return { events: l.read(), exit, holdingCredential, inboxJob1, stderr: l.stderr(), eventsText, leftovers: leftovers(host, 0) };
+  return { events: l.read(), exit, holdingCredential, inboxJob1, sessionChangedAt, stderr: l.stderr(), eventsText, leftovers: leftovers(host, 0) };
 }
 
 // --- slot 1: the control run (no filter, reused overlay) -------------------------------------
@@ -239,7 +261,7 @@ describe("every job in a fresh VM", () => {
     expect(r.inboxJob1).toEqual([]);
     expect(r.holdingCredential).toEqual([]);
     const [vm1, vm2, vm3] = ["job-1", "job-2", "job-3"].map((input) => vmOf(r.events, input));
-    expect(reports(r.events, vm1)).toEqual([
+    expect(reports(r.events, vm1).filter((x) => !x.startsWith("aws-"))).toEqual([
       "ready",
       "started",
       `credential sha256=${sha(CREDENTIAL)} length=${CREDENTIAL.length} second-read-bytes=0`,
@@ -286,6 +308,32 @@ describe("every job in a fresh VM", () => {
     expect(taken.map((e) => e.vm)).not.toContain(selftestVm);
     const selftestIndex = r.events.indexOf(selftest!);
     expect(r.events.findIndex((e) => e.event === "input-taken")).toBeGreaterThan(selftestIndex);
+  });
+});
+
+describe("the queue role's session in the VM", () => {
+  test("the guest gets the session on org.ci-fleet.aws before the job starts, and again after the host's file changes; nothing of it is logged", async () => {
+    const r = await slot0.get();
+    const vm1 = vmOf(r.events, "job-1");
+    const seen = reports(r.events, vm1);
+    const first = `aws-session n=1 sha256=${sha(SESSION_1)}`;
+    const second = `aws-session n=2 sha256=${sha(SESSION_2)}`;
+    expect(seen.filter((x) => x.startsWith("aws-"))).toEqual([first, second, "aws-wait 2 done"]);
+    expect(seen.indexOf("ready")).toBeLessThan(seen.indexOf(first));
+    expect(seen.indexOf(first)).toBeLessThan(seen.indexOf("started"));
+    // The launcher's order: the session sent before the job input was even taken from the inbox,
+    // and the second one only after the file changed.
+    const at = (pred: (e: GuestEvent) => boolean) => r.events.find(pred)?.t ?? NaN;
+    const sent = r.events.filter((e) => e.event === "aws-session-sent" && e.vm === vm1);
+    expect(sent.map((e) => e.n)).toEqual([1, 2]);
+    expect(sent[0].t).toBeLessThan(at((e) => e.event === "input-taken" && e.input === "job-1"));
+    expect(sent[1].t).toBeGreaterThan(r.sessionChangedAt);
+    // A warm spare gets the current session too (job 3's VM booted after the change).
+    const vm3 = vmOf(r.events, "job-3");
+    expect(reports(r.events, vm3)).toContain(`aws-session n=1 sha256=${sha(SESSION_2)}`);
+    expect(r.events.filter((e) => e.event === "aws-session-unavailable")).toEqual([]);
+    expect(r.stderr).not.toContain(SESSION_SECRET);
+    expect(r.eventsText).not.toContain(SESSION_SECRET);
   });
 });
 

@@ -20,6 +20,7 @@ import importlib.machinery
 import importlib.util
 import hashlib
 import json
+import urllib.parse
 import os
 import shutil
 import stat
@@ -42,6 +43,12 @@ def load_runner():
 
 
 orchestration = load_runner()
+# Issue 12: the master believes only the Teleport minion's answers signed with its Salt key; the
+# fake Teleport minion signs with the real module and a real key (test/teleport/signed_answers.py).
+sys.path.insert(0, os.path.join(ROOT, "test", "teleport"))
+import signed_answers  # noqa: E402
+TELEPORT_KEYS = signed_answers.TeleportKeys("prod-teleport", SALT)
+orchestration.MASTER_PKI_DIR = TELEPORT_KEYS.master_pki_dir
 
 STACK = "prod"
 MASTER_ID = "prod-salt-master"
@@ -136,6 +143,8 @@ class FakeLocalClient:
             error = "ERROR: %s: no such file or directory" % list(arg)[0]
             return {tgt: {"ret": error, "retcode": 1, "jid": "1"}} if full_return else {tgt: error}
         value = self.execute(tgt, fun, list(arg), dict(kwarg or {}))
+        if tgt == "prod-teleport":
+            value = TELEPORT_KEYS.sign(fun, kwarg, value)
         return {tgt: {"ret": value, "retcode": 0, "jid": "1"}} if full_return else {tgt: value}
 
     def execute(self, tgt, fun, arg, kwarg):
@@ -196,6 +205,11 @@ class FakeGitHubHTTP:
             page = int(path.rsplit("page=", 1)[1])
             chunk = self.groups[(page - 1) * self.page_size: page * self.page_size]
             return 200, {"total_count": len(self.groups), "runner_groups": chunk}
+        if path.startswith("/orgs/example-org/actions/runners?name="):
+            # The list endpoint's name filter (one name, exact): GitHub's answer for it.
+            name = urllib.parse.unquote(path[len("/orgs/example-org/actions/runners?name="):].split("&", 1)[0])
+            named = [r for r in self.runners if r.get("name") == name]
+            return 200, {"total_count": len(named), "runners": named}
         if path.startswith("/orgs/example-org/actions/runners?"):
             page = int(path.rsplit("page=", 1)[1])
             chunk = self.runners[(page - 1) * self.page_size: page * self.page_size]
@@ -362,12 +376,16 @@ class OrchestrationConformanceTest(unittest.TestCase):
         client = FakeLocalClient()
         with Harness(client, http, self.inline_dir):
             self.assertEqual(orchestration.register_github_runners(), [])
+            # Listed in the round's list: the minion is not even asked.
+            self.assertEqual([p for p in client.publications if p["fun"] == "service.status"], [])
+            # A run for one minion (its event) asks it first, then GitHub about that one name only.
             self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), [])
+        self.assertEqual([p["tgt"] for p in client.publications if p["fun"] == "service.status"], ["prod-default-r1"])
+        self.assertEqual([c[1] for c in http.calls if "/actions/runners?" in c[1]][-1],
+                         orchestration.GITHUB_API + "/orgs/example-org/actions/runners?name=prod-default-r1&per_page=100&page=1")
         self.assertEqual(http.jit_requests, [])
         self.assertEqual([c for c in http.calls if "registration-token" in c[1]], [])
         self.assertEqual([p for p in client.publications if p["fun"] == "state.apply"], [])
-        # Listed: the minion is not even asked.
-        self.assertEqual([p for p in client.publications if p["fun"] == "service.status"], [])
 
     def test_a_runner_whose_unit_runs_gets_no_config(self):
         http = FakeGitHubHTTP()
@@ -410,7 +428,8 @@ class OrchestrationConformanceTest(unittest.TestCase):
         # No publication names the token: the revocation names it by its sha256 only.
         self.assertEqual(self.published_tokens(client), [])
         self.assertIn({"tgt": "prod-teleport", "fun": "ci_fleet_teleport.remove_token",
-                       "arg": [hashlib.sha256(token.encode()).hexdigest()], "kwarg": {}}, client.publications)
+                       "arg": [hashlib.sha256(token.encode()).hexdigest()]},
+                      [{k: v for k, v in p.items() if k != "kwarg"} for p in client.publications])
         self.assertIn({"tgt": "prod-release-r1", "fun": "file.remove", "arg": [orchestration.TELEPORT_TOKEN_FILE],
                        "kwarg": {}}, client.publications)
         self.assertEqual(read_inline(self.inline_dir, "prod-release-r1"), {})
@@ -553,6 +572,17 @@ def render_slot_state(minion_id, runner_pillar, inline, slot):
     return out
 
 
+class GitHubListingMinted(FakeGitHubHTTP):
+    """GitHub listing a runner from its generate-jitconfig on (offline until it connects), as
+    the real one does: what makes a second pass over a minion find nothing left to mint."""
+
+    def __call__(self, method, url, headers, body=None):
+        status, data = super().__call__(method, url, headers, body)
+        if url.endswith("/generate-jitconfig") and status == 201:
+            self.runners.append(runner(100 + len(self.runners), body["name"], "default", status="offline"))
+        return status, data
+
+
 class JobSlotRegistrationTest(unittest.TestCase):
     """Issue 15: a GitHub runner host with isolation vm runs no runner itself; each job slot N
     gets its own just-in-time config (runner <minion>-s<N>) as a job input in its inbox."""
@@ -685,6 +715,132 @@ class JobSlotRegistrationTest(unittest.TestCase):
         # Only slots 1 and 2 (offline, current) were asked about; nobody named a slot for the master.
         asked = sorted({p["arg"][0] for p in client.publications if p["fun"].startswith("file.")})
         self.assertEqual(asked, ["%s/%d/%s" % (RUN_DIR, n, f) for n in (1, 2) for f in ("inbox", "state.json")])
+
+
+    def test_github_api_cost_one_list_per_round_and_one_lookup_per_idle_slot_per_event(self):
+        """The App's REST quota is hourly: a round reads the organisation's list once (not once
+        per minion), and a run for one minion (each finished job's event) asks GitHub only about
+        its idle names, one request each, never for the whole list."""
+        files = {}
+        for n in range(1, 16):
+            files.update(idle_slot("prod-default-r1", n, job=None if n == 7 else "github-%d" % n))
+        listed = [runner(i, "prod-default-r1-s%d" % i, "default") for i in range(1, 16) if i != 7]
+        listed += [runner(100 + i, "other-%d" % i, "default") for i in range(300)]    # a big organisation
+        http = FakeGitHubHTTP(runners=listed)
+        client = FakeLocalClient(files=files)
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(15)}):
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1-s7"])
+            event_gets = [c[1] for c in http.calls if c[0] == "GET" and "/actions/runners?" in c[1]]
+            self.assertEqual(event_gets, [orchestration.GITHUB_API + "/orgs/example-org/actions/runners?name=prod-default-r1-s7&per_page=100&page=1"])
+            del http.calls[:]
+            orchestration.register_github_runners()
+            pages = [c[1] for c in http.calls if c[0] == "GET" and "/actions/runners?per_page" in c[1]]
+            # One pass over the list (its pages), whatever the number of GitHub minions.
+            self.assertEqual(len(pages), len(set(pages)))
+
+    def test_overlapping_runs_for_one_minion_never_mint_twice_for_a_slot(self):
+        """Each slot's launcher sends the reactor event (ci-job-slot InputRequester), so reactor
+        runs for one minion overlap each other and the 5-minute round. While one run delivers a
+        config (its state.apply), another arrives for the same minion: it must not mint for the
+        same idle, unlisted names (or race on the minion's one inline pillar file); it leaves the
+        holder a marker, and the holder makes one more pass, so a slot that became ready after the
+        holder looked at it is not left for later. Other minions are not held up."""
+
+        files = {}
+        files.update(idle_slot("prod-default-r1", 1, job="github-earlier"))   # busy when the holder looks
+        files.update(idle_slot("prod-default-r1", 2))
+        for n in (1, 2):
+            files.update(idle_slot("prod-default-r2", n))
+        http = GitHubListingMinted(runners=[])
+        client = FakeLocalClient(files=files)
+        extra = {"prod-default-r1": vm_pillar(2), "prod-default-r2": vm_pillar(2)}
+        nested = {}
+        with Harness(client, http, self.inline_dir, runner_extra=extra) as harness:
+            delivering = harness.client.execute
+
+            def execute(tgt, fun, arg, kwarg):
+                value = delivering(tgt, fun, arg, kwarg)
+                if fun == "state.apply" and tgt == "prod-default-r1" and "same" not in nested:
+                    # While slot 2's config is delivered, slot 1's job ends and its next VM is
+                    # ready: its launcher's event arrives, and r2's too.
+                    nested["same"] = None
+                    client.files.update(idle_slot("prod-default-r1", 1))
+                    nested["same"] = orchestration.register_github_runners(minion="prod-default-r1")
+                    nested["other"] = orchestration.register_github_runners(minion="prod-default-r2")
+                return value
+
+            harness.client.execute = execute
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"),
+                             ["prod-default-r1-s2", "prod-default-r1-s1"])
+            # Nothing holds the lock or a marker afterwards: GitHub drops slot 2's finished runner,
+            # and the next run for that minion mints it again.
+            http.runners = [r for r in http.runners if r["name"] != "prod-default-r1-s2"]
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1-s2"])
+        self.assertEqual(nested, {"same": [], "other": ["prod-default-r2-s1", "prod-default-r2-s2"]})
+        self.assertEqual([r["name"] for r in http.jit_requests],
+                         ["prod-default-r1-s2", "prod-default-r2-s1", "prod-default-r2-s2", "prod-default-r1-s1",
+                          "prod-default-r1-s2"])
+        # Each of r1's deliveries read the config minted for its own slot, none another run's.
+        seen = [(read_args["pillar"]["ci_fleet_job_slot"],
+                 json.loads(decoded_jit_config(read["github_jit_config"])[".runner"])["agentName"])
+                for read, read_args in zip(harness.pillar_reads["prod-default-r1"],
+                                           [p["kwarg"] for p in client.publications
+                                            if p["fun"] == "state.apply" and p["tgt"] == "prod-default-r1"])]
+        self.assertEqual(seen, [(2, "prod-default-r1-s2"), (1, "prod-default-r1-s1"), (2, "prod-default-r1-s2")])
+        lock_dir = os.path.join(self.dir, orchestration.REGISTRATION_LOCK_DIRNAME)
+        self.assertEqual(stat.S_IMODE(os.stat(lock_dir).st_mode), 0o700)
+        self.assertEqual(sorted(os.listdir(lock_dir)), ["prod-default-r1.lock", "prod-default-r2.lock"])
+
+    def test_two_runs_that_both_find_a_slot_idle_and_unlisted_mint_once(self):
+        """The plain race: a second run for the minion arrives while the first is asking whether
+        slot 1 is idle (both have read GitHub's list without it). Only one config per name."""
+        files = {}
+        for n in (1, 2):
+            files.update(idle_slot("prod-default-r1", n))
+        http = GitHubListingMinted(runners=[])
+        client = FakeLocalClient(files=files)
+        nested = {}
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(2)}) as harness:
+            asking = harness.client.execute
+
+            def execute(tgt, fun, arg, kwarg):
+                if fun == "file.read" and "run" not in nested:
+                    nested["run"] = None
+                    nested["run"] = orchestration.register_github_runners(minion="prod-default-r1")
+                return asking(tgt, fun, arg, kwarg)
+
+            harness.client.execute = execute
+            first = orchestration.register_github_runners(minion="prod-default-r1")
+        names = [r["name"] for r in http.jit_requests]
+        self.assertEqual(sorted(names), sorted(set(names)))
+        self.assertEqual((first, nested["run"]), (["prod-default-r1-s1", "prod-default-r1-s2"], []))
+
+    def test_the_round_never_deletes_a_runner_a_registration_is_delivering(self):
+        """GitHub lists a just-minted runner offline, and its slot answers idle until the state
+        lands the config in the inbox: a deregister_stale running meanwhile (the 5-minute round
+        beside a reactor run) must leave it, or the slot gets a config for a deleted runner."""
+        files = {}
+        files.update(idle_slot("prod-default-r1", 1))
+        http = FakeGitHubHTTP(runners=[])
+        client = FakeLocalClient(files=files)
+        removed = {}
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(1)}) as harness:
+            delivering = harness.client.execute
+
+            def execute(tgt, fun, arg, kwarg):
+                if fun == "state.apply" and "during" not in removed:
+                    removed["during"] = None
+                    http.runners.append(runner(42, "prod-default-r1-s1", "default", status="offline"))
+                    removed["during"] = orchestration.deregister_stale()
+                return delivering(tgt, fun, arg, kwarg)
+
+            harness.client.execute = execute
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1-s1"])
+            # Once no registration holds the lock, an offline runner of an idle slot is dead as before.
+            removed["after"] = orchestration.deregister_stale()
+        self.assertEqual(removed, {"during": [], "after": ["prod-default-r1-s1"]})
+        self.assertEqual([c for c in http.calls if c[0] == "DELETE"],
+                         [("DELETE", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/42")])
 
 
 class StaleInlinePillarTest(unittest.TestCase):

@@ -9,6 +9,7 @@ import importlib.util
 import io
 import hashlib
 import json
+import urllib.parse
 import os
 import shutil
 import stat
@@ -31,6 +32,11 @@ def load(name, relpath):
 pillar_sync = load("pillar_sync", "salt_master/files/ci_fleet_pillar_sync.py")
 toolchain = load("toolchain", "runner/files/ci_fleet_toolchain_versions.py")
 orchestration = load("ci_fleet_runner", "_runners/ci_fleet.py")
+# Issue 12: the master believes only the Teleport minion's answers signed with its Salt key.
+sys.path.insert(0, os.path.join(ROOT, "test", "teleport"))
+import signed_answers  # noqa: E402  (the real module signs, with a real key)
+TELEPORT_KEYS = signed_answers.TeleportKeys("prod-teleport", SALT)
+orchestration.MASTER_PKI_DIR = TELEPORT_KEYS.master_pki_dir
 
 
 def require_tool(tool, package):
@@ -291,6 +297,11 @@ class FakeGitHubHTTP:
             return 201, {"runner": {"id": 9, "name": body["name"]}, "encoded_jit_config": config}
         if path.startswith("/orgs/example-org/actions/runner-groups?"):
             return 200, {"total_count": 2, "runner_groups": [{"id": 1, "name": "Default"}, {"id": 5, "name": "untrusted"}]}
+        if path.startswith("/orgs/example-org/actions/runners?name="):
+            # The list endpoint's name filter (one name, exact): GitHub's answer for it.
+            name = urllib.parse.unquote(path[len("/orgs/example-org/actions/runners?name="):].split("&", 1)[0])
+            named = [r for r in self.runners if r.get("name") == name]
+            return 200, {"total_count": len(named), "runners": named}
         if path.startswith("/orgs/example-org/actions/runners?"):
             page = int(path.rsplit("page=", 1)[1])
             chunk = self.runners[(page - 1) * 2: page * 2]   # two per page: pagination
@@ -307,6 +318,12 @@ class FakeLocal:
         self.active = set(active)     # runner units that run
 
     def __call__(self, tgt, fun, arg=(), kwarg=None):
+        # The master's per-call nonce is not recorded; the Teleport minion signs its answer for it.
+        plain = {k: v for k, v in (kwarg or {}).items() if k != "nonce"} or None
+        return {m: TELEPORT_KEYS.sign(fun, kwarg, v) if m == "prod-teleport" else v
+                for m, v in self.answer(tgt, fun, arg, plain).items()}
+
+    def answer(self, tgt, fun, arg=(), kwarg=None):
         self.calls.append((tgt, fun, list(arg), kwarg))
         if fun == "ci_fleet_teleport.host_ca_certificates":   # issue 12: no join without CA pins
             with open(os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")) as handle:
@@ -390,7 +407,9 @@ class OrchestrationTest(unittest.TestCase):
         self.assertEqual(os.listdir(os.path.join(self.inline.directory, "prod-default-r2")), [])
         self.assertEqual([c[:2] for c in http.calls], [
             ("POST", orchestration.GITHUB_API + "/app/installations/456/access_tokens"),
+            # The round reads the list once; the one name to mint is looked up again under its lock.
             ("GET", orchestration.GITHUB_API + "/orgs/example-org/actions/runners?per_page=100&page=1"),
+            ("GET", orchestration.GITHUB_API + "/orgs/example-org/actions/runners?name=prod-default-r2&per_page=100&page=1"),
             ("GET", orchestration.GITHUB_API + "/orgs/example-org/actions/runner-groups?per_page=100&page=1"),
             ("POST", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/generate-jitconfig")])
         self.assertEqual(http.jit_requests, [{"name": "prod-default-r2", "runner_group_id": 5,

@@ -182,7 +182,11 @@ describe.each(STACKS)("the Buildkite agent token on the runners of %s", (stack) 
 
   test("the job's environment has its job token and never the agent token", () => {
     for (const m of runners) {
-      for (const p of [jobProcess(m)!, ...m.processes.filter((q) => q.kind === "buildkite-hook")]) {
+      // isolation vm: the job in the slot's VM, started by ci-job-guest from what the host's handoff sent.
+      const queue = Object.keys(tokens).find((q) => m.id.startsWith(`${stack}-${q}-`))!;
+      const inVm = models.machines[`${m.id}/vm`]?.processes.filter((q) => q.runs_jobs) ?? [];
+      expect({ id: m.id, jobsInVm: inVm.length }).toEqual({ id: m.id, jobsInVm: isolationOf(stack, queue) === "vm" ? 1 : 0 });
+      for (const p of [jobProcess(m)!, ...m.processes.filter((q) => q.kind === "buildkite-hook"), ...inVm]) {
         expect({ id: m.id, source: p.source, jobToken: "BUILDKITE_AGENT_ACCESS_TOKEN" in p.env, agentToken: "BUILDKITE_AGENT_TOKEN" in p.env }).toEqual({
           id: m.id,
           source: p.source,

@@ -19,7 +19,14 @@ per minion, a JSON model of what ends up on the disk and what runs:
   environment (systemd's Environment=/EnvironmentFile= semantics) and the AWS credentials
   it resolves (AWS_CONFIG_FILE, else $HOME/.aws/config -> credential_process; IMDS on aws
   for uid 0 only, as the metadata guard in user-data allows); the CI agents' own processes
-  (runs_jobs: their environment is every job's) resolve credentials too.
+  (runs_jobs: their environment is every job's) resolve credentials too;
+- job VMs (isolation vm): for each runner whose launcher (`ci-job-slot run --config X`) has
+  its rendered X, a machine `<minion id>/vm` (role job-vm): the golden image as the rendered
+  build script's virt-customize operations make it, the files the real ci-job-guest
+  `aws_files` writes for the session, and the one job its real `job_command` starts (as the
+  image's job user), whose session writer is the HOST process whose --output is X's
+  aws.sessionFile (the launcher copies that file in) - or none when the two differ. A Buildkite
+  VM's job input is what the host's real ci-job-handoff builds from the job's environment.
 
 The seam tests (test/seams/*.test.ts) judge the model.
 """
@@ -27,6 +34,8 @@ import argparse
 import copy
 import fnmatch
 import importlib.util
+import inspect
+import ipaddress
 import json
 import os
 import posixpath
@@ -864,7 +873,14 @@ def sudo_run(machine, caller, argv):
         m = re.search(r'env_delete\s*\+=\s*"([^"]*)"', d)
         if m:
             env_delete += m.group(1).split()
-    return dict(opts, group=group, rule=rule, env_delete=env_delete, defaults=defaults)
+    # `Defaults!<command> env_keep = "..."`: with env_reset (no -E) sudo keeps these names
+    # (shell wildcards) and drops the rest; env_delete does not apply to them.
+    env_keep = []
+    for _path, line in sudoers_lines(machine):
+        k = re.match(r'^Defaults!(\S+)\s+env_keep\s*(\+?=)\s*"([^"]*)"$', line)
+        if k and opts["command"] and k.group(1) == opts["command"][0]:
+            env_keep = (env_keep if k.group(2) == "+=" else []) + k.group(3).split()
+    return dict(opts, group=group, rule=rule, env_delete=env_delete, defaults=defaults, env_keep=env_keep)
 
 
 def buildkite_job_process(machine, agent, scripts):
@@ -905,7 +921,7 @@ def buildkite_job_process(machine, agent, scripts):
                     for k in deleted + [k for k in env if k.startswith(GLIBC_UNSECURE)]:
                         env.pop(k, None)
                 else:
-                    env = {k: env[k] for k in ("TERM", "PATH") if k in env}
+                    env = {k: v for k, v in env.items() if k in ("TERM", "PATH") or any(fnmatch.fnmatch(k, pat) for pat in run["env_keep"])}
                 target = machine.users.get(user) or {}
                 env.update({"USER": user, "LOGNAME": user, "HOME": env.get("HOME", target.get("home", "/")),
                             "SHELL": target.get("shell") or "/bin/sh", "SUDO_USER": agent["user"], "SUDO_COMMAND": " ".join(command)})
@@ -1072,6 +1088,9 @@ def credentials_of(machine, process, cloud):
                     imds_copy = a
                     result["imds_copy"] = imds_copy
             result["role_arn"] = "instance-profile"
+    elif cloud.get("imds_blocked"):
+        # A job VM: the host's nftables drop every packet from the VM to the metadata address.
+        result["imds"] = "blocked by the host's firewall (job-vm.json network.blockedCidrs)"
     elif process["user"] == "root" and machine.pillar.get("ci_fleet", {}).get("provider") == "aws":
         result["kind"] = "imds"
         result["role_arn"] = "instance-profile"
@@ -1176,6 +1195,330 @@ def bootstrap_runs(machine, cloud):
     return runs
 
 
+# --- isolation vm: the job VM a slot boots, and the job in it -----------------------------------
+
+JOB_VM_JOB_SOURCE = "job in a slot's VM (ci-job-guest)"
+# A representative GitHub job input (ci-job-guest's contract: one per VM, on its virtio port);
+# a Buildkite VM gets the input the host's real handoff builds (handoff_input).
+GITHUB_JOB_INPUT = {"kind": "github", "jitconfig": "x"}
+# virt-customize options that take no value (virt-customize(1)); every other option takes one.
+VIRT_CUSTOMIZE_FLAGS = ("--update", "--selinux-relabel", "--no-selinux-relabel", "--network", "--no-network",
+                        "-v", "--verbose", "-x", "-q", "--quiet", "--dry-run", "-n")
+
+
+def session_writer(writer):
+    """What the writer of a session file (ci-fleet-aws-session, root's timer) says of the session."""
+    wargv = writer["argv_resolved"]
+    return {"source": writer["source"], "user": writer["user"], "via": arg_after(wargv, "--source"),
+            "role_arn": arg_after(wargv, "--role-arn"), "profile_arn": arg_after(wargv, "--profile-arn"),
+            "trust_anchor_arn": arg_after(wargv, "--trust-anchor-arn"),
+            "certificate": arg_after(wargv, "--certificate"), "private_key": arg_after(wargv, "--private-key")}
+
+
+def image_build_steps(text):
+    """The golden image's build script (runner.job_vm_image, rendered): the files it writes with
+    heredocs ("$work/NAME" -> text) and virt-customize's operations, in order ((option, value))."""
+    heredocs = {}
+    for m in re.finditer(r"^cat > \"?(\$work/[^\s\"]+)\"? <<'?(\w+)'?\n(.*?)\n\2$", text, re.M | re.S):
+        heredocs[m.group(1)] = m.group(3) + "\n"
+    line = next((l for l in text.replace("\\\n", " ").splitlines()
+                 if not l.lstrip().startswith("#") and re.search(r"\bvirt-customize\b", l)), "")
+    argv = shlex.split(line)
+    ops, i = [], (argv.index("virt-customize") + 1 if "virt-customize" in argv else len(argv))
+    while i < len(argv):
+        if argv[i] in VIRT_CUSTOMIZE_FLAGS or i + 1 >= len(argv):
+            ops.append((argv[i], None))
+            i += 1
+        else:
+            ops.append((argv[i], argv[i + 1]))
+            i += 2
+    return heredocs, ops
+
+
+def useradd_user(command):
+    """useradd's effect (Ubuntu 24.04 login.defs: USERGROUPS_ENAB yes, a group named like the
+    user; HOME_MODE 0750): (name, home, shell, supplementary groups) or None."""
+    argv = shlex.split(command.split("&&")[0])
+    if not argv or argv[0] != "useradd":
+        return None
+    home, shell, groups, create, name = None, "/bin/sh", [], False, None
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-m", "--create-home"):
+            create = True
+        elif a in ("-s", "--shell", "-d", "--home-dir", "-G", "--groups") and i + 1 < len(argv):
+            v = argv[i + 1]
+            if a in ("-s", "--shell"):
+                shell = v
+            elif a in ("-d", "--home-dir"):
+                home = v
+            else:
+                groups = v.split(",")
+            i += 1
+        elif not a.startswith("-"):
+            name = a
+        i += 1
+    return name and {"name": name, "home": home or "/home/" + name, "shell": shell, "groups": groups, "create_home": create}
+
+
+class FakeGrp:
+    """grp for the guest's own functions: each user's own group (useradd's USERGROUPS_ENAB), gid = uid."""
+
+    def __init__(self, users):
+        self.users = users
+
+    def getgrgid(self, gid):
+        import types
+        name = next(n for n, u in self.users.items() if u["uid"] == gid)
+        return types.SimpleNamespace(gr_name=name, gr_gid=gid)
+
+    def getgrnam(self, name):
+        import types
+        return types.SimpleNamespace(gr_name=name, gr_gid=self.users[name]["uid"])
+
+
+class FakePwd:
+    """pwd for the guest's own functions: the users the image build made."""
+
+    def __init__(self, users):
+        self.users = users
+
+    def getpwnam(self, name):
+        import types
+        u = self.users[name]
+        return types.SimpleNamespace(pw_name=name, pw_dir=u["home"], pw_shell=u.get("shell") or "/bin/sh",
+                                     pw_uid=u["uid"], pw_gid=u["uid"])
+
+
+# What Buildkite puts in every job's environment besides the agent's own (the job's fields from
+# the accept response: buildkite/agent agent/job_runner.go createEnvironment, docs "Buildkite
+# environment variables"); the job's token is job-scoped (bkaj_, see AGENT_JOB_ENV).
+BUILDKITE_JOB_FIELDS = {"BUILDKITE_JOB_ID": "<the job's id>", "BUILDKITE_BUILD_ID": "<the build's id>",
+                        "BUILDKITE_PIPELINE_SLUG": "<pipeline>", "BUILDKITE_REPO": "<repository>",
+                        "BUILDKITE_COMMIT": "<commit>", "BUILDKITE_BRANCH": "<branch>", "BUILDKITE": "true", "CI": "true"}
+
+
+def handoff_input(job_proc, scripts):
+    """The job input the host's real ci-job-handoff (the Buildkite bootstrap-script with
+    isolation vm) sends the launcher, from the job process's modelled environment plus what
+    Buildkite gives every job: its script run with stand-ins for the modules it imports (its
+    environment, a no-op lock, the launcher call recorded). Returns (input, None) or (None, why)."""
+    import types
+    exe = job_proc["argv"][0] if job_proc and job_proc["argv"] else ""
+    text = scripts.get(exe)
+    if not isinstance(text, str):
+        return None, "the handoff %s is written by no part" % exe
+    env = dict(job_proc["env"], **BUILDKITE_JOB_FIELDS)
+    env["BUILDKITE_AGENT_ACCESS_TOKEN"] = "bkaj_<the job's token>"
+    sent = {}
+
+    def run(argv, input=None, env=None, **_kw):  # noqa: A002 - subprocess.run's own name
+        sent.update(argv=list(argv), input=input)
+        return types.SimpleNamespace(returncode=0)
+
+    fake_os = types.SimpleNamespace(environ=env, path=posixpath, makedirs=lambda *a, **k: None)
+    fakes = {"os": fake_os, "subprocess": types.SimpleNamespace(run=run),
+             "fcntl": types.SimpleNamespace(flock=lambda *a: None, LOCK_EX=2, LOCK_NB=4),
+             "sys": types.SimpleNamespace(exit=sys.exit), "json": json}
+    real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
+
+    def fake_import(name, *args, **kwargs):
+        return fakes[name] if name in fakes else real_import(name, *args, **kwargs)
+    builtins = dict(__builtins__ if isinstance(__builtins__, dict) else vars(__builtins__))
+    builtins.update(__import__=fake_import, open=lambda *a, **k: types.SimpleNamespace(close=lambda: None))
+    try:
+        exec(compile(text, exe, "exec"), {"__builtins__": builtins, "__name__": "__main__"})  # noqa: S102 - the tree's own script
+    except SystemExit as stop:
+        if not sent:
+            return None, "%s hands nothing to a slot: %s" % (exe, stop.code)
+    if not sent:
+        return None, "%s hands nothing to a slot" % exe
+    return json.loads(sent["input"]), None
+
+
+def job_vm_guest(host, processes, writers, handoff=None):
+    """The guest machine of an isolation-vm runner: what the golden image's build script puts in
+    it (the job user, the guest agent and its unit, the CI agent), what the guest agent writes for
+    the queue role's session (its real aws_files), and the job it starts (its real job_command),
+    with the AWS credentials that job resolves and who, on the HOST, writes the session the
+    launcher copies in (the --output of the host process whose file job-vm.json names)."""
+    launcher = next((p for p in processes if p["argv_resolved"] and posixpath.basename(p["argv_resolved"][0]) == "ci-job-slot"
+                     and p["argv_resolved"][1:2] == ["run"] and arg_after(p["argv_resolved"], "--config")), None)
+    if launcher is None:
+        return None
+    config_path = arg_after(launcher["argv_resolved"], "--config")
+    config_file = host.files.get(config_path)
+    if not config_file or not isinstance(config_file.get("content"), str):
+        return None
+    scripts = {p: f["content"] for p, f in host.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
+    provider = host.pillar.get("ci_fleet", {}).get("provider")
+    guest = Machine(host.id + "/vm", {"ci_fleet": {"provider": provider}})
+    info = {"host": host.id, "config": config_path, "launcher": launcher["source"], "aws": None, "problems": []}
+    # The launcher's own reading of its config (load_config) and the seed it gives each VM (render_seed).
+    cfg = json.loads(config_file["content"])
+    launcher_text = scripts.get(launcher["argv_resolved"][0], "")
+    seed = {}
+    if launcher_text:
+        slot_module = load_script(launcher_text, "ci_job_slot_model")
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
+            handle.write(config_file["content"])
+            handle.flush()
+            try:
+                cfg = slot_module.load_config(handle.name)
+            except Exception as error:  # noqa: BLE001 - reported to the test
+                info["problems"].append("the launcher refuses %s: %s" % (config_path, error))
+        if hasattr(slot_module, "render_seed") and "_base" in cfg:
+            text = slot_module.render_seed(cfg, slot_module.Slot(cfg, 0), 1, False)
+            seed = dict(l.split("=", 1) for l in text.splitlines() if "=" in l)
+    info["aws"] = cfg.get("aws")
+    info["seed"] = seed
+    blocked = []
+    for cidr in (cfg.get("network") or {}).get("blockedCidrs", []):
+        try:
+            blocked.append(ipaddress.ip_network(cidr))
+        except ValueError:
+            pass
+    imds_blocked = any(ipaddress.ip_address("169.254.169.254") in net for net in blocked)
+    cloud = {"write_files": [], "commands": [], "imds_root_only": imds_blocked, "imds_blocked": imds_blocked}
+    # The golden image as its build script makes it (after the OS baseline).
+    build = next(((p, t) for p, t in sorted(scripts.items()) if t.startswith("#!/bin/sh") and re.search(r"^[^#\n]*\bvirt-customize\b", t, re.M)), None)
+    if build is None:
+        info["problems"].append("no golden image build script (virt-customize) on %s" % host.id)
+        return guest_json(guest, provider, host, info, cloud, [])
+    info["image_build"] = build[0]
+    heredocs, ops = image_build_steps(build[1])
+    writer = "image build %s (virt-customize %%s)" % build[0]
+    uid = 1000
+    for op, value in ops:
+        if op == "--run-command" and value:
+            user = useradd_user(value)
+            if user:
+                guest.users[user["name"]] = {"name": user["name"], "uid": uid, "home": user["home"], "groups": user["groups"],
+                                             "system": False, "shell": user["shell"]}
+                uid += 1
+                guest.groups.setdefault(user["name"], {"name": user["name"]})
+                for g in user["groups"]:
+                    guest.groups.setdefault(g, {"name": g})
+                if user["create_home"]:
+                    guest.put(user["home"], "dir", user["name"], user["name"], HOME_MODE, writer % "--run-command useradd")
+            apply_shell_effects(guest, value, writer % "--run-command")
+        elif op == "--copy-in" and value:
+            src, _, dest_dir = value.rpartition(":")
+            dest = posixpath.join(dest_dir, posixpath.basename(src))
+            if src in heredocs:
+                guest.put(dest, "file", "root", "root", 0o644, writer % "--copy-in (a heredoc of the build)", heredocs[src])
+            else:
+                f = host.files.get(src)
+                guest.put(dest, "file", "root", "root", f["mode"] if f else 0o644, writer % ("--copy-in " + src),
+                          f.get("content") if f else None)
+                if f is None and not src.startswith(PACKAGED_EXECUTABLES):
+                    info["problems"].append("the image build copies in %s, which nothing writes on %s" % (src, host.id))
+        elif op == "--chmod" and value:
+            mode, _, path = value.partition(":")
+            if path in guest.files:
+                guest.files[path]["mode"] = int(mode, 8)
+        elif op == "--mkdir" and value:
+            guest.put(value, "dir", "root", "root", 0o755, writer % "--mkdir")
+        elif op == "--upload" and value:
+            src, _, dest = value.rpartition(":")
+            if dest.endswith((".tar.gz", ".tgz")):
+                # The runner tarball (pinned sha256, checked by the build) is extracted in place.
+                guest.files[posixpath.dirname(dest)]["archive"] = "%s (sha256-checked by %s)" % (src, build[0])
+    guest.units = collect_units(guest, set())
+    unit_procs = unit_processes(guest, guest.units)
+    agent_proc = next((p for p in unit_procs if p["source"].endswith(" ExecStart")), None)
+    agent_path = agent_proc["argv"][0] if agent_proc and agent_proc["argv"] else None
+    agent_text = (guest.files.get(agent_path) or {}).get("content") if agent_path else None
+    if not isinstance(agent_text, str):
+        info["problems"].append("the guest's unit starts %s, which the image does not carry" % agent_path)
+        return guest_json(guest, provider, host, info, cloud, [])
+    info["guest_agent"] = agent_path
+    module = load_script(agent_text, "ci_job_guest_model")
+    job_user = module.JOB_USER
+    if job_user not in guest.users:
+        info["problems"].append("ci-job-guest runs jobs as %s, which the image build does not create" % job_user)
+    # The session the launcher copies in: what the guest agent writes for it.
+    aws = info["aws"] if isinstance(info["aws"], dict) else None
+    region = seed.get("aws_region") if seed else (aws or {}).get("region")
+    guest.users["root"]["uid"] = 0
+    module.pwd, module.grp = FakePwd(guest.users), FakeGrp(guest.users)
+    # The group the guest gives the session to: its own job_group() when it has one (the job user's primary group).
+    job_group = module.job_group() if hasattr(module, "job_group") and job_user in guest.users else job_user
+    if aws:
+        if hasattr(module, "aws_files"):
+            for f in module.aws_files(region, job_group):
+                guest.put(f["path"], f["kind"], f["owner"], f["group"], f["mode"] if isinstance(f["mode"], int) else int(str(f["mode"]), 8),
+                          "run time: %s aws_files (root, from the launcher's copy of the host's %s)" % (agent_path, aws.get("sessionFile")),
+                          f.get("content") if isinstance(f.get("content"), str) else None)
+        else:
+            info["problems"].append("%s has no aws_files: it writes no session or AWS config in the VM" % agent_path)
+    processes_out = []
+    for p in unit_procs:
+        p["argv_resolved"] = p["argv"]
+        p["needs"] = needs_of(guest, p)
+        text = (guest.files.get(p["argv"][0] if p["argv"] else "") or {}).get("content") or ""
+        p["requires_env"] = [{"var": v, "by": p["argv"][0] + " (python os.environ)"} for v in python_required(text)] if text.startswith("#!/usr/bin/python3") else []
+        p["aws_calls"], p["runs_jobs"] = [], False
+        processes_out.append(p)
+    # The job: ci-job-guest's real job_user() environment and job_command(), as the job user.
+    agent_kind = "buildkite" if host.pillar.get("ci_fleet", {}).get("runner", {}).get("agent") == "buildkite" else "github"
+    env, _drop = module.job_user()
+    kwargs = {"runner_dir": module.RUNNER_DIR}
+    if "aws_region" in inspect.signature(module.job_command).parameters:
+        kwargs["aws_region"] = region if aws else None
+    elif aws:
+        info["problems"].append("%s job_command takes no aws_region: the job gets no AWS config" % agent_path)
+    # The job input: Buildkite's from the host's real handoff; GitHub's a representative one
+    # (its just-in-time config comes from the master through the slot's inbox).
+    job_input = copy.deepcopy(GITHUB_JOB_INPUT)
+    if agent_kind == "buildkite":
+        job_input, why = handoff_input(handoff, scripts) if handoff else (None, "no Buildkite job handoff on the host")
+        if why:
+            info["problems"].append(why)
+            return guest_json(guest, provider, host, info, cloud, processes_out)
+    try:
+        argv, env = module.job_command(job_input, env, **kwargs)
+    except RuntimeError as error:
+        info["problems"].append("ci-job-guest refuses the job input: %s" % error)
+        return guest_json(guest, provider, host, info, cloud, processes_out)
+    exe = argv[0]
+    if not exe.startswith("/"):
+        exe = next((posixpath.join(d, exe) for d in env.get("PATH", "").split(":") if posixpath.join(d, exe) in guest.files), exe)
+    user = guest.users.get(job_user) or {}
+    job = {"source": JOB_VM_JOB_SOURCE, "unit": agent_proc["unit"], "kind": "job-vm", "user": job_user, "group": job_group,
+           "command": " ".join(argv), "argv": list(argv), "argv_resolved": [exe] + list(argv[1:]), "env": env,
+           "unit_env_keys": [], "env_files": [], "runtime_env_files": [], "unresolved_command_vars": [], "umask": 0o022,
+           "job_input": job_input["kind"], "runs_jobs": True, "requires_env": [], "aws_calls": []}
+    job["needs"] = [{"path": exe, "access": "exec"}, {"path": user.get("home", "/"), "access": "write"}]
+    if agent_kind == "github":
+        # run --jitconfig writes .runner and .credentials into the runner's root (actions/runner Runner.cs).
+        job["needs"].append({"path": module.RUNNER_DIR, "access": "write"})
+    job["credentials"] = credentials_of(guest, job, cloud)
+    # The seam: the session file in the VM is the launcher's copy of the host's aws.sessionFile;
+    # its writer is the HOST process whose --output is that file (root's timer), or nobody.
+    c = job["credentials"]
+    if aws and c["kind"] == "credential-process":
+        host_writer = writers.get(aws.get("sessionFile"))
+        c["session_copy"] = {"host_file": aws.get("sessionFile"), "guest_file": c.get("imds_copy"), "copied_by": launcher["source"],
+                             "host_file_writer": (host.files.get(aws.get("sessionFile")) or {}).get("writer")}
+        if host_writer is not None:
+            c["session_writer"] = session_writer(host_writer)
+            if c["session_writer"]["role_arn"]:
+                c["role_arn"] = c["session_writer"]["role_arn"]
+        else:
+            info["problems"].append("job-vm.json aws.sessionFile %s is the --output of no process on %s" % (aws.get("sessionFile"), host.id))
+    processes_out.append(job)
+    return guest_json(guest, provider, host, info, cloud, processes_out)
+
+
+def guest_json(guest, provider, host, info, cloud, processes):
+    out = guest.to_json()
+    out.update({"role": "job-vm", "provider": provider, "host": host.id, "job_vm": info, "cloud_init": cloud,
+                "processes": processes, "packages": [], "top_sls": [], "highstate_problems": []})
+    return out
+
+
 # --- one machine ---------------------------------------------------------------------------------
 
 def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_src):
@@ -1276,15 +1619,11 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
             copy_path = p["credentials"].get("imds_copy")
             writer = writers.get(copy_path) if copy_path else None
             if writer is not None:
-                wargv = writer["argv_resolved"]
-                p["credentials"]["session_writer"] = {
-                    "source": writer["source"], "user": writer["user"], "via": arg_after(wargv, "--source"),
-                    "role_arn": arg_after(wargv, "--role-arn"), "profile_arn": arg_after(wargv, "--profile-arn"),
-                    "trust_anchor_arn": arg_after(wargv, "--trust-anchor-arn"),
-                    "certificate": arg_after(wargv, "--certificate"), "private_key": arg_after(wargv, "--private-key"),
-                }
-                if arg_after(wargv, "--role-arn"):
-                    p["credentials"]["role_arn"] = arg_after(wargv, "--role-arn")
+                p["credentials"]["session_writer"] = session_writer(writer)
+                if p["credentials"]["session_writer"]["role_arn"]:
+                    p["credentials"]["role_arn"] = p["credentials"]["session_writer"]["role_arn"]
+    # isolation vm: the guest each slot boots, with the job in it (a machine of its own).
+    guest = job_vm_guest(machine, processes, writers, job if job and job.get("hands_off_to_vm") else None)
     runs = bootstrap_runs(at_boot, cloud)
     boot_scripts = {p: f["content"] for p, f in at_boot.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
     for r in runs:
@@ -1316,6 +1655,9 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
     ra = (pillar.get("ci_fleet", {}).get("aws") or {}).get("roles_anywhere") or {}
     out["aws_pillar"]["roles_anywhere"] = {k: ra[k] for k in ("trust_anchor_arn", "profile_arn") if k in ra}
     out["highstate_problems"] = highstate.errors
+    if guest is not None:
+        guest["aws_pillar"] = copy.deepcopy(out["aws_pillar"])
+        out["job_vm_guest"] = guest
     return out
 
 
@@ -1375,7 +1717,12 @@ def build(root, documents_file, user_data_file, hooks_dir):
                 m["top_sls"] = top_sls
                 m["roles_anywhere_subject"] = subjects.get(minion_id)
                 m["highstate_problems"] = m["highstate_problems"] + problems
+                guest = m.pop("job_vm_guest", None)
                 result["machines"][minion_id] = m
+                if guest is not None:
+                    # The VM wears its host's queue role: the host's certificate subject and pillar.
+                    guest["roles_anywhere_subject"] = m["roles_anywhere_subject"]
+                    result["machines"][guest["id"]] = guest
             except Exception as error:  # noqa: BLE001 - reported to the test
                 import traceback
                 result["errors"].append("%s: %s: %s\n%s" % (minion_id, type(error).__name__, error, traceback.format_exc()))

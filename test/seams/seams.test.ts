@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { runSimulation, runUnsafeSimulation, type Simulation } from "@cloud-copilot/iam-simulate";
-import { ROOT } from "../support/preview";
+import { ROOT, stackConfig } from "../support/preview";
 import { arns, ssmViaService } from "../../infra/identity/names";
 import type { CapturedResource } from "../../tools/preview/mock-runtime";
 import { denied, MachineModel, Process, StackModels, stackModels, STACKS } from "./support";
@@ -62,6 +62,14 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
     expect(sources("-release-release-1")).not.toContain("buildkite hook environment");
     expect(sources("-default-pr-1")).not.toContain("actions-runner.service ExecStart");
     expect(sources("-teleport")).toEqual(expect.arrayContaining(["teleport.service ExecStart"]));
+    // The jobs of a vm host run in its slots' VMs: each is a machine of its own, `<host>/vm`, with
+    // the guest agent (root) and the one job it starts (the job user); the host itself runs none.
+    for (const host of ["-default-pr-1", "-release-release-1"]) {
+      expect(sources(`${host}/vm`)).toEqual(["ci-job-guest.service ExecStart", "job in a slot's VM (ci-job-guest)"]);
+      const h = byMachine(models).find((m) => m.id.endsWith(host))!;
+      expect({ host: h.id, runsJobs: h.processes.filter((p) => p.runs_jobs).map((p) => p.source) }).toEqual({ host: h.id, runsJobs: [] });
+    }
+    expect(byMachine(models).filter((m) => m.role === "job-vm").map((m) => m.host)).toEqual(vmRunners(stack, models).map((m) => m.id));
     for (const m of byMachine(models)) expect({ id: m.id, problems: m.highstate_problems }).toEqual({ id: m.id, problems: [] });
   });
 
@@ -179,8 +187,12 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
           }
         }
       }
-      expect(agents).toBeGreaterThan(0);
       expect(failures).toEqual([]);
+      // Exactly one place runs each runner's jobs: the host (isolation host) or its job VM (vm).
+      const runners = byMachine(models).filter((m) => m.role === "runner");
+      const places = runners.map((r) => ({ runner: r.id, jobs: [r, models.machines[`${r.id}/vm`]].flatMap((m) => (m ? m.processes.filter((p) => p.runs_jobs).map((p) => `${m.id}: ${p.source}`) : [])) }));
+      expect(places.filter((x) => x.jobs.length !== 1)).toEqual([]);
+      expect(agents).toBe(runners.length);
     });
 
     test("Roles Anywhere: each machine's certificate subject, trust anchor and profile admit the role it asks for", async () => {
@@ -226,7 +238,7 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
           if (role === undefined || role > 3600) failures.push(`${label}: ${w.role_arn} allows sessions of ${role} s`);
           if (m.provider === "aws") {
             if (w.via !== "assume-role") failures.push(`${label}: on aws the session must come from sts:AssumeRole of the host role, not ${w.via}`);
-            const host = iam.instanceRole(m.id) ?? "";
+            const host = iam.instanceRole(m.host ?? m.id) ?? "";
             const d = await iam.assumeRole(host, w.role_arn ?? "");
             if (d !== "Allowed") failures.push(`${label}: the host role ${host} cannot assume ${w.role_arn}: ${d}`);
             if (host === w.role_arn) failures.push(`${label}: the instance wears the queue role itself`);
@@ -242,8 +254,91 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
           }
         }
       }
-      expect(sessions).toBeGreaterThan(0);
       expect(failures).toEqual([]);
+      // Every process that runs jobs was judged, the jobs in the VMs among them.
+      const jobs = byMachine(models).flatMap((m) => m.processes.filter((x) => x.runs_jobs).map((x) => ({ m, x })));
+      expect(sessions).toBe(jobs.length);
+      expect(jobs.filter(({ m }) => m.role === "job-vm").length).toBe(vmRunners(stack, models).length);
+    });
+
+    test("every vm runner's job VM wears its queue role through a session the host's root timer writes, copied by the launcher", () => {
+      // docs/job-vm.md "The AWS session": job-vm.json's aws.sessionFile is the --output of the
+      // host's ci-fleet-aws-session.service (root); the launcher (root) sends that document into
+      // each VM; ci-job-guest writes it where the job's AWS config (AWS_CONFIG_FILE) prints it.
+      // Every queue's jobs get the queue role by design, so every vm runner needs this.
+      const failures: string[] = [];
+      const hosts = vmRunners(stack, models);
+      expect(hosts.length).toBeGreaterThan(0);
+      const judged = new Set<string>();
+      for (const h of hosts) {
+        const g = models.machines[`${h.id}/vm`];
+        if (!g?.job_vm) {
+          failures.push(`${h.id}: no job VM model (${h.id}/vm): the launcher's config or the golden image's build is missing`);
+          continue;
+        }
+        const jv = g.job_vm;
+        for (const problem of jv.problems) failures.push(`${g.id}: ${problem}`);
+        const timer = h.processes.find((p) => p.source === "ci-fleet-aws-session.service ExecStart");
+        const output = timer ? argAfter(timer.argv_resolved ?? timer.argv, "--output") : undefined;
+        if (!timer || timer.user !== "root" || !output) failures.push(`${h.id}: no root ci-fleet-aws-session.service writes the queue role's session on the host (${timer?.user ?? "no unit"})`);
+        const aws = jv.aws;
+        if (!aws) {
+          failures.push(`${h.id}: ${jv.config} has no "aws" key ({sessionFile, region}): the launcher copies no session into the VM, so the job has no AWS credentials, but its queue needs ${h.aws_pillar.role_arn}`);
+        } else {
+          if (aws.sessionFile !== output) failures.push(`${h.id}: ${jv.config} aws.sessionFile is ${aws.sessionFile}, but the host's root timer writes ${output}: the launcher copies nothing`);
+          if (aws.region !== h.aws_pillar.region) failures.push(`${h.id}: ${jv.config} aws.region is ${aws.region}, the queue's region is ${h.aws_pillar.region}`);
+          if (jv.seed.aws_region !== aws.region) failures.push(`${h.id}: the launcher's seed says aws_region=${jv.seed.aws_region}, not ${aws.region}`);
+          const onHost = aws.sessionFile ? h.files[aws.sessionFile] : undefined;
+          if (!onHost || !timer || !onHost.writer.includes(timer.source)) failures.push(`${h.id}: ${aws.sessionFile} is written by ${onHost?.writer ?? "no part"}, not by the root timer`);
+        }
+        const job = g.processes.find((p) => p.runs_jobs);
+        if (!job) {
+          failures.push(`${g.id}: no job runs in the VM`);
+          continue;
+        }
+        judged.add(job.job_input ?? "?");
+        const label = `${g.id}: ${job.source} (as ${job.user}, ${job.job_input} input)`;
+        if (job.user === "root" || !g.users[job.user]) failures.push(`${label}: the job user is not an unprivileged user of the image`);
+        const c = job.credentials;
+        if (!c || c.kind !== "credential-process") {
+          failures.push(`${label}: its AWS credentials are ${c?.kind ?? "none"} (config ${c?.config.path ?? "none"}: ${c?.config.how ?? "?"}), not the queue role's session`);
+          continue;
+        }
+        const w = c.session_writer;
+        const copy = c.session_copy;
+        if (!w || !copy) failures.push(`${label}: ${c.imds_copy} is the copy of no host file a root process writes (${JSON.stringify(copy ?? null)})`);
+        else {
+          if (w.source !== timer?.source || w.user !== "root") failures.push(`${label}: the session comes from ${w.source} (as ${w.user}), not the host's root timer`);
+          if (w.role_arn !== h.aws_pillar.role_arn) failures.push(`${label}: the session is of ${w.role_arn}, not the queue role ${h.aws_pillar.role_arn}`);
+          const launcher = h.processes.find((p) => p.source === copy.copied_by);
+          if (!launcher || launcher.user !== "root" || argAfter(launcher.argv_resolved ?? launcher.argv, "--config") !== jv.config) {
+            failures.push(`${label}: the copy is made by ${copy.copied_by} (as ${launcher?.user}), not the launcher (root) that reads ${jv.config}`);
+          }
+          if (copy.host_file !== output) failures.push(`${label}: the VM gets a copy of ${copy.host_file}, the timer writes ${output}`);
+        }
+        // In the VM: the session file and the config that prints it, the job's to read and root's to write.
+        const session = c.imds_copy ? g.files[c.imds_copy] : undefined;
+        if (!session || !session.writer.includes(jv.guest_agent ?? "ci-job-guest")) failures.push(`${label}: ${c.imds_copy} is written by ${session?.writer ?? "no part"}, not the guest agent`);
+        for (const need of c.files) {
+          const why = denied(g, job.user, need.path, need.access);
+          if (why && !(need.optional && !g.files[need.path])) failures.push(`${label}: ${why}`);
+        }
+        for (const file of [c.config.path, c.imds_copy]) {
+          if (file && writeBit(g, job.user, file)) failures.push(`${label}: ${job.user} can write ${file} (${g.files[file].owner}:${g.files[file].group} ${g.files[file].mode})`);
+          if (file && !denied(g, job.user, path.posix.dirname(file), "write")) failures.push(`${label}: ${job.user} can write into ${path.posix.dirname(file)}`);
+        }
+        if (c.region !== h.aws_pillar.region || job.env.AWS_REGION !== h.aws_pillar.region) failures.push(`${label}: region ${c.region} (AWS_REGION=${job.env.AWS_REGION}), not ${h.aws_pillar.region}`);
+        // No other credential source the job could plant or find (botocore reads the shared credentials file first).
+        const shared = job.env.AWS_SHARED_CREDENTIALS_FILE;
+        if (!shared) failures.push(`${label}: AWS_SHARED_CREDENTIALS_FILE is unset, so ~/.aws/credentials (the job's own) comes before the session`);
+        else if (g.files[shared] || !denied(g, job.user, path.posix.dirname(shared), "write")) failures.push(`${label}: ${shared} exists or ${job.user} can create it`);
+        const principal = principalOf(g, job, iam);
+        if ("error" in principal || principal.roleArn !== h.aws_pillar.role_arn) failures.push(`${label}: wears ${JSON.stringify(principal)}, not ${h.aws_pillar.role_arn}`);
+      }
+      expect(failures).toEqual([]);
+      // Both kinds of job input are judged where the stack has both agents in VMs.
+      const agents = new Set(hosts.map((h) => agentOf(stack, h)));
+      expect([...judged].sort()).toEqual([...agents].map((a) => (a === "buildkite" ? "buildkite" : "github")).sort());
     });
   });
 
@@ -252,11 +347,12 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
     const secretPath = /(private-key\.pem|\.key|\/minion\.pem|\/master\.pem|deploy-key)$|^\/etc\/ci-fleet\/roles-anywhere\/|^\/etc\/ci-fleet\/pki\//;
     let keys = 0;
     for (const m of byMachine(models)) {
-      const ciUser = m.users["ci-agent"] ? "ci-agent" : undefined;
+      // A job VM: its job user (the image's); a host: the CI user.
+      const ciUser = m.role === "job-vm" ? m.processes.find((x) => x.runs_jobs)?.user : m.users["ci-agent"] ? "ci-agent" : undefined;
       for (const [p, f] of Object.entries(m.files)) {
         if (f.kind !== "file" || !(secretPath.test(p) || (f.content ?? "").includes("PRIVATE KEY"))) continue;
         keys++;
-        if (ciUser && !denied(m, ciUser, p, "read")) failures.push(`${m.id}: ci-agent can read ${p} (${f.owner}:${f.group} ${f.mode}, by ${f.writer})`);
+        if (ciUser && !denied(m, ciUser, p, "read")) failures.push(`${m.id}: ${ciUser} can read ${p} (${f.owner}:${f.group} ${f.mode}, by ${f.writer})`);
         if (p.includes("private-key") && f.mode !== "0600" && f.mode !== "0400") failures.push(`${m.id}: ${p} is ${f.mode}, not 0600`);
       }
       if (ciUser) {
@@ -285,6 +381,34 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
   });
 });
 
+/** The runners whose queue runs its jobs in VMs (the stack file's isolation; vm when unset, the program's default). */
+function vmRunners(stack: string, models: StackModels): MachineModel[] {
+  const queues = stackConfig(stack)["ci-fleet:queues"] as Record<string, { isolation?: string }>;
+  const vm = Object.keys(queues).filter((q) => (queues[q].isolation ?? "vm") === "vm");
+  return byMachine(models).filter((m) => m.role === "runner" && vm.some((q) => m.id.startsWith(`${stack}-${q}-`)));
+}
+
+function agentOf(stack: string, m: MachineModel): string {
+  const queues = stackConfig(stack)["ci-fleet:queues"] as Record<string, { agent: string }>;
+  const q = Object.keys(queues).find((name) => m.id.startsWith(`${stack}-${name}-`));
+  return q ? queues[q].agent : "?";
+}
+
+/** Whether `user` owns `p` or has its write bit (the directories above are judged on their own). */
+function writeBit(m: MachineModel, user: string, p: string): boolean {
+  const f = m.files[p];
+  if (!f) return false;
+  if (f.owner === user) return true;
+  const mode = parseInt(f.mode, 8);
+  const groups = new Set([user, ...(m.users[user]?.groups ?? [])]);
+  return ((groups.has(f.group) ? mode >> 3 : mode) & 2) !== 0;
+}
+
+function argAfter(argv: string[], flag: string): string | undefined {
+  const i = argv.indexOf(flag);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : argv.find((a) => a.startsWith(`${flag}=`))?.slice(flag.length + 1);
+}
+
 function fleetSubject(m: MachineModel): { commonName: string; organizationalUnit: string; organization?: string } | undefined {
   const s = m.roles_anywhere_subject;
   return s && "organizationalUnit" in s ? s : undefined;
@@ -297,7 +421,9 @@ type Principal = { roleArn: string; how: string } | { error: string };
 function principalOf(m: MachineModel, p: Process, iam: Iam): Principal {
   const c = p.credentials;
   if (!c || c.kind === "none") {
-    const imds = m.provider === "aws" ? (m.cloud_init.imds_root_only ? "; the metadata guard lets only uid 0 reach IMDS" : "") : "; no instance metadata credentials off AWS";
+    const imds = m.cloud_init.imds_blocked
+      ? "; the host's firewall drops the VM's packets to the metadata address"
+      : m.provider === "aws" ? (m.cloud_init.imds_root_only ? "; the metadata guard lets only uid 0 reach IMDS" : "") : "; no instance metadata credentials off AWS";
     return { error: `no AWS credentials: ${c?.config.path ?? "no AWS config"} (${c?.config.how ?? "?"}) is written by no part with a credential source${imds}` };
   }
   if (c.kind === "roles-anywhere") {
@@ -311,8 +437,8 @@ function principalOf(m: MachineModel, p: Process, iam: Iam): Principal {
     return { roleArn: c.session_writer.role_arn, how: `session from ${c.session_writer.via}` };
   }
   if (c.kind === "imds" && p.user !== "root" && m.cloud_init.imds_root_only) return { error: "IMDS is closed to non-root users" };
-  const role = iam.instanceRole(m.id);
-  if (!role) return { error: `no instance profile on the EC2 instance of ${m.id}` };
+  const role = iam.instanceRole(m.host ?? m.id);
+  if (!role) return { error: `no instance profile on the EC2 instance of ${m.host ?? m.id}` };
   if (c.kind === "credential-process") {
     const copy = c.imds_copy;
     const writer = copy ? m.files[copy] : undefined;

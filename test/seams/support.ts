@@ -50,13 +50,16 @@ export interface Credentials {
   certificate?: string;
   private_key?: string;
   imds_copy?: string;
-  /** The root process that writes the file credential_process prints (the session helper). */
+  imds?: string;
+  /** A job VM: the launcher's copy of the host's session file (job-vm.json aws.sessionFile) that credential_process prints. */
+  session_copy?: { host_file: string; guest_file?: string; copied_by: string; host_file_writer?: string | null };
+  /** The root process that writes the file credential_process prints (the session helper; for a job VM, on its host). */
   session_writer?: { source: string; user: string; via?: string | null; role_arn?: string | null; profile_arn?: string | null; trust_anchor_arn?: string | null; certificate?: string | null; private_key?: string | null };
 }
 export interface Process {
   source: string;
   unit?: string;
-  kind: "unit" | "salt-master" | "buildkite-hook" | "github-hook" | "cloud-init";
+  kind: "unit" | "salt-master" | "buildkite-hook" | "github-hook" | "cloud-init" | "job-vm";
   user: string;
   group: string;
   command: string;
@@ -78,17 +81,36 @@ export interface Process {
   job_drop?: { via: string; user: string; group: string; preserve_env: boolean; env_delete: string[]; rule: { file: string; line: string; exact_args: boolean } | null } | null;
   /** Buildkite agent: the user its jobs (and hooks) run as. */
   job_user?: string;
+  /** A job in a job VM: the kind of the representative job input ci-job-guest's job_command was given. */
+  job_input?: "github" | "buildkite";
+}
+/** What a job VM's model is built from (machine_model.py job_vm_guest). */
+export interface JobVm {
+  host: string;
+  /** The launcher's config on the host (its --config) and the `aws` key its load_config returns. */
+  config: string;
+  launcher: string;
+  aws: { sessionFile?: string; region?: string } | null;
+  /** The seed the launcher's render_seed gives slot 0's first VM (key=value). */
+  seed: Record<string, string>;
+  image_build?: string;
+  guest_agent?: string;
+  /** Why the guest could not be modelled as the contract says (the launcher refuses its config, no aws_files ...). */
+  problems: string[];
 }
 export interface MachineModel {
   id: string;
-  role: "salt-master" | "teleport" | "runner";
+  role: "salt-master" | "teleport" | "runner" | "job-vm";
   provider: "equinix-metal" | "aws";
   files: Record<string, FileEntry>;
   users: Record<string, { name: string; home: string; groups: string[] }>;
   units: Record<string, { path: string; sections: Record<string, Record<string, string[]>>; dropins: string[] }>;
   processes: Process[];
   states: { id: string; sls: string; function: string; args: Record<string, unknown> }[];
-  cloud_init: { write_files: string[]; imds_root_only: boolean };
+  cloud_init: { write_files: string[]; imds_root_only: boolean; imds_blocked?: boolean };
+  /** A job VM: the minion id of the runner host whose slots boot it (`<host>/vm`). */
+  host?: string;
+  job_vm?: JobVm;
   aws_pillar: { region?: string; role_arn?: string; ssm_prefix?: string; roles_anywhere: { trust_anchor_arn?: string; profile_arn?: string } };
   top_sls: string[];
   /** The subject salt/_runners/ci_fleet_pki.py gives this minion's certificates (or why it refuses). */
