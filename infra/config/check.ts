@@ -643,11 +643,6 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     } else if (o.identities !== undefined) {
       c.problem(`${path}.identities`, "applies only with trust: ci-identity (a queue-role target trusts its queue's agent role, whatever the job)");
     }
-    // A job VM gets no session of the queue role yet (docs/job-vm.md, "What a job VM gets"):
-    // a queue-role deploy from it would fail at its first AWS call, on a real fleet only.
-    if (trust === "queue-role" && queue && queues[queue]?.trusted && queues[queue].isolation === "vm") {
-      c.problem(`${path}.trust`, `queue-role needs the queue's agent role in the job, and queue "${queue}" runs its jobs in VMs (isolation: vm), which get no AWS session yet: use trust: ci-identity, or set queues.${queue}.isolation: host`);
-    }
     // An OIDC provider that already exists in the account: reused, never created nor deleted by the stack.
     let oidcProviderArn: string | undefined;
     if (o.oidcProviderArn !== undefined) {
@@ -709,8 +704,8 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
       if (other) c.problem(path, `sets ${name}, as queueSecrets.${q}.${env[1]}.env.${other} does; keep one`);
       else envNames.set(`${env[1]}/${name}`, env[2]);
     }
-    // Job secrets reach a job through the agent's hooks on the host (docs/job-secrets.md);
-    // a job VM runs no host hook and gets no AWS session yet (docs/job-vm.md).
+    // Job secrets reach a job through the agent's hooks on the host (docs/job-secrets.md); a job
+    // VM gets the queue role's session but runs no host hook (docs/job-vm.md, "What a job VM gets").
     const inVm = (queuesRaw?.[q] as Obj | undefined)?.isolation;
     if ((inVm === undefined || inVm === "vm") && queuesRaw && q in queuesRaw) {
       for (const p of paths.filter((p) => p !== "buildkite/agent-token" && QUEUE_SECRET_PATH.test(p))) {

@@ -72,16 +72,12 @@ describe("config: isolation, jobVm and slots", () => {
   });
 });
 
-describe("config: what a job VM does not get yet (an AWS session, job secrets) is refused before anything is created", () => {
-  test("a queue-role deploy target on a queue in VMs: one problem per target, naming both ways out; ci-identity targets pass", () => {
-    const { problems, settings } = check(values("production", (v) => { v.queues.infra.isolation = "vm"; }));
-    expect(settings).toBeUndefined();
-    expect(problems.map((p) => `${p.path}: ${p.message}`)).toEqual([
-      `ci-fleet:deployTargets.infra-staging.trust: queue-role needs the queue's agent role in the job, and queue "infra" runs its jobs in VMs (isolation: vm), which get no AWS session yet: use trust: ci-identity, or set queues.infra.isolation: host`,
-      `ci-fleet:deployTargets.infra-production.trust: queue-role needs the queue's agent role in the job, and queue "infra" runs its jobs in VMs (isolation: vm), which get no AWS session yet: use trust: ci-identity, or set queues.infra.isolation: host`,
-    ]);
-    // release (isolation vm) deploys through ci-identity only: no problem for it.
-    expect(check(values()).problems).toEqual([]);
+describe("config: what a job VM gets (the queue role's session) and does not get yet (job secrets), checked before anything is created", () => {
+  test("a queue-role deploy target on a queue in VMs passes: the VM wears the queue role (the launcher delivers the host's session)", () => {
+    const { problems, settings } = check(values("production", (v) => { v.queues.infra.isolation = "vm"; v.queues.infra.jobVm = { cpus: 4, memoryGiB: 16, diskGiB: 80, maxJobMinutes: 120 }; }));
+    expect(problems).toEqual([]);
+    expect(settings!.queues.infra.isolation).toBe("vm");
+    expect(Object.values(settings!.queues.infra.deployTargets).map((d) => d.trust ?? "queue-role")).toEqual(["queue-role", "queue-role"]);
   });
 
   test("job secrets for a queue in VMs are refused (isolation vm, or unset: vm is the default); the agent token and host queues pass", () => {
