@@ -372,8 +372,54 @@ const fileOf = (filePath: string, content: string, permissions: string): WriteFi
   content,
 });
 
-const yamlConfigFile = (comment: string, value: unknown): string =>
-  `# ${comment}\n` + YAML.stringify(value, { lineWidth: 0, aliasDuplicateObjects: false, sortMapEntries: false });
+const CLOUD_CONFIG_YAML = { lineWidth: 0, minContentWidth: 0, aliasDuplicateObjects: false } as const;
+const CONFIG_FILE_YAML = { lineWidth: 0, aliasDuplicateObjects: false, sortMapEntries: false } as const;
+/** The YAML options of user-data and of the config files in it (for tests of renderYamlMapByParts). */
+export const YAML_RENDERINGS = { cloudConfig: CLOUD_CONFIG_YAML, configFile: CONFIG_FILE_YAML } as const;
+
+/**
+ * YAML of a map, as `YAML.stringify(map, options)` writes it, assembled from its entries'
+ * renderings (with `splitLists`, a list entry from its items'), each rendered once per
+ * content: a fleet's user-data differ in a few files and lines only, the scripts, commands and
+ * options are the same in every machine's (rendering each anew was most of the preview's YAML
+ * work). A top-level entry of a block map, and an item of a block list, are rendered
+ * independently of their siblings; test/preview/yaml-parts.test.ts holds that both agree.
+ * The memo is bounded (cleared when full).
+ */
+const renderedParts = new Map<string, string>();
+const RENDERED_PARTS_MAX = 4096;
+function renderPart(options: YAML.ToStringOptions & YAML.DocumentOptions, optionsId: string, key: string, value: unknown): string {
+  const id = `${optionsId}\u0000${key}\u0000${JSON.stringify(value)}`;
+  let text = renderedParts.get(id);
+  if (text === undefined) {
+    text = YAML.stringify({ [key]: value }, options);
+    if (renderedParts.size >= RENDERED_PARTS_MAX) renderedParts.clear();
+    renderedParts.set(id, text);
+  }
+  return text;
+}
+
+export function renderYamlMapByParts(map: object, options: typeof CLOUD_CONFIG_YAML | typeof CONFIG_FILE_YAML, splitLists: boolean): string {
+  const entries = Object.entries(map).filter(([, v]) => v !== undefined);
+  const plain = (v: unknown) => v === null || ["string", "number", "boolean"].includes(typeof v) || (typeof v === "object" && (Array.isArray(v) || Object.getPrototypeOf(v) === Object.prototype));
+  // Anything the parts cannot stand for (an empty map, a value JSON cannot key, a key YAML quotes): in one piece.
+  if (entries.length === 0 || Object.getPrototypeOf(map) !== Object.prototype || !entries.every(([k, v]) => /^[a-z_][a-z0-9_]*$/.test(k) && plain(v))) return YAML.stringify(map, options);
+  const optionsId = options === CLOUD_CONFIG_YAML ? "cloud-config" : "config-file";
+  let text = "";
+  for (const [key, value] of entries) {
+    if (splitLists && Array.isArray(value) && value.length > 0) {
+      text += `${key}:\n`;
+      for (const item of value) text += renderPart(options, optionsId, key, [item]).slice(key.length + 2);
+    } else {
+      text += renderPart(options, optionsId, key, value);
+    }
+  }
+  return text;
+}
+
+/** `# comment` + `YAML.stringify(value, CONFIG_FILE_YAML)` (each entry rendered once per content: see renderYamlMapByParts). */
+const yamlConfigFile = (comment: string, value: object): string => `# ${comment}\n` + renderYamlMapByParts(value, CONFIG_FILE_YAML, false);
+
 
 /** The guards that run first on every boot, for every role and provider. */
 function firstBootCommands(provider: MachineProviderName): CloudCommand[] {
@@ -620,12 +666,21 @@ function ordered<T extends object>(value: T, order: readonly (keyof T)[]): Parti
 
 /**
  * `#cloud-config` + YAML: fixed key order, no anchors or aliases, no line folding.
- * Same document, same bytes.
+ * Same document, same bytes. The YAML is `YAML.stringify` of the whole document, assembled
+ * from the renderings of its parts (a top-level map's entries, a block list's items, are
+ * rendered independently of their siblings; test/preview/yaml-parts.test.ts holds it).
  */
 export function renderCloudConfig(doc: CloudConfig): string {
   const normalized = ordered(doc, CLOUD_CONFIG_KEY_ORDER);
   if (normalized.write_files) normalized.write_files = normalized.write_files.map((f) => ordered(f, WRITE_FILE_KEY_ORDER) as WriteFile);
-  return "#cloud-config\n" + YAML.stringify(normalized, { lineWidth: 0, minContentWidth: 0, aliasDuplicateObjects: false });
+  return "#cloud-config\n" + renderYamlMapByParts(normalized, CLOUD_CONFIG_YAML, true);
+}
+
+/** The same text as renderCloudConfig, rendered in one piece (for the test that both agree). */
+export function renderCloudConfigWhole(doc: CloudConfig): string {
+  const normalized = ordered(doc, CLOUD_CONFIG_KEY_ORDER);
+  if (normalized.write_files) normalized.write_files = normalized.write_files.map((f) => ordered(f, WRITE_FILE_KEY_ORDER) as WriteFile);
+  return "#cloud-config\n" + YAML.stringify(normalized, CLOUD_CONFIG_YAML);
 }
 
 /**

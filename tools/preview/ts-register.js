@@ -52,6 +52,9 @@ function compile(code, filename) {
   return service.compile(code, filename);
 }
 
+// Two modules of @pulumi/pulumi the preview never calls load on first use (tools/preview/lazy-sdk.js).
+require("./lazy-sdk").install(root);
+
 /** JavaScript of each file loaded, for mapping stack traces. */
 const outputs = new Map();
 require("@cspotcode/source-map-support").install({
