@@ -21,7 +21,7 @@ import {
   TeleportSettings,
   machineNames,
 } from "./model";
-import { DEFAULT_JOB_VM, slotProblems } from "./job-vm";
+import { DEFAULT_JOB_VM, slotPlan, slotProblems } from "./job-vm";
 import { buildRoles, ROLE_FLEET_ADMIN } from "../teleport/roles";
 import { RESERVED_QUEUE_NAMES } from "../identity/names";
 import { OIDC_ISSUERS, ciIdentityIsBroad, ciIdentitySubjects, isPullRequestRef } from "../identity/ci-identity";
@@ -606,6 +606,28 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
     if (queues[q] && repositories) queues[q].repositories = repositories;
     if (queues[q] && pipelines) queues[q].pipelines = pipelines;
   }
+  // Machine names (<stack>-<queue>-<runner>) and the GitHub runner names a job slot registers
+  // (<machine>-s<N>) share one namespace: queue `q` runner `a-s1`, queue `q-a` runner `s1` and
+  // slot 1 of queue `q` runner `a` are all `<stack>-q-a-s1` (one JIT config would go to two
+  // owners, and the minion ids would clash).
+  const owners = new Map<string, string>();
+  for (const [q, queue] of Object.entries(queues)) {
+    for (const [r, spec] of Object.entries(queue.runners)) {
+      const machine = `${stack}-${q}-${r}`;
+      const names = [machine];
+      if (queue.agent === "github-actions" && queue.isolation === "vm" && queue.jobVm && provider) {
+        const slots = slotPlan(provider, plans[spec.plan]?.[provider], queue.jobVm).slots;
+        for (let n = 1; n <= slots; n++) names.push(`${machine}-s${n}`);
+      }
+      for (const name of names) {
+        const what = name === machine ? `queues.${q}.runners.${r}` : `queues.${q}.runners.${r} (job slot ${name.slice(machine.length + 2)})`;
+        const other = owners.get(name);
+        if (other) c.problem(`queues.${q}.runners.${r}`, `its name ${name} is also ${other}'s: rename one of the runners (machine names and GitHub runner names must be unique)`);
+        else owners.set(name, what);
+      }
+    }
+  }
+
   const agents = new Set(Object.values(queuesRaw ?? {}).map((q) => (q as Obj | undefined)?.agent));
   if (agents.has("github-actions") && v.github === undefined) c.problem("github", "is required: a queue uses the github-actions agent");
   if (agents.has("buildkite") && v.buildkite === undefined) c.problem("buildkite", "is required: a queue uses the buildkite agent");

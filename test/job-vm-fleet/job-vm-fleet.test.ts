@@ -91,6 +91,21 @@ describe("config: what a job VM gets (the queue role's session) and does not get
   });
 });
 
+describe("config: machine names and job-slot runner names are one namespace", () => {
+  test("a host runner, a runner of another queue and a job slot that would share a name: one problem each, naming the other", () => {
+    const { problems } = check(values("production", (v) => {
+      v.queues.default.runners["pr-1-s1"] = { plan: "runner" };              // slot 1 of pr-1 is production-default-pr-1-s1
+      v.queues["default-pr-1"] = { ...v.queues.default, runners: { s2: { plan: "runner" } } }; // production-default-pr-1-s2
+    }));
+    const collisions = problems.filter((p) => /also .*'s: rename one/.test(p.message)).map((p) => `${p.path}: ${p.message}`);
+    expect(collisions).toEqual([
+      "ci-fleet:queues.default.runners.pr-1-s1: its name production-default-pr-1-s1 is also queues.default.runners.pr-1 (job slot 1)'s: rename one of the runners (machine names and GitHub runner names must be unique)",
+      "ci-fleet:queues.default-pr-1.runners.s2: its name production-default-pr-1-s2 is also queues.default.runners.pr-1 (job slot 2)'s: rename one of the runners (machine names and GitHub runner names must be unique)",
+    ]);
+    expect(check(values()).problems).toEqual([]);
+  });
+});
+
 describe("policy: untrusted queues run jobs in VMs", () => {
   const args = (tags: Record<string, string>) => ({ type: "aws:ssm/parameter:Parameter", props: { tags }, urn: "urn:pulumi:production::ci-fleet::aws:ssm/parameter:Parameter::p", name: "p", opts: {}, notApplicable: () => { throw new Error("n/a"); } });
   const run = (tags: Record<string, string>) => {
