@@ -20,6 +20,7 @@ dependency injected (Salt's local client, HTTP, clock, JWT signer, the pillar fi
 so test/orchestration/test_orchestration.py runs it with fakes.
 """
 import base64
+import calendar
 import contextlib
 import fcntl
 import hashlib
@@ -115,6 +116,35 @@ REGISTRATION_PASSES = 3
 # join_timeout), so a run the restart waits for ends within about this plus one join.
 RUN_BUDGET_SECONDS = 300
 _clock = time.time
+# The master's own orchestration state (root-only, 0700; beside ci_fleet_converge.py's STATE_DIR):
+# the reactor gate's buckets, each GitHub minion's lookup bucket, the cached installation token.
+STATE_DIR = "/var/lib/ci-fleet/orchestration"
+GATE_FILE = "reactor-gate.json"
+GITHUB_BUDGET_FILE = "github-budget.json"
+GITHUB_TOKEN_FILE = "github-installation-token.json"
+# The reactor (ci-fleet/github-runner/unregistered, any minion can send it as often as it likes)
+# builds no orchestrator (pillar of the master and every GitHub minion) and asks nobody anything
+# beyond: one run per minion id per REACTOR_MINION_INTERVAL_SECONDS and REACTOR_RUNS_PER_MINUTE
+# runs for the whole fleet (a bucket). Anything over that returns at once (one log line a minute);
+# the 5-minute round still looks at every minion.
+REACTOR_MINION_INTERVAL_SECONDS = 10
+REACTOR_RUNS_PER_MINUTE = 60
+GATE_LOG_INTERVAL_SECONDS = 60
+# GitHub lookups (runner_listed: one REST call each) a minion may cost: a bucket of as many as it
+# has runner names (its slot count, 1 on the host), refilled at that many per
+# GITHUB_LOOKUP_REFILL_SECONDS. A minion answering "idle" for every slot forever costs at most
+# slots * 3600 / GITHUB_LOOKUP_REFILL_SECONDS calls an hour (12 per slot), never the App's 5,000.
+GITHUB_LOOKUP_REFILL_SECONDS = 300
+# An installation token (1 h, expires_at) is reused until this long before it expires.
+GITHUB_TOKEN_MARGIN_SECONDS = 300
+# Installation tokens: ghs_<40 chars>, and since 2026-04-27 (staged) the stateless ghs_<app id>_<JWT>
+# format (GitHub docs, "Generating an installation access token"): no fixed length.
+INSTALLATION_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,8192}$")
+# Each call to a minion: the answers that came in by this deadline (this run's monotonic clock: never
+# extended by a minion answering saltutil.find_job that the job still runs), else "no answer".
+MINION_CALL_DEADLINE_SECONDS = 60
+_wall_clock = time.time
+_monotonic = time.monotonic
 # Tokens are opaque ASCII (GitHub: base32-like; Teleport: hex). Anything else is refused:
 # the value is read back by a Jinja include and parsed as JSON.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{8,512}$")
@@ -382,10 +412,99 @@ def jit_config_without_updates(encoded):
     return base64.b64encode(json.dumps(files).encode()).decode()
 
 
+def _private_dir(directory):
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+
+def _write_private_json(path, value):
+    """Atomically, 0600 from its creation (in a 0700 directory: _private_dir)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path):
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        return data if isinstance(data, dict) else None
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None     # unreadable: the caller fails closed
+
+
+@contextlib.contextmanager
+def _locked_state(directory, name):
+    """(state dict, save) of `<directory>/<name>` under an exclusive flock of `<name>.lock`
+    (concurrent reactor threads, the schedule and salt-run share it); an unreadable file is
+    None (the caller fails closed)."""
+    _private_dir(directory)
+    path = os.path.join(directory, name)
+    fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield _read_json(path), lambda value: _write_private_json(path, value)
+    finally:
+        os.close(fd)    # releases the lock
+
+
+def _bucket_take(bucket, now, capacity, per_second):
+    """Token bucket in a dict {"tokens", "at"} (updated in place): True when one was taken.
+    A new bucket starts full; a malformed one empty (fail closed)."""
+    try:
+        tokens, at = float(bucket["tokens"]), float(bucket["at"])
+    except KeyError:
+        tokens, at = float(capacity), now
+    except (TypeError, ValueError):
+        tokens, at = 0.0, now
+    tokens = min(float(capacity), tokens + max(0.0, now - at) * per_second)
+    granted = tokens >= 1.0
+    bucket["tokens"], bucket["at"] = tokens - 1.0 if granted else tokens, now
+    return granted
+
+
+class TokenCache:
+    """The installation token across runs: one root-only file (0600 in a 0700 directory) on the
+    master, keyed by app and installation, reused until GITHUB_TOKEN_MARGIN_SECONDS before its
+    expires_at. Never logged. Unreadable or malformed: ignored (a new token is minted)."""
+
+    def __init__(self, directory=None):
+        self.directory = directory
+
+    def _path(self):
+        return os.path.join(self.directory or STATE_DIR, GITHUB_TOKEN_FILE)
+
+    def get(self, key, now):
+        data = _read_json(self._path()) or {}
+        token, expires = data.get("token"), data.get("expires_at")
+        if data.get("key") != key or not isinstance(token, str) or not INSTALLATION_TOKEN_PATTERN.match(token):
+            return None
+        if not isinstance(expires, (int, float)) or now >= expires - GITHUB_TOKEN_MARGIN_SECONDS:
+            return None
+        return token
+
+    def put(self, key, token, expires_at):
+        _private_dir(os.path.dirname(self._path()))
+        _write_private_json(self._path(), {"key": key, "token": token, "expires_at": expires_at})
+
+
+def _github_time(text):
+    """GitHub's `expires_at` ("2026-11-29T23:00:00Z") as epoch seconds, or None."""
+    try:
+        return calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
 class GitHub:
-    def __init__(self, app, http=urllib_http, clock=time.time, sign=openssl_rs256):
+    def __init__(self, app, http=urllib_http, clock=time.time, sign=openssl_rs256, token_cache=None):
         self.app, self.http, self.clock, self.sign = app, http, clock, sign
         self._token = None
+        self.token_cache = token_cache
 
     def _call(self, method, path, token, body=None, expect=(200,)):
         status, data = self.http(method, GITHUB_API + path, {
@@ -399,11 +518,23 @@ class GitHub:
         return data
 
     def installation_token(self):
+        """One installation token (POST access_tokens, valid 1 h: `expires_at`) for this run, and
+        with a token_cache for every run until shortly before it expires: each reactor run would
+        otherwise mint one."""
+        key = "%s/%s" % (self.app["app_id"], self.app["installation_id"])
+        if self._token is None and self.token_cache is not None:
+            self._token = self.token_cache.get(key, self.clock())
         if self._token is None:
             jwt = github_app_jwt(self.app["app_id"], self.app["private_key_pem"], self.clock(), self.sign)
             data = self._call("POST", "/app/installations/%s/access_tokens" % self.app["installation_id"],
                               jwt, expect=(201,))
             self._token = data["token"]
+            expires = _github_time(data.get("expires_at"))
+            if self.token_cache is not None and expires is not None:
+                try:
+                    self.token_cache.put(key, self._token, expires)
+                except OSError as error:
+                    log.warning("cannot cache the GitHub installation token (%s): minting one per run", error.strerror)
         return self._token
 
     def runner_group_id(self, org, name):
@@ -461,10 +592,10 @@ class Orchestrator:
     listen address of its teleport.yaml), never anything the minion reports."""
 
     def __init__(self, stack, master_pillar, runner_pillar, local, github=None,
-                 sleep=time.sleep, join_timeout=120, inline=None, clock=time.monotonic,
+                 sleep=time.sleep, join_timeout=120, inline=None, clock=lambda: _monotonic(),
                  run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False,
                  expected_of=lambda minion_id: None, ca_pins=None, teleport_key=None,
-                 nonce=lambda: secrets.token_hex(32)):
+                 nonce=lambda: secrets.token_hex(32), state_dir=None, wall_clock=lambda: _wall_clock()):
         self.stack = stack
         # aws: nodes join by the `iam` method (AWS-attested), no token ever leaves the
         # Teleport machine; equinix-metal: a one-join token through the minion's own pillar.
@@ -486,6 +617,7 @@ class Orchestrator:
         self.nonce = nonce
         self.clock, self.run_budget_seconds, self.stop_requested = clock, run_budget_seconds, stop_requested
         self.started = clock()
+        self.state_dir, self.wall_clock = state_dir, wall_clock
 
     def _must_stop(self, what):
         """True (logged) when this run should start no new `what`: a master restart is waiting
@@ -755,6 +887,26 @@ class Orchestrator:
                 return minion_id, slot
         return None
 
+    def _github_lookup_allowed(self, minion_id):
+        """Take one of minion_id's GitHub lookups (a bucket of its runner-name count, refilled at
+        that many per GITHUB_LOOKUP_REFILL_SECONDS, kept across runs): False (logged) when it has
+        none left, or the state cannot be read (fail closed: the next round tries again). The
+        key is the master's own minion id, never anything a minion sent."""
+        size = max(1, len(self._runner_names(minion_id)))
+        with _locked_state(self.state_dir or STATE_DIR, GITHUB_BUDGET_FILE) as (state, save):
+            if state is None:
+                log.error("%s unreadable: no GitHub lookups this run", GITHUB_BUDGET_FILE)
+                return False
+            current = set(self.github_runner_ids())
+            buckets = {m: b for m, b in (state.get("minions") or {}).items() if m in current and isinstance(b, dict)}
+            bucket = buckets.setdefault(minion_id, {})
+            granted = _bucket_take(bucket, self.wall_clock(), size, size / float(GITHUB_LOOKUP_REFILL_SECONDS))
+            save({"minions": buckets})
+        if not granted:
+            log.warning("%s: its GitHub lookup budget (%d per %ss) is used: no lookups for it until it refills",
+                        minion_id, size, GITHUB_LOOKUP_REFILL_SECONDS)
+        return granted
+
     def _slot_paths(self, slot):
         directory = "%s/%d" % (SLOT_RUN_DIR, slot)
         return directory + "/inbox", directory + "/state.json"
@@ -809,6 +961,10 @@ class Orchestrator:
         for minion_id in self.github_runner_ids():
             if (only and minion_id != only) or os.path.exists(os.path.join(DRAIN_DIR, minion_id)):
                 continue
+            # Between minions too: a minion whose calls each took their whole deadline must not
+            # keep the round (and the orchestration lock a restart waits for) past its budget.
+            if self._must_stop("runner registrations"):
+                return registered
             try:
                 org, group, labels = self._runner_spec(minion_id)
             except LookupError as error:
@@ -830,12 +986,14 @@ class Orchestrator:
         Every name is looked up by itself just before it is minted, under the lock: a run that
         just ended has its names listed by now, whatever the round's list said."""
         for name, slot in sorted(self._runner_names(minion_id).items(), key=lambda item: item[1] or 0):
-            if (listed is not None and name in listed) or not self._runner_idle(minion_id, slot):
-                continue    # listed, busy, or the minion did not answer
-            if self.github.runner_listed(org, name):
-                continue
             if self._must_stop("runner registrations"):
                 return False
+            if (listed is not None and name in listed) or not self._runner_idle(minion_id, slot):
+                continue    # listed, busy, or the minion did not answer
+            if not self._github_lookup_allowed(minion_id):
+                break
+            if self.github.runner_listed(org, name):
+                continue
             try:
                 if (org, group) not in groups:
                     groups[(org, group)] = self.github.runner_group_id(org, group)
@@ -939,6 +1097,8 @@ class Orchestrator:
                          if spec.get("role") == "runner" and spec.get("queue")})
         for org in organizations:
             for runner in self.github.runners(org):
+                if self._must_stop("runner deregistrations"):
+                    return removed
                 if self._is_stale(runner, queues):
                     self.github.delete_runner(org, runner["id"])
                     removed.append(runner["name"])
@@ -972,20 +1132,42 @@ def _pillar_teleport_expectation(minion_id):
     return teleport_expectation(__salt__["pillar.show_pillar"](minion_id))  # noqa: F821
 
 
-def salt_local(client, timeout=300):
-    """LocalClient.cmd as {minion_id: return} of the minions that answered without error.
+def salt_local(client, timeout=MINION_CALL_DEADLINE_SECONDS, clock=None):
+    """A LocalClient call as {minion_id: return} of the minions that answered without error by
+    `timeout` seconds (wall clock of this run, never extended).
 
-    With full_return=False, LocalClient.cmd gives a minion that did not answer the value
-    False (newer releases) or leaves it out (older ones): `service.status` -> False would
-    then read as "the runner unit is not running". With full_return=True an answer is a dict with
-    `ret` and `retcode`; anything else (False, missing) is dropped, so callers see None."""
+    LocalClient.cmd's `timeout` is no bound: get_iter_returns (salt/client/__init__.py) asks
+    saltutil.find_job once it passes and, for every minion that answers the job still runs, sets
+    that minion's timeout to now + timeout again, for as long as it keeps answering; a rooted
+    minion can so hold any call (and the run, and the orchestration lock) forever.
+    cmd_iter_no_block runs the same loop with block=False: it yields each return as it comes and
+    None between polls (every 10 ms), so this loop checks its own deadline and closes the
+    generator (its `finally` unsubscribes the job's events). A minion that did not answer by then
+    is "no answer", never "idle". Returns are {id: {"ret", "retcode", "jid"}} (the shape cmd gives
+    with full_return=True); anything else (False, missing, a retcode) is dropped."""
 
     def local(tgt, fun, arg=(), kwarg=None):
-        returns = client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or {}, timeout=timeout, full_return=True)
+        now = clock or (lambda: _monotonic())
+        until = now() + timeout
         answered = {}
-        for minion_id, data in (returns or {}).items():
-            if isinstance(data, dict) and "ret" in data and not data.get("retcode"):
-                answered[minion_id] = data["ret"]
+        if not hasattr(client, "cmd_iter_no_block"):
+            # A client with `cmd` only (test/drain's fake fleet); Salt's LocalClient has both.
+            returns = iter([client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or {}, timeout=timeout, full_return=True)])
+        else:
+            returns = client.cmd_iter_no_block(tgt, fun, arg=list(arg), kwarg=kwarg or {}, timeout=timeout)
+        try:
+            for item in returns:
+                for minion_id, data in (item or {}).items():
+                    if isinstance(data, dict) and "ret" in data and not data.get("retcode"):
+                        answered[minion_id] = data["ret"]
+                if tgt in answered or now() >= until:
+                    break
+        finally:
+            close = getattr(returns, "close", None)
+            if close:
+                close()
+        if tgt not in answered and now() >= until:
+            log.warning("%s: no answer to %s within %ss: taken as no answer", str(tgt)[:80], fun, timeout)
         return answered
 
     return local
@@ -1043,7 +1225,8 @@ def _orchestrator():
             runner_pillar[minion_id] = pillar.get("ci_fleet", {}).get("runner", {})
     local = salt_local(salt.client.LocalClient(mopts=__opts__))  # noqa: F821
     app = master_pillar.get("ci_fleet_master", {}).get("github_app")
-    return Orchestrator(stack, master_pillar, runner_pillar, local, GitHub(app) if app else None,
+    github = GitHub(app, token_cache=TokenCache(STATE_DIR)) if app else None
+    return Orchestrator(stack, master_pillar, runner_pillar, local, github, state_dir=STATE_DIR,
                         inline=InlinePillar(INLINE_PILLAR_DIR), stop_requested=_restart_pending,
                         expected_of=_pillar_teleport_expectation,
                         teleport_key=lambda: accepted_minion_key(__opts__.get("pki_dir") or MASTER_PKI_DIR,  # noqa: F821
@@ -1065,7 +1248,51 @@ def refresh_teleport_ca_pins():
         return _orchestrator().refresh_teleport_ca_pins() if go else []
 
 
+def _reactor_gate(minion):
+    """Before anything else a reactor run does (no pillar, no orchestrator, no lock waited for
+    but this file's): True when `minion` (the event's id; may be any string a minion sent) had no
+    run in the last REACTOR_MINION_INTERVAL_SECONDS and the fleet-wide bucket
+    (REACTOR_RUNS_PER_MINUTE) has a run left. Over the limit: False and at most one log line a
+    minute; if a run for that minion holds its registration lock, it is asked for one more pass
+    (the `.again` marker, Orchestrator._coalesced), so an event that came while it ran is not lost.
+    Unreadable state: False (fail closed; the 5-minute round covers every minion)."""
+    if not isinstance(minion, str) or not MINION_ID_PATTERN.match(minion):
+        log.warning("ci_fleet.register_github_runners: reactor event with id %r: ignored", str(minion)[:80])
+        return False
+    now = _wall_clock()
+    with _locked_state(STATE_DIR, GATE_FILE) as (state, save):
+        if state is None:
+            log.error("%s unreadable: reactor runs refused (the round still runs)", GATE_FILE)
+            return False
+        recent = {m: at for m, at in (state.get("minions") or {}).items()
+                  if isinstance(at, (int, float)) and 0 <= now - at < REACTOR_MINION_INTERVAL_SECONDS}
+        fleet = state.get("fleet") if isinstance(state.get("fleet"), dict) else {}
+        granted = minion not in recent and _bucket_take(fleet, now, REACTOR_RUNS_PER_MINUTE, REACTOR_RUNS_PER_MINUTE / 60.0)
+        if granted:
+            recent[minion] = now
+        logged = state.get("logged")
+        quiet = isinstance(logged, (int, float)) and 0 <= now - logged < GATE_LOG_INTERVAL_SECONDS
+        if not granted and not quiet:
+            logged = now
+        save({"minions": recent, "fleet": fleet, "logged": logged})
+    if granted:
+        return True
+    if not quiet:
+        log.warning("ci_fleet.register_github_runners: reactor rate limit (%s: one run per %ss; fleet %s a minute): "
+                    "skipped, the round covers it (this line at most once a minute)",
+                    minion, REACTOR_MINION_INTERVAL_SECONDS, REACTOR_RUNS_PER_MINUTE)
+    lock_dir = os.path.join(os.path.dirname(INLINE_PILLAR_DIR), REGISTRATION_LOCK_DIRNAME)
+    if os.path.exists(os.path.join(lock_dir, "%s.lock" % minion)):     # a GitHub minion's, made by a run
+        try:
+            os.close(os.open(os.path.join(lock_dir, "%s.again" % minion), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError:
+            pass
+    return False
+
+
 def register_github_runners(minion=None):
+    if minion is not None and not _reactor_gate(minion):
+        return []
     with _orchestration_lock("register_github_runners") as go:
         if not go:
             return []

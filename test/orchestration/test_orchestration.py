@@ -114,6 +114,25 @@ def node(host, hostname, addr=None, labels=None, own=False):
             "labels": dict(labels or {}), "self": own}
 
 
+class FakeClock:
+    """Fake time: each reading advances by `step`; advance() moves it on."""
+
+    def __init__(self, now, step=0):
+        self.now, self.step = float(now), step
+
+    def __call__(self):
+        value = self.now
+        self.now += self.step
+        return value
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class HungForever(Exception):
+    pass
+
+
 class FakeLocalClient:
     """salt.client.LocalClient as of the newer releases: `cmd` with full_return=False maps a
     targeted minion that did not answer to False; with full_return=True every answer is
@@ -133,9 +152,14 @@ class FakeLocalClient:
         self.nodes = list(nodes or [])
         self.server_infos = dict(server_infos or {})
         self.locks = []
+        self.hung, self.hung_polls, self.clock, self.poll_seconds = set(), 0, None, 0.5
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
             kwarg=None, **kwargs):
+        if tgt in self.hung:
+            # salt/client get_iter_returns: the minion answers saltutil.find_job that the job still
+            # runs, so cmd(timeout=...) sets its timeout again each time and never returns.
+            raise HungForever("LocalClient.cmd(%r, %r) never returns: the minion keeps its job 'running'" % (tgt, fun))
         self.publications.append({"tgt": tgt, "fun": fun, "arg": list(arg), "kwarg": dict(kwarg or {})})
         if tgt in self.down or (tgt == "prod-teleport" and self.teleport_down):
             return {tgt: False}
@@ -146,6 +170,23 @@ class FakeLocalClient:
         if tgt == "prod-teleport":
             value = TELEPORT_KEYS.sign(fun, kwarg, value)
         return {tgt: {"ret": value, "retcode": 0, "jid": "1"}} if full_return else {tgt: value}
+
+    def cmd_iter_no_block(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", kwarg=None, **kwargs):
+        """What salt_local calls: get_iter_returns with block=False yields each return as it
+        comes ({id: {"ret", "retcode", "jid"}}) and None between polls. A minion in `hung` answers
+        saltutil.find_job "still running" forever: nothing but None, each poll advancing `clock`
+        (fake time) by `poll_seconds`."""
+        if tgt in self.hung:
+            self.publications.append({"tgt": tgt, "fun": fun, "arg": list(arg), "kwarg": dict(kwarg or {})})
+            self.hung_polls += 1
+            while True:
+                self.clock.advance(self.poll_seconds)
+                yield None
+        answer = self.cmd(tgt, fun, arg=arg, timeout=timeout, full_return=True, kwarg=kwarg)
+        yield None
+        if tgt in self.down:
+            return      # no return event at all; get_iter_returns ends after its timeout
+        yield answer
 
     def execute(self, tgt, fun, arg, kwarg):
         if fun == "ci_fleet_teleport.host_ca_certificates":   # tctl auth export --type=tls-host
@@ -259,8 +300,15 @@ class Harness:
         self.saved_github = module.GitHub
         self.saved_inline = getattr(module, "INLINE_PILLAR_DIR", None)
         http = self.http
-        module.GitHub = lambda app: self.saved_github(app, http=http, clock=lambda: 1700000000,
-                                                      sign=lambda key, msg: b"sig")
+        module.GitHub = lambda app, **kw: self.saved_github(app, http=http, clock=lambda: 1700000000,
+                                                            sign=lambda key, msg: b"sig", **kw)
+        # The master's orchestration state (reactor gate, GitHub budget, token cache) in this test's
+        # directory; a wall clock 11 s further at each reading, so separate reactor calls of
+        # a test are never rate limited unless a test sets its own clock.
+        self.saved_state = (getattr(module, "STATE_DIR", None), getattr(module, "_wall_clock", None))
+        module.STATE_DIR = os.path.join(os.path.dirname(self.inline_dir), "state")
+        self.wall = FakeClock(1_800_000_000, step=11)
+        module._wall_clock = self.wall
         module.INLINE_PILLAR_DIR = self.inline_dir
         self.saved_lock = getattr(module, "ORCHESTRATION_LOCK", None)
         module.ORCHESTRATION_LOCK = os.path.join(os.path.dirname(self.inline_dir), "orchestration.lock")
@@ -291,6 +339,7 @@ class Harness:
             else:
                 sys.modules[key] = value
         orchestration.GitHub = self.saved_github
+        orchestration.STATE_DIR, orchestration._wall_clock = self.saved_state
         if self.saved_lock is not None:
             orchestration.ORCHESTRATION_LOCK = self.saved_lock
         if self.saved_pending is None:
@@ -667,8 +716,9 @@ class JobSlotRegistrationTest(unittest.TestCase):
             files.update(idle_slot("prod-default-r1", n))
         http = FakeGitHubHTTP(runners=[runner(1, "prod-default-r2", "default")])
         client = FakeLocalClient(files=files)
-        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(2)}):
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(2)}) as harness:
             self.assertEqual(orchestration.register_github_runners(), ["prod-default-r1-s1", "prod-default-r1-s2"])
+            harness.wall.advance(getattr(orchestration, "GITHUB_LOOKUP_REFILL_SECONDS", 300))   # its lookup budget refilled
             self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"),
                              ["prod-default-r1-s1", "prod-default-r1-s2"])
         asked = sorted({p["arg"][0] for p in client.publications if p["fun"].startswith("file.")})
@@ -775,6 +825,7 @@ class JobSlotRegistrationTest(unittest.TestCase):
             # Nothing holds the lock or a marker afterwards: GitHub drops slot 2's finished runner,
             # and the next run for that minion mints it again.
             http.runners = [r for r in http.runners if r["name"] != "prod-default-r1-s2"]
+            harness.wall.advance(getattr(orchestration, "GITHUB_LOOKUP_REFILL_SECONDS", 300))   # a job later: its lookup budget refilled
             self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1-s2"])
         self.assertEqual(nested, {"same": [], "other": ["prod-default-r2-s1", "prod-default-r2-s2"]})
         self.assertEqual([r["name"] for r in http.jit_requests],
@@ -841,6 +892,148 @@ class JobSlotRegistrationTest(unittest.TestCase):
         self.assertEqual(removed, {"during": [], "after": ["prod-default-r1-s1"]})
         self.assertEqual([c for c in http.calls if c[0] == "DELETE"],
                          [("DELETE", orchestration.GITHUB_API + "/orgs/example-org/actions/runners/42")])
+
+
+class RootedMinionStallTest(unittest.TestCase):
+    """Root on one runner can fire any event at the master and answer any job as it likes
+    (docs/security.md). It must not stall or starve the master: the reactor, the App's GitHub
+    quota, the 5-minute round and the orchestration lock a restart waits for. Fake clocks, no
+    real sleeps."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+        self.saved_monotonic = getattr(orchestration, "_monotonic", None)
+
+    def tearDown(self):
+        orchestration._monotonic = self.saved_monotonic
+        shutil.rmtree(self.dir)
+
+    def counting_builds(self, harness):
+        """Wall-clock times at which an orchestrator was built (the master's pillar read)."""
+        builds, pillar = [], harness.pillar
+
+        def counted(minion_id):
+            if minion_id == MASTER_ID:
+                builds.append(harness.wall.now)
+            return pillar(minion_id)
+
+        orchestration.__salt__["pillar.show_pillar"] = counted
+        return builds
+
+    def test_an_event_flood_for_one_minion_builds_at_most_one_orchestrator_per_10s(self):
+        client = FakeLocalClient(active={"prod-default-r1", "prod-default-r2"})
+        http = FakeGitHubHTTP()
+        with Harness(client, http, self.inline_dir) as harness, \
+                self.assertLogs(orchestration.log, "WARNING") as logs:
+            harness.wall.step = 0
+            builds = self.counting_builds(harness)
+            start = harness.wall.now
+            for _ in range(600):    # one event every 0.1 s for a minute
+                orchestration.register_github_runners(minion="prod-default-r1")
+                harness.wall.advance(0.1)
+            flood_builds = list(builds)
+            # Another machine's event in the middle of the flood still runs.
+            orchestration.register_github_runners(minion="prod-default-r2")
+        self.assertLessEqual(len(flood_builds), 6)
+        self.assertTrue(all(b - a >= getattr(orchestration, "REACTOR_MINION_INTERVAL_SECONDS", 10) - 1e-6
+                            for a, b in zip(flood_builds, flood_builds[1:])), flood_builds)
+        self.assertEqual(len(builds), len(flood_builds) + 1)
+        self.assertGreaterEqual(flood_builds[0], start)
+        # Over the limit: one log line a minute, not one per event.
+        self.assertLessEqual(sum("rate limit" in line for line in logs.output), 1)
+
+    def test_forged_ids_cannot_run_more_than_the_fleet_cap(self):
+        # Batched events may carry any id (docs/security.md): each new id is a new minion to the
+        # per-minion limit, so the fleet-wide bucket bounds the sum.
+        client = FakeLocalClient(active={"prod-default-r1", "prod-default-r2"})
+        with Harness(client, FakeGitHubHTTP(), self.inline_dir) as harness:
+            harness.wall.step = 0
+            builds = self.counting_builds(harness)
+            for n in range(300):    # 300 forged ids in 30 s
+                orchestration.register_github_runners(minion="prod-forged-%d" % n)
+                harness.wall.advance(0.1)
+            self.assertLessEqual(len(builds), getattr(orchestration, "REACTOR_RUNS_PER_MINUTE", 60) + 30)
+            self.assertEqual(orchestration.register_github_runners(minion="x" * 200), [])   # not an id at all
+
+    def test_a_minion_answering_idle_forever_costs_a_bounded_number_of_github_calls(self):
+        # 4 slots, every one answering idle with no job, forever; GitHub lists all four (busy or
+        # not, the minion lies). An event every 10 s and the round every 5 minutes, for an hour.
+        files = {}
+        for n in range(1, 5):
+            files.update(idle_slot("prod-default-r1", n))
+        http = FakeGitHubHTTP(runners=[runner(n, "prod-default-r1-s%d" % n, "default") for n in range(1, 5)])
+        client = FakeLocalClient(files=files, active={"prod-default-r2"})
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(4)}) as harness:
+            harness.wall.step = 0
+            for second in range(0, 3600, 10):
+                orchestration.register_github_runners(minion="prod-default-r1")
+                if second % 300 == 0:
+                    orchestration.register_github_runners()
+                harness.wall.advance(10)
+        lookups = [url for method, url in http.calls if method == "GET" and "/actions/runners?name=" in url]
+        # At most its slot count per refill interval (plus the first full bucket): 4 * 12 + 4.
+        self.assertLessEqual(len(lookups), 4 * 3600 // getattr(orchestration, "GITHUB_LOOKUP_REFILL_SECONDS", 300) + 4)
+        self.assertEqual(http.jit_requests, [])
+        # One installation token for the hour (expires_at 2030): not one per run.
+        self.assertEqual(sum(url.endswith("/access_tokens") for _, url in http.calls), 1)
+
+    def test_the_installation_token_is_cached_across_runs_root_only_and_renewed_before_it_expires(self):
+        files = {}
+        files.update(idle_slot("prod-default-r1", 1))
+        http = GitHubListingMinted(runners=[])
+        client = FakeLocalClient(files=files, active={"prod-default-r2"})
+        with Harness(client, http, self.inline_dir, runner_extra={"prod-default-r1": vm_pillar(1)}), \
+                self.assertLogs(orchestration.log, "DEBUG") as logs:
+            orchestration.log.debug("start")
+            self.assertEqual(orchestration.register_github_runners(minion="prod-default-r1"), ["prod-default-r1-s1"])
+            orchestration.register_github_runners(minion="prod-default-r1")
+        posts = [url for method, url in http.calls if method == "POST" and url.endswith("/access_tokens")]
+        self.assertEqual(len(posts), 1)
+        state = os.path.join(self.dir, "state")
+        path = os.path.join(state, getattr(orchestration, "GITHUB_TOKEN_FILE", "github-installation-token.json"))
+        self.assertEqual(stat.S_IMODE(os.stat(state).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertFalse(any("ghs_installation" in line for line in logs.output))
+        # Renewed shortly before expires_at (2030-01-01T00:00:00Z), not after.
+        expires = 1893456000
+        cache = orchestration.TokenCache(state)
+        for now, posts_expected in ((expires - 301, 0), (expires - 299, 1)):
+            http.calls.clear()
+            github = orchestration.GitHub(GITHUB_APP, http=http, clock=lambda: now, sign=lambda key, msg: b"sig",
+                                          token_cache=cache)
+            self.assertEqual(github.installation_token(), "ghs_installation")
+            self.assertEqual(sum(url.endswith("/access_tokens") for _, url in http.calls), posts_expected, now)
+        # Another installation's token is never reused.
+        other = orchestration.GitHub(dict(GITHUB_APP, installation_id="457"), http=lambda *a, **k: (201, {
+            "token": "ghs_other_installation", "expires_at": "2030-01-01T00:00:00Z"}), clock=lambda: 1700000000,
+            sign=lambda key, msg: b"sig", token_cache=cache)
+        self.assertEqual(other.installation_token(), "ghs_other_installation")
+
+    def test_a_minion_whose_job_keeps_running_does_not_stop_the_round(self):
+        # prod-default-r1 answers saltutil.find_job "still running" for every job, forever.
+        client = FakeLocalClient()
+        client.hung, client.clock = {"prod-default-r1"}, FakeClock(0)
+        orchestration._monotonic = client.clock
+        http = FakeGitHubHTTP()
+        with Harness(client, http, self.inline_dir):
+            self.assertEqual(orchestration.register_github_runners(), ["prod-default-r2"])
+        # Within r1's one call deadline (fake time): the round moved on after it.
+        self.assertLessEqual(client.clock.now, getattr(orchestration, "MINION_CALL_DEADLINE_SECONDS", 60) + 1)
+        self.assertEqual([r["name"] for r in http.jit_requests], ["prod-default-r2"])
+
+    def test_the_run_budget_is_enforced_between_minions(self):
+        # Every call to r1 takes its whole deadline and then some (a slow poll): once the round's
+        # budget is used, no later minion is started and the run (and its lock) ends.
+        client = FakeLocalClient()
+        client.hung, client.clock, client.poll_seconds = {"prod-default-r1"}, FakeClock(0), orchestration.RUN_BUDGET_SECONDS + 1
+        orchestration._monotonic = client.clock
+        http = FakeGitHubHTTP()
+        with Harness(client, http, self.inline_dir), self.assertLogs(orchestration.log, "WARNING") as logs:
+            self.assertEqual(orchestration.register_github_runners(), [])
+            self.assertEqual(orchestration.deregister_stale(), [])
+        self.assertNotIn("prod-default-r2", {p["tgt"] for p in client.publications})
+        self.assertTrue(any("run budget" in line for line in logs.output))
 
 
 class StaleInlinePillarTest(unittest.TestCase):
