@@ -304,9 +304,10 @@ class Guest(unittest.TestCase):
             self.assertEqual([k for k in without if k.startswith("AWS_")], [])
             _, positional = guest.job_command(job, env, "/opt/actions-runner")
             self.assertEqual([k for k in positional if k.startswith("AWS_")], [])
-        for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_ACCESS_KEY_ID", "AWS_CONFIG_FILE"):
-            with self.assertRaises(RuntimeError):
-                guest.job_command({"kind": "buildkite", "env": {"BUILDKITE_JOB_ID": "1", name: "/tmp/x"}}, env, aws_region="eu-west-1")
+        # A Buildkite job's own env (pipeline variables) cannot redirect the session: the guest's values win.
+        for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_REGION"):
+            _, own = guest.job_command({"kind": "buildkite", "env": {"BUILDKITE_JOB_ID": "1", name: "/tmp/x"}}, env, aws_region="eu-west-1")
+            self.assertEqual({k: v for k, v in own.items() if k.startswith("AWS_")}, aws_env)
 
     def frames(self, *parts):
         a, b = socket.socketpair()

@@ -198,6 +198,7 @@ class FakeVm:
     def __init__(self, test, slot, input_at):
         self.test, self.slot, self.input_at = test, slot, input_at
         self.seq, self.proc, self.exited = 1, None, False
+        self.log_sink = None    # a GitHub input: its output is discarded (ci-job-slot LogSink)
 
     def wait_for(self, wanted, deadline, what):
         report = "ready" if wanted == "ready" else "exit 0"

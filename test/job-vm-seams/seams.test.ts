@@ -1,9 +1,12 @@
 /**
  * Issue 15: the seams between the job-slot runtime (salt/runner/files/ci-job-slot, ci-job-guest)
  * and the fleet that installs it, each side computed from what is really rendered or run:
- *  - the Buildkite job input: the rendered ci-job-handoff, run with a realistic job environment,
+ *  - the Buildkite job input: the rendered ci-job-handoff, run as root with a realistic job
+ *    environment and the job's env JSON file as the agent writes it (the pipeline's own variables),
  *    writes what `ci-job-slot handoff` passes to the guest; the real ci-job-guest parser turns it
  *    into the `buildkite-agent bootstrap` it starts (a fake agent on PATH records env and argv);
+ *    a symlinked, foreign-owned, writable-by-others or missing env file fails the job;
+ *  - test_guest_env.py (python3 unittest): the guest's filter of a Buildkite job's variables;
  *  - the host firewall: the base ruleset every machine gets (salt/base/files/nftables.conf.jinja,
  *    rendered with the program's pillar) and a slot's own table (`ci-job-slot render-nft` with the
  *    rendered /etc/ci-fleet/job-vm.json), loaded with the real nft in throwaway network
@@ -26,6 +29,14 @@ const PYTHON = "/usr/bin/python3";
 const LAUNCHER = path.join(ROOT, "salt/runner/files/ci-job-slot");
 const GUEST = path.join(ROOT, "salt/runner/files/ci-job-guest");
 const JOB_VM = YAML.parse(fs.readFileSync(path.join(ROOT, "salt/runner/parameters/defaults.yaml"), "utf8")).runner.job_vm;
+const BK_AGENT_USER: string = YAML.parse(fs.readFileSync(path.join(ROOT, "salt/buildkite/parameters/defaults.yaml"), "utf8")).buildkite.agent_user.name;
+// The agent's user on the test machine (buildkite-agent is not installed here): nobody.
+const STAND_IN_USER = "nobody";
+const standInUid = () => {
+  const p = spawnSync("id", ["-u", STAND_IN_USER], { encoding: "utf8" });
+  if (p.status !== 0) throw new Error(`no user ${STAND_IN_USER} on this machine`);
+  return Number(p.stdout.trim());
+};
 
 let r: StackRender;
 let dir: string;
@@ -61,48 +72,79 @@ function substituted(text: string, pairs: [string, string][]): string {
 }
 
 describe("the Buildkite job input: rendered ci-job-handoff -> ci-job-slot handoff -> ci-job-guest", () => {
-  test("the guest starts `buildkite-agent bootstrap` with the job's env and its per-job token, never the agent token or a host path", () => {
-    const [id] = vmRunners("buildkite");
-    expect(id).toBeDefined();
+  const secret = `bkaj_${crypto.randomBytes(12).toString("hex")}`;
+  const agentToken = `bkua_${crypto.randomBytes(12).toString("hex")}`;
+  const captured = () => path.join(dir, "bk-input.json");
+  const args = () => path.join(dir, "bk-args");
+  let id: string;
+  let script: string;
+  beforeAll(() => {
+    if (process.getuid?.() !== 0) throw new Error("root is required (the handoff runs as root; the env file is chowned to the agent's stand-in)");
+    [id] = vmRunners("buildkite");
+    expect(id).toMatch(/-release-1$/);
     const handoff = r.minions[id].files[`${JOB_VM.handoff}`];
     expect(handoff).toBeDefined();
     // A fake ci-job-slot: records its argv and the input on stdin, answers the job's exit code.
-    const captured = path.join(dir, "bk-input.json");
-    const args = path.join(dir, "bk-args");
-    const fakeSlot = write("fake-ci-job-slot", `#!/bin/sh\nprintf '%s\\n' "$@" > ${args}\ncat > ${captured}\nexit 7\n`, 0o700);
-    const script = write(
+    const fakeSlot = write("fake-ci-job-slot", `#!/bin/sh\nprintf '%s\\n' "$@" > ${args()}\ncat > ${captured()}\nexit 7\n`, 0o700);
+    script = write(
       "ci-job-handoff",
       substituted(handoff, [
         [`"${JOB_VM.launcher}"`, JSON.stringify(fakeSlot)],
         [`LOCKS = "${JOB_VM.run_dir}-handoff"`, `LOCKS = ${JSON.stringify(path.join(dir, "locks"))}`],
+        // The formula's agent user (the one that writes the env file), here a stand-in.
+        [`AGENT_USER = "${BK_AGENT_USER}"`, `AGENT_USER = "${STAND_IN_USER}"`],
       ]),
       0o700,
     );
-    const secret = `bkaj_${crypto.randomBytes(12).toString("hex")}`;
-    const agentToken = `bkua_${crypto.randomBytes(12).toString("hex")}`;
-    // What buildkite-agent 3.123.1 gives a job (agent/job_runner.go createEnvironment: the job's
-    // env from Buildkite, then the agent's own settings), as sudo -E hands it to the handoff.
-    const jobEnv: NodeJS.ProcessEnv = {
-      PATH: "/usr/bin:/bin", HOME: "/root", LANG: "C.UTF-8", SUDO_USER: "buildkite-agent",
-      CI: "true", BUILDKITE: "true",
-      BUILDKITE_JOB_ID: "0190f1b2-1111-4222-8333-444455556666", BUILDKITE_BUILD_ID: "0190f1b2-aaaa-4bbb-8ccc-dddd0000eeee",
-      BUILDKITE_BUILD_NUMBER: "1234", BUILDKITE_REPO: "https://github.com/example-org/netboot.git",
-      BUILDKITE_COMMIT: "0123456789abcdef0123456789abcdef01234567", BUILDKITE_BRANCH: "main",
-      BUILDKITE_PIPELINE_SLUG: "release", BUILDKITE_ORGANIZATION_SLUG: "example-org", BUILDKITE_COMMAND: "make test",
-      BUILDKITE_PLUGINS: '[{"github.com/buildkite-plugins/docker-buildkite-plugin#v5.12.0":{"image":"debian"}}]',
-      BUILDKITE_AGENT_ENDPOINT: "https://agent.buildkite.com/v3", BUILDKITE_AGENT_ACCESS_TOKEN: secret,
-      BUILDKITE_AGENT_TOKEN: agentToken, // deleted by the agent; must never get further if present
-      BUILDKITE_AGENT_PID: "4242", BUILDKITE_AGENT_NAME: `${id}-1`,
-      BUILDKITE_BIN_PATH: "/usr/bin", BUILDKITE_CONFIG_PATH: "/etc/buildkite-agent/buildkite-agent.cfg",
-      BUILDKITE_BUILD_PATH: "/var/lib/buildkite-agent/builds", BUILDKITE_HOOKS_PATH: "/etc/buildkite-agent/hooks",
-      BUILDKITE_PLUGINS_PATH: "/var/lib/buildkite-agent/plugins", BUILDKITE_SOCKETS_PATH: "/var/lib/buildkite-agent/sockets",
-      BUILDKITE_GIT_MIRRORS_PATH: "", BUILDKITE_ENV_FILE: "/tmp/job-env-0190f1b2", BUILDKITE_ENV_JSON_FILE: "/tmp/job-env-json-0190f1b2",
-      BUILDKITE_SHELL: "/bin/bash -e -c", BUILDKITE_PLUGINS_ENABLED: "true", BUILDKITE_LOCAL_HOOKS_ENABLED: "false",
-    };
-    const h = run([PYTHON, script], { env: jobEnv });
+  });
+
+  // What Buildkite sends as the job's env (agent/job_runner.go createEnvironment: r.conf.Job.Env), pipeline,
+  // build and step `env:` included; the agent writes exactly this to BUILDKITE_ENV_JSON_FILE (createJobEnvFiles).
+  const buildkiteEnv: Record<string, string> = {
+    CI: "true", BUILDKITE: "true",
+    BUILDKITE_JOB_ID: "0190f1b2-1111-4222-8333-444455556666", BUILDKITE_BUILD_ID: "0190f1b2-aaaa-4bbb-8ccc-dddd0000eeee",
+    BUILDKITE_BUILD_NUMBER: "1234", BUILDKITE_REPO: "https://github.com/example-org/netboot.git",
+    BUILDKITE_COMMIT: "0123456789abcdef0123456789abcdef01234567", BUILDKITE_BRANCH: "main",
+    BUILDKITE_PIPELINE_SLUG: "release", BUILDKITE_ORGANIZATION_SLUG: "example-org", BUILDKITE_COMMAND: "make test",
+    BUILDKITE_PLUGINS: '[{"github.com/buildkite-plugins/docker-buildkite-plugin#v5.12.0":{"image":"debian"}}]',
+    // The pipeline's own (steps' `env:`): what never reached a VM before.
+    NODE_ENV: "test", GREETING: "hello world, a=b == c", MAKEFLAGS: "-j8",
+    // A pipeline may set these too; in the VM they are the guest's (or nobody's).
+    LD_PRELOAD: "/tmp/evil.so", BUILDKITE_BUILD_PATH: "/var/lib/evil", PATH: "/tmp/evil-bin",
+  };
+  function envFile(name: string, opts: { uid?: number; mode?: number; text?: string } = {}): string {
+    const file = write(name, opts.text ?? `${JSON.stringify(buildkiteEnv)}\n`, opts.mode ?? 0o600);
+    fs.chmodSync(file, opts.mode ?? 0o600);
+    fs.chownSync(file, opts.uid ?? standInUid(), opts.uid ?? standInUid());
+    return file;
+  }
+  // The bootstrap-script's environment: the agent's job env (the job's, then its own settings over it,
+  // createEnvironment) and its unit's CI_FLEET_*, as sudo's env_keep passes them to root.
+  const processEnv = (envJson: string | undefined): NodeJS.ProcessEnv => ({
+    PATH: "/usr/bin:/bin", HOME: "/root", LANG: "C.UTF-8", SUDO_USER: "buildkite-agent",
+    ...Object.fromEntries(Object.entries(buildkiteEnv).filter(([k]) => k.startsWith("BUILDKITE") || k === "CI")),
+    BUILDKITE_AGENT_ENDPOINT: "https://agent.buildkite.com/v3", BUILDKITE_AGENT_ACCESS_TOKEN: secret,
+    BUILDKITE_AGENT_TOKEN: agentToken, // deleted by the agent; must never get further if present
+    BUILDKITE_AGENT_PID: "4242", BUILDKITE_AGENT_NAME: `${id}-1`,
+    BUILDKITE_BIN_PATH: "/usr/bin", BUILDKITE_CONFIG_PATH: "/etc/buildkite-agent/buildkite-agent.cfg",
+    BUILDKITE_BUILD_PATH: "/var/lib/buildkite-agent/builds", BUILDKITE_HOOKS_PATH: "/etc/buildkite-agent/hooks",
+    BUILDKITE_PLUGINS_PATH: "/var/lib/buildkite-agent/plugins", BUILDKITE_SOCKETS_PATH: "/var/lib/buildkite-agent/sockets",
+    BUILDKITE_GIT_MIRRORS_PATH: "", BUILDKITE_ENV_FILE: "/tmp/job-env-0190f1b2",
+    ...(envJson === undefined ? {} : { BUILDKITE_ENV_JSON_FILE: envJson }),
+    BUILDKITE_SHELL: "/bin/bash -e -c", BUILDKITE_PLUGINS_ENABLED: "true", BUILDKITE_LOCAL_HOOKS_ENABLED: "false",
+    CI_FLEET_SSM_PREFIX: "/ci-fleet/production/release/", CI_FLEET_STATE_DIR: "/var/lib/buildkite-agent/job-secrets",
+  });
+  const runHandoff = (envJson: string | undefined) => {
+    fs.rmSync(args(), { force: true });
+    fs.rmSync(captured(), { force: true });
+    return run([PYTHON, script], { env: processEnv(envJson) });
+  };
+
+  test("the guest starts `buildkite-agent bootstrap` with the job's env and its per-job token, never the agent token or a host path", () => {
+    const h = runHandoff(envFile("job-env-json-0190f1b2"));
     expect({ status: h.status, stderr: h.stderr }).toEqual({ status: 7, stderr: "" });
-    expect(fs.readFileSync(args, "utf8").trim().split("\n")).toEqual(["handoff", "--config", JOB_VM.config, "--slot", "1"]);
-    const input = fs.readFileSync(captured, "utf8");
+    expect(fs.readFileSync(args(), "utf8").trim().split("\n")).toEqual(["handoff", "--config", JOB_VM.config, "--slot", "1"]);
+    const input = fs.readFileSync(captured(), "utf8");
     expect(input).not.toContain(agentToken);
 
     // The guest's own parser, then its command run with a fake buildkite-agent on PATH.
@@ -121,23 +163,61 @@ describe("the Buildkite job input: rendered ci-job-handoff -> ci-job-slot handof
         "sys.exit(subprocess.run(argv, env=env, stdin=subprocess.DEVNULL).returncode)",
       ].join("\n"),
     );
-    const g = run([PYTHON, driver], { input, env: { PATH: "/usr/bin:/bin" } });
+    const g = run([PYTHON, "-B", driver], { input, env: { PATH: "/usr/bin:/bin" } });
     expect({ status: g.status, stderr: g.stderr }).toEqual({ status: 0, stderr: "" });
     const seen = JSON.parse(fs.readFileSync(record, "utf8")) as { argv: string[]; env: Record<string, string> };
     expect(seen.argv).toEqual(["bootstrap"]);
     expect(seen.env.BUILDKITE_AGENT_ACCESS_TOKEN).toBe(secret);
     expect(seen.env).not.toHaveProperty("BUILDKITE_AGENT_TOKEN");
-    for (const k of ["BUILDKITE_JOB_ID", "BUILDKITE_REPO", "BUILDKITE_COMMIT", "BUILDKITE_BRANCH", "BUILDKITE_COMMAND", "BUILDKITE_PLUGINS", "BUILDKITE_AGENT_ENDPOINT", "CI", "BUILDKITE"]) {
+    const jobEnv = processEnv(undefined);
+    for (const k of ["BUILDKITE_JOB_ID", "BUILDKITE_REPO", "BUILDKITE_COMMIT", "BUILDKITE_BRANCH", "BUILDKITE_COMMAND", "BUILDKITE_PLUGINS", "BUILDKITE_AGENT_ENDPOINT", "CI", "BUILDKITE", "CI_FLEET_SSM_PREFIX"]) {
       expect({ k, v: seen.env[k] }).toEqual({ k, v: jobEnv[k] });
     }
-    // The VM's own paths; nothing of the host agent's (its files, hooks, binary, pid).
+    // The pipeline's own variables, values with spaces and `=` intact.
+    expect({ NODE_ENV: seen.env.NODE_ENV, GREETING: seen.env.GREETING, MAKEFLAGS: seen.env.MAKEFLAGS }).toEqual({ NODE_ENV: "test", GREETING: "hello world, a=b == c", MAKEFLAGS: "-j8" });
+    // The VM's own paths and PATH; nothing of the host agent's (its files, hooks, binary, pid, state dir).
     expect(seen.env.BUILDKITE_BUILD_PATH).toBe("/home/ci/builds");
     expect(seen.env.BUILDKITE_PLUGINS_PATH).toBe("/home/ci/plugins");
-    const hostly = Object.entries(seen.env).filter(([k, v]) => k.startsWith("BUILDKITE") && /^\/(var|etc|tmp|usr)\//.test(v));
+    expect(seen.env.PATH).toBe(`${bin}:/usr/bin:/bin`);
+    const hostly = Object.entries(seen.env).filter(([k, v]) => k !== "PATH" && /^\/(var|etc|tmp|usr|root)\//.test(v));
     expect(hostly).toEqual([]);
-    for (const k of ["BUILDKITE_AGENT_PID", "BUILDKITE_CONFIG_PATH", "BUILDKITE_HOOKS_PATH", "BUILDKITE_SOCKETS_PATH", "BUILDKITE_ENV_FILE", "BUILDKITE_BIN_PATH", "SUDO_USER"]) {
+    for (const k of ["BUILDKITE_AGENT_PID", "BUILDKITE_CONFIG_PATH", "BUILDKITE_HOOKS_PATH", "BUILDKITE_SOCKETS_PATH", "BUILDKITE_ENV_FILE", "BUILDKITE_ENV_JSON_FILE", "BUILDKITE_BIN_PATH", "SUDO_USER", "LD_PRELOAD", "CI_FLEET_STATE_DIR"]) {
       expect(seen.env).not.toHaveProperty(k);
     }
+  });
+
+  test("the job fails, and no slot is asked, when the env file is missing, a link, another user's, writable by others, too big or not an object of strings", () => {
+    const good = envFile("job-env-json-good");
+    const link = path.join(dir, "job-env-json-link");
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(good, link);
+    const big = envFile("job-env-json-big", { text: JSON.stringify({ ...buildkiteEnv, BIG: "x".repeat(800 << 10) }) });
+    const cases: [string, string | undefined, RegExp][] = [
+      ["absent", undefined, /is not named \(BUILDKITE_ENV_JSON_FILE\)/],
+      ["gone", path.join(dir, "job-env-json-gone"), /cannot be opened \(No such file or directory/],
+      ["link", link, /cannot be opened \(Too many levels of symbolic links; a symbolic link is refused\)/],
+      ["root's", envFile("job-env-json-root", { uid: 0 }), /is not a regular file of nobody that only it can write/],
+      ["group-writable", envFile("job-env-json-gw", { mode: 0o620 }), /is not a regular file of nobody that only it can write/],
+      ["a directory", (() => { const d = path.join(dir, "job-env-json-dir"); fs.mkdirSync(d, { recursive: true }); fs.chownSync(d, standInUid(), standInUid()); return d; })(), /is not a regular file of nobody/],
+      ["too big", big, /is larger than \d+ bytes/],
+      ["not JSON", envFile("job-env-json-bad", { text: "NODE_ENV=test\n" }), /is not JSON/],
+      ["a list", envFile("job-env-json-list", { text: "[]" }), /is not a JSON object of strings/],
+      ["a number", envFile("job-env-json-num", { text: '{"N": 1}' }), /is not a JSON object of strings/],
+    ];
+    for (const [what, file, why] of cases) {
+      const h = runHandoff(file);
+      expect({ what, status: h.status, slotAsked: fs.existsSync(args()) }).toEqual({ what, status: 1, slotAsked: false });
+      expect({ what, stderr: h.stderr.trim() }).toEqual({ what, stderr: expect.stringMatching(/^ci-job-handoff: the job's environment file .*: not running the job without its pipeline's environment$/) });
+      expect({ what, stderr: h.stderr }).toEqual({ what, stderr: expect.stringMatching(why) });
+    }
+    // The same file, not a link and the stand-in's: handed off.
+    expect(runHandoff(good).status).toBe(7);
+  });
+
+  test("test_guest_env.py: the guest's filter of a Buildkite job's variables (python3 unittest)", () => {
+    const p = run([PYTHON, "-B", path.join(__dirname, "test_guest_env.py")]);
+    expect(p.stderr).toMatch(/Ran \d+ tests/);
+    expect([p.status, p.stderr.split("\n").filter((l) => /FAIL|ERROR/.test(l))]).toEqual([0, []]);
   });
 });
 

@@ -14,14 +14,17 @@
 //   slot 2  once --jobs 1, self-test on, maxJobSeconds 10: a hang                2 boots
 //   slot 3  run, SIGTERM mid-job; run again (recovers), SIGKILL mid-job, cleanup 2 boots
 //   slot 4  run, self-test that reports "fail"                                   1 boot
+//   slot 5  once --jobs 1, an input through `ci-job-slot handoff`: its log line on the
+//           handoff's stdout while the job runs, then SIGTERM to the handoff (a cancel) 1 boot
 // A boot may fail and be retried (vm-failed, a new VM number): every VM is identified
 // from the launcher's event log (the VM that took an input), never by counting. Waits are
 // bounded generously (a boot took up to 109 s at load 20); none is a sleep.
+import { spawn } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import {
-  GUEST_APPEND, GuestEvent, Host, Launcher, NET, leftovers, makeHost, outcome, qemuPid, reports, requireJobVmPrerequisites,
+  GUEST_APPEND, GuestEvent, Host, LAUNCHER, Launcher, NET, PYTHON, leftovers, makeHost, outcome, qemuPid, reports, requireJobVmPrerequisites,
   startLauncher, submit, vmOf,
 } from "./support";
 
@@ -70,6 +73,7 @@ class Outcome<T> {
 
 let host: Host;
 const launchers: Launcher[] = [];
+const LOG_LINE = `job output ${crypto.randomBytes(4).toString("hex")}`;
 const start = (args: string[], env: NodeJS.ProcessEnv = {}) => {
   const l = startLauncher(host, args, env);
   launchers.push(l);
@@ -234,6 +238,51 @@ async function runSlot4(): Promise<Slot4> {
   return { events: l.read(), exit, inboxKept, leftovers: leftovers(host, 4) };
 }
 
+// --- slot 5: a handoff (the Buildkite path): the job's log on its stdout, then a cancel --------
+interface Slot5 {
+  events: GuestEvent[];
+  stdoutWhileRunning: string;
+  handoffExit: { code: number | null; signal: NodeJS.Signals | null };
+  handoffStdout: string;
+  handoffStderr: string;
+  cancelSeconds: number;
+  exit: { code: number | null; signal: NodeJS.Signals | null };
+  outbox: string[];
+  leftovers: string[];
+}
+let slot5: Outcome<Slot5>;
+
+async function runSlot5(): Promise<Slot5> {
+  const config = host.config();
+  const l = start(["once", "--config", config, "--slot", "5", "--jobs", "1"]);
+  // The inbox exists once the launcher has started (it makes the slot's directories).
+  const inbox = path.join(host.dir, "run/5/inbox");
+  for (let i = 0; i < 600 && !fs.existsSync(inbox); i++) await new Promise((r) => setTimeout(r, 50));
+  const handoff = spawn(PYTHON, [LAUNCHER, "handoff", "--config", config, "--slot", "5"], { stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  handoff.stdout!.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+  handoff.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const handoffDone = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    handoff.on("close", (code, signal) => resolve({ code, signal })),
+  );
+  handoff.stdin!.end(`log=${LOG_LINE}\nhang=1\n`);
+  const taken = await l.waitFor((e) => e.event === "input-taken" && String(e.input).startsWith("handoff-"), BOOTS, "the handoff's input taken");
+  await l.waitFor((e) => e.event === "guest" && e.vm === taken.vm && e.report === "hanging", SHORT, "the handoff's job running");
+  const expected = `${LOG_LINE}\nstderr: ${LOG_LINE}\n`;
+  for (let i = 0; i < 200 && stdout !== expected; i++) await new Promise((r) => setTimeout(r, 50));
+  const stdoutWhileRunning = stdout;
+  const sent = Date.now();
+  handoff.kill("SIGTERM");
+  const handoffExit = await handoffDone;
+  const cancelSeconds = (Date.now() - sent) / 1000;
+  const exit = await l.done;
+  return {
+    events: l.read(), stdoutWhileRunning, handoffExit, handoffStdout: stdout, handoffStderr: stderr, cancelSeconds, exit,
+    outbox: fs.readdirSync(path.join(host.dir, "run/5/outbox")), leftovers: leftovers(host, 5),
+  };
+}
+
 beforeAll(() => {
   requireJobVmPrerequisites();
   host = makeHost("l");
@@ -246,6 +295,7 @@ beforeAll(() => {
   slot2 = new Outcome(runSlot2());
   slot3 = new Outcome(runSlot3());
   slot4 = new Outcome(runSlot4());
+  slot5 = new Outcome(runSlot5());
 }, 600_000);
 
 afterAll(async () => {
@@ -411,6 +461,19 @@ describe("every path cleans up", () => {
     expect(r.events.find((e) => e.event === "selftest")?.result).toBe("fail");
     expect(r.events.filter((e) => e.event === "input-taken")).toEqual([]);
     expect(r.inboxKept).toBe(true);
+    expect(r.leftovers).toEqual([]);
+  });
+
+  test("a handoff's job: its log lines reach the handoff's stdout while it runs; SIGTERM to the handoff cancels it (VM killed, 143 cancelled) within seconds, and nothing is left", async () => {
+    const r = await slot5.get();
+    expect(r.stdoutWhileRunning).toBe(`${LOG_LINE}\nstderr: ${LOG_LINE}\n`);
+    expect({ exit: r.handoffExit, stdout: r.handoffStdout }).toEqual({ exit: { code: 143, signal: null }, stdout: r.stdoutWhileRunning });
+    expect(r.handoffStderr).toMatch(/cancel requested/);
+    expect(r.cancelSeconds).toBeLessThan(8);
+    const out = r.events.find((e) => e.event === "outcome");
+    expect([out?.code, out?.reason]).toEqual([143, "cancelled"]);
+    expect(r.exit).toEqual({ code: 0, signal: null });
+    expect(r.outbox).toEqual([]);
     expect(r.leftovers).toEqual([]);
   });
 });

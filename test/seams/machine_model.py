@@ -1317,8 +1317,30 @@ def handoff_input(job_proc, scripts):
         sent.update(argv=list(argv), input=input)
         return types.SimpleNamespace(returncode=0)
 
-    fake_os = types.SimpleNamespace(environ=env, path=posixpath, makedirs=lambda *a, **k: None)
-    fakes = {"os": fake_os, "subprocess": types.SimpleNamespace(run=run),
+    # The job's env JSON file as the agent writes it (agent/job_runner.go createJobEnvFiles: 0600,
+    # the agent's user; here the current user stands in for it), read with the real file calls.
+    env_file = tempfile.NamedTemporaryFile("w", prefix="job-env-json-", suffix=".json", delete=False)
+    with env_file:
+        json.dump(BUILDKITE_JOB_FIELDS, env_file)
+    os.chmod(env_file.name, 0o600)
+    env["BUILDKITE_ENV_JSON_FILE"] = env_file.name
+    fake_os = types.SimpleNamespace(environ=env, path=posixpath, makedirs=lambda *a, **k: None,
+                                    **{k: getattr(os, k) for k in ("open", "fstat", "read", "close", "O_RDONLY", "O_NOFOLLOW", "O_NONBLOCK", "O_CLOEXEC")})
+    class Popen:  # subprocess.Popen as the handoff uses it: started, fed the input, waited for
+        def __init__(self, argv, stdin=None, env=None, **_kw):
+            self.argv, self.returncode = list(argv), None
+
+        def send_signal(self, _signum):
+            pass
+
+        def communicate(self, input=None):  # noqa: A002 - Popen.communicate's own name
+            sent.update(argv=self.argv, input=input)
+            self.returncode = 0
+            return None, None
+
+    fakes = {"os": fake_os, "subprocess": types.SimpleNamespace(run=run, Popen=Popen, PIPE=-1),
+             "signal": types.SimpleNamespace(SIGTERM=15, SIGINT=2, SIGHUP=1, signal=lambda *a: None),
+             "pwd": types.SimpleNamespace(getpwnam=lambda name: types.SimpleNamespace(pw_uid=os.getuid())),
              "fcntl": types.SimpleNamespace(flock=lambda *a: None, LOCK_EX=2, LOCK_NB=4),
              "sys": types.SimpleNamespace(exit=sys.exit), "json": json}
     real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
@@ -1332,6 +1354,8 @@ def handoff_input(job_proc, scripts):
     except SystemExit as stop:
         if not sent:
             return None, "%s hands nothing to a slot: %s" % (exe, stop.code)
+    finally:
+        os.unlink(env_file.name)
     if not sent:
         return None, "%s hands nothing to a slot" % exe
     return json.loads(sent["input"]), None
