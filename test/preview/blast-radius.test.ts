@@ -110,8 +110,14 @@ describe.each(["production", "production-aws"])("the blast radius of stack %s", 
   test("credentials and how long they last", () => {
     const creds = text(row(results[stack], "runner of queue `default` (untrusted)").credentials);
     expect(creds).toContain(`\`${roleName("agent", "default")}\` (agent of default) session: at most 1 h`);
-    expect(creds).toContain("pillar `ci_fleet_inline.teleport_join_token` (only while the orchestration has one for this minion): served at most 15 min, single use");
-    expect(creds).toContain("pillar `ci_fleet_inline.github_jit_config` (only while the orchestration has one for this minion): served at most 1 h, single use");
+    // A Teleport join token is reusable until revoked, and minted only on equinix-metal (aws
+    // joins with the iam method); a JIT config is single use, and only for GitHub runners.
+    const joinToken = "pillar `ci_fleet_inline.teleport_join_token` (only while the orchestration has one for this minion): served at most 15 min, reusable by whoever holds it until the master revokes it";
+    if (stack === "production") expect(creds).toContain(joinToken);
+    else expect(creds).not.toContain("teleport_join_token");
+    expect(creds).toContain("pillar `ci_fleet_inline.github_jit_config` (only while the orchestration has one for this minion): served at most 1 h, single use (one runner registration)");
+    expect(text(row(results[stack], "runner of queue `release` (trusted)").credentials)).not.toContain("github_jit_config");
+    expect(creds).not.toContain("single use,");
     expect(creds).toContain("its Salt minion key: no expiry");
   });
 

@@ -750,8 +750,14 @@ export async function computeBlastRadius(run: PreviewRun, options: BlastRadiusOp
     const pillarKeys: MachineYield["pillarKeys"] = [];
     for (const [p, v] of leaves(doc ?? {})) pillarKeys.push({ path: p, secret: isSecretLeaf(p, v) });
     for (const [p, v] of leaves(source.shared)) pillarKeys.push({ path: p, secret: isSecretLeaf(p, v), shared: true });
+    // The orchestration's one-time keys, only where it mints them (salt/_runners/ci_fleet.py): a
+    // Teleport join token only on equinix-metal (aws joins with the iam method), a JIT config
+    // only for a GitHub Actions runner. An unknown key is listed.
+    const fleet = (doc?.ci_fleet ?? {}) as { provider?: string; runner?: { agent?: string } };
+    const minted: Record<string, boolean> = { teleport_join_token: fleet.provider === "equinix-metal", github_jit_config: fleet.runner?.agent === "github-actions" };
     for (const k of source.inline) {
       const short = k.split(".").pop()!;
+      if (minted[short] === false) continue;
       pillarKeys.push({ path: k, secret: true, transient: lifetimes[short] !== undefined ? hoursText(lifetimes[short]) : "lifetime unknown" });
     }
 
@@ -948,7 +954,10 @@ export async function computeBlastRadius(run: PreviewRun, options: BlastRadiusOp
       const lines = names.length > 3 ? [`\`${dir}*\` (${names.length} parameters)`] : names.map((n) => `\`${n}\``);
       for (const l of lines) credentials.push(`SSM ${l}: as long as the parameter holds it (\`pulumi up\` rewrites it; secrets rotate with \`pulumi config set --secret\`)`);
     }
-    for (const k of y.pillarKeys) if (k.transient) credentials.push(`pillar \`${k.path}\` (only while the orchestration has one for this minion): served at most ${k.transient}, single use`);
+    // A Teleport join token is good for any number of joins until the master revokes it (after
+    // this node joined, or at its TTL); a JIT config registers one runner once.
+    const reuse: Record<string, string> = { teleport_join_token: "reusable by whoever holds it until the master revokes it", github_jit_config: "single use (one runner registration)" };
+    for (const k of y.pillarKeys) if (k.transient) credentials.push(`pillar \`${k.path}\` (only while the orchestration has one for this minion): served at most ${k.transient}, ${reuse[k.path.split(".").pop()!] ?? "reuse unknown"}`);
     for (const k of y.pillarKeys) if (k.secret && !k.transient) credentials.push(`pillar \`${k.path}\`: until rotated`);
     if (y.minionKey) credentials.push("its Salt minion key: no expiry (its own pillar only; replaced with the machine)");
     rows.push({ kind: label, machines: members.map((x) => x.hostname), aws, pillar, access, credentials: [...new Set(credentials)] });
