@@ -21,7 +21,6 @@ upstream interfaces it uses, built on the fake Salt harness of test/orchestratio
 
   python3 test/drain/test_drain_runner.py        (run by test/drain/drain-runner.test.ts)
 """
-import importlib.util
 import io
 import json
 import os
@@ -33,15 +32,8 @@ import tempfile
 import unittest
 from contextlib import redirect_stdout
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SALT = os.environ.get("CI_FLEET_SALT_ROOT") or os.path.join(ROOT, "salt")
-
-
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from load_script import ROOT, SALT, load  # noqa: E402
 
 
 drain = load("ci_fleet_drain_under_test", os.path.join(SALT, "_runners", "ci_fleet_drain.py"))

@@ -12,7 +12,6 @@ A fake clock drives 90 days of a fleet with no `pulumi up`.
 import argparse
 import base64
 import datetime
-import importlib.util
 import json
 import os
 import shutil
@@ -27,15 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SALT = os.environ.get("CI_FLEET_SALT_ROOT") or os.path.join(ROOT, "salt")
-
-
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from load_script import ROOT, SALT, load  # noqa: E402
 
 
 sys.path.insert(0, os.path.join(ROOT, "test", "salt"))

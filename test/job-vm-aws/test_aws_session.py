@@ -9,8 +9,6 @@ Runs as root (the guest's writer chowns): fails otherwise, never skips.
 """
 import calendar
 import grp
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -23,18 +21,8 @@ import threading
 import time
 import unittest
 
-sys.dont_write_bytecode = True  # no __pycache__ inside the Salt tree
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-LAUNCHER = os.path.join(ROOT, "salt", "runner", "files", "ci-job-slot")
-GUEST = os.path.join(ROOT, "salt", "runner", "files", "ci-job-guest")
-
-
-def load(name, path):
-    loader = importlib.machinery.SourceFileLoader(name, path)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from load_script import GUEST, LAUNCHER, ROOT, load  # noqa: E402
 
 
 slot_mod = load("ci_job_slot_aws", LAUNCHER)

@@ -8,8 +8,6 @@ modules; socketpairs instead of QEMU's chardev sockets and a fake QEMU process; 
 same run directory. Runs as root (the handoff refuses anything else): fails otherwise, never
 skips.
 """
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -24,19 +22,9 @@ import threading
 import time
 import unittest
 
-sys.dont_write_bytecode = True  # no __pycache__ inside the Salt tree
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-LAUNCHER = os.path.join(ROOT, "salt", "runner", "files", "ci-job-slot")
-GUEST = os.path.join(ROOT, "salt", "runner", "files", "ci-job-guest")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from load_script import GUEST, LAUNCHER, ROOT, load  # noqa: E402
 PYTHON = sys.executable or "/usr/bin/python3"
-
-
-def load(name, path):
-    loader = importlib.machinery.SourceFileLoader(name, path)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 slot_mod = load("ci_job_slot_logs", LAUNCHER)

@@ -2,8 +2,6 @@
 "Job sources"): the launcher's request schedule, run with the real salt/runner/files/ci-job-slot
 (loaded with SourceFileLoader), a fake clock, and a fake `salt-call` on PATH that records its
 argv. Run by refill.test.ts; CI_FLEET_SALT_ROOT points at another salt/ tree (the old code)."""
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -15,21 +13,13 @@ import tempfile
 import time
 import unittest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SALT = os.environ.get("CI_FLEET_SALT_ROOT") or os.path.join(ROOT, "salt")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from load_script import SALT, load  # noqa: E402
+
 LAUNCHER = os.path.join(SALT, "runner", "files", "ci-job-slot")
 TAG = "ci-fleet/github-runner/unregistered"
 
-
-def load_launcher():
-    loader = importlib.machinery.SourceFileLoader("ci_job_slot_refill_under_test", LAUNCHER)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-slot_module = load_launcher()
+slot_module = load("ci_job_slot_refill_under_test", LAUNCHER)
 
 
 class FakeClock:

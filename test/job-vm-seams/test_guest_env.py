@@ -7,23 +7,12 @@ kind buildkite: any variable name the job's environment holds reaches `buildkite
 guest's own setup, which keep the guest's values; names that are not identifiers, non-strings,
 NUL bytes and oversized input are refused with a clear error. Pure: no root needed.
 """
-import importlib.machinery
-import importlib.util
 import os
 import sys
 import unittest
 
-sys.dont_write_bytecode = True  # no __pycache__ inside the Salt tree
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-GUEST = os.path.join(ROOT, "salt", "runner", "files", "ci-job-guest")
-
-
-def load(name, path):
-    loader = importlib.machinery.SourceFileLoader(name, path)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from load_script import GUEST, ROOT, load  # noqa: E402
 
 
 guest = load("ci_job_guest_env", GUEST)
