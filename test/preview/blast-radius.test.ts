@@ -121,6 +121,21 @@ describe.each(["production", "production-aws"])("the blast radius of stack %s", 
     expect(creds).toContain("its Salt minion key: no expiry");
   });
 
+  test("the Roles Anywhere certificate a runner makes is in its credentials, with its lifetime and no revocation", () => {
+    const hours = runs[stack].config.identity.runnerCertificateHours;
+    const line = (h: number) => `Roles Anywhere certificate and key it makes (root-only, on the machine): valid ${h} h, the master signs the next one with ${h / 2} h left, so two may be valid at once; no revocation list: a copy works until it expires`;
+    const untrusted = text(row(results[stack], "runner of queue `default` (untrusted)").credentials);
+    const trusted = text(row(results[stack], "runner of queue `infra` (trusted)").credentials);
+    if (stack === "production") {
+      expect(untrusted).toContain(line(Math.min(72, hours)));
+      expect(trusted).toContain(line(hours));
+    } else {
+      // On aws the runners hold no certificate: the instance role and sessions of it.
+      expect(untrusted).not.toContain("Roles Anywhere certificate");
+      expect(trusted).not.toContain("Roles Anywhere certificate");
+    }
+  });
+
   test("the table is what report.md shows, and two computations give the same text", async () => {
     const again = await computeBlastRadius(runs[stack], { saltRoot: SALT_ROOT });
     expect(renderBlastRadiusMarkdown(again)).toBe(renderBlastRadiusMarkdown(results[stack]));

@@ -32,6 +32,7 @@ import { arns, fleetTag, kmsAliasName, ssmPaths, ssmViaService } from "../../inf
 import { buildRoles, type TeleportRole } from "../../infra/teleport/roles";
 import { roleSetAccess } from "../../infra/teleport/access";
 import { OFFLINE_PLACEHOLDER } from "../../infra/config/secret-values";
+import { CERTIFICATE_RENEW_AT_REMAINING, UNTRUSTED_CERTIFICATE_MAX_HOURS } from "../../infra/identity/lifetimes";
 
 /** One kind of machine and what root on it yields. */
 export interface BlastRadiusRow {
@@ -737,6 +738,12 @@ export async function computeBlastRadius(run: PreviewRun, options: BlastRadiusOp
         if (!opened.has(pillarRole)) wear({ roleArn: pillarRole, how: "the role its pillar names (`ci_fleet.aws.role_arn`)", ...(profile ? { sessionSeconds: Number(profile.inputs.durationSeconds ?? 3600) } : {}) });
         for (const arn of opened) {
           wear({ roleArn: arn, how: `the certificate the fleet issues it (OU=${ous.join("|")}, what the trust of its pillar's role requires)`, sessionSeconds: Number(profileFor(arn)?.inputs.durationSeconds ?? 3600) });
+        }
+        if (opened.size) {
+          // The key and certificate on the machine are root's to copy: they open those roles
+          // until the certificate expires (the trust anchor has no revocation list).
+          const h = trusted === false ? Math.min(c.identity.runnerCertificateHours, UNTRUSTED_CERTIFICATE_MAX_HOURS) : c.identity.runnerCertificateHours;
+          certificates.push(`Roles Anywhere certificate and key it makes (root-only, on the machine): valid ${h} h, the master signs the next one with ${h * CERTIFICATE_RENEW_AT_REMAINING} h left, so two may be valid at once; no revocation list: a copy works until it expires`);
         }
         await closure();
       } else problems.push(`${m.hostname}: its pillar names role ${pillarRole}, which is not registered (fail closed)`);
