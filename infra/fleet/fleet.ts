@@ -2,7 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { FleetConfig, MachineRole, machineNames } from "../config/model";
 import { FleetIdentity } from "../identity/identity";
-import { roleNames, ssmPaths } from "../identity/names";
+import { ssmPaths } from "../identity/names";
 import { AwsNetwork, AwsSiteMachines } from "../machines/aws";
 import { EquinixMetalSite } from "../machines/equinix-metal";
 import { Machine, MachineRequest, MachineSite } from "../machines/site";
@@ -155,6 +155,7 @@ export class Fleet extends pulumi.ComponentResource {
       kmsKeyArn: identity.kmsKeyArn,
       teleportRoleName: identity.teleportRoleName,
       retentionDays: config.teleport.auditRetentionDays,
+      ...(config.provider === "aws" ? { ec2JoinRegion: config.aws!.region } : {}),
     }, { parent: this, providers: { aws: identityProvider } });
     const authAddress = `${names.teleport}:${TELEPORT_AUTH_PORT}`;
 
@@ -241,7 +242,7 @@ export class Fleet extends pulumi.ComponentResource {
               clientId: config.secrets.teleportGithubClientId,
               clientSecret: config.secrets.teleportGithubClientSecret,
               ...(config.provider === "aws"
-                ? { iamJoin: { stack, accountId: config.identity.accountId, instanceRoles: { saltMaster: roleNames.saltMaster(stack), queues: Object.fromEntries(Object.keys(config.queues).map((q) => [q, roleNames.host(stack, q)])) } } }
+                ? { ec2Join: { stack, accountId: config.identity.accountId, region: config.aws!.region } }
                 : {}),
             })
           : undefined,

@@ -2,6 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { denyInsecureTransport, encryptedBucket } from "../storage/encrypted-bucket";
 import { SESSION_RECORDINGS_PREFIX, type TeleportAuditBackend } from "./config";
+import { teleportEc2JoinPolicy } from "./resources";
 
 /**
  * Where Teleport's cluster state and audit log outlive the Teleport machine, in the fleet's
@@ -34,6 +35,11 @@ export interface TeleportAuditStorageArgs {
   teleportRoleName: pulumi.Input<string>;
   /** Config `teleport.auditRetentionDays`. */
   retentionDays: number;
+  /**
+   * aws only: the machines' region. The auth service checks every `ec2` join with
+   * ec2:DescribeInstances there (./resources.ts `teleportEc2JoinPolicy`), one more role policy.
+   */
+  ec2JoinRegion?: string;
   tags?: Record<string, string>;
 }
 
@@ -295,6 +301,14 @@ export class TeleportAuditStorage extends pulumi.ComponentResource {
       },
       child,
     );
+
+    if (args.ec2JoinRegion !== undefined) {
+      new aws.iam.RolePolicy(
+        `${name}-teleport-ec2-join`,
+        { role: args.teleportRoleName, name: "teleport-ec2-join", policy: JSON.stringify(teleportEc2JoinPolicy(args.ec2JoinRegion)) },
+        child,
+      );
+    }
 
     this.bucketName = bucket.bucket;
     this.bucketArn = bucket.arn;

@@ -16,6 +16,21 @@
 /** The Teleport release the fleet installs (Salt pins the package by this version and its sha256). */
 export const TELEPORT_VERSION = "18.11.3";
 
+/**
+ * The oldest release the fleet may pin (issue 12.3, finding B). Up to the fix of
+ * gravitational/teleport#66079 ("Prevent teleport built-in roles from accessing audit log and
+ * sessions"; v18 backport #66085, opened 2026-04-23 and merged, merge date not in the stored
+ * thread) the builtin `Node` role carried
+ * `types.NewRule(types.KindSession, services.RO())` and `types.NewRule(types.KindEvent,
+ * services.RW())` (lib/authz/permissions.go `definitionForBuiltinRole`), and
+ * `ServerWithRoles.StreamSessionEvents` skipped RBAC for every built-in role
+ * (`localServerAction`): root on any node could read every recording and the audit log.
+ * 18.10.0 (released 2026-07-09) is the first v18 minor known to be released after the backport
+ * was opened: a best-effort floor, dated from the pull requests and release dates, neither
+ * read at a tag nor tried on a cluster (docs/upstream-conformance.md).
+ */
+export const TELEPORT_MIN_VERSION = "18.10.0";
+
 export const TELEPORT_CONFIG_V3_FIELDS: readonly string[] = [
   "version",
   // teleport: settings shared by every service
@@ -189,8 +204,9 @@ export const TELEPORT_GITHUB_V3_FIELDS: readonly string[] = [
 ];
 
 /**
- * Provision token resource, `version: v2`, as the fleet renders it (`iam` join): api/types
- * ProvisionTokenSpecV2 `roles`, `join_method`, `allow` (TokenRule `aws_account`, `aws_arn`).
+ * Provision token resource, `version: v2`, as the fleet renders it (`ec2` join): api/types
+ * ProvisionTokenSpecV2 `roles`, `join_method`, `aws_iid_ttl`, `allow` (TokenRule
+ * `aws_account`, `aws_regions`; `aws_arn` is refused for `ec2` by CheckAndSetDefaults).
  */
 export const TELEPORT_PROVISION_TOKEN_V2_FIELDS: readonly string[] = [
   "kind",
@@ -199,8 +215,9 @@ export const TELEPORT_PROVISION_TOKEN_V2_FIELDS: readonly string[] = [
   "metadata.description",
   "spec.roles[]",
   "spec.join_method",
+  "spec.aws_iid_ttl",
   "spec.allow[].aws_account",
-  "spec.allow[].aws_arn",
+  "spec.allow[].aws_regions[]",
 ];
 
 /** Every leaf key path of a document, in the syntax above (e.g. `ssh_service.labels.role`). */

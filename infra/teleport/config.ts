@@ -91,14 +91,18 @@ export function teleportDisplayLabels(assigned: Readonly<Record<string, string>>
 }
 
 /**
- * Name of the `iam` provision token a machine joins with on aws: one per AWS role the
- * machines wear (a queue's agent role, the Salt master's role). Not a secret: the token admits
- * only a caller who proves, with a signed sts:GetCallerIdentity, an EC2 instance session of
- * that role (./resources.ts `buildIamJoinTokens`).
+ * Name of the `ec2` provision token every machine of an aws stack joins with (./resources.ts
+ * `buildEc2JoinToken`). Not a secret: the token admits only a node that presents an EC2
+ * instance identity document signed by AWS, of a running instance of the stack's account and
+ * region, and the auth service gives it the host id `<account>-<instance id>` from that
+ * document, refusing any other (lib/join/ec2join `CheckEC2Request`: "requested host ID does not
+ * match the Instance Identity Document"). `iam` was dropped for it (issue 12.3): on Teleport 18
+ * the legacy RegisterUsingIAMMethod RPC still signs whatever host id the client asks for, so a
+ * rooted runner could join under the Salt master's or the auth service's host id.
  */
-export function teleportIamTokenName(input: TeleportLabelsInput): string {
-  if (input.role === "teleport") throw new Error("teleport join: the Teleport machine is the auth service; it never joins");
-  return input.role === "runner" ? `ci-fleet-${input.stack}-iam-queue-${input.queue}` : `ci-fleet-${input.stack}-iam-${input.role}`;
+export function teleportEc2TokenName(stack: string): string {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(stack)) throw new Error(`teleport join: stack ${JSON.stringify(stack)} is not a plain name`);
+  return `ci-fleet-${stack}-ec2`;
 }
 
 export interface AuthProxyConfigInput {
@@ -118,7 +122,7 @@ export interface AuthProxyConfigInput {
 }
 
 export interface NodeConfigInput {
-  /** aws: `iam` join (AWS-attested); equinix-metal: a short-lived single-machine token file. */
+  /** aws: `ec2` join (AWS-attested, host id bound to the instance); equinix-metal: a short-lived single-machine token file. */
   provider: MachineProviderName;
   /** Machine name, e.g. `<stack>-<queue>-<runner>`. */
   nodename: string;
@@ -183,10 +187,10 @@ export interface TeleportSshService {
 }
 
 /**
- * `iam`: token_name is the provision token's name (not secret). `token`: token_name is a
+ * `ec2`: token_name is the provision token's name (not secret). `token`: token_name is a
  * file path (Teleport reads the token from it when it starts with `/`).
  */
-export type TeleportJoinParams = { method: "iam"; token_name: string } | { method: "token"; token_name: string };
+export type TeleportJoinParams = { method: "ec2"; token_name: string } | { method: "token"; token_name: string };
 
 export interface TeleportNodeConfig {
   version: "v3";
@@ -302,18 +306,16 @@ function buildLog(): TeleportLog {
 }
 
 /**
- * aws: the `iam` method, AWS-attested: the node signs sts:GetCallerIdentity with its
- * instance role and the auth service checks the answer against the token's allow rules;
+ * aws: the `ec2` method, AWS-attested: the node sends its instance identity document (signed
+ * by AWS) and the auth service checks it, checks that the instance runs (ec2:DescribeInstances)
+ * and names the node `<account>-<instance id>` itself, so no node can take another's host id;
  * nothing secret is delivered to the machine. equinix-metal: the token is a file path the
  * master's join orchestration fills, for one join, through this machine's own pillar (a
- * 15-minute token, revoked as soon as the join is seen); the config never carries a token.
+ * 15-minute token, revoked as soon as the join is seen, never minted twice for a machine
+ * whose host id the master recorded); the config never carries a token.
  */
 function joinParams(provider: MachineProviderName, labels: Record<string, string>): TeleportJoinParams {
-  if (provider === "aws") {
-    const at = (key: string) => labels[`${TELEPORT_ASSIGNED_LABEL_PREFIX}${key}`];
-    const queue = at("queue");
-    return { method: "iam", token_name: teleportIamTokenName({ stack: at("stack"), role: at("role") as MachineRole, ...(queue !== undefined ? { queue } : {}) }) };
-  }
+  if (provider === "aws") return { method: "ec2", token_name: teleportEc2TokenName(labels[`${TELEPORT_ASSIGNED_LABEL_PREFIX}stack`]) };
   return { method: "token", token_name: TELEPORT_JOIN_TOKEN_PATH };
 }
 

@@ -1,63 +1,81 @@
 import * as pulumi from "@pulumi/pulumi";
-import { teleportIamTokenName } from "./config";
+import { teleportEc2TokenName } from "./config";
 import { buildGithubConnector, type GithubConnector } from "./github-connector";
 import { buildRoles, type TeleportRole } from "./roles";
 import { renderYamlStream } from "./yaml";
 
 /**
- * A provision token of the `iam` join method (api/types/provisioning.go, `kind: token`,
- * `version: v2`): the joining node sends a signed sts:GetCallerIdentity request and the auth
- * service admits it only if AWS answers with an identity matching an allow rule
- * (lib/join/iamjoin `checkIAMAllowRules`: `aws_account` equal, `aws_arn` glob with `*`/`?`).
+ * How long after an instance starts it may join with the `ec2` token (`aws_iid_ttl`; Teleport's
+ * default is 5 minutes, api/types/provisioning.go `CheckAndSetDefaults`). The auth service
+ * refuses an identity document whose `pendingTime` is older (lib/join/ec2join
+ * `checkPendingTime`). A bare-metal instance boots, runs cloud-init and its first highstate,
+ * and waits for the cluster's CA pins (the master's next 5-minute round after the auth service
+ * runs) before its agent starts: on a fresh stack that can take an hour or more. The document
+ * is readable only by root on the instance itself (IMDS answers uid 0 only) and only ever yields
+ * that instance's own host id, so a longer window admits no other machine. A machine that has
+ * not joined within it must be stopped and started (a new pendingTime) or replaced.
  */
-export interface IamProvisionToken {
+export const TELEPORT_EC2_IID_TTL = "6h";
+
+/**
+ * A provision token of the `ec2` join method (api/types/provisioning.go, `kind: token`,
+ * `version: v2`): the joining node sends its EC2 instance identity document; the auth service
+ * verifies AWS's signature, the allow rules (`aws_account` equal, `aws_regions` containing the
+ * document's region), that the instance is running (ec2:DescribeInstances with its own
+ * credentials), and gives the node the host id `<account>-<instance id>` (lib/join/ec2join
+ * `CheckEC2Request`; a requested host id that differs is refused).
+ */
+export interface Ec2ProvisionToken {
   kind: "token";
   version: "v2";
   metadata: { name: string; description: string };
-  spec: { roles: ["Node"]; join_method: "iam"; allow: { aws_account: string; aws_arn: string }[] };
+  spec: { roles: ["Node"]; join_method: "ec2"; aws_iid_ttl: string; allow: { aws_account: string; aws_regions: [string] }[] };
 }
 
-export interface IamJoinInput {
+export interface Ec2JoinInput {
   stack: string;
-  /** The account of the machines' roles (config `identity.accountId`). */
+  /** The account the machines run in (config `identity.accountId`). */
   accountId: string;
-  /** The IAM role each joining machine wears through its instance profile. */
-  instanceRoles: { saltMaster: string; queues: Readonly<Record<string, string>> };
+  /** The region the machines run in (config `aws.region`). */
+  region: string;
 }
 
 /**
- * The ARN sts:GetCallerIdentity returns for an EC2 instance wearing `roleName` through its
- * instance profile: `arn:aws:sts::<account>:assumed-role/<role name>/<session>` (IAM
- * identifiers: an assumed-role ARN has no role path), where EC2 names the session after the
- * instance (`i-...`). `i-*` admits only such sessions: another session of the role (a session
- * name chosen by whoever called sts:AssumeRole) does not match; the roles trust only
- * ec2.amazonaws.com (test/teleport/join.test.ts), so no one else can open one.
+ * The one `ec2` token of an aws stack. The `ec2` method cannot tell instance roles apart (its
+ * allow rules know account and region only), so every machine of the account and region may
+ * join with it, each only as itself: labels, hence access, come from the master's assignment
+ * by hostname and address (salt/_runners/ci_fleet.py), never from the token, and a node the
+ * master does not know is locked. Nothing about the token is secret.
  */
-export function instanceSessionArnPattern(accountId: string, roleName: string): string {
-  if (!/^\d{12}$/.test(accountId)) throw new Error(`iam join: account ${JSON.stringify(accountId)} is not 12 digits`);
-  if (!/^[A-Za-z0-9+=,.@_-]{1,64}$/.test(roleName)) throw new Error(`iam join: role name ${JSON.stringify(roleName)} is not an IAM role name`);
-  return `arn:aws:sts::${accountId}:assumed-role/${roleName}/i-*`;
-}
-
-/**
- * One `iam` token per AWS role the joining machines wear: the Salt master's role and each
- * queue's instance role, so a machine can join only with the token of its own role (a default
- * runner's instance session never matches the release queue's token). Nothing about them is
- * secret; a token name is useless without that role's instance credentials.
- */
-export function buildIamJoinTokens(input: IamJoinInput): IamProvisionToken[] {
-  const token = (name: string, roleName: string, what: string): IamProvisionToken => ({
+export function buildEc2JoinToken(input: Ec2JoinInput): Ec2ProvisionToken {
+  if (!/^\d{12}$/.test(input.accountId)) throw new Error(`ec2 join: account ${JSON.stringify(input.accountId)} is not 12 digits`);
+  if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(input.region)) throw new Error(`ec2 join: region ${JSON.stringify(input.region)} is not an AWS region name`);
+  return {
     kind: "token",
     version: "v2",
-    metadata: { name, description: `Teleport SSH service of ${what}: EC2 instance sessions of IAM role ${roleName}` },
-    spec: { roles: ["Node"], join_method: "iam", allow: [{ aws_account: input.accountId, aws_arn: instanceSessionArnPattern(input.accountId, roleName) }] },
-  });
-  return [
-    token(teleportIamTokenName({ stack: input.stack, role: "salt-master" }), input.instanceRoles.saltMaster, "the Salt master"),
-    ...Object.keys(input.instanceRoles.queues)
-      .sort()
-      .map((queue) => token(teleportIamTokenName({ stack: input.stack, role: "runner", queue }), input.instanceRoles.queues[queue], `the runners of queue ${queue}`)),
-  ];
+    metadata: { name: teleportEc2TokenName(input.stack), description: `Teleport SSH service of the machines of stack ${input.stack}: EC2 instances of account ${input.accountId} in ${input.region}, each as itself` },
+    spec: { roles: ["Node"], join_method: "ec2", aws_iid_ttl: TELEPORT_EC2_IID_TTL, allow: [{ aws_account: input.accountId, aws_regions: [input.region] }] },
+  };
+}
+
+/**
+ * What the auth service needs to check an `ec2` join: ec2:DescribeInstances (no resource-level
+ * permissions; `*`), in the machines' region only (lib/join/ec2join `checkInstanceRunning`
+ * calls it with the auth service's own credentials when the rule names no `aws_role`).
+ */
+export function teleportEc2JoinPolicy(region: string): object {
+  return {
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "Ec2JoinInstanceIsRunning",
+        Effect: "Allow",
+        Action: "ec2:DescribeInstances",
+        Resource: "*",
+        Condition: { StringEquals: { "aws:RequestedRegion": region } },
+      },
+    ],
+  };
 }
 
 /**
@@ -65,7 +83,7 @@ export function buildIamJoinTokens(input: IamJoinInput): IamProvisionToken[] {
  * first, then the connector that refers to them, then the join tokens): `ci_fleet_teleport.resources`
  * in the Teleport machine's pillar document.
  */
-export function renderTeleportResources(roles: readonly TeleportRole[], connector: GithubConnector, tokens: readonly IamProvisionToken[] = []): string {
+export function renderTeleportResources(roles: readonly TeleportRole[], connector: GithubConnector, tokens: readonly Ec2ProvisionToken[] = []): string {
   return renderYamlStream([...roles, connector, ...tokens]);
 }
 
@@ -78,8 +96,8 @@ export interface TeleportResourcesArgs {
   teamsToRoles: Readonly<Record<string, readonly string[]>>;
   clientId: pulumi.Input<string>;
   clientSecret: pulumi.Input<string>;
-  /** aws: the `iam` join tokens of the machines' roles. */
-  iamJoin?: IamJoinInput;
+  /** aws: the `ec2` join token of the stack's machines. */
+  ec2Join?: Ec2JoinInput;
 }
 
 /**
@@ -91,7 +109,7 @@ export interface TeleportResourcesArgs {
 export function teleportResourcesYaml(args: TeleportResourcesArgs): pulumi.Output<string> {
   const roles = buildRoles({ queues: args.queues, stack: args.stack });
   const knownRoles = roles.map((role) => role.metadata.name);
-  const tokens = args.iamJoin ? buildIamJoinTokens(args.iamJoin) : [];
+  const tokens = args.ec2Join ? [buildEc2JoinToken(args.ec2Join)] : [];
   // Validate with placeholders first: fail fast, outside any apply.
   buildGithubConnector({ ...args, clientId: "unchecked", clientSecret: "unchecked", knownRoles });
   return pulumi.secret(

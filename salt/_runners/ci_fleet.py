@@ -122,6 +122,12 @@ STATE_DIR = "/var/lib/ci-fleet/orchestration"
 GATE_FILE = "reactor-gate.json"
 GITHUB_BUDGET_FILE = "github-budget.json"
 GITHUB_TOKEN_FILE = "github-installation-token.json"
+# minion id -> the Teleport host id its node was matched by (hostname AND pillar address) at its
+# first join (Orchestrator.assign_teleport_labels). Teleport 18's legacy join RPCs sign a host
+# certificate for any host id the client asks for with the `token` and `iam` methods, so the
+# host id a node announces proves nothing by itself; this record is what the master checks it
+# against (locks, and no second join token for a recorded machine: forget_teleport_host).
+TELEPORT_HOSTS_FILE = "teleport_hosts.json"
 # The reactor (ci-fleet/github-runner/unregistered, any minion can send it as often as it likes)
 # builds no orchestrator (pillar of the master and every GitHub minion) and asks nobody anything
 # beyond: one run per minion id per REACTOR_MINION_INTERVAL_SECONDS and REACTOR_RUNS_PER_MINUTE
@@ -597,7 +603,7 @@ class Orchestrator:
                  expected_of=lambda minion_id: None, ca_pins=None, teleport_key=None,
                  nonce=lambda: secrets.token_hex(32), state_dir=None, wall_clock=lambda: _wall_clock()):
         self.stack = stack
-        # aws: nodes join by the `iam` method (AWS-attested), no token ever leaves the
+        # aws: nodes join by the `ec2` method (AWS-attested), no token ever leaves the
         # Teleport machine; equinix-metal: a one-join token through the minion's own pillar.
         self.provider = master_pillar.get("ci_fleet", {}).get("provider")
         self.expected_of = expected_of
@@ -661,8 +667,10 @@ class Orchestrator:
         token stays valid until its ttl or deletion however often it is used). Whether a minion
         needs one is decided from Teleport's node list, never from the minion: a rooted runner
         that stops its agent gets a token in its own pillar, bound to nothing it could not
-        already claim; a minion's grains are never read. aws: nothing to mint; nodes join with
-        the `iam` token of their own role. Any other provider: fail closed."""
+        already claim; a minion's grains are never read; and a minion whose host id the master
+        recorded (it joined once) gets no second token (forget_teleport_host). aws: nothing to
+        mint; nodes join with the stack's `ec2` token, each under the host id the auth service
+        derives from its instance. Any other provider: fail closed."""
         if self.provider == "aws":
             return []
         if self.provider != "equinix-metal":
@@ -677,9 +685,21 @@ class Orchestrator:
             # Fail closed: without the list, every minion would look unjoined and get a token.
             log.warning("%s did not list its nodes: no Teleport joins this round", self.teleport_id)
             return []
+        with self._teleport_hosts() as (recorded, _):
+            pass
+        if recorded is None:
+            log.error("the record of Teleport host ids (%s) is unreadable: no Teleport joins this round", TELEPORT_HOSTS_FILE)
+            return []
         done = []
         for minion_id in sorted(self.minions):
             if self.minions[minion_id].get("role") == "teleport" or minion_id in joined:
+                continue
+            if minion_id in recorded:
+                # Joined once already (its host id is recorded): a second token would let whoever
+                # holds that machine now join under any host id (legacy RegisterUsingToken).
+                log.warning("%s joined Teleport once as host id %s and is not listed now: no new join token; "
+                            "after a human checked the machine: salt-run ci_fleet.forget_teleport_host %s",
+                            minion_id, recorded[minion_id], minion_id)
                 continue
             if self._must_stop("Teleport joins"):
                 return done
@@ -699,6 +719,11 @@ class Orchestrator:
                 self._teleport_call("ci_fleet_teleport.remove_token", [hashlib.sha256(token.encode()).hexdigest()])
                 self.local(minion_id, "file.remove", arg=[TELEPORT_TOKEN_FILE])
         return done
+
+    def _teleport_hosts(self):
+        """(record, save) of TELEPORT_HOSTS_FILE under its lock: minion id -> host id; the record
+        is None when the file is unreadable (callers fail closed)."""
+        return _locked_state(self.state_dir or STATE_DIR, TELEPORT_HOSTS_FILE)
 
     def _wait_joined(self, minion_id):
         waited = 0
@@ -760,13 +785,33 @@ class Orchestrator:
           serves this stack alone (its own auth service, joins only with this stack's tokens),
           so every node it lists is expected to be one of the index; none is exempt. A
           replaced machine's old node (same name, old address) is locked too: it is gone.
-        Returns {"assigned": [...], "locked": [...], "ambiguous": [...]}."""
-        result = {"assigned": [], "locked": [], "ambiguous": []}
+        Host ids (issue 12.3): Teleport 18's legacy join RPCs sign a host certificate for the
+        host id the client asks for (`token` and `iam` methods), so a rooted runner with a valid
+        join can join under another machine's host id. The host id each machine's node was
+        matched by (hostname AND pillar address) is recorded at its first join
+        (TELEPORT_HOSTS_FILE); then a node under a recorded host id that announces another
+        hostname or address is locked (the machine's own record with it: fail closed), and so
+        is another host id announcing a recorded machine's name while the recorded node is
+        listed. The auth service's own host id under another hostname or address cannot be
+        locked (that locks the auth service): it is reported in "control_plane", with an error.
+        A recorded host id that is no longer listed gives way to the one node matching the
+        machine's hostname and address (a replaced machine). An unreadable record: nothing.
+        Returns {"assigned": [...], "locked": [...], "ambiguous": [...], "control_plane": [...]}."""
+        result = {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []}
         nodes = self._teleport_call("ci_fleet_teleport.nodes")
         infos = self._teleport_call("ci_fleet_teleport.server_infos")
         if not isinstance(nodes, list) or not isinstance(infos, dict):
             log.warning("%s did not list its nodes and server infos: no Teleport labels this round", self.teleport_id)
             return result
+        with self._teleport_hosts() as (recorded, save):
+            if recorded is None:
+                log.error("the record of Teleport host ids (%s) is unreadable: no Teleport labels or locks this round",
+                          TELEPORT_HOSTS_FILE)
+                return result
+            self._assign_and_lock(nodes, infos, recorded, save, result)
+        return result
+
+    def _assign_and_lock(self, nodes, infos, recorded, save, result):
         assignments = {host: dict(labels) for host, labels in infos.items() if isinstance(labels, dict)}
         expectations = {}
 
@@ -775,12 +820,17 @@ class Orchestrator:
                 expectations[minion_id] = self.expected_of(minion_id)
             return expectations[minion_id]
 
+        listed = {n.get("name") for n in nodes if not n.get("self")}
+        changed = False
         for minion_id in sorted(self.minions):
-            if self.minions[minion_id].get("role") == "teleport":
+            teleport = self.minions[minion_id].get("role") == "teleport"
+            if teleport:
                 named = [n for n in nodes if n.get("self")]
             else:
                 named = [n for n in nodes if not n.get("self") and n.get("hostname") == minion_id]
-            if all(n.get("name") in assignments for n in named):
+            if not teleport and recorded.get(minion_id) in listed and recorded[minion_id] in assignments:
+                continue    # its recorded node is listed and labelled; others are checked below
+            if not named or (teleport and all(n.get("name") in assignments for n in named)):
                 continue    # nothing listed under this name, or already assigned: no pillar read
             expected = expected_of(minion_id)
             if not expected or not expected.get("labels"):
@@ -794,16 +844,37 @@ class Orchestrator:
                     result["ambiguous"].append(minion_id)
                 continue
             host = candidates[0].get("name")
+            if not teleport and recorded.get(minion_id) in listed and host != recorded[minion_id]:
+                continue    # the recorded node is still listed: this other host id is found below
             if host in assignments:
-                continue    # never changed: a mismatch is the node's doing, found below
-            if self._teleport_call("ci_fleet_teleport.assign_labels", [host, want]) is True:
+                if assignments[host] != want or (host in recorded.values() and recorded.get(minion_id) != host):
+                    continue    # never changed: another machine's node; found below
+            elif self._teleport_call("ci_fleet_teleport.assign_labels", [host, want]) is True:
                 assignments[host] = want
                 result["assigned"].append(minion_id)
-        for node in nodes:
-            if node.get("self"):
+            else:
                 continue
+            if not teleport and recorded.get(minion_id) != host:
+                if minion_id in recorded:
+                    log.warning("%s's recorded Teleport host id %s is no longer listed: now recorded as %s",
+                                minion_id, recorded[minion_id], host)
+                recorded[minion_id] = host
+                changed = True
+        if changed:
+            save(recorded)
+        owner = {host: minion_id for minion_id, host in recorded.items()}
+        for node in nodes:
             host = node.get("name")
+            if node.get("self"):
+                reason = self._control_plane_reason(node, expected_of)
+                if reason is not None:
+                    log.error("the auth service's own host id %s: %s (not locked: that would lock the auth "
+                              "service; a human must check the runners and the Teleport machine)", host, reason)
+                    result["control_plane"].append(host)
+                continue
             reason = self._impostor_reason(node, host in assignments, expected_of)
+            if reason is None:
+                reason = self._host_id_reason(node, owner, recorded, [n for n in nodes if not n.get("self")], expected_of)
             announced = {k: v for k, v in (node.get("labels") or {}).items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
             given = assignments.get(host, {})
             if reason is None and not all(given.get(k) == v for k, v in announced.items()):
@@ -814,7 +885,40 @@ class Orchestrator:
             log.error("locking Teleport node %s: %s", host, reason)
             if self._teleport_call("ci_fleet_teleport.lock_node", [host, "ci-fleet: " + reason]) is not None:
                 result["locked"].append(host)
-        return result
+
+    def _host_id_reason(self, node, owner, recorded, listed_nodes, expected_of):
+        """Why a listed node contradicts the record of host ids, or None."""
+        listed = {n.get("name") for n in listed_nodes}
+        host, hostname = node.get("name"), node.get("hostname")
+        machine = owner.get(host)
+        if machine is not None:
+            expected = expected_of(machine)
+            addr = expected.get("addr") if expected else None
+            if hostname != machine or addr is None or node.get("addr") != addr:
+                return "host id %s joined as %s at %s; this node announces hostname %s at %s" % (
+                    host, machine, addr, repr(hostname)[:80], repr(node.get("addr"))[:60])
+            return None
+        if isinstance(hostname, str) and recorded.get(hostname) in listed:
+            # Only while the recorded node still matches the machine (its name and pillar
+            # address): a recorded node that no longer does is locked itself, and a newcomer at
+            # the machine's name and address is then its replacement (the proxy dials that
+            # address and checks the host certificate there, so it can be no one else's node).
+            expected = expected_of(hostname)
+            addr = expected.get("addr") if expected else None
+            if any(n.get("name") == recorded[hostname] and n.get("hostname") == hostname and n.get("addr") == addr
+                   for n in listed_nodes):
+                return "%s joined as host id %s (still listed); this node announces that name under host id %s" % (
+                    hostname, recorded[hostname], repr(host)[:80])
+        return None
+
+    def _control_plane_reason(self, node, expected_of):
+        """Why the auth service's own node (its host id) is announced by something else, or None."""
+        expected = expected_of(self.teleport_id)
+        addr = expected.get("addr") if expected else None
+        if node.get("hostname") != self.teleport_id or (addr is not None and node.get("addr") != addr):
+            return "announced as hostname %s at %s; the Teleport machine is %s at %s" % (
+                repr(node.get("hostname"))[:80], repr(node.get("addr"))[:60], self.teleport_id, addr)
+        return None
 
     def _impostor_reason(self, node, assigned, expected_of):
         """Why a listed node (not the auth service's own) is no machine of this stack, or None.
@@ -1231,6 +1335,19 @@ def _orchestrator():
                         expected_of=_pillar_teleport_expectation,
                         teleport_key=lambda: accepted_minion_key(__opts__.get("pki_dir") or MASTER_PKI_DIR,  # noqa: F821
                                                                  "%s-teleport" % stack))
+
+
+def forget_teleport_host(minion_id):
+    """salt-run ci_fleet.forget_teleport_host <minion id>: drop the machine's recorded Teleport
+    host id (after a human checked it, or it was rebuilt with its Teleport state wiped), so
+    the next round may mint it a join token again. True when there was a record."""
+    with _locked_state(STATE_DIR, TELEPORT_HOSTS_FILE) as (recorded, save):
+        if not recorded or minion_id not in recorded:
+            return False
+        del recorded[minion_id]
+        save(recorded)
+    log.warning("forgot the Teleport host id of %s: it may be given a join token again", minion_id)
+    return True
 
 
 def join_teleport_nodes():

@@ -1,7 +1,8 @@
 {%- from "teleport/map.jinja" import teleport with context %}
 {#- Every other machine: the Teleport SSH service from ci_fleet:teleport:node_config.
-    aws: the config joins with the `iam` method (the node proves its instance role to the
-    auth service; nothing secret is delivered). equinix-metal: the join token exists only as
+    aws: the config joins with the `ec2` method (the node shows its AWS-signed instance
+    identity document; the auth service names it <account>-<instance id>, so it cannot take
+    another node's host id; nothing secret is delivered). equinix-metal: the join token exists only as
     inline pillar of the master's join orchestration (salt/_runners/ci_fleet.py), for one
     join; in any other run a leftover token file is removed. The labels roles select on are
     assigned afterwards by the auth service (server_info, ci_fleet.assign_teleport_labels). #}

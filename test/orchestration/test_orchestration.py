@@ -1396,7 +1396,7 @@ class RootedRunnerTeleportTest(unittest.TestCase):
         client = FakeLocalClient(nodes=self.honest_nodes(), teleport_down=True)
         with Harness(client, FakeGitHubHTTP(), self.inline_dir):
             with self.assertLogs(orchestration.log, "WARNING"):
-                self.assertEqual(orchestration.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": []})
+                self.assertEqual(orchestration.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []})
         self.assertEqual(client.server_infos, {})
 
 

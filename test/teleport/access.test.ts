@@ -3,12 +3,11 @@ import { parse, parseAllDocuments } from "yaml";
 import { matchLabels, matchLabelValue, renderAccessMatrixMarkdown, roleSetAccess, teleportAccessMatrix } from "../../infra/teleport/access";
 import { TELEPORT_GITHUB_V3_FIELDS, TELEPORT_PROVISION_TOKEN_V2_FIELDS, TELEPORT_ROLE_V7_FIELDS, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
 import { buildGithubConnector, type GithubConnectorInput } from "../../infra/teleport/github-connector";
-import { buildIamJoinTokens, renderTeleportResources, teleportResourcesYaml } from "../../infra/teleport/resources";
+import { buildEc2JoinToken, renderTeleportResources, teleportEc2JoinPolicy, teleportResourcesYaml, TELEPORT_EC2_IID_TTL } from "../../infra/teleport/resources";
 import { buildRoles, FORBIDDEN_LOGINS, type LabelSelector, type TeleportRole } from "../../infra/teleport/roles";
 import { renderYaml } from "../../infra/teleport/yaml";
 import { FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, MACHINES, ORG, PUBLIC_ADDR, QUEUES, TEAMS_TO_ROLES } from "./fixtures";
 
-const INSTANCE_ROLES = { saltMaster: "ci-fleet-production-salt-master", queues: { default: "ci-fleet-production-host-default", release: "ci-fleet-production-host-release" } };
 
 /** Both SSH port forwarding modes refused (role option `ssh_port_forwarding`). */
 const NO_PORT_FORWARDING = { local: { enabled: false }, remote: { enabled: false } };
@@ -198,33 +197,40 @@ describe("GitHub connector", () => {
 });
 
 describe("resources stream for tctl create -f", () => {
-  test("roles first, then the connector, then the iam join tokens; the secrets appear once each", () => {
-    const tokens = buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: INSTANCE_ROLES });
+  test("roles first, then the connector, then the ec2 join token; the secrets appear once each", () => {
+    const tokens = [buildEc2JoinToken({ stack: "production", accountId: "123456789012", region: "us-east-2" })];
     const text = renderTeleportResources(roles, buildGithubConnector(connectorInput()), tokens);
     const docs = parseAllDocuments(text).map((doc) => doc.toJSON());
     expect(docs.map((doc) => `${doc.kind}/${doc.metadata.name}`)).toEqual([
       ...roleNames.map((n) => `role/${n}`),
       "github/github",
-      "token/ci-fleet-production-iam-salt-master",
-      "token/ci-fleet-production-iam-queue-default",
-      "token/ci-fleet-production-iam-queue-release",
+      "token/ci-fleet-production-ec2",
     ]);
     expect(maskSecrets(text, CONNECTOR_SECRETS)).toMatchSnapshot();
   });
 
-  test("an iam token admits only EC2 instance sessions of one role of the account", () => {
-    const [master, defaultQueue] = buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: { saltMaster: "ci-fleet-production-salt-master", queues: { default: "ci-fleet-production-host-default" } } });
-    expect(master.spec).toEqual({
+  test("the ec2 token admits EC2 instances of the stack's account and region only, each under its own host id", () => {
+    // issue 12.3: `iam` (and `token`) let the client choose its host id on Teleport 18's legacy
+    // join RPCs; `ec2` makes it <account>-<instance id> from the AWS-signed document.
+    const token = buildEc2JoinToken({ stack: "production", accountId: "123456789012", region: "us-east-2" });
+    expect(token.spec).toEqual({
       roles: ["Node"],
-      join_method: "iam",
-      allow: [{ aws_account: "123456789012", aws_arn: "arn:aws:sts::123456789012:assumed-role/ci-fleet-production-salt-master/i-*" }],
+      join_method: "ec2",
+      aws_iid_ttl: TELEPORT_EC2_IID_TTL,
+      allow: [{ aws_account: "123456789012", aws_regions: ["us-east-2"] }],
     });
-    expect(defaultQueue.spec.allow).toEqual([{ aws_account: "123456789012", aws_arn: "arn:aws:sts::123456789012:assumed-role/ci-fleet-production-host-default/i-*" }]);
-    expect(() => buildIamJoinTokens({ stack: "production", accountId: "1234", instanceRoles: INSTANCE_ROLES })).toThrow(/12 digits/);
-    for (const token of buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: INSTANCE_ROLES })) {
-      expect(undocumentedPaths(parse(renderYaml(token)), TELEPORT_PROVISION_TOKEN_V2_FIELDS)).toEqual([]);
-    }
-    expect(() => buildIamJoinTokens({ stack: "production", accountId: "123456789012", instanceRoles: { saltMaster: "a/b", queues: {} } })).toThrow(/IAM role name/);
+    expect(TELEPORT_EC2_IID_TTL).toMatch(/^\d+[hm]$/);
+    expect(undocumentedPaths(parse(renderYaml(token)), TELEPORT_PROVISION_TOKEN_V2_FIELDS)).toEqual([]);
+    expect(() => buildEc2JoinToken({ stack: "production", accountId: "1234", region: "us-east-2" })).toThrow(/12 digits/);
+    expect(() => buildEc2JoinToken({ stack: "production", accountId: "123456789012", region: "*" })).toThrow(/region/);
+    expect(JSON.stringify(token)).not.toMatch(/aws_arn|aws_role/);
+  });
+
+  test("the auth service may ask ec2:DescribeInstances in the machines' region, and nothing else", () => {
+    expect(teleportEc2JoinPolicy("us-east-2")).toEqual({
+      Version: "2012-10-17",
+      Statement: [{ Sid: "Ec2JoinInstanceIsRunning", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*", Condition: { StringEquals: { "aws:RequestedRegion": "us-east-2" } } }],
+    });
   });
 
   test("the Pulumi output is a secret, and an unknown role fails before any secret is read", async () => {

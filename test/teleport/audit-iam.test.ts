@@ -201,4 +201,19 @@ describe.each(["production", "production-aws"])("the Teleport role's audit acces
     }
     expect(reached).toEqual([]);
   });
+
+  test("no other role of the stack reads a session recording or an audit event in AWS (Teleport's RBAC is the only gate: issue 12.3 finding B)", async () => {
+    const reads: Array<[string, string]> = [
+      ["s3:GetObject", `${arns.bucket}/records/0b1c2d3e-session.tar`],
+      ["s3:ListBucket", arns.bucket],
+      ["dynamodb:Query", arns.table],
+      ["dynamodb:Scan", arns.table],
+      ["dynamodb:GetItem", arns.table],
+    ];
+    const reached: string[] = [];
+    for (const role of others) {
+      for (const [action, resource] of reads) if ((await decide(action, resource, {}, role)) === "Allowed") reached.push(`${role.name} ${action}`);
+    }
+    expect(reached).toEqual([]);
+  });
 });

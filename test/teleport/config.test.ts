@@ -2,7 +2,7 @@ import { readFileSync } from "fs";
 import { join } from "path";
 import { parse } from "yaml";
 import { buildAuthProxyConfig, buildNodeConfig, isRfc1918Ipv4, teleportNodeLabels, TELEPORT_ASSIGNED_LABEL_PREFIX, TELEPORT_CA_PIN_PATH, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
-import { documentKeyPaths, isDocumentedPath, TELEPORT_CONFIG_V3_FIELDS, TELEPORT_VERSION, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
+import { documentKeyPaths, isDocumentedPath, TELEPORT_CONFIG_V3_FIELDS, TELEPORT_MIN_VERSION, TELEPORT_VERSION, undocumentedPaths } from "../../infra/teleport/config-v3-fields";
 import { renderYaml } from "../../infra/teleport/yaml";
 import { AUTH_ADDRESS, authConfig, authInput, MACHINES, nodeConfigs } from "./fixtures";
 
@@ -118,13 +118,13 @@ describe("teleport.yaml of every other machine (SSH service only)", () => {
     }
   });
 
-  test("aws: joins with the iam token of the machine's own role", () => {
+  test("aws: joins with the stack's ec2 token (the auth service names the node after its instance)", () => {
     const byName = Object.fromEntries(nodeConfigs("aws").map((c) => [c.teleport.nodename, c.teleport.join_params]));
     expect(byName).toEqual({
-      "production-salt-master": { method: "iam", token_name: "ci-fleet-production-iam-salt-master" },
-      "production-default-r1": { method: "iam", token_name: "ci-fleet-production-iam-queue-default" },
-      "production-default-r2": { method: "iam", token_name: "ci-fleet-production-iam-queue-default" },
-      "production-release-r1": { method: "iam", token_name: "ci-fleet-production-iam-queue-release" },
+      "production-salt-master": { method: "ec2", token_name: "ci-fleet-production-ec2" },
+      "production-default-r1": { method: "ec2", token_name: "ci-fleet-production-ec2" },
+      "production-default-r2": { method: "ec2", token_name: "ci-fleet-production-ec2" },
+      "production-release-r1": { method: "ec2", token_name: "ci-fleet-production-ec2" },
     });
   });
 
@@ -186,6 +186,19 @@ describe("every rendered teleport.yaml uses only fields Teleport documents", () 
   test(`pinned to a Teleport 18 release (${TELEPORT_VERSION})`, () => {
     // 17 is out of support (2026); 18 is the newest major with a stable release.
     expect(TELEPORT_VERSION).toMatch(/^18\.\d+\.\d+$/);
+  });
+
+  test(`no older than ${TELEPORT_MIN_VERSION}: built-in roles (a node's certificate) read no session recording and no audit event`, () => {
+    // issue 12.3 finding B. Before gravitational/teleport#66079 (v18 backport #66085, opened
+    // 2026-04-23, merged) the builtin Node role had `KindSession: RO` and `KindEvent: RW`
+    // (lib/authz/permissions.go definitionForBuiltinRole) and StreamSessionEvents skipped RBAC
+    // for any built-in role, so root on any node read every recording. 18.10.0 (2026-07-09) is
+    // the first v18 minor known to be released after it (a best-effort floor, see the constant).
+    const parts = (v: string) => v.split(".").map(Number);
+    const [pin, floor] = [parts(TELEPORT_VERSION), parts(TELEPORT_MIN_VERSION)];
+    const cmp = pin.map((n, i) => n - floor[i]).find((d) => d !== 0) ?? 0;
+    expect({ pinned: TELEPORT_VERSION, atLeast: TELEPORT_MIN_VERSION, ok: cmp >= 0 }).toEqual({ pinned: TELEPORT_VERSION, atLeast: TELEPORT_MIN_VERSION, ok: true });
+    expect(TELEPORT_MIN_VERSION).toMatch(/^18\.\d+\.\d+$/);
   });
 
   test("Salt installs that release from the apt channel of its major version", () => {

@@ -5,6 +5,7 @@ import * as path from "path";
 import * as zlib from "zlib";
 import { parse, parseAllDocuments } from "yaml";
 import { teleportNodeLabels, TELEPORT_ASSIGNED_LABEL_PREFIX, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
+import { teleportEc2JoinPolicy, TELEPORT_EC2_IID_TTL } from "../../infra/teleport/resources";
 import type { TeleportRole } from "../../infra/teleport/roles";
 import type { PreviewRun } from "../../tools/preview/run";
 import { previewStack, ROOT } from "../support/preview";
@@ -13,9 +14,9 @@ import { previewStack, ROOT } from "../support/preview";
  * What the program really renders for Teleport on both stacks (the pillar documents it writes
  * to SSM, the resources stream `tctl create -f` applies, the AWS resources), against what a
  * rooted machine must not be able to do:
- * - join as anything but itself: aws joins with an `iam` token bound to the machine's own
- *   instance role (EC2 instance sessions only); equinix-metal with a token file only the
- *   master fills, through the machine's own pillar;
+ * - join as anything but itself: aws joins with the `ec2` token, under the host id the auth
+ *   service derives from the AWS-signed instance identity document; equinix-metal with a token
+ *   file only the master fills, through the machine's own pillar;
  * - choose the labels roles select on: every key of every role's node_labels is an assigned
  *   (`dynamic/`) label that no node config renders; the master hands out exactly each
  *   machine's own labels (the orchestration run on the stack's real pillar documents);
@@ -104,31 +105,40 @@ describe.each([
         expect({ id, join }).toEqual({ id, join: { method: "token", token_name: TELEPORT_JOIN_TOKEN_PATH } });
         continue;
       }
-      expect({ id, method: join.method }).toEqual({ id, method: "iam" });
+      // issue 12.3: `ec2`, the one aws method whose legacy join RPC too binds the host id
+      // (<account>-<instance id>, from the AWS-signed identity document); `iam` and `token`
+      // sign whatever host id the client asks for on Teleport 18's legacy RPCs.
+      expect({ id, method: join.method }).toEqual({ id, method: "ec2" });
       const token = tokens.find((t) => t.metadata.name === join.token_name);
       expect({ id, token: join.token_name, found: token !== undefined }).toEqual({ id, token: join.token_name, found: true });
-      // The role this machine wears: its instance's profile's role, as registered.
+      // The account and region the machine really runs in: its instance's role's account, the stack's region.
       const instance = r.run.resources.find((res) => res.type === "aws:ec2/instance:Instance" && (res.inputs.tags as Record<string, string>)?.Name === id)!;
       const profile = r.run.resources.find((res) => res.type === "aws:iam/instanceProfile:InstanceProfile" && res.inputs.name === instance.inputs.iamInstanceProfile)!;
       const role = r.run.resources.find((res) => res.type === "aws:iam/role:Role" && res.inputs.name === profile.inputs.role)!;
       const account = String(role.outputs.arn).split(":")[4];
       expect({ id, spec: token.spec }).toEqual({
         id,
-        spec: { roles: ["Node"], join_method: "iam", allow: [{ aws_account: account, aws_arn: `arn:aws:sts::${account}:assumed-role/${role.inputs.name}/i-*` }] },
+        spec: { roles: ["Node"], join_method: "ec2", aws_iid_ttl: TELEPORT_EC2_IID_TTL, allow: [{ aws_account: account, aws_regions: [r.run.config.aws!.region] }] },
       });
-      // `i-*` means "an EC2 instance session" only while nothing but EC2 can open a session of the role.
-      const trust = JSON.parse(role.inputs.assumeRolePolicy as string) as { Statement: { Effect: string; Principal: unknown; Action: unknown }[] };
-      for (const statement of trust.Statement.filter((s) => s.Effect === "Allow")) {
-        expect({ id, role: role.inputs.name, principal: statement.Principal, action: statement.Action }).toEqual({
-          id,
-          role: role.inputs.name,
-          principal: { Service: "ec2.amazonaws.com" },
-          action: "sts:AssumeRole",
-        });
-      }
     }
     if (provider === "equinix-metal") expect(tokens).toEqual([]);
-    else expect(tokens.map((t) => t.spec.join_method)).toEqual(tokens.map(() => "iam"));
+    else expect(tokens.map((t) => t.spec.join_method)).toEqual(["ec2"]);
+  });
+
+  test("no join token lets a client choose its host id: no `iam` or `token` method token on aws, and the auth service can check ec2 joins", () => {
+    const methods = r.resources.filter((d) => d.kind === "token").map((t) => t.spec.join_method);
+    expect(methods.filter((m) => m === "iam" || m === "token")).toEqual([]);
+    // The Teleport machine's role: the auth service calls ec2:DescribeInstances itself (lib/join/ec2join checkInstanceRunning).
+    const teleportInstance = r.run.resources.find((res) => res.type === "aws:ec2/instance:Instance" && (res.inputs.tags as Record<string, string>)?.Name === r.teleportId);
+    const ec2Policies = r.run.resources.filter((res) => res.type === "aws:iam/rolePolicy:RolePolicy" && res.inputs.name === "teleport-ec2-join");
+    if (provider === "equinix-metal") {
+      expect({ teleportInstance, ec2Policies }).toEqual({ teleportInstance: undefined, ec2Policies: [] });
+      return;
+    }
+    const profile = r.run.resources.find((res) => res.type === "aws:iam/instanceProfile:InstanceProfile" && res.inputs.name === teleportInstance!.inputs.iamInstanceProfile)!;
+    expect(ec2Policies.map((p) => ({ role: p.outputs.role ?? p.inputs.role, policy: JSON.parse(p.inputs.policy as string) }))).toEqual([
+      { role: profile.inputs.role, policy: teleportEc2JoinPolicy(r.run.config.aws!.region) },
+    ]);
   });
 
   test("no token, static or otherwise, is in any teleport.yaml", () => {

@@ -265,7 +265,7 @@ class ForgedReturnsTest(unittest.TestCase):
         orchestrator = self.orchestrator(client)
         with self.assertLogs(orchestration.log, "ERROR") as logs:
             self.assertEqual(orchestrator.refresh_teleport_ca_pins(), self.genuine_pins)
-            self.assertEqual(orchestrator.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": []})
+            self.assertEqual(orchestrator.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []})
         self.assertEqual(store.get(), self.genuine_pins)
         self.assertNotIn(rogue_pin, store.get())
         refusals = [line for line in logs.output if "refusing %s's answer" % TELEPORT in line]
@@ -295,7 +295,7 @@ class ForgedReturnsTest(unittest.TestCase):
         client = ForgedUnderTeleportId(lambda fun, kwarg, genuine: recorded.get(fun, genuine), nodes=nodes)
         with self.assertLogs(orchestration.log, "ERROR") as logs:
             result = self.orchestrator(client).assign_teleport_labels()
-        self.assertEqual(result, {"assigned": [], "locked": [], "ambiguous": []})
+        self.assertEqual(result, {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []})
         refusals = [line for line in logs.output if "refusing %s's answer to ci_fleet_teleport.nodes" % TELEPORT in line]
         self.assertEqual(len(refusals), 1, logs.output)
         # The nonce is the master's: fresh for every call, never reused.
@@ -462,6 +462,177 @@ class TeleportImpostorTest(unittest.TestCase):
             client, result, _ = self.run_round(nodes)
         self.assertEqual(result["ambiguous"], ["prod-release-r1"])
         self.assertEqual(client.locks, [])
+
+
+class TeleportHostIdTakeoverTest(unittest.TestCase):
+    """Issue 12.3 (independent review, finding A): with the `token` and `iam` join methods
+    Teleport 18's legacy join RPCs sign a host certificate for whatever host id the client asks
+    for (lib/auth/join.go `generateCerts`: `HostID: req.HostID`; only the new join service and
+    the `ec2` method bind it). A rooted runner holding a valid join can therefore join under
+    another machine's host id. The master records, at a machine's first join, the host id its
+    node was matched by (hostname AND the address from its pillar), and from then on:
+    - locks any node listed under a recorded host id that announces another hostname or
+      address (the victim's record is locked with it: fail closed, a human re-enrols it);
+    - locks any other host id announcing a recorded machine's hostname while the recorded
+      node is listed;
+    - reports (cannot lock: that would lock the auth service itself) the auth service's own
+      host id announced under another hostname or address;
+    - on equinix-metal mints no second join token for a machine whose host id it recorded, so
+      a runner rooted after its join has no token to join with at all."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+        self.hosts_file = os.path.join(self.dir, "state", "teleport_hosts.json")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    honest_nodes = staticmethod(TeleportImpostorTest.honest_nodes)
+
+    def run_round(self, nodes, server_infos=None, provider="equinix-metal"):
+        client = fleet.FakeLocalClient(nodes=nodes, server_infos=server_infos)
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir, provider=provider):
+            result = orchestration.assign_teleport_labels()
+        messages = {p["arg"][0]: p["arg"][1] for p in client.publications if p["fun"] == "ci_fleet_teleport.lock_node"}
+        return client, result, messages
+
+    def first_join(self):
+        client, _, _ = self.run_round(self.honest_nodes())
+        self.assertEqual(client.locks, [])
+        return dict(client.server_infos)
+
+    def recorded(self):
+        with open(self.hosts_file) as handle:
+            return json.load(handle)
+
+    def test_the_master_records_each_machines_host_id_at_its_first_join_root_only(self):
+        self.first_join()
+        self.assertEqual(self.recorded(), {"prod-salt-master": "h-master", "prod-default-r1": "h-d1",
+                                           "prod-default-r2": "h-d2", "prod-release-r1": "h-r1"})
+        self.assertEqual(os.stat(self.hosts_file).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(self.hosts_file)).st_mode & 0o777, 0o700)
+
+    def test_nodes_assigned_before_the_record_existed_are_recorded_by_the_same_match(self):
+        infos = self.first_join()
+        os.remove(self.hosts_file)
+        client, _, _ = self.run_round(self.honest_nodes(), infos)
+        self.assertEqual(client.locks, [])
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1")
+
+    def test_a_node_under_a_recorded_host_id_at_another_address_is_locked(self):
+        # The rooted prod-default-r1 joins (legacy RegisterUsingToken) under prod-release-r1's
+        # host id and announces that machine's name at its own address: the proxy would dial it.
+        infos = self.first_join()
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"]
+        nodes.append(fleet.node("h-r1", "prod-release-r1", addr="10.0.1.10:3022"))
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, result, messages = self.run_round(nodes, infos)
+        self.assertEqual(client.locks, ["h-r1"])
+        self.assertEqual(result["locked"], ["h-r1"])
+        self.assertIn("joined as prod-release-r1 at 10.0.1.12:3022", messages["h-r1"])
+
+    def test_a_node_under_the_salt_masters_host_id_with_another_hostname_is_locked(self):
+        infos = self.first_join()
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-master"]
+        nodes.append(fleet.node("h-master", "prod-default-r1"))
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, _, messages = self.run_round(nodes, infos)
+        self.assertEqual(client.locks, ["h-master"])
+        self.assertIn("joined as prod-salt-master", messages["h-master"])
+
+    def test_another_host_id_under_a_recorded_machines_name_and_address_is_locked(self):
+        # Before the record this was "ambiguous" (a human decides); now the master knows which
+        # host id joined as prod-release-r1, and that node is still listed.
+        infos = self.first_join()
+        nodes = self.honest_nodes() + [fleet.node("h-twin", "prod-release-r1")]
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, result, messages = self.run_round(nodes, infos)
+        self.assertEqual(client.locks, ["h-twin"])
+        self.assertIn("prod-release-r1 joined as host id h-r1", messages["h-twin"])
+        self.assertEqual(result["ambiguous"], [])
+
+    def test_while_the_recorded_node_is_listed_no_other_host_id_is_given_the_machines_labels(self):
+        # Even with its server_info gone (a human removed it), the record keeps prod-release-r1
+        # bound to h-r1: a newcomer at its name and address is not labelled nor recorded.
+        infos = self.first_join()
+        del infos["h-r1"]
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"]
+        nodes += [fleet.node("h-r1", "prod-release-r1", addr="10.0.1.10:3022"), fleet.node("h-new", "prod-release-r1")]
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, result, _ = self.run_round(nodes, infos)
+        self.assertNotIn("h-new", client.server_infos)
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1")
+        # h-r1 now announces another address: locked. h-new sits at the machine's own name and
+        # address (the proxy would dial the real machine and find h-r1's certificate there): not
+        # locked, not labelled; once h-r1 is gone it is taken for the replacement.
+        self.assertEqual(client.locks, ["h-r1"])
+
+    def test_a_replaced_machine_is_recorded_anew_once_its_old_node_is_gone(self):
+        # aws: a replaced instance joins by `ec2` under a new host id (<account>-<instance id>).
+        infos = self.first_join()
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"] + [fleet.node("h-r1-new", "prod-release-r1")]
+        client, result, _ = self.run_round(nodes, infos, provider="aws")
+        self.assertEqual(client.locks, [])
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1-new")
+        self.assertEqual(client.server_infos["h-r1-new"], fleet.assigned_labels("prod-release-r1"))
+
+    def test_a_replacement_is_not_locked_while_the_old_node_at_the_old_address_is_still_listed(self):
+        # aws: the new instance (pillar: the machine's address) joins while the old instance's
+        # node (old address) has not expired yet: the old one is locked, the new one is not, and
+        # it is recorded and labelled once the old node is gone.
+        infos = self.first_join()
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"]
+        nodes += [fleet.node("h-r1", "prod-release-r1", addr="10.0.1.99:3022"), fleet.node("h-r1-new", "prod-release-r1")]
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, _, _ = self.run_round(nodes, infos, provider="aws")
+        self.assertEqual(client.locks, ["h-r1"])
+        nodes = [n for n in nodes if n["name"] != "h-r1"]
+        client, _, _ = self.run_round(nodes, dict(client.server_infos), provider="aws")
+        self.assertEqual(client.locks, [])
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1-new")
+        self.assertEqual(client.server_infos["h-r1-new"], fleet.assigned_labels("prod-release-r1"))
+
+    def test_the_auth_services_own_host_id_announced_by_another_machine_is_reported_not_locked(self):
+        infos = self.first_join()
+        nodes = [n for n in self.honest_nodes() if not n["self"]]
+        nodes.append(fleet.node("h-teleport", "prod-default-r1", own=True))
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            client, result, _ = self.run_round(nodes, infos)
+        self.assertEqual(client.locks, [])
+        self.assertIn("the auth service's own host id", "\n".join(logs.output))
+        self.assertEqual(len(result["control_plane"]), 1)
+
+    def test_a_machine_whose_host_id_is_recorded_gets_no_second_join_token(self):
+        # A rooted runner stops its agent: its node leaves the list; on the old code the master
+        # minted it a fresh token (good for any host id on the legacy join RPC).
+        self.first_join()
+        client = fleet.FakeLocalClient(joined=["prod-salt-master", "prod-default-r2", "prod-release-r1"])
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "WARNING") as logs:
+                self.assertEqual(orchestration.join_teleport_nodes(), [])
+        self.assertEqual(client.tokens, 0)
+        self.assertIn("forget_teleport_host", "\n".join(logs.output))
+        # A human who checked the machine forgets its record: the next round enrols it again.
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            self.assertTrue(orchestration.forget_teleport_host("prod-default-r1"))
+            self.assertFalse(orchestration.forget_teleport_host("prod-default-r1"))
+            self.assertEqual(orchestration.join_teleport_nodes(), ["prod-default-r1"])
+        self.assertEqual(client.tokens, 1)
+        self.assertNotIn("prod-default-r1", self.recorded())
+
+    def test_an_unreadable_record_assigns_nothing_and_mints_nothing(self):
+        os.makedirs(os.path.dirname(self.hosts_file), mode=0o700)
+        with open(self.hosts_file, "w") as handle:
+            handle.write("{not json")
+        with self.assertLogs(orchestration.log, "ERROR"):
+            client, result, _ = self.run_round(self.honest_nodes())
+        self.assertEqual((client.server_infos, client.locks, result["assigned"]), ({}, [], []))
+        client = fleet.FakeLocalClient(joined=[])
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "ERROR"):
+                self.assertEqual(orchestration.join_teleport_nodes(), [])
+        self.assertEqual(client.tokens, 0)
 
 
 class TeleportModuleTest(unittest.TestCase):

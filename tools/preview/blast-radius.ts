@@ -758,7 +758,7 @@ export async function computeBlastRadius(run: PreviewRun, options: BlastRadiusOp
     for (const [p, v] of leaves(doc ?? {})) pillarKeys.push({ path: p, secret: isSecretLeaf(p, v) });
     for (const [p, v] of leaves(source.shared)) pillarKeys.push({ path: p, secret: isSecretLeaf(p, v), shared: true });
     // The orchestration's one-time keys, only where it mints them (salt/_runners/ci_fleet.py): a
-    // Teleport join token only on equinix-metal (aws joins with the iam method), a JIT config
+    // Teleport join token only on equinix-metal (aws joins with the ec2 method), a JIT config
     // only for a GitHub Actions runner. An unknown key is listed.
     const fleet = (doc?.ci_fleet ?? {}) as { provider?: string; runner?: { agent?: string } };
     const minted: Record<string, boolean> = { teleport_join_token: fleet.provider === "equinix-metal", github_jit_config: fleet.runner?.agent === "github-actions" };
