@@ -726,14 +726,8 @@ export function checkFleetSettings(input: CheckInput, ns = "ci-fleet"): CheckRes
       if (other) c.problem(path, `sets ${name}, as queueSecrets.${q}.${env[1]}.env.${other} does; keep one`);
       else envNames.set(`${env[1]}/${name}`, env[2]);
     }
-    // Job secrets reach a job through the agent's hooks on the host (docs/job-secrets.md); a job
-    // VM gets the queue role's session but runs no host hook (docs/job-vm.md, "What a job VM gets").
-    const inVm = (queuesRaw?.[q] as Obj | undefined)?.isolation;
-    if ((inVm === undefined || inVm === "vm") && queuesRaw && q in queuesRaw) {
-      for (const p of paths.filter((p) => p !== "buildkite/agent-token" && QUEUE_SECRET_PATH.test(p))) {
-        c.problem(`queueSecrets.${q}.${p.split("/").join(".")}`, `is a job secret, and queue "${q}" runs its jobs in VMs (isolation: vm), which get no job secrets yet: set queues.${q}.isolation: host, or remove it`);
-      }
-    }
+    // Job secrets reach a job through the agent's job-secrets hooks, on a host or in a job VM alike
+    // (the golden image carries them; docs/job-secrets.md, docs/job-vm.md "What a job VM gets").
     for (const p of paths) {
       if (!QUEUE_SECRET_PATH.test(p)) {
         c.problem(`queueSecrets.${q}.${p.split("/").join(".")}`, "expected buildkite.agent-token or <global|repo-slug|pipeline-slug>.{env.<NAME>, ssh.key, allowed_pipelines, allowed_teams}");

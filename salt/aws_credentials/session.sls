@@ -6,17 +6,15 @@
     the CI user's group alone; the CI user's AWS config prints it. The CI user never reads a
     private key, and on aws never the host role (the metadata service is closed to every uid
     but 0: base.firewall). #}
-{%- set ra = aws.roles_anywhere %}
-{%- if aws.user and aws.user.name != 'root' and aws.provider in ('aws', 'equinix-metal') and (ra or aws.provider == 'aws') %}
+{#- The command and the condition: aws_credentials/session_command.jinja, which the slot
+    launcher's config (runner.job_vm_config) reads too: a job VM's own session comes from the
+    same command with --stdout instead of this timer's file. #}
+{%- from "aws_credentials/session_command.jinja" import session_enabled, session_timer_argv with context %}
+{%- if session_enabled %}
 {%-   set user = aws.user.name %}
 {%-   set session = aws.session %}
 {%-   set config_id = 'aws_credentials-session-config-file-managed' %}
-{%-   set command = session.script ~ ' --role-arn ' ~ aws.role_arn ~ ' --output ' ~ session.file ~ ' --group ' ~ user ~ ' --alarm-dir ' ~ aws.alarm_dir %}
-{%-   if aws.provider == 'aws' %}
-{%-     set command = command ~ ' --source assume-role --session-name ' ~ aws.minion_id ~ ' --region ' ~ aws.region %}
-{%-   else %}
-{%-     set command = command ~ ' --source roles-anywhere --signing-helper ' ~ aws.signing_helper.path ~ ' --certificate ' ~ aws.cert_dir ~ '/current/certificate.pem --private-key ' ~ aws.cert_dir ~ '/current/private-key.pem --trust-anchor-arn ' ~ ra.trust_anchor_arn ~ ' --profile-arn ' ~ ra.profile_arn %}
-{%-   endif %}
+{%-   set command = session_timer_argv | join(' ') %}
 {%-   if aws.provider == 'aws' %}
 
 aws_credentials-session-boto3-pkg-installed:

@@ -10,10 +10,17 @@
 {#- The launcher's config (docs/job-vm.md, salt/runner/files/ci-job-slot load_config): one
     writer, Salt, from this runner's pillar (sizes, blocked networks: the program computes them)
     and the formula's defaults (paths, network, the golden image's pinned name). `aws`: the
-    CI user's session file and region, exactly when aws_credentials.session writes that session
-    on this runner (the same condition): the launcher hands it to every VM (docs/job-vm.md). #}
-{%- set aws_session = aws.user and aws.user.name != 'root' and aws.provider in ('aws', 'equinix-metal') and (aws.roles_anywhere or aws.provider == 'aws') %}
-{%- set aws_input = {"aws": {"sessionFile": aws.session.file, "region": aws.region}} if aws_session else {} %}
+    region and the command that mints a session of the queue role, exactly when and exactly as
+    aws_credentials.session's timer runs it (aws_credentials/session_command.jinja, without the
+    timer's file, group and alarm): the launcher (root) runs it with --stdout --duration 900 for
+    each VM, and again while that VM lives; the host's own session file never reaches a VM
+    (docs/job-vm.md "The AWS session"). #}
+{%- from "aws_credentials/session_command.jinja" import session_enabled, session_command with context %}
+{%- set aws_input = {"aws": {"region": aws.region, "command": session_command}} if session_enabled else {} %}
+{#- Buildkite: the queue's SSM namespace for the job-secrets hooks in each VM (seed ssm_prefix ->
+    CI_FLEET_SSM_PREFIX), the same pillar value as the host agent's unit (buildkite.ssm_prefix). #}
+{%- from "buildkite/map.jinja" import buildkite with context %}
+{%- set secrets_input = {"ssmPrefix": buildkite.ssm_prefix} if runner.agent == 'buildkite' and buildkite.ssm_prefix else {} %}
 
 runner-job_vm_config-launcher-file-managed:
   file.managed:
@@ -50,5 +57,5 @@ runner-job_vm_config-json-file-managed:
           "runDir": jv.run_dir,
           "selftest": jv.selftest,
           "network": {"base": jv.network_base, "blockedCidrs": p.blocked_cidrs, "dns": jv.dns},
-        }, **dict(request_input, **aws_input)) | json }}
+        }, **dict(request_input, **dict(aws_input, **secrets_input))) | json }}
 {%- endif %}

@@ -121,6 +121,21 @@ test("queue secret paths must follow the SSM scheme", () => {
   ]);
 });
 
+test("job secrets on a queue in VMs are valid (the golden image runs the job-secrets hooks), and still checked like any other", () => {
+  // release runs its jobs in VMs in production (isolation: vm); so does any queue without isolation.
+  const values = productionValues();
+  expect((values.queues as any).release.isolation).toBe("vm");
+  const unset = withEdit((v) => delete v.queues.release.isolation);
+  const secrets = { release: ["buildkite/agent-token", "global/env/NPM_TOKEN", "netboot-release/ssh/key", "netboot-release/allowed_teams", "github.com_example-org_netboot.git/allowed_pipelines"] };
+  for (const v of [values, unset]) expect(messages(check(v, "production", secrets).problems)).toEqual([]);
+  // What was refused for other reasons still is, on a vm queue too.
+  expect(messages(check(values, "production", { release: ["global/env/PATH", "global/env/NPM_TOKEN", "global/env/npm-token", "global/token"] }).problems)).toEqual([
+    "ci-fleet:queueSecrets.release.global.env.PATH: would set PATH, which the job hooks refuse (reserved: PATH); pick another name",
+    "ci-fleet:queueSecrets.release.global.env.npm-token: sets NPM_TOKEN, as queueSecrets.release.global.env.NPM_TOKEN does; keep one",
+    "ci-fleet:queueSecrets.release.global.token: expected buildkite.agent-token or <global|repo-slug|pipeline-slug>.{env.<NAME>, ssh.key, allowed_pipelines, allowed_teams}",
+  ]);
+});
+
 test("property: random configuration never crashes the checker and always explains a rejection", () => {
   const json = fc.jsonValue({ maxDepth: 4 });
   const mutated = fc.record({

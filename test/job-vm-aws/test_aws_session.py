@@ -1,13 +1,20 @@
 #!/usr/bin/python3
-"""Issue 15.4: the queue role's session into each job VM (docs/job-vm.md "The AWS session").
+"""Issue 15.4: each job VM's own session of the queue role (docs/job-vm.md "The AWS session").
 
-The real launcher (salt/runner/files/ci-job-slot) and guest agent (ci-job-guest), imported as
-modules: the launcher's config check, seed and QEMU ports; its frame sending and change
-detection on a socketpair instead of QEMU; the order in one_job (session before the job
-input); the guest's frame reader and writer into a temporary root; both ends together.
+The real launcher (salt/runner/files/ci-job-slot), guest agent (ci-job-guest) and session
+helper (salt/aws_credentials/files/ci_fleet_aws_session.py), imported as modules: the launcher's
+config check, seed and QEMU ports; the per-VM command (the host timer's, with --stdout,
+--duration 900 and a session name of the minion, slot and VM); the minting cadence on an
+injected clock with a fake minting command (at once, every refresh, after a failure with
+backoff, a hung mint killed, nothing after the VM is destroyed); the events; the order in
+one_job (no input before the VM's first session); the helper's --stdout mode; the guest's frame
+reader and writer into a temporary root; both ends together with a real minting process.
 Runs as root (the guest's writer chowns): fails otherwise, never skips.
 """
+import argparse
 import calendar
+import datetime
+import fcntl
 import grp
 import io
 import json
@@ -22,23 +29,34 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from load_script import GUEST, LAUNCHER, ROOT, load  # noqa: E402
+from load_script import GUEST, LAUNCHER, ROOT, SALT, load  # noqa: E402
 
 
 slot_mod = load("ci_job_slot_aws", LAUNCHER)
 guest = load("ci_job_guest_aws", GUEST)
+helper = load("ci_fleet_aws_session_vm", os.path.join(SALT, "aws_credentials", "files", "ci_fleet_aws_session.py"))
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-secret-" + os.urandom(6).hex()
 TOKEN = "IQoJb3JpZ2luX2VjE-token-" + os.urandom(6).hex()
+# What the host's timer runs on aws, without its file (aws_credentials/session_command.jinja).
+AWS_COMMAND = ["/usr/local/sbin/ci-fleet-aws-session", "--role-arn", "arn:aws:iam::123456789012:role/ci-fleet-production-aws-agent-default",
+               "--source", "assume-role", "--session-name", "production-aws-default-pr-1", "--region", "eu-west-1"]
+RA_COMMAND = ["/usr/local/sbin/ci-fleet-aws-session", "--role-arn", "arn:aws:iam::123456789012:role/ci-fleet-production-agent-default",
+              "--source", "roles-anywhere", "--signing-helper", "/usr/local/bin/aws_signing_helper",
+              "--certificate", "/etc/ci-fleet/roles-anywhere/current/certificate.pem",
+              "--private-key", "/etc/ci-fleet/roles-anywhere/current/private-key.pem",
+              "--trust-anchor-arn", "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/ta-1",
+              "--profile-arn", "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p-1"]
 
 
 def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def document(expires_in=3600, key="ASIAEXAMPLE0000001", secret=SECRET):
+def document(expires_in=900, key="ASIAEXAMPLE0000001", secret=SECRET, at=None):
+    at = time.time() if at is None else at
     return json.dumps({"Version": 1, "AccessKeyId": key, "SecretAccessKey": secret,
-                       "SessionToken": TOKEN, "Expiration": iso(time.time() + expires_in)}).encode()
+                       "SessionToken": TOKEN, "Expiration": iso(at + expires_in)}).encode()
 
 
 def test_group():
@@ -82,31 +100,111 @@ def read_frames_from(sock):
     return frames
 
 
+class Events:
+    """The launcher's events and stderr captured, its clock replaced (slot_mod.now)."""
+
+    def __init__(self, start=None):
+        self.clock = [time.time() if start is None else start]
+        self.saved = (slot_mod.now, slot_mod._events_file, sys.stderr)
+        self.events, self.stderr = io.StringIO(), io.StringIO()
+        slot_mod.now = lambda: self.clock[0]
+        slot_mod._events_file, sys.stderr = self.events, self.stderr
+
+    def restore(self):
+        slot_mod.now, slot_mod._events_file, sys.stderr = self.saved
+
+    def list(self, prefix="aws-"):
+        return [e for e in map(json.loads, self.events.getvalue().splitlines()) if e["event"].startswith(prefix)]
+
+
+class FakeChild:
+    """A minting process: its stdout a real pipe, its exit what the test says."""
+
+    def __init__(self, out=b"", code=0, running=False):
+        r, self.w = os.pipe()
+        fcntl.fcntl(self.w, 1031, 1 << 20)  # F_SETPIPE_SZ: room for the too-large case
+        os.write(self.w, out)
+        self.stdout = os.fdopen(r, "rb", buffering=0)
+        self.code, self.running, self.killed = code, running, False
+        if not running:
+            self.finish()
+
+    def finish(self, code=None):
+        if self.w is not None:
+            os.close(self.w)
+            self.w = None
+        if code is not None:
+            self.code = code
+        self.running = False
+
+    def poll(self):
+        return None if self.running else self.code
+
+    def kill(self):
+        self.killed = True
+        self.finish(-9)
+
+    def wait(self, timeout=None):
+        return self.code
+
+
+class FakeMint:
+    """spawn for AwsMinter: records each argv and answers from a queue of outcomes."""
+
+    def __init__(self, clock):
+        self.clock, self.calls, self.children, self.plan = clock, [], [], []
+
+    def __call__(self, argv):
+        self.calls.append((self.clock[0], list(argv)))
+        what = self.plan.pop(0) if self.plan else "ok"
+        if what == "ok":
+            child = FakeChild(document(key="ASIAMINT%012d" % len(self.calls), at=self.clock[0]))
+        elif what == "fail":
+            child = FakeChild(b"", code=1)
+        elif what == "hang":
+            child = FakeChild(b"", running=True)
+        elif what == "long":
+            child = FakeChild(document(expires_in=3600, at=self.clock[0]))
+        elif what == "big":
+            child = FakeChild(b"x" * (64 * 1024 + 10), running=True)
+        elif what == "oserror":
+            raise FileNotFoundError(2, "No such file or directory")
+        self.children.append(child)
+        return child
+
+
 class LauncherConfig(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp()
 
-    def test_aws_is_accepted_and_checked(self):
-        cfg = slot_mod.load_config(base_config(self.tmp, aws={"sessionFile": "/run/ci-fleet/aws/credentials.json", "region": "eu-central-1"}))
-        self.assertEqual(cfg["aws"], {"sessionFile": "/run/ci-fleet/aws/credentials.json", "region": "eu-central-1"})
-        for aws, problem in (
-            ({"sessionFile": "run/credentials.json", "region": "us-east-1"}, "aws.sessionFile must be an absolute path"),
-            ({"sessionFile": 7, "region": "us-east-1"}, "aws.sessionFile must be a str"),
-            ({"sessionFile": "/run/x.json"}, "missing key aws.region"),
-            ({"region": "us-east-1"}, "missing key aws.sessionFile"),
-            ({"sessionFile": "/run/x.json", "region": ["us-east-1"]}, "aws.region must be a str"),
-            ({"sessionFile": "/run/x.json", "region": "us-east-1\nselftest=1"}, "is not an AWS region name"),
-            ({"sessionFile": "/run/x.json", "region": "us-east-1", "roleArn": "x"}, "unknown key aws.'roleArn'"),
+    def test_aws_is_the_region_and_the_minting_command_and_is_checked(self):
+        aws = {"region": "eu-central-1", "command": AWS_COMMAND}
+        self.assertEqual(slot_mod.load_config(base_config(self.tmp, aws=aws))["aws"], aws)
+        self.assertEqual(slot_mod.load_config(base_config(self.tmp, aws=dict(aws, refreshSeconds=3)))["aws"]["refreshSeconds"], 3)
+        for bad, problem in (
+            # The host's session file is no longer something a VM can be given.
+            ({"sessionFile": "/run/ci-fleet/aws/credentials.json", "region": "us-east-1", "command": AWS_COMMAND}, "unknown key aws.'sessionFile'"),
+            ({"region": "us-east-1"}, "missing key aws.command"),
+            ({"command": AWS_COMMAND}, "missing key aws.region"),
+            ({"region": "us-east-1", "command": "/usr/local/sbin/ci-fleet-aws-session"}, "aws.command must be a list"),
+            ({"region": "us-east-1", "command": []}, "aws.command must be 1 to 64 non-empty strings"),
+            ({"region": "us-east-1", "command": ["ci-fleet-aws-session"]}, "aws.command[0] must be an absolute path"),
+            ({"region": "us-east-1", "command": AWS_COMMAND + ["--output", "/run/ci-fleet/aws/credentials.json"]}, "must not contain --output"),
+            ({"region": "us-east-1", "command": AWS_COMMAND + ["--alarm-dir=/run"]}, "must not contain --alarm-dir"),
+            ({"region": "us-east-1", "command": AWS_COMMAND + ["--duration", "3600"]}, "must not contain --duration"),
+            ({"region": "us-east-1", "command": AWS_COMMAND[:-2] + ["--session-name", "a b"]}, "has --session-name twice"),
+            ({"region": "us-east-1", "command": AWS_COMMAND[:6] + ["x"]}, "--session-name must be followed by 2 to 64"),
+            ({"region": "us-east-1", "command": AWS_COMMAND, "refreshSeconds": 0}, "aws.refreshSeconds must be 1 to 300"),
+            ({"region": "us-east-1", "command": AWS_COMMAND, "refreshSeconds": 900}, "aws.refreshSeconds must be 1 to 300"),
+            ({"region": "us-east-1", "command": AWS_COMMAND, "refreshSeconds": True}, "aws.refreshSeconds must be a int"),
+            ({"region": "us-east-1\nselftest=1", "command": AWS_COMMAND}, "is not an AWS region name"),
         ):
-            with self.assertRaises(slot_mod.UsageError) as e:
-                slot_mod.load_config(base_config(self.tmp, aws=aws))
+            with self.assertRaises(slot_mod.UsageError, msg=problem) as e:
+                slot_mod.load_config(base_config(self.tmp, aws=bad))
             self.assertIn(problem, str(e.exception))
-        with self.assertRaises(slot_mod.UsageError) as e:
-            slot_mod.load_config(base_config(self.tmp, aws="/run/x.json"))
-        self.assertIn("aws must be a dict", str(e.exception))
 
     def test_seed_and_qemu_ports_only_when_configured(self):
-        with_aws = slot_mod.load_config(base_config(self.tmp, aws={"sessionFile": "/run/s.json", "region": "us-west-2"}))
+        with_aws = slot_mod.load_config(base_config(self.tmp, aws={"region": "us-west-2", "command": RA_COMMAND}))
         without = slot_mod.load_config(base_config(self.tmp))
         for cfg, region in ((with_aws, "us-west-2"), (without, None)):
             slot = slot_mod.Slot(cfg, 2)
@@ -120,8 +218,103 @@ class LauncherConfig(unittest.TestCase):
                     ("-device", "virtserialport,bus=vser0.0,chardev=aws,name=org.ci-fleet.aws")]
             for pair in want:
                 self.assertEqual(pair in pairs, region is not None, pair)
-            # Nothing secret in the seed: the session never travels there.
             self.assertNotIn("Secret", seed)
+
+    def test_each_vm_is_minted_with_the_timers_command_its_own_name_900_s_and_stdout(self):
+        cfg = slot_mod.load_config(base_config(self.tmp, aws={"region": "eu-west-1", "command": AWS_COMMAND}))
+        argv = slot_mod.aws_mint_argv(cfg, slot_mod.Slot(cfg, 2), 5)
+        self.assertEqual(argv, AWS_COMMAND[:6] + ["production-aws-default-pr-1.s2.v5"] + AWS_COMMAND[7:] + ["--stdout", "--duration", "900"])
+        self.assertNotIn("--output", argv)
+        # Roles Anywhere: no session name (the profile does not accept one); the rest as the timer's.
+        ra = slot_mod.load_config(base_config(self.tmp, aws={"region": "us-east-1", "command": RA_COMMAND}))
+        self.assertEqual(slot_mod.aws_mint_argv(ra, slot_mod.Slot(ra, 0), 1), RA_COMMAND + ["--stdout", "--duration", "900"])
+        # RoleSessionName: 2-64 characters of [\w+=,.@-]; the minion part is shortened, never the slot and VM.
+        name = slot_mod.vm_session_name("m" * 64, 999, 123456789)
+        self.assertEqual((len(name), name[-16:]), (64, ".s999.v123456789"))
+        self.assertTrue(re.fullmatch(r"[\w+=,.@-]{2,64}", name, re.ASCII))
+        # Every name the launcher makes is one the helper accepts.
+        self.assertTrue(helper.SESSION_NAME_RE.fullmatch(slot_mod.vm_session_name("production-aws-default-pr-1", 12, 40001)))
+
+
+class Minting(unittest.TestCase):
+    """AwsMinter on an injected clock with a fake minting command: no sleeps."""
+
+    def setUp(self):
+        self.ev = Events(start=1_800_000_000.0)
+        self.clock = self.ev.clock
+        self.mint = FakeMint(self.clock)
+        self.minter = slot_mod.AwsMinter(["/x/mint", "--stdout"], 7, refresh=300, clock=lambda: self.clock[0], spawn=self.mint)
+
+    def tearDown(self):
+        self.ev.restore()
+
+    def run_for(self, seconds, step=1.0):
+        """Ticks every `step` s of fake time; the documents minted meanwhile."""
+        got = []
+        end = self.clock[0] + seconds
+        while self.clock[0] < end:
+            d = self.minter.tick()
+            if d is not None:
+                got.append(json.loads(bytes(d))["AccessKeyId"])
+            self.clock[0] += step
+        return got
+
+    def times(self):
+        t0 = 1_800_000_000.0
+        return [round(t - t0) for t, _ in self.mint.calls]
+
+    def test_at_once_then_every_refresh_while_it_lives(self):
+        got = self.run_for(3600)
+        self.assertEqual(self.times(), list(range(0, 3600, 300)))
+        self.assertEqual(len(got), 12)
+        self.assertEqual(len(set(got)), 12, "every mint is a new session")
+        self.assertEqual([e["event"] for e in self.ev.list()], ["aws-session-minted"] * 12)
+
+    def test_a_failed_mint_is_retried_at_once_with_backoff_and_a_success_resets_it(self):
+        self.mint.plan = ["ok", "fail", "fail", "oserror", "fail", "fail", "fail", "ok"]
+        self.run_for(1000)
+        # Started at 0 ok; 300 fail (seen at 301: +5) 306 fail (+10) 317 oserror (at once: +20) 337 fail (+40)
+        # 378 fail (+60) 439 fail (+60) 500 ok; 800 ok (a session is refreshed 300 s after its mint started).
+        self.assertEqual(self.times(), [0, 300, 306, 317, 337, 378, 439, 500, 800])
+        unavailable = [(e["attempt"], e["retryIn"]) for e in self.ev.list() if e["event"] == "aws-session-unavailable"]
+        self.assertEqual(unavailable, [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (6, 60)])
+        reasons = {e["reason"] for e in self.ev.list() if e["event"] == "aws-session-unavailable"}
+        self.assertEqual(reasons, {"exit 1", "cannot run mint: No such file or directory"})
+
+    def test_a_hung_mint_is_killed_after_90_s_and_retried(self):
+        self.mint.plan = ["hang", "ok"]
+        got = self.run_for(100)
+        self.assertTrue(self.mint.children[0].killed)
+        self.assertEqual(self.times()[:2], [0, 96])  # killed at 91 s, retried 5 s later
+        self.assertEqual(len(got), 1)
+        self.assertEqual(self.ev.list()[0]["reason"], "no session within 90 s")
+
+    def test_a_session_longer_than_asked_or_too_large_is_refused(self):
+        self.mint.plan = ["long", "big", "ok"]
+        got = self.run_for(30)
+        self.assertEqual(len(got), 1)
+        self.assertEqual([e["reason"] for e in self.ev.list() if e["event"] == "aws-session-unavailable"],
+                         ["lasts more than 900 s", "more than 64 KiB on stdout"])
+        self.assertTrue(self.mint.children[1].killed)
+
+    def test_nothing_is_minted_after_stop_and_a_running_mint_is_killed(self):
+        self.run_for(10)
+        self.mint.plan = ["hang"]
+        self.run_for(300)
+        running = self.mint.children[-1]
+        self.assertTrue(running.running)
+        self.minter.stop()
+        self.assertTrue(running.killed)
+        calls = len(self.mint.calls)
+        self.assertEqual(self.run_for(3600), [])
+        self.assertEqual(len(self.mint.calls), calls)
+
+    def test_no_credential_in_events_or_stderr(self):
+        self.mint.plan = ["ok", "long"]
+        self.run_for(400)
+        for text in (self.ev.events.getvalue(), self.ev.stderr.getvalue()):
+            self.assertNotIn(SECRET, text)
+            self.assertNotIn(TOKEN, text)
 
 
 class RecordingSocket:
@@ -141,101 +334,124 @@ class RecordingSocket:
 class LauncherSending(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp()
-        self.session = os.path.join(self.tmp, "aws", "credentials.json")
-        os.makedirs(os.path.dirname(self.session))
-        cfg = slot_mod.load_config(base_config(self.tmp, aws={"sessionFile": self.session, "region": "eu-west-1"}))
+        cfg = slot_mod.load_config(base_config(self.tmp, aws={"region": "eu-west-1", "command": AWS_COMMAND}))
         self.vm = slot_mod.Vm(cfg, slot_mod.Slot(cfg, 0), 1)
         self.host, self.peer = socket.socketpair()
         self.vm.aws_sock = self.host
-        self.clock = [time.time()]
-        self.saved = (slot_mod.now, slot_mod._events_file, sys.stderr)
-        slot_mod.now = lambda: self.clock[0]
-        self.events = io.StringIO()
-        self.stderr = io.StringIO()
-        slot_mod._events_file = self.events
-        sys.stderr = self.stderr
+        self.ev = Events()
+        self.clock = self.ev.clock
+        self.mint = FakeMint(self.clock)
+        self.vm.aws = slot_mod.AwsMinter(slot_mod.aws_mint_argv(cfg, self.vm.slot, 1), 1, clock=lambda: self.clock[0], spawn=self.mint)
 
     def tearDown(self):
-        slot_mod.now, slot_mod._events_file, sys.stderr = self.saved
+        self.ev.restore()
         self.host.close()
         self.peer.close()
-
-    def write(self, data):
-        tmp = self.session + ".new"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.session)
 
     def check(self, advance=0.0):
         self.clock[0] += advance
         self.vm.check_aws_session()
         return read_frames_from(self.peer)
 
-    def names(self):
-        return [(e["event"], e.get("reason")) for e in map(json.loads, self.events.getvalue().splitlines())]
-
-    def test_sent_once_ready_and_again_on_every_change_at_most_every_2s(self):
-        first = document()
-        self.write(first)
-        self.assertEqual(self.check(), [], "nothing before the guest reports ready")
-        self.vm.reports.append("ready")
-        self.assertEqual(self.check(), [("CI-FLEET-AWS-SESSION", first)])
-        self.assertEqual(self.check(5), [], "an unchanged file is not sent again")
-        second = document(key="ASIAEXAMPLE0000002")
-        self.write(second)
-        self.assertEqual(self.check(1.0), [], "at most every 2 s")
-        self.assertEqual(self.check(1.5), [("CI-FLEET-AWS-SESSION", second)])
-        # Same bytes, same size, new inode (a rename, as the host's timer writes): sent again.
-        self.write(second)
-        self.assertEqual(self.check(2.5), [("CI-FLEET-AWS-SESSION", second)])
-        # A rewrite in place that changes only the mtime: sent again.
-        st = os.stat(self.session)
-        os.utime(self.session, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        self.assertEqual(self.check(2.5), [("CI-FLEET-AWS-SESSION", second)])
-        self.assertEqual([n for n in self.names() if n[0].startswith("aws")], [("aws-session-sent", None)] * 4)
-
-    def test_missing_bad_or_expired_sends_nothing_and_logs_once(self):
-        self.vm.reports.append("ready")
+    def test_minted_at_start_sent_once_ready_and_each_refresh_sent(self):
         self.assertEqual(self.check(), [])
-        self.assertEqual(self.check(3), [])
-        for data, reason in ((b"{not json " + SECRET.encode(), "not JSON"),
-                             (json.dumps({"Version": 1, "AccessKeyId": "A", "SecretAccessKey": SECRET}).encode(), "not a session document"),
-                             (document(expires_in=-60), "expired")):
-            self.write(data)
-            self.assertEqual(self.check(3), [])
-            self.assertEqual(self.check(3), [])
-        self.write(document())
-        self.assertEqual(len(self.check(3)), 1)
-        self.assertEqual(self.names(), [("aws-session-unavailable", "missing"), ("aws-session-unavailable", "not JSON"),
-                                        ("aws-session-unavailable", "not a session document"),
-                                        ("aws-session-unavailable", "expired"), ("aws-session-sent", None)])
-        for text in (self.events.getvalue(), self.stderr.getvalue()):
-            self.assertNotIn(SECRET, text)
-            self.assertNotIn(TOKEN, text)
+        self.assertEqual(len(self.mint.calls), 1, "minted before the guest is ready")
+        self.assertEqual(self.check(1), [], "nothing sent before the guest reports ready")
+        self.assertFalse(self.vm.aws_ready())
+        self.vm.reports.append("ready")
+        frames = self.check(1)
+        self.assertEqual([t for t, _ in frames], ["CI-FLEET-AWS-SESSION"])
+        self.assertEqual(json.loads(frames[0][1])["AccessKeyId"], "ASIAMINT000000000001")
+        self.assertTrue(self.vm.aws_ready())
+        self.assertEqual(self.check(100), [], "no new session before the refresh")
+        self.check(200)  # the refresh starts
+        frames = self.check(0.1)
+        self.assertEqual(json.loads(frames[0][1])["AccessKeyId"], "ASIAMINT000000000002")
+        self.assertEqual(self.mint.calls[0][1][-3:], ["--stdout", "--duration", "900"])
+        self.assertIn("production-aws-default-pr-1.s0.v1", self.mint.calls[0][1])
 
     def test_the_sent_buffer_is_zeroed(self):
         recorder = RecordingSocket()
         self.vm.aws_sock = recorder
         self.vm.reports.append("ready")
-        self.write(document())
+        self.vm.check_aws_session()
         self.vm.check_aws_session()
         self.assertEqual(len(recorder.buffers), 1)
         self.assertIn(SECRET.encode(), recorder.copies[0])
         self.assertEqual(set(recorder.buffers[0]), {0})
 
-    def test_one_job_sends_the_session_before_the_job_input(self):
-        """Runner.one_job with QEMU replaced: the guest's first frame on the AWS port comes
-        before the job frame on the job port."""
+    def test_a_guest_that_does_not_take_its_first_session_is_replaced_later_ones_only_stop(self):
+        class Refusing(RecordingSocket):
+            def sendall(self, buf):
+                raise socket.timeout("timed out")
+        self.vm.reports.append("ready")
+        self.vm.aws_sock = Refusing()
+        self.vm.check_aws_session()
+        with self.assertRaises(slot_mod.VmFailed):
+            self.vm.check_aws_session()
+        self.assertTrue(self.vm.aws.stopped)
+        # After a first session went, a refused refresh ends sending but not the job's VM.
+        vm = slot_mod.Vm(self.vm.cfg, self.vm.slot, 2)
+        vm.reports.append("ready")
+        vm.aws_sock = RecordingSocket()
+        vm.aws = slot_mod.AwsMinter(["/x"], 2, clock=lambda: self.clock[0], spawn=self.mint)
+        vm.check_aws_session()
+        vm.check_aws_session()
+        self.assertEqual(vm.aws_sent, 1)
+        vm.aws_sock = Refusing()
+        self.clock[0] += 300
+        vm.check_aws_session()
+        vm.check_aws_session()
+        self.assertIsNone(vm.aws_sock)
+        self.assertTrue(vm.aws.stopped)
+
+    def test_a_session_that_expired_before_ready_is_not_sent(self):
+        self.check()
+        self.check(0.1)
+        self.vm.reports.append("ready")
+        self.assertEqual(self.check(901), [])
+        self.assertIn(("aws-session-unavailable", "expired"), [(e["event"], e.get("reason")) for e in self.ev.list()])
+
+    def test_a_self_test_vm_gets_no_session(self):
+        cfg = self.vm.cfg
+        vm = slot_mod.Vm(cfg, slot_mod.Slot(cfg, 0), 2, selftest=True)
+        vm.aws_sock = self.host
+        vm.check_aws_session()
+        self.assertIsNone(vm.aws)
+        self.assertTrue(vm.aws_ready())
+
+    def test_no_mint_after_the_vm_is_destroyed(self):
+        self.vm.reports.append("ready")
+        self.check()
+        self.check(0.1)
+        self.mint.plan = ["hang"]
+        self.check(300)
+        running = self.mint.children[-1]
+        calls = len(self.mint.calls)
+        slot_mod.ensure_dirs(self.vm.slot)
+        self.vm.destroy()  # the real destroy: no QEMU here, no tap, no table
+        self.assertTrue(running.killed)
+        for _ in range(20):
+            self.check(300)
+        self.assertEqual(len(self.mint.calls), calls)
+        self.assertTrue(self.vm.aws.stopped)
+        self.assertIsNone(self.vm.aws_pending)
+
+    def one_job(self, plan, advance_per_turn=1.0, requester=None, input_at=0):
+        """Runner.one_job with QEMU replaced; the clock moves 1 s per turn of its loop."""
         order = []
         vm = self.vm
         recorder = RecordingSocket()
         recorder.sendall = lambda buf: order.append(bytes(buf).split(b" ")[0].decode())
         vm.aws_sock = recorder
-        self.write(document())
+        self.mint.plan = list(plan)
         slot = vm.slot
         slot_mod.ensure_dirs(slot)
-        with open(os.path.join(slot.inbox, "job-1"), "w") as f:
-            f.write('{"kind": "github", "jitconfig": "x"}')
+        def submit():
+            with open(os.path.join(slot.inbox, "job-1"), "w") as f:
+                f.write('{"kind": "github", "jitconfig": "x"}')
+        if not input_at:
+            submit()
         exited = []
 
         def wait_for(wanted, deadline, what):
@@ -244,16 +460,134 @@ class LauncherSending(unittest.TestCase):
                 return re.fullmatch(wanted, "ready")
             exited.append(True)
             return re.fullmatch(wanted, "exit 0")
+
+        def pump(timeout):
+            self.clock[0] += advance_per_turn
+            if input_at and round(self.clock[0] - self.start) == input_at:
+                submit()
+            if self.clock[0] > self.start + 3600:
+                raise AssertionError("the input was never taken")
+            return []
+        self.start = self.clock[0]
         vm.wait_for = wait_for
-        vm.pump = lambda timeout: []
+        vm.pump = pump
         vm.alive = lambda: not exited
         vm.check_firewall = lambda: None
-        vm.deliver = lambda data: order.append("CI-FLEET-JOB-INPUT")
+        vm.deliver = lambda data: order.append("CI-FLEET-JOB-INPUT@%d" % round(self.clock[0] - self.start))
         vm.destroy = lambda: None
         runner = slot_mod.Runner(vm.cfg, slot)
         runner.new_vm = lambda selftest=False: vm
+        runner.requester = requester
         self.assertEqual(runner.one_job(), 0)
-        self.assertEqual(order, ["CI-FLEET-AWS-SESSION", "CI-FLEET-JOB-INPUT"])
+        return order
+
+    def test_one_job_sends_the_vms_session_before_the_job_input(self):
+        self.assertEqual(self.one_job(["ok"]), ["CI-FLEET-AWS-SESSION", "CI-FLEET-JOB-INPUT@1"])
+
+    def test_a_vm_whose_first_session_cannot_be_minted_takes_no_input_until_one_comes(self):
+        order = self.one_job(["fail", "fail", "fail", "ok"])
+        # Attempts at 0, 6, 17, 38 s (each failure seen a turn later, then 5, 10, 20 s): the input
+        # waits in the inbox, and goes in the turn the session went.
+        self.assertEqual(order, ["CI-FLEET-AWS-SESSION", "CI-FLEET-JOB-INPUT@39"])
+        self.assertEqual(os.listdir(self.vm.slot.inbox), [])
+        self.assertEqual([(e["event"], e.get("attempt"), e.get("retryIn")) for e in self.ev.list()][:3],
+                         [("aws-session-unavailable", 1, 5), ("aws-session-unavailable", 2, 10), ("aws-session-unavailable", 3, 20)])
+
+
+    def test_a_github_slot_asks_for_no_input_before_its_vms_first_session(self):
+        test = self
+
+        class Requester:
+            ticks = []
+
+            def start_waiting(self):
+                pass
+
+            def stop_waiting(self):
+                pass
+
+            def reap(self, stopping=False):
+                pass
+
+            def tick(self):
+                self.ticks.append(round(test.clock[0] - test.start))
+        requester = Requester()
+        # Mints at 0 and 6 fail, the one at 17 comes (sent at 18); the master's input arrives at 25.
+        order = self.one_job(["fail", "fail", "ok"], requester=requester, input_at=25)
+        self.assertEqual(order, ["CI-FLEET-AWS-SESSION", "CI-FLEET-JOB-INPUT@25"])
+        self.assertEqual(requester.ticks, list(range(18, 25)))
+
+
+class Helper(unittest.TestCase):
+    """ci_fleet_aws_session.py --stdout: the launcher's per-VM call of the timer's own helper."""
+
+    def args(self, **kw):
+        base = dict(source="assume-role", role_arn="arn:aws:iam::123456789012:role/r", session_name="production-aws-default-pr-1.s0.v1",
+                    region="eu-west-1", stdout=True, duration=900, output=None, group=None, alarm_dir=None)
+        base.update(kw)
+        return argparse.Namespace(**base)
+
+    def test_assume_role_asks_for_the_duration_and_the_vms_session_name(self):
+        calls = []
+
+        class Sts:
+            def assume_role(self, **kwargs):
+                calls.append(kwargs)
+                return {"Credentials": {"AccessKeyId": "A", "SecretAccessKey": "S", "SessionToken": "T",
+                                        "Expiration": datetime.datetime.fromtimestamp(1_800_000_900, datetime.timezone.utc)}}
+        out = io.StringIO()
+        code = helper.to_stdout(self.args(), now=1_800_000_000, fetch=lambda a: helper.from_assume_role(a, client=Sts()), out=out, log=lambda _l: None)
+        self.assertEqual(code, 0)
+        self.assertEqual(calls, [{"RoleArn": "arn:aws:iam::123456789012:role/r", "RoleSessionName": "production-aws-default-pr-1.s0.v1", "DurationSeconds": 900}])
+        self.assertEqual(json.loads(out.getvalue())["Expiration"], "2027-01-15T08:15:00Z")
+
+    def test_the_signing_helper_is_asked_for_the_duration(self):
+        seen = []
+
+        def run(argv, **kwargs):
+            seen.append(argv)
+            import subprocess
+            return subprocess.CompletedProcess(argv, 0, document(at=1_800_000_000), b"")
+        args = self.args(source="roles-anywhere", signing_helper="/usr/local/bin/aws_signing_helper", certificate="/c", private_key="/k",
+                         trust_anchor_arn="arn:ta", profile_arn="arn:p")
+        out = io.StringIO()
+        self.assertEqual(helper.to_stdout(args, now=1_800_000_000, fetch=lambda a: helper.from_signing_helper(a, run=run), out=out), 0)
+        self.assertEqual(seen[0][seen[0].index("--session-duration") + 1], "900")
+        self.assertNotIn("--role-session-name", seen[0])
+
+    def test_stdout_writes_no_file_and_a_failure_prints_nothing_but_one_stderr_line(self):
+        out, logs = io.StringIO(), []
+
+        def broken(_a):
+            raise RuntimeError("AccessDenied " + SECRET)
+        self.assertEqual(helper.to_stdout(self.args(), now=1_800_000_000, fetch=broken, out=out, log=logs.append), 1)
+        self.assertEqual(out.getvalue(), "")
+        self.assertEqual(logs, ["<4>ci-fleet-aws-session: no session: RuntimeError"])
+        self.assertEqual(helper.to_stdout(self.args(), now=1_800_000_000, fetch=lambda a: json.loads(document(expires_in=3600, at=1_800_000_000)),
+                                          out=out, log=logs.append), 1, "a session longer than asked is refused")
+
+    def test_arguments(self):
+        common = ["--source", "assume-role", "--role-arn", "arn:r", "--region", "eu-west-1", "--session-name", "m-1.s0.v1"]
+        for extra, problem in ((["--stdout", "--output", "/run/x.json"], "--stdout writes no file"),
+                               (["--stdout", "--duration", "899"], "--duration must be 900 to 3600"),
+                               (["--stdout", "--duration", "3601"], "--duration must be 900 to 3600"),
+                               (["--output", "/x", "--group", "root", "--alarm-dir", "/a", "--duration", "900"], "--duration is for --stdout"),
+                               ([], "needs --output, --group, --alarm-dir")):
+            stderr, sys.stderr = sys.stderr, io.StringIO()
+            try:
+                with self.assertRaises(SystemExit):
+                    helper.main(common + extra)
+                text = sys.stderr.getvalue()
+            finally:
+                sys.stderr = stderr
+            self.assertIn(problem, text)
+        stderr, sys.stderr = sys.stderr, io.StringIO()
+        try:
+            with self.assertRaises(SystemExit):
+                helper.main(common[:-1] + ["bad name!", "--stdout"])
+            self.assertIn("--session-name must be 2 to 64", sys.stderr.getvalue())
+        finally:
+            sys.stderr = stderr
 
 
 class Guest(unittest.TestCase):
@@ -360,14 +694,28 @@ class Guest(unittest.TestCase):
         self.assertEqual(seen, [one, two])
 
 
+FAKE_MINT = r'''#!/usr/bin/python3
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "calls"), "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\n")
+n = sum(1 for _ in open(os.path.join(here, "calls")))
+print(json.dumps({"Version": 1, "AccessKeyId": "ASIAREAL%012d" % n, "SecretAccessKey": "secret-%d" % n, "SessionToken": "token",
+                  "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900))}))
+'''
+
+
 class BothEnds(unittest.TestCase):
-    def test_the_host_file_arrives_in_the_guest_and_its_change_too(self):
+    def test_a_real_minting_process_reaches_the_guest_and_its_refresh_too(self):
         if os.geteuid() != 0:
             raise RuntimeError("must run as root")
         tmp, root = tempfile.mkdtemp(), tempfile.mkdtemp()
-        host_file = os.path.join(tmp, "credentials.json")
-        cfg = slot_mod.load_config(base_config(tmp, aws={"sessionFile": host_file, "region": "eu-west-1"}))
-        vm = slot_mod.Vm(cfg, slot_mod.Slot(cfg, 0), 1)
+        mint = os.path.join(tmp, "mint")
+        with open(mint, "w") as f:
+            f.write(FAKE_MINT)
+        os.chmod(mint, 0o755)
+        cfg = slot_mod.load_config(base_config(tmp, aws={"region": "eu-west-1", "command": [mint, "--session-name", "minion-1"], "refreshSeconds": 60}))
+        vm = slot_mod.Vm(cfg, slot_mod.Slot(cfg, 3), 9)
         a, b = socket.socketpair()
         vm.aws_sock = a
         vm.reports.append("ready")
@@ -376,27 +724,32 @@ class BothEnds(unittest.TestCase):
         session = guest.AwsSession(group, root=root)
         reader = threading.Thread(target=guest.read_frames, args=(b.fileno(), session.take), kwargs={"stop_at_eof": True})
         reader.start()
-        saved = slot_mod.now, slot_mod._events_file, sys.stderr
-        clock = [0.0]
-        slot_mod.now, slot_mod._events_file, sys.stderr = (lambda: clock[0] + time.time()), io.StringIO(), io.StringIO()
+        ev = Events()
         try:
-            for n, key in enumerate(("ASIAFIRST00000000001", "ASIASECOND0000000002"), 1):
-                data = document(key=key)
-                with open(host_file + ".new", "wb") as f:
-                    f.write(data)
-                os.replace(host_file + ".new", host_file)
-                clock[0] += 3
-                vm.check_aws_session()
-                for _ in range(100):
+            for n in (1, 2):
+                for _ in range(500):  # the real process runs: poll it
+                    vm.check_aws_session()
+                    if vm.aws_sent == n:
+                        break
+                    time.sleep(0.01)
+                for _ in range(200):
                     if session.written == n:
                         break
-                    time.sleep(0.02)
-                self.assertEqual(open(root + guest.AWS_SESSION, "rb").read(), data)
+                    time.sleep(0.01)
+                with open(root + guest.AWS_SESSION) as f:
+                    self.assertEqual(json.load(f)["AccessKeyId"], "ASIAREAL%012d" % n)
+                ev.clock[0] += 61  # the refresh is due
         finally:
-            slot_mod.now, slot_mod._events_file, sys.stderr = saved
+            ev.restore()
+            vm.aws.stop()
             a.close()
             reader.join(10)
             b.close()
+        with open(os.path.join(tmp, "calls")) as f:
+            calls = [json.loads(l) for l in f]
+        self.assertEqual(calls, [["--session-name", "minion-1.s3.v9", "--stdout", "--duration", "900"]] * 2)
+        # Nothing of the session was written on the host: only the fake's own call log.
+        self.assertEqual(sorted(os.listdir(tmp)), sorted(["calls", "mint"] + [n for n in os.listdir(tmp) if n.startswith("job-vm-")]))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ describe("config: isolation, jobVm and slots", () => {
   });
 });
 
-describe("config: what a job VM gets (the queue role's session) and does not get yet (job secrets), checked before anything is created", () => {
+describe("config: what a job VM gets (the queue role's session and the job secrets), checked before anything is created", () => {
   test("a queue-role deploy target on a queue in VMs passes: the VM wears the queue role (the launcher delivers the host's session)", () => {
     const { problems, settings } = check(values("production", (v) => { v.queues.infra.isolation = "vm"; v.queues.infra.jobVm = { cpus: 4, memoryGiB: 16, diskGiB: 80, maxJobMinutes: 120 }; }));
     expect(problems).toEqual([]);
@@ -80,13 +80,12 @@ describe("config: what a job VM gets (the queue role's session) and does not get
     expect(Object.values(settings!.queues.infra.deployTargets).map((d) => d.trust ?? "queue-role")).toEqual(["queue-role", "queue-role"]);
   });
 
-  test("job secrets for a queue in VMs are refused (isolation vm, or unset: vm is the default); the agent token and host queues pass", () => {
+  test("job secrets for a queue in VMs pass (isolation vm, or unset: the image runs the job-secrets hooks), as on host queues", () => {
     const secrets = (v: Values, queueSecretPaths: Record<string, string[]>) =>
       checkFleetSettings({ stack: "production", values: v, secretsPresent: new Set(), queueSecretPaths }).problems.map((p) => p.path);
     const paths = { release: ["buildkite/agent-token", "global/env/NPM_TOKEN", "release/ssh/key"], infra: ["buildkite/agent-token", "global/env/TF_TOKEN"] };
-    expect(secrets(values(), paths)).toEqual(["ci-fleet:queueSecrets.release.global.env.NPM_TOKEN", "ci-fleet:queueSecrets.release.release.ssh.key"]);
-    expect(secrets(values("production", (v) => { delete v.queues.release.isolation; delete v.queues.release.jobVm; }), paths))
-      .toEqual(["ci-fleet:queueSecrets.release.global.env.NPM_TOKEN", "ci-fleet:queueSecrets.release.release.ssh.key"]);
+    expect(secrets(values(), paths)).toEqual([]);
+    expect(secrets(values("production", (v) => { delete v.queues.release.isolation; delete v.queues.release.jobVm; }), paths)).toEqual([]);
     expect(secrets(values("production", (v) => { v.queues.release.isolation = "host"; delete v.queues.release.jobVm; }), paths)).toEqual([]);
   });
 });

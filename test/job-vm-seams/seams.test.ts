@@ -170,7 +170,7 @@ describe("the Buildkite job input: rendered ci-job-handoff -> ci-job-slot handof
     expect(seen.env.BUILDKITE_AGENT_ACCESS_TOKEN).toBe(secret);
     expect(seen.env).not.toHaveProperty("BUILDKITE_AGENT_TOKEN");
     const jobEnv = processEnv(undefined);
-    for (const k of ["BUILDKITE_JOB_ID", "BUILDKITE_REPO", "BUILDKITE_COMMIT", "BUILDKITE_BRANCH", "BUILDKITE_COMMAND", "BUILDKITE_PLUGINS", "BUILDKITE_AGENT_ENDPOINT", "CI", "BUILDKITE", "CI_FLEET_SSM_PREFIX"]) {
+    for (const k of ["BUILDKITE_JOB_ID", "BUILDKITE_REPO", "BUILDKITE_COMMIT", "BUILDKITE_BRANCH", "BUILDKITE_COMMAND", "BUILDKITE_PLUGINS", "BUILDKITE_AGENT_ENDPOINT", "CI", "BUILDKITE"]) {
       expect({ k, v: seen.env[k] }).toEqual({ k, v: jobEnv[k] });
     }
     // The pipeline's own variables, values with spaces and `=` intact.
@@ -179,9 +179,12 @@ describe("the Buildkite job input: rendered ci-job-handoff -> ci-job-slot handof
     expect(seen.env.BUILDKITE_BUILD_PATH).toBe("/home/ci/builds");
     expect(seen.env.BUILDKITE_PLUGINS_PATH).toBe("/home/ci/plugins");
     expect(seen.env.PATH).toBe(`${bin}:/usr/bin:/bin`);
-    const hostly = Object.entries(seen.env).filter(([k, v]) => k !== "PATH" && /^\/(var|etc|tmp|usr|root)\//.test(v));
+    // The hooks path is the guest's own (the image's job-secrets hooks); CI_FLEET_* come from the seed, not the input.
+    expect(seen.env.BUILDKITE_HOOKS_PATH).toBe("/etc/buildkite-agent/hooks");
+    expect(seen.env.CI_FLEET_STATE_DIR).toBe("/home/ci/job-secrets");
+    const hostly = Object.entries(seen.env).filter(([k, v]) => k !== "PATH" && k !== "BUILDKITE_HOOKS_PATH" && /^\/(var|etc|tmp|usr|root)\//.test(v));
     expect(hostly).toEqual([]);
-    for (const k of ["BUILDKITE_AGENT_PID", "BUILDKITE_CONFIG_PATH", "BUILDKITE_HOOKS_PATH", "BUILDKITE_SOCKETS_PATH", "BUILDKITE_ENV_FILE", "BUILDKITE_ENV_JSON_FILE", "BUILDKITE_BIN_PATH", "SUDO_USER", "LD_PRELOAD", "CI_FLEET_STATE_DIR"]) {
+    for (const k of ["CI_FLEET_SSM_PREFIX", "BUILDKITE_AGENT_PID", "BUILDKITE_CONFIG_PATH", "BUILDKITE_SOCKETS_PATH", "BUILDKITE_ENV_FILE", "BUILDKITE_ENV_JSON_FILE", "BUILDKITE_BIN_PATH", "SUDO_USER", "LD_PRELOAD"]) {
       expect(seen.env).not.toHaveProperty(k);
     }
   });

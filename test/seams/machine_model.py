@@ -24,8 +24,9 @@ per minion, a JSON model of what ends up on the disk and what runs:
   its rendered X, a machine `<minion id>/vm` (role job-vm): the golden image as the rendered
   build script's virt-customize operations make it, the files the real ci-job-guest
   `aws_files` writes for the session, and the one job its real `job_command` starts (as the
-  image's job user), whose session writer is the HOST process whose --output is X's
-  aws.sessionFile (the launcher copies that file in) - or none when the two differ. A Buildkite
+  image's job user), whose session is minted for that VM alone by the HOST launcher (root) with
+  the command its real `aws_mint_argv` builds from X's aws.command (--stdout: no file on the host)
+  - the host timer's own command without its file, or no session when the two differ. A Buildkite
   VM's job input is what the host's real ci-job-handoff builds from the job's environment.
 
 The seam tests (test/seams/*.test.ts) judge the model.
@@ -1206,6 +1207,23 @@ VIRT_CUSTOMIZE_FLAGS = ("--update", "--selinux-relabel", "--no-selinux-relabel",
                         "-v", "--verbose", "-x", "-q", "--quiet", "--dry-run", "-n")
 
 
+# What only the host's session timer gives ci-fleet-aws-session (its file, the file's group, its alarm).
+SESSION_FILE_OPTIONS = ("--output", "--group", "--alarm-dir")
+
+
+def strip_options(argv, options):
+    """argv without each of `options` and its value."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def session_writer(writer):
     """What the writer of a session file (ci-fleet-aws-session, root's timer) says of the session."""
     wargv = writer["argv_resolved"]
@@ -1361,7 +1379,34 @@ def handoff_input(job_proc, scripts):
     return json.loads(sent["input"]), None
 
 
-def job_vm_guest(host, processes, writers, handoff=None):
+def guest_hook_processes(guest, job, hooks_src):
+    """The agent hooks the guest's `buildkite-agent bootstrap` runs: the files in its
+    BUILDKITE_HOOKS_PATH (buildkite/agent v3.123.1 clicommand/global.go HooksPathFlag; the executor's
+    executeGlobalHook finds each hook there, internal/job/hook/hook.go Find), sourced in the job
+    process: the job's user, environment and AWS credentials (the queue role's session)."""
+    hooks_dir = job["env"].get("BUILDKITE_HOOKS_PATH")
+    out = []
+    for path, f in sorted(guest.files.items()):
+        if not hooks_dir or posixpath.dirname(path) != hooks_dir or f["kind"] != "file" or path.endswith(".js"):
+            continue
+        name = posixpath.basename(path)
+        hook = dict(copy.deepcopy(job), source="buildkite hook " + name, kind="buildkite-hook", command=path, argv=[path],
+                    argv_resolved=[path], hook=name, runs_jobs=False, unresolved_command_vars=[], requires_env=[])
+        hook["needs"] = [{"path": path, "access": "read"}]
+        if hook["env"].get("CI_FLEET_STATE_DIR"):
+            # The hooks make their state directory (mkdir -p, 0700) in the job user's own tree.
+            hook["needs"].append({"path": posixpath.dirname(hook["env"]["CI_FLEET_STATE_DIR"]), "access": "write"})
+        for m in re.finditer(r"/([A-Za-z0-9_.-]+\.js)", f.get("content") or ""):
+            hook["needs"].append({"path": posixpath.join(hooks_dir, m.group(1)), "access": "read"})
+        if name == "environment":
+            for m in re.finditer(r"required\(env, \"([A-Z_][A-Z0-9_]*)\"", "".join(hooks_src.values())):
+                hook["requires_env"].append({"var": m.group(1), "by": "hooks/buildkite/src (required(env, ...))"})
+        hook["aws_calls"] = aws_calls(guest, hook, {}, hooks_src)
+        out.append(hook)
+    return out
+
+
+def job_vm_guest(host, processes, writers, handoff=None, hooks_src=None):
     """The guest machine of an isolation-vm runner: what the golden image's build script puts in
     it (the job user, the guest agent and its unit, the CI agent), what the guest agent writes for
     the queue role's session (its real aws_files), and the job it starts (its real job_command),
@@ -1383,6 +1428,7 @@ def job_vm_guest(host, processes, writers, handoff=None):
     cfg = json.loads(config_file["content"])
     launcher_text = scripts.get(launcher["argv_resolved"][0], "")
     seed = {}
+    slot_module = None
     if launcher_text:
         slot_module = load_script(launcher_text, "ci_job_slot_model")
         with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
@@ -1473,7 +1519,7 @@ def job_vm_guest(host, processes, writers, handoff=None):
         if hasattr(module, "aws_files"):
             for f in module.aws_files(region, job_group):
                 guest.put(f["path"], f["kind"], f["owner"], f["group"], f["mode"] if isinstance(f["mode"], int) else int(str(f["mode"]), 8),
-                          "run time: %s aws_files (root, from the launcher's copy of the host's %s)" % (agent_path, aws.get("sessionFile")),
+                          "run time: %s aws_files (root, from the session the host's launcher mints for this VM)" % agent_path,
                           f.get("content") if isinstance(f.get("content"), str) else None)
         else:
             info["problems"].append("%s has no aws_files: it writes no session or AWS config in the VM" % agent_path)
@@ -1493,6 +1539,9 @@ def job_vm_guest(host, processes, writers, handoff=None):
         kwargs["aws_region"] = region if aws else None
     elif aws:
         info["problems"].append("%s job_command takes no aws_region: the job gets no AWS config" % agent_path)
+    # The queue's SSM namespace for the job-secrets hooks: the seed's ssm_prefix, as main() passes it.
+    if "ssm_prefix" in inspect.signature(module.job_command).parameters:
+        kwargs["ssm_prefix"] = seed.get("ssm_prefix") or None
     # The job input: Buildkite's from the host's real handoff; GitHub's a representative one
     # (its just-in-time config comes from the master through the slot's inbox).
     job_input = copy.deepcopy(GITHUB_JOB_INPUT)
@@ -1519,20 +1568,39 @@ def job_vm_guest(host, processes, writers, handoff=None):
         # run --jitconfig writes .runner and .credentials into the runner's root (actions/runner Runner.cs).
         job["needs"].append({"path": module.RUNNER_DIR, "access": "write"})
     job["credentials"] = credentials_of(guest, job, cloud)
-    # The seam: the session file in the VM is the launcher's copy of the host's aws.sessionFile;
-    # its writer is the HOST process whose --output is that file (root's timer), or nobody.
+    # The seam: the session file in the VM holds what the HOST launcher (root) minted for this VM
+    # alone: the command the launcher's real aws_mint_argv builds from job-vm.json aws.command,
+    # which must be the host timer's own command (the root process with an --output) without
+    # the timer's file options. Never a copy of a host file.
     c = job["credentials"]
     if aws and c["kind"] == "credential-process":
-        host_writer = writers.get(aws.get("sessionFile"))
-        c["session_copy"] = {"host_file": aws.get("sessionFile"), "guest_file": c.get("imds_copy"), "copied_by": launcher["source"],
-                             "host_file_writer": (host.files.get(aws.get("sessionFile")) or {}).get("writer")}
-        if host_writer is not None:
-            c["session_writer"] = session_writer(host_writer)
+        mint = {}
+        if launcher_text and hasattr(slot_module, "aws_mint_argv") and isinstance(aws.get("command"), list):
+            mint_slot = slot_module.Slot(cfg, 0)
+            argv = slot_module.aws_mint_argv(cfg, mint_slot, 1)
+            timer = next((w for w in writers.values() if strip_options(w["argv_resolved"], SESSION_FILE_OPTIONS) == aws["command"]), None)
+            helper_text = scripts.get(argv[0], "")
+            mint = {"minted_by": launcher["source"], "user": launcher["user"], "argv": argv,
+                    "argv_vm2": slot_module.aws_mint_argv(cfg, mint_slot, 2),
+                    "duration": arg_after(argv, "--duration"), "stdout": "--stdout" in argv,
+                    "session_name": arg_after(argv, "--session-name"),
+                    "helper": argv[0], "helper_owner": (host.files.get(argv[0]) or {}).get("owner"),
+                    "helper_has_stdout_mode": "def to_stdout" in helper_text,
+                    "timer": timer["source"] if timer else None,
+                    "timer_output": arg_after(timer["argv_resolved"], "--output") if timer else None,
+                    "config_names_timer_output": bool(timer) and arg_after(timer["argv_resolved"], "--output") in config_file["content"]}
+            if timer is None:
+                info["problems"].append("job-vm.json aws.command is not the command of any session timer on %s (without its file)" % host.id)
+            c["session_writer"] = session_writer({"source": launcher["source"], "user": launcher["user"], "argv_resolved": argv})
             if c["session_writer"]["role_arn"]:
                 c["role_arn"] = c["session_writer"]["role_arn"]
         else:
-            info["problems"].append("job-vm.json aws.sessionFile %s is the --output of no process on %s" % (aws.get("sessionFile"), host.id))
+            info["problems"].append("job-vm.json's aws has no command the launcher mints a VM's session with (%s)" % sorted(aws))
+        mint["guest_file"] = c.get("imds_copy")
+        c["session_mint"] = mint
     processes_out.append(job)
+    if agent_kind == "buildkite":
+        processes_out += guest_hook_processes(guest, job, hooks_src or {})
     return guest_json(guest, provider, host, info, cloud, processes_out)
 
 
@@ -1647,7 +1715,7 @@ def model(root, minion_id, pillar, highstate, rendered_files, user_data, hooks_s
                 if p["credentials"]["session_writer"]["role_arn"]:
                     p["credentials"]["role_arn"] = p["credentials"]["session_writer"]["role_arn"]
     # isolation vm: the guest each slot boots, with the job in it (a machine of its own).
-    guest = job_vm_guest(machine, processes, writers, job if job and job.get("hands_off_to_vm") else None)
+    guest = job_vm_guest(machine, processes, writers, job if job and job.get("hands_off_to_vm") else None, hooks_src)
     runs = bootstrap_runs(at_boot, cloud)
     boot_scripts = {p: f["content"] for p, f in at_boot.files.items() if f["kind"] == "file" and isinstance(f.get("content"), str)}
     for r in runs:

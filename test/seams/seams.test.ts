@@ -65,7 +65,9 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
     // The jobs of a vm host run in its slots' VMs: each is a machine of its own, `<host>/vm`, with
     // the guest agent (root) and the one job it starts (the job user); the host itself runs none.
     for (const host of ["-default-pr-1", "-release-release-1"]) {
-      expect(sources(`${host}/vm`)).toEqual(["ci-job-guest.service ExecStart", "job in a slot's VM (ci-job-guest)"]);
+      // A Buildkite VM's job also runs the job-secrets hooks from the image (docs/job-secrets.md).
+      const hooks = host === "-release-release-1" ? ["environment", "post-checkout", "pre-checkout", "pre-exit"].map((h) => `buildkite hook ${h}`) : [];
+      expect(sources(`${host}/vm`)).toEqual(["ci-job-guest.service ExecStart", "job in a slot's VM (ci-job-guest)", ...hooks]);
       const h = byMachine(models).find((m) => m.id.endsWith(host))!;
       expect({ host: h.id, runsJobs: h.processes.filter((p) => p.runs_jobs).map((p) => p.source) }).toEqual({ host: h.id, runsJobs: [] });
     }
@@ -261,11 +263,12 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
       expect(jobs.filter(({ m }) => m.role === "job-vm").length).toBe(vmRunners(stack, models).length);
     });
 
-    test("every vm runner's job VM wears its queue role through a session the host's root timer writes, copied by the launcher", () => {
-      // docs/job-vm.md "The AWS session": job-vm.json's aws.sessionFile is the --output of the
-      // host's ci-fleet-aws-session.service (root); the launcher (root) sends that document into
-      // each VM; ci-job-guest writes it where the job's AWS config (AWS_CONFIG_FILE) prints it.
-      // Every queue's jobs get the queue role by design, so every vm runner needs this.
+    test("every vm runner's job VM wears its queue role through a session the launcher (root) mints for that VM alone, never the host's session file", () => {
+      // docs/job-vm.md "The AWS session": job-vm.json's aws.command is the host's
+      // ci-fleet-aws-session.service command (root) without its file; the launcher (root) runs it
+      // per VM with --stdout --duration 900 (on aws the session named after minion, slot and VM)
+      // and sends the document into that VM; ci-job-guest writes it where the job's AWS config
+      // (AWS_CONFIG_FILE) prints it. Every queue's jobs get the queue role by design.
       const failures: string[] = [];
       const hosts = vmRunners(stack, models);
       expect(hosts.length).toBeGreaterThan(0);
@@ -283,13 +286,10 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
         if (!timer || timer.user !== "root" || !output) failures.push(`${h.id}: no root ci-fleet-aws-session.service writes the queue role's session on the host (${timer?.user ?? "no unit"})`);
         const aws = jv.aws;
         if (!aws) {
-          failures.push(`${h.id}: ${jv.config} has no "aws" key ({sessionFile, region}): the launcher copies no session into the VM, so the job has no AWS credentials, but its queue needs ${h.aws_pillar.role_arn}`);
+          failures.push(`${h.id}: ${jv.config} has no "aws" key ({region, command}): the launcher mints no session for the VM, so the job has no AWS credentials, but its queue needs ${h.aws_pillar.role_arn}`);
         } else {
-          if (aws.sessionFile !== output) failures.push(`${h.id}: ${jv.config} aws.sessionFile is ${aws.sessionFile}, but the host's root timer writes ${output}: the launcher copies nothing`);
           if (aws.region !== h.aws_pillar.region) failures.push(`${h.id}: ${jv.config} aws.region is ${aws.region}, the queue's region is ${h.aws_pillar.region}`);
           if (jv.seed.aws_region !== aws.region) failures.push(`${h.id}: the launcher's seed says aws_region=${jv.seed.aws_region}, not ${aws.region}`);
-          const onHost = aws.sessionFile ? h.files[aws.sessionFile] : undefined;
-          if (!onHost || !timer || !onHost.writer.includes(timer.source)) failures.push(`${h.id}: ${aws.sessionFile} is written by ${onHost?.writer ?? "no part"}, not by the root timer`);
         }
         const job = g.processes.find((p) => p.runs_jobs);
         if (!job) {
@@ -305,16 +305,25 @@ describe.each(STACKS)("the seams of stack %s", (stack) => {
           continue;
         }
         const w = c.session_writer;
-        const copy = c.session_copy;
-        if (!w || !copy) failures.push(`${label}: ${c.imds_copy} is the copy of no host file a root process writes (${JSON.stringify(copy ?? null)})`);
+        const mint = c.session_mint;
+        if (!w || !mint?.argv) failures.push(`${label}: ${c.imds_copy} holds no session a root process mints for this VM (${JSON.stringify(mint ?? null)})`);
         else {
-          if (w.source !== timer?.source || w.user !== "root") failures.push(`${label}: the session comes from ${w.source} (as ${w.user}), not the host's root timer`);
-          if (w.role_arn !== h.aws_pillar.role_arn) failures.push(`${label}: the session is of ${w.role_arn}, not the queue role ${h.aws_pillar.role_arn}`);
-          const launcher = h.processes.find((p) => p.source === copy.copied_by);
-          if (!launcher || launcher.user !== "root" || argAfter(launcher.argv_resolved ?? launcher.argv, "--config") !== jv.config) {
-            failures.push(`${label}: the copy is made by ${copy.copied_by} (as ${launcher?.user}), not the launcher (root) that reads ${jv.config}`);
+          // Minted per VM, by root: the launcher that reads this config, with the timer's own command.
+          const launcher = h.processes.find((p) => p.source === mint.minted_by);
+          if (!launcher || launcher.user !== "root" || w.user !== "root" || argAfter(launcher.argv_resolved ?? launcher.argv, "--config") !== jv.config) {
+            failures.push(`${label}: the session is minted by ${mint.minted_by} (as ${launcher?.user}), not the launcher (root) that reads ${jv.config}`);
           }
-          if (copy.host_file !== output) failures.push(`${label}: the VM gets a copy of ${copy.host_file}, the timer writes ${output}`);
+          if (mint.timer !== timer?.source) failures.push(`${label}: the launcher's command is not ${timer?.source ?? "the timer"}'s without its file (it matches ${mint.timer})`);
+          if (mint.helper_owner !== "root" || !mint.helper_has_stdout_mode) failures.push(`${label}: ${mint.helper} is not the root-owned session helper with a --stdout mode`);
+          if (w.role_arn !== h.aws_pillar.role_arn) failures.push(`${label}: the session is of ${w.role_arn}, not the queue role ${h.aws_pillar.role_arn}`);
+          // Not the host's session: no file (--stdout, no --output), the timer's file named nowhere.
+          if (!mint.stdout || argAfter(mint.argv, "--output") || (output && mint.argv.includes(output)) || mint.config_names_timer_output) {
+            failures.push(`${label}: the VM's session goes through a host file (${mint.argv.join(" ")}; the timer writes ${output})`);
+          }
+          if (mint.duration !== "900") failures.push(`${label}: the VM's session lasts ${mint.duration} s, not 900 (the shortest AWS allows)`);
+          if (h.provider === "aws") {
+            if (mint.session_name !== `${h.id}.s0.v1` || argAfter(mint.argv_vm2 ?? [], "--session-name") !== `${h.id}.s0.v2`) failures.push(`${label}: the session name ${mint.session_name} does not name the minion, slot and VM`);
+          } else if (mint.session_name) failures.push(`${label}: a Roles Anywhere session name ${mint.session_name} (the profile accepts none)`);
         }
         // In the VM: the session file and the config that prints it, the job's to read and root's to write.
         const session = c.imds_copy ? g.files[c.imds_copy] : undefined;

@@ -51,8 +51,12 @@ export interface Credentials {
   private_key?: string;
   imds_copy?: string;
   imds?: string;
-  /** A job VM: the launcher's copy of the host's session file (job-vm.json aws.sessionFile) that credential_process prints. */
-  session_copy?: { host_file: string; guest_file?: string; copied_by: string; host_file_writer?: string | null };
+  /** A job VM: the session the host's launcher (root) mints for this VM alone (job-vm.json aws.command through aws_mint_argv). */
+  session_mint?: {
+    minted_by?: string; user?: string; argv?: string[]; argv_vm2?: string[]; duration?: string | null; stdout?: boolean;
+    session_name?: string | null; helper?: string; helper_owner?: string | null; helper_has_stdout_mode?: boolean;
+    timer?: string | null; timer_output?: string | null; config_names_timer_output?: boolean; guest_file?: string;
+  };
   /** The root process that writes the file credential_process prints (the session helper; for a job VM, on its host). */
   session_writer?: { source: string; user: string; via?: string | null; role_arn?: string | null; profile_arn?: string | null; trust_anchor_arn?: string | null; certificate?: string | null; private_key?: string | null };
 }
@@ -90,7 +94,7 @@ export interface JobVm {
   /** The launcher's config on the host (its --config) and the `aws` key its load_config returns. */
   config: string;
   launcher: string;
-  aws: { sessionFile?: string; region?: string } | null;
+  aws: { region?: string; command?: string[]; refreshSeconds?: number } | null;
   /** The seed the launcher's render_seed gives slot 0's first VM (key=value). */
   seed: Record<string, string>;
   image_build?: string;

@@ -1,13 +1,20 @@
 #!/usr/bin/python3
-"""ci-fleet-aws-session: a one-hour session of the queue's agent role for the CI user.
+"""ci-fleet-aws-session: a session of the queue's agent role, for the CI user or one job VM.
 
-  ci-fleet-aws-session --source roles-anywhere --role-arn ARN --output FILE --group GROUP
-        --alarm-dir DIR --signing-helper PATH --certificate PEM --private-key PEM
-        --trust-anchor-arn ARN --profile-arn ARN                        (equinix-metal)
-  ci-fleet-aws-session --source assume-role --role-arn ARN --session-name NAME --region R
-        --output FILE --group GROUP --alarm-dir DIR                      (aws)
+  ci-fleet-aws-session --source roles-anywhere --role-arn ARN --signing-helper PATH
+        --certificate PEM --private-key PEM --trust-anchor-arn ARN --profile-arn ARN   (equinix-metal)
+  ci-fleet-aws-session --source assume-role --role-arn ARN --region R                   (aws)
+    and then either  --output FILE --group GROUP --alarm-dir DIR [--session-name NAME]  (the host's timer)
+    or               --stdout [--duration S] [--session-name NAME]                       (one job VM)
 
-Runs as root (a systemd timer, every 5 minutes): the only process that can use the
+With --stdout (the slot launcher, root, once per VM and again while that VM lives: docs/job-vm.md
+"The AWS session"): one new session, never kept, never compared with a file: the document goes
+to stdout and nowhere else, exit 0; on failure nothing on stdout, one line on stderr (the error's
+type, never a credential), exit 1. --duration is the session's length (DURATION_MIN..SESSION_SECONDS;
+the job VMs ask for the minimum, 900). --session-name (sts:AssumeRole's RoleSessionName, 2-64
+characters of [\w+=,.@-]) names the minion on the timer and the minion, slot and VM per VM.
+
+Without --stdout: the host's timer (root, every 5 minutes). Both callers are root, the only one that can use the
 machine's long-lived material (the root-only Roles Anywhere key; on aws the instance's host
 role, which the metadata guard lets only uid 0 reach). It writes a credential_process
 document (Version 1) to FILE, root:GROUP 0640 in a root:GROUP 0750 directory, which the CI
@@ -25,12 +32,17 @@ import calendar
 import grp
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 
 SESSION_SECONDS = 3600
+# sts:AssumeRole DurationSeconds and Roles Anywhere CreateSession durationSeconds: 900 at least.
+DURATION_MIN = 900
+# sts:AssumeRole RoleSessionName: 2 to 64 characters of [\w+=,.@-].
+SESSION_NAME_RE = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 REFRESH_BEFORE_SECONDS = 40 * 60
 ALARM_BEFORE_SECONDS = 15 * 60
 ALARM_NAME = "aws-session.alarm"
@@ -50,11 +62,15 @@ def session_document(access_key, secret_key, token, expiration):
             "SessionToken": token, "Expiration": expiration}
 
 
+def duration_of(args):
+    return getattr(args, "duration", None) or SESSION_SECONDS
+
+
 def from_signing_helper(args, run=subprocess.run):
     argv = [args.signing_helper, "credential-process",
             "--certificate", args.certificate, "--private-key", args.private_key,
             "--trust-anchor-arn", args.trust_anchor_arn, "--profile-arn", args.profile_arn,
-            "--role-arn", args.role_arn, "--session-duration", str(SESSION_SECONDS)]
+            "--role-arn", args.role_arn, "--session-duration", str(duration_of(args))]
     out = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True, timeout=60).stdout
     document = json.loads(out)
     return session_document(document["AccessKeyId"], document["SecretAccessKey"], document["SessionToken"], document["Expiration"])
@@ -64,7 +80,7 @@ def from_assume_role(args, client=None):
     if client is None:
         import boto3  # python3-boto3; root's default chain ends at IMDS (the host role)
         client = boto3.client("sts", region_name=args.region)
-    answer = client.assume_role(RoleArn=args.role_arn, RoleSessionName=args.session_name, DurationSeconds=SESSION_SECONDS)
+    answer = client.assume_role(RoleArn=args.role_arn, RoleSessionName=args.session_name, DurationSeconds=duration_of(args))
     c = answer["Credentials"]
     expiration = c["Expiration"]
     if not isinstance(expiration, str):
@@ -119,16 +135,39 @@ def write_alarm(alarm_dir, message):
     os.replace(tmp, path)
 
 
+def fetch_checked(args, now, fetch=None):
+    """A new session from args.source, refused when it lasts longer than asked (+5 min of clock skew)."""
+    fetch = fetch or (from_signing_helper if args.source == "roles-anywhere" else from_assume_role)
+    document = fetch(args)
+    lasts = parse_expiration(document["Expiration"]) - now
+    if lasts > duration_of(args) + 300:
+        raise ValueError("the session lasts %d s, more than %d s" % (lasts, duration_of(args)))
+    return document
+
+
+def to_stdout(args, now=None, fetch=None, out=None, log=None):
+    """--stdout: one new session as a credential_process document on `out`, or exit 1."""
+    now = clock() if now is None else now
+    out = out if out is not None else sys.stdout
+    log = log or (lambda line: print(line, file=sys.stderr))
+    try:
+        document = fetch_checked(args, now, fetch)
+        if parse_expiration(document["Expiration"]) <= now:
+            raise ValueError("the session has expired")
+    except Exception as error:  # noqa: BLE001 - no credential in the message
+        log("<4>ci-fleet-aws-session: no session: %s" % type(error).__name__)
+        return 1
+    out.write(json.dumps(document))
+    out.flush()
+    return 0
+
+
 def refresh(args, gid, now=None, fetch=None, log=print):
     now = clock() if now is None else now
     left = remaining(args.output, now)
     if left is None or left < REFRESH_BEFORE_SECONDS:
-        fetch = fetch or (from_signing_helper if args.source == "roles-anywhere" else from_assume_role)
         try:
-            document = fetch(args)
-            lasts = parse_expiration(document["Expiration"]) - now
-            if lasts > SESSION_SECONDS + 300:
-                raise ValueError("the session lasts %d s, more than %d s" % (lasts, SESSION_SECONDS))
+            document = fetch_checked(args, now, fetch)
             write_private(args.output, document, gid)
         except Exception as error:  # noqa: BLE001 - judged by the alarm below; no credential in the message
             log("<4>ci-fleet-aws-session: no new session: %s" % type(error).__name__)
@@ -146,9 +185,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="ci-fleet-aws-session")
     parser.add_argument("--source", choices=["roles-anywhere", "assume-role"], required=True)
     parser.add_argument("--role-arn", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--alarm-dir", required=True)
+    parser.add_argument("--output")
+    parser.add_argument("--group")
+    parser.add_argument("--alarm-dir")
+    parser.add_argument("--stdout", action="store_true")
+    parser.add_argument("--duration", type=int)
     parser.add_argument("--session-name")
     parser.add_argument("--region")
     parser.add_argument("--signing-helper")
@@ -159,9 +200,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
     needed = {"roles-anywhere": ("signing_helper", "certificate", "private_key", "trust_anchor_arn", "profile_arn"),
               "assume-role": ("session_name", "region")}[args.source]
+    if args.stdout:
+        # One job VM's session: written nowhere but stdout, so never the timer's file.
+        if args.output or args.group or args.alarm_dir:
+            parser.error("--stdout writes no file: no --output, --group or --alarm-dir")
+    else:
+        needed += ("output", "group", "alarm_dir")
+        if args.duration is not None:
+            parser.error("--duration is for --stdout (the timer keeps %d s sessions)" % SESSION_SECONDS)
     missing = [n for n in needed if not getattr(args, n)]
     if missing:
         parser.error("--source %s needs %s" % (args.source, ", ".join("--" + n.replace("_", "-") for n in missing)))
+    if args.duration is not None and not DURATION_MIN <= args.duration <= SESSION_SECONDS:
+        parser.error("--duration must be %d to %d seconds" % (DURATION_MIN, SESSION_SECONDS))
+    if args.session_name is not None and not SESSION_NAME_RE.fullmatch(args.session_name):
+        parser.error("--session-name must be 2 to 64 characters of [\\w+=,.@-]")
+    if args.stdout:
+        return to_stdout(args)
     return refresh(args, grp.getgrnam(args.group).gr_gid)
 
 
