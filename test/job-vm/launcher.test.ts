@@ -5,9 +5,11 @@
 //
 // Guest boots are the cost (TCG, 2 cores, other suites running), so five slots run at once,
 // started in beforeAll, and each test checks what its slot's run observed:
-//   slot 0  once --jobs 3, with an AWS session file: job 1 (credential, marker; the
-//           session file changes while it runs), job 2 (marker, then its QEMU is
-//           killed: a crash), job 3 (marker, network probes)                    3 boots
+//   slot 0  once --jobs 3, with a fake minting command for the VMs' AWS sessions
+//           (refreshSeconds 3): job 1 (credential, marker; waits for its VM's second
+//           session), job 2 (marker, then its QEMU is
+//           killed: a crash), job 3 (marker, network probes; its guest lingers
+//           120 s after its exit report: the launcher must not wait for it)   3 boots
 //   slot 1  once --jobs 2, faults no-filter + reuse-overlay: the control run of the
 //           network probes, then its warm spare (a probe target of slot 0's job 3)
 //           takes the fresh-disk control                                        2 boots
@@ -37,19 +39,42 @@ const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
 const CREDENTIAL = `cred-${Date.now()}-${crypto.randomBytes(4).toString("hex")}-only-for-job-1`;
 const CLOSED_TARGETS = [NET.hostSide(0), NET.uplinkHost, NET.fleetHost, NET.metadata, NET.fleetPeer, NET.guest(1), NET.internet];
 const OPEN_TARGETS = [NET.hostSide(1), NET.uplinkHost, NET.metadata, NET.fleetPeer, NET.internet];
-// The queue role's session as the host's root timer keeps it (slot 0's aws.sessionFile).
+// Slot 0's aws.command: a fake ci-fleet-aws-session that mints a new 900 s session per call
+// (numbered), logs its argv and time and keeps each document for the test (sha256 only compared).
 const SESSION_SECRET = `aws-secret-${crypto.randomBytes(8).toString("hex")}`;
-const sessionDocument = (key: string) =>
-  JSON.stringify({
-    Version: 1, AccessKeyId: key, SecretAccessKey: SESSION_SECRET, SessionToken: `token-${key}`,
-    Expiration: new Date(Date.now() + 3600_000).toISOString().replace(/\.\d+Z$/, "Z"),
-  });
-const SESSION_1 = sessionDocument("ASIAFIRSTSESSION0001");
-const SESSION_2 = sessionDocument("ASIASECONDSESSION002");
+const FAKE_MINT = `#!/usr/bin/python3
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "calls"), "a") as f:
+    f.write(json.dumps({"t": time.time(), "argv": sys.argv[1:]}) + "\\n")
+n = sum(1 for _ in open(os.path.join(here, "calls")))
+doc = json.dumps({"Version": 1, "AccessKeyId": "ASIAMINT%012d" % n, "SecretAccessKey": "${SESSION_SECRET}-%d" % n,
+                  "SessionToken": "token-%d" % n, "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900))})
+with open(os.path.join(here, "doc-%d" % n), "w") as f:
+    f.write(doc)
+sys.stdout.write(doc)
+`;
+interface Mint { t: number; vm: number; sha: string }
+
+/** A file's bytes, or none if it was removed meanwhile (the other slots keep running). */
+function readIfThere(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return Buffer.alloc(0);
+    throw e;
+  }
+}
 
 function filesUnder(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return []; // removed meanwhile by another slot's launcher
+    throw e;
+  }
+  return entries.flatMap((e) => {
     const p = path.join(dir, e.name);
     return e.isDirectory() ? filesUnder(p) : e.isFile() ? [p] : [];
   });
@@ -86,7 +111,7 @@ interface Slot0 {
   exit: { code: number | null; signal: NodeJS.Signals | null };
   holdingCredential: string[];
   inboxJob1: string[];
-  sessionChangedAt: number;
+  mints: Mint[];
   stderr: string;
   eventsText: string;
   leftovers: string[];
@@ -94,14 +119,10 @@ interface Slot0 {
 let slot0: Outcome<Slot0>;
 
 async function runSlot0(slot1Ready: Promise<unknown>, probed: (v: unknown) => void): Promise<Slot0> {
-  const sessionFile = path.join(host.dir, "aws", "credentials.json");
-  const writeSession = (text: string) => {
-    fs.mkdirSync(path.dirname(sessionFile), { recursive: true, mode: 0o750 });
-    fs.writeFileSync(`${sessionFile}.new`, text, { mode: 0o640 });
-    fs.renameSync(`${sessionFile}.new`, sessionFile); // as ci-fleet-aws-session does
-  };
-  writeSession(SESSION_1);
-  const config = host.config({ aws: { sessionFile, region: "eu-west-1" } });
+  const mintDir = path.join(host.dir, "mint");
+  fs.mkdirSync(mintDir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(path.join(mintDir, "mint"), FAKE_MINT, { mode: 0o700 });
+  const config = host.config({ aws: { region: "eu-west-1", command: [path.join(mintDir, "mint"), "--session-name", "test-minion"], refreshSeconds: 3 } });
   const l = start(["once", "--config", config, "--slot", "0", "--jobs", "3"]);
   submit(host, 0, "job-1", { credential: CREDENTIAL, marker: "written-by-job-1", awswait: "2", exit: "0" });
   submit(host, 0, "job-2", { marker: "written-by-job-2", hang: "1" });
@@ -109,17 +130,14 @@ async function runSlot0(slot1Ready: Promise<unknown>, probed: (v: unknown) => vo
   const vm1 = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "job-1", BOOTS, "job 1 taken")).vm);
   await l.waitFor((e) => e.event === "guest" && e.vm === vm1 && e.report === "started", SHORT, "job 1 started");
   const inboxJob1 = fs.readdirSync(path.join(host.dir, "run/0/inbox")).filter((f) => f.includes("job-1"));
-  const holdingCredential = filesUnder(host.dir).filter((f) => fs.readFileSync(f).includes(CREDENTIAL));
-  // The host's timer refreshes the session while job 1 runs: the guest gets it again.
-  const sessionChangedAt = Date.now() / 1000;
-  writeSession(SESSION_2);
+  const holdingCredential = filesUnder(host.dir).filter((f) => readIfThere(f).includes(CREDENTIAL));
   // Job 2 crashes: its QEMU is killed while the job runs.
   const vm2 = Number((await l.waitFor((e) => e.event === "input-taken" && e.input === "job-2", BOOTS, "job 2 taken")).vm);
   await l.waitFor((e) => e.event === "guest" && e.vm === vm2 && e.report === "hanging", SHORT, "job 2 running");
   process.kill(qemuPid(l.read(), vm2), "SIGKILL");
   // Job 3 probes the network once slot 1's VM is up (a target: another slot's VM).
   await slot1Ready;
-  submit(host, 0, "job-3", { marker: "written-by-job-3", probe: CLOSED_TARGETS.join(" "), exit: "3" });
+  submit(host, 0, "job-3", { marker: "written-by-job-3", probe: CLOSED_TARGETS.join(" "), exit: "3", linger: "120" });
   try {
     await l.waitFor((e) => e.event === "outcome" && e.input === "job-3", BOOTS, "job 3's outcome");
   } finally {
@@ -127,7 +145,13 @@ async function runSlot0(slot1Ready: Promise<unknown>, probed: (v: unknown) => vo
   }
   const exit = await l.done;
   const eventsText = fs.readFileSync(l.events, "utf8");
-  return { events: l.read(), exit, holdingCredential, inboxJob1, sessionChangedAt, stderr: l.stderr(), eventsText, leftovers: leftovers(host, 0) };
+  const mints = fs.readFileSync(path.join(mintDir, "calls"), "utf8").trim().split("\n").map((line, i) => {
+    const call = JSON.parse(line) as { t: number; argv: string[] };
+    const name = call.argv[call.argv.indexOf("--session-name") + 1];
+    expect(call.argv).toEqual(["--session-name", name, "--stdout", "--duration", "900"]);
+    return { t: call.t, vm: Number(/^test-minion\.s0\.v(\d+)$/.exec(name)?.[1]), sha: sha(fs.readFileSync(path.join(mintDir, `doc-${i + 1}`), "utf8")) };
+  });
+  return { events: l.read(), exit, holdingCredential, inboxJob1, mints, stderr: l.stderr(), eventsText, leftovers: leftovers(host, 0) };
 }
 
 // --- slot 1: the control run (no filter, reused overlay) -------------------------------------
@@ -207,7 +231,7 @@ async function runSlot3(): Promise<Slot3> {
   k.child.kill("SIGKILL");
   await k.done;
   process.kill(qemu, "SIGKILL");
-  for (let i = 0; i < 200 && fs.existsSync(`/proc/${qemu}/stat`) && !/\) Z /.test(fs.readFileSync(`/proc/${qemu}/stat`, "utf8")); i++) {
+  for (const end = Date.now() + SHORT; Date.now() < end && fs.existsSync(`/proc/${qemu}/stat`) && !/\) Z /.test(fs.readFileSync(`/proc/${qemu}/stat`, "utf8")); ) {
     await new Promise((r) => setTimeout(r, 25));
   }
   const killHeld = leftovers(host, 3);
@@ -257,7 +281,7 @@ async function runSlot5(): Promise<Slot5> {
   const l = start(["once", "--config", config, "--slot", "5", "--jobs", "1"]);
   // The inbox exists once the launcher has started (it makes the slot's directories).
   const inbox = path.join(host.dir, "run/5/inbox");
-  for (let i = 0; i < 600 && !fs.existsSync(inbox); i++) await new Promise((r) => setTimeout(r, 50));
+  for (const end = Date.now() + SHORT; !fs.existsSync(inbox) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
   const handoff = spawn(PYTHON, [LAUNCHER, "handoff", "--config", config, "--slot", "5"], { stdio: ["pipe", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -270,7 +294,7 @@ async function runSlot5(): Promise<Slot5> {
   const taken = await l.waitFor((e) => e.event === "input-taken" && String(e.input).startsWith("handoff-"), BOOTS, "the handoff's input taken");
   await l.waitFor((e) => e.event === "guest" && e.vm === taken.vm && e.report === "hanging", SHORT, "the handoff's job running");
   const expected = `${LOG_LINE}\nstderr: ${LOG_LINE}\n`;
-  for (let i = 0; i < 200 && stdout !== expected; i++) await new Promise((r) => setTimeout(r, 50));
+  for (const end = Date.now() + SHORT; stdout !== expected && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
   const stdoutWhileRunning = stdout;
   const sent = Date.now();
   handoff.kill("SIGTERM");
@@ -290,8 +314,10 @@ beforeAll(() => {
   const slot1Ready = new Promise((r) => (slot1IsReady = r));
   let slot0HasProbed: (v: unknown) => void = () => undefined;
   const slot0Probed = new Promise((r) => (slot0HasProbed = r));
-  slot0 = new Outcome(runSlot0(slot1Ready, slot0HasProbed));
-  slot1 = new Outcome(runSlot1(slot1IsReady, slot0Probed));
+  // Each hand-over is also released when its scenario ends early (a failure): the other slot's
+  // scenario then goes on (and its own tests judge it), never waits for good.
+  slot0 = new Outcome(runSlot0(slot1Ready, slot0HasProbed).finally(() => slot0HasProbed(undefined)));
+  slot1 = new Outcome(runSlot1(slot1IsReady, slot0Probed).finally(() => slot1IsReady(undefined)));
   slot2 = new Outcome(runSlot2());
   slot3 = new Outcome(runSlot3());
   slot4 = new Outcome(runSlot4());
@@ -301,7 +327,9 @@ beforeAll(() => {
 afterAll(async () => {
   // A failed scenario may leave a launcher running: stop it (it cleans up its slot).
   for (const l of launchers) if (l.child.exitCode === null && l.child.signalCode === null) l.child.kill("SIGTERM");
-  await Promise.race([Promise.all(launchers.map((l) => l.done)), new Promise((r) => setTimeout(r, 60_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(launchers.map((l) => l.done)), new Promise((r) => (timer = setTimeout(r, 60_000)))]);
+  clearTimeout(timer); // jest exits when the run ends, not 60 s later
   host?.destroy();
 }, 120_000);
 
@@ -361,26 +389,51 @@ describe("every job in a fresh VM", () => {
   });
 });
 
-describe("the queue role's session in the VM", () => {
-  test("the guest gets the session on org.ci-fleet.aws before the job starts, and again after the host's file changes; nothing of it is logged", async () => {
+describe("the launcher's own cost", () => {
+  test("QEMU is ended at the guest's exit report, not after its power-off (job 3's guest lingers 120 s before powering off)", async () => {
     const r = await slot0.get();
-    const vm1 = vmOf(r.events, "job-1");
-    const seen = reports(r.events, vm1);
-    const first = `aws-session n=1 sha256=${sha(SESSION_1)}`;
-    const second = `aws-session n=2 sha256=${sha(SESSION_2)}`;
-    expect(seen.filter((x) => x.startsWith("aws-"))).toEqual([first, second, "aws-wait 2 done"]);
-    expect(seen.indexOf("ready")).toBeLessThan(seen.indexOf(first));
-    expect(seen.indexOf(first)).toBeLessThan(seen.indexOf("started"));
-    // The launcher's order: the session sent before the job input was even taken from the inbox,
-    // and the second one only after the file changed.
+    const vm3 = vmOf(r.events, "job-3");
+    const mine = r.events.filter((e) => e.vm === vm3 || (e.event === "outcome" && e.input === "job-3"));
+    const exitAt = mine.findIndex((e) => e.event === "guest" && e.report === "exit 3");
+    const steps = mine.slice(exitAt + 1).filter((e) => ["guest", "vm-ended", "vm-destroyed", "outcome"].includes(e.event));
+    expect(steps.map((e) => [e.event, e.how ?? null])).toEqual([
+      ["vm-ended", "killed"], ["vm-destroyed", null], ["outcome", null],
+    ]);
+    // Bounded by the launcher's own steps (a kill, a tap, a table), not by the guest.
+    expect(steps[0].t - mine[exitAt].t).toBeLessThan(10);
+    expect(r.events.filter((e) => e.event === "poweroff-timeout")).toEqual([]);
+  });
+});
+
+describe("the queue role's session in the VM", () => {
+  test("each VM gets sessions minted for it alone: the first on org.ci-fleet.aws before the job starts, a fresh one while it runs, none after the VM is destroyed; nothing of them is logged", async () => {
+    const r = await slot0.get();
+    const [vm1, vm3] = [vmOf(r.events, "job-1"), vmOf(r.events, "job-3")];
+    const mintedFor = (vm: number) => r.mints.filter((m) => m.vm === vm);
+    const seen = reports(r.events, vm1).filter((x) => x.startsWith("aws-"));
+    // The guest's first two frames are two different sessions minted for VM 1 (the fake's documents).
+    const shas = seen.filter((x) => x.startsWith("aws-session ")).slice(0, 2).map((x) => /sha256=(\w+)/.exec(x)?.[1]);
+    expect(shas.length).toBe(2);
+    expect(new Set(shas).size).toBe(2);
+    for (const h of shas) expect(mintedFor(vm1).map((m) => m.sha)).toContain(h);
+    expect(seen).toContain("aws-wait 2 done");
+    const all = reports(r.events, vm1);
+    expect(all.indexOf("ready")).toBeLessThan(all.findIndex((x) => x.startsWith("aws-session n=1 ")));
+    expect(all.findIndex((x) => x.startsWith("aws-session n=1 "))).toBeLessThan(all.indexOf("started"));
+    // The launcher's order: the first session sent before the job input was taken from the inbox.
     const at = (pred: (e: GuestEvent) => boolean) => r.events.find(pred)?.t ?? NaN;
     const sent = r.events.filter((e) => e.event === "aws-session-sent" && e.vm === vm1);
-    expect(sent.map((e) => e.n)).toEqual([1, 2]);
+    expect(sent.length).toBeGreaterThanOrEqual(2);
     expect(sent[0].t).toBeLessThan(at((e) => e.event === "input-taken" && e.input === "job-1"));
-    expect(sent[1].t).toBeGreaterThan(r.sessionChangedAt);
-    // A warm spare gets the current session too (job 3's VM booted after the change).
-    const vm3 = vmOf(r.events, "job-3");
-    expect(reports(r.events, vm3)).toContain(`aws-session n=1 sha256=${sha(SESSION_2)}`);
+    // Each VM its own: no document of VM 1 reaches VM 3, and every VM's mints stop at its destruction.
+    const vm3Shas = reports(r.events, vm3).filter((x) => x.startsWith("aws-session ")).map((x) => /sha256=(\w+)/.exec(x)?.[1]);
+    expect(vm3Shas.length).toBeGreaterThan(0);
+    for (const h of vm3Shas) expect(mintedFor(vm3).map((m) => m.sha)).toContain(h);
+    expect(new Set(r.mints.map((m) => m.sha)).size).toBe(r.mints.length);
+    for (const vm of new Set(r.mints.map((m) => m.vm))) {
+      const destroyed = at((e) => e.event === "vm-destroyed" && e.vm === vm);
+      expect({ vm, after: mintedFor(vm).filter((m) => !(m.t < destroyed)).length }).toEqual({ vm, after: 0 });
+    }
     expect(r.events.filter((e) => e.event === "aws-session-unavailable")).toEqual([]);
     expect(r.stderr).not.toContain(SESSION_SECRET);
     expect(r.eventsText).not.toContain(SESSION_SECRET);

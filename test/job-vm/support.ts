@@ -8,7 +8,9 @@ import * as os from "os";
 import * as path from "path";
 
 export const ROOT = path.resolve(__dirname, "../..");
-export const LAUNCHER = path.join(ROOT, "salt/runner/files/ci-job-slot");
+// CI_FLEET_SALT_ROOT: another Salt tree's launcher (as test/support/load_script.py), e.g. HEAD's
+// for a before/after bench.
+export const LAUNCHER = path.join(process.env.CI_FLEET_SALT_ROOT ?? path.join(ROOT, "salt"), "runner/files/ci-job-slot");
 export const GUEST_AGENT = path.join(ROOT, "salt/runner/files/ci-job-guest");
 export const GUEST_INIT = path.join(__dirname, "fixtures/guest-init.sh");
 export const PYTHON = "/usr/bin/python3";

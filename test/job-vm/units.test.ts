@@ -151,3 +151,46 @@ describe("handoff", () => {
     expect(fs.readdirSync(inbox)).toEqual([]);
   });
 });
+
+// The launcher's own steps around each VM (issue 15, 9: its overhead per job): the host commands
+// of prepare and destroy run side by side, and QEMU is ended at the guest's exit report, not after
+// its power-off. test_launcher_steps.py (python3 unittest, root): the real launcher with stand-in
+// commands and socketpairs for the VM.
+describe("test/job-vm/test_launcher_steps.py", () => {
+  test("passes", () => {
+    requireJobVmPrerequisites();
+    const run = spawnSync(PYTHON, [path.join(__dirname, "test_launcher_steps.py")], { encoding: "utf8", timeout: 120_000 });
+    if (run.error) throw new Error(`cannot run ${PYTHON}: ${run.error.message}`);
+    expect(run.stderr).toMatch(/Ran \d+ tests/);
+    expect([run.status, run.stderr.split("\n").filter((l) => /FAIL|ERROR|Error/.test(l))]).toEqual([0, []]);
+  }, 150_000);
+});
+
+describe("the slot's tap, made without `ip tuntap`", () => {
+  test("tap_add makes the persistent tap `ip tuntap add dev <name> mode tap` makes (tap, no packet info); tap_delete removes it (a throwaway namespace)", () => {
+    requireJobVmPrerequisites();
+    const ns = `cjt-tap-${process.pid}-${crypto.randomBytes(2).toString("hex")}`;
+    expect(spawnSync("ip", ["netns", "add", ns]).status).toBe(0);
+    try {
+      const script = [
+        "import sys",
+        `sys.path.insert(0, ${JSON.stringify(path.join(__dirname, "../support"))})`,
+        "from load_script import LAUNCHER, load",
+        "m = load('ci_job_slot_tap', LAUNCHER)",
+        "m.tap_add('cijs7')",
+        "print(open('/sys/class/net/cijs7/tun_flags').read().strip(), open('/sys/class/net/cijs7/type').read().strip())",
+        "m.tap_delete('cijs7')",
+        "print(m.link_exists('cijs7'))",
+      ].join("\n");
+      const r = spawnSync("ip", ["netns", "exec", ns, PYTHON, "-c", script], { encoding: "utf8" });
+      expect(r.stderr).toBe("");
+      // The same as iproute2's tap: IFF_TAP | IFF_NO_PI | IFF_PERSIST (0x1802), ARPHRD_ETHER (1); then gone.
+      expect(spawnSync("ip", ["-n", ns, "tuntap", "add", "dev", "cijs6", "mode", "tap"]).status).toBe(0);
+      const ip = spawnSync("ip", ["netns", "exec", ns, "cat", "/sys/class/net/cijs6/tun_flags", "/sys/class/net/cijs6/type"], { encoding: "utf8" });
+      expect(ip.stdout).toBe("0x1802\n1\n");
+      expect(r.stdout).toBe("0x1802 1\nFalse\n");
+    } finally {
+      spawnSync("ip", ["netns", "delete", ns]);
+    }
+  });
+});
