@@ -388,8 +388,62 @@ export const YAML_RENDERINGS = { cloudConfig: CLOUD_CONFIG_YAML, configFile: CON
  */
 const renderedParts = new Map<string, string>();
 const RENDERED_PARTS_MAX = 4096;
+
+/**
+ * The memo's key for a value: one text per value, distinct for values YAML renders apart.
+ * JSON.stringify was not: null, NaN and ±Infinity all gave "null", -0 gave "0", undefined in
+ * a list gave "null", so `{a: Infinity}` after `{a: null}` rendered `a: null`. Every leaf
+ * carries its type; numbers by `Object.is` (-0 kept); strings JSON-quoted (so no text can
+ * pass for a separator); lists and maps bracketed, map keys in their order (YAML keeps it).
+ * Undefined for anything else (a function, a symbol, a hole in a list, a Date, a Map, a
+ * class instance, a getter): such a part is rendered without the memo.
+ */
+export function renderMemoKey(value: unknown): string | undefined {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+      return Object.is(value, -0) ? "n-0" : `n${String(value)}`;
+    case "boolean":
+      return value ? "T" : "F";
+    case "undefined":
+      return "U";
+    case "bigint":
+      return `b${String(value)}`;
+    case "object": {
+      if (value === null) return "N";
+      if (Array.isArray(value)) {
+        if (Object.getPrototypeOf(value) !== Array.prototype) return undefined;
+        const items: string[] = [];
+        for (let i = 0; i < value.length; i++) {
+          if (!(i in value)) return undefined;
+          const item = renderMemoKey(value[i]);
+          if (item === undefined) return undefined;
+          items.push(item);
+        }
+        return `[${items.join(",")}]`;
+      }
+      if (Object.getPrototypeOf(value) !== Object.prototype) return undefined;
+      const entries: string[] = [];
+      for (const k of Reflect.ownKeys(value)) {
+        if (typeof k !== "string") return undefined;
+        const d = Object.getOwnPropertyDescriptor(value, k)!;
+        if (!d.enumerable || !("value" in d)) return undefined;
+        const v = renderMemoKey(d.value);
+        if (v === undefined) return undefined;
+        entries.push(`${JSON.stringify(k)}:${v}`);
+      }
+      return `{${entries.join(",")}}`;
+    }
+    default:
+      return undefined;
+  }
+}
+
 function renderPart(options: YAML.ToStringOptions & YAML.DocumentOptions, optionsId: string, key: string, value: unknown): string {
-  const id = `${optionsId}\u0000${key}\u0000${JSON.stringify(value)}`;
+  const valueKey = renderMemoKey(value);
+  if (valueKey === undefined) return YAML.stringify({ [key]: value }, options);
+  const id = `${optionsId}\u0000${key}\u0000${valueKey}`;
   let text = renderedParts.get(id);
   if (text === undefined) {
     text = YAML.stringify({ [key]: value }, options);

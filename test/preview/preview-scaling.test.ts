@@ -11,6 +11,7 @@ import { monitorReplyPatchPlan, PINNED_PULUMI_VERSION, runUnderMocks, structRoun
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import { valueOf } from "../../tools/preview/run";
 import { readStackInput } from "../../tools/preview/stack-files";
+import { SCAN_TOTALS } from "../../tools/preview/secret-scan";
 import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview";
 
 /**
@@ -74,18 +75,34 @@ describe("the preview's cost grows with the fleet, not with its square", () => {
     const measure = async (runners: number) => {
       mockCost.evaluations = 0;
       mockCost.statements = 0;
+      // Every scanner built during the run, its building and its scans: not only the one returned.
+      Object.assign(SCAN_TOTALS, { scanners: 0, buildWork: 0, work: 0, scannedChars: 0 });
       const out = await buildPreview(ROOT, "production", overlayFile({ "ci-fleet:queues": scaled(runners) }));
       expect(out.checks.filter((k) => !k.ok)).toEqual([]);
       const bytes = Object.values(out.files).reduce((a, f) => a + f.length, 0);
-      return { work: out.scanner.work, bytes, secrets: out.run.secretValues.size, ...mockCost };
+      const needleChars = out.scanner.needles.reduce((a, n) => a + n.length, 0);
+      return { work: out.scanner.work, bytes, secrets: out.run.secretValues.size, needleChars, totals: { ...SCAN_TOTALS }, ...mockCost };
     };
     const small = await measure(30);
     const large = await measure(60);
-    console.log(`leak scan: 30 runners ${small.work} steps over ${small.bytes} characters (${small.secrets} secrets); 60 runners ${large.work} steps over ${large.bytes} (${large.secrets} secrets)`);
+    const cost = (m: typeof small) => m.totals.buildWork + m.totals.work;
+    const size = (m: typeof small) => m.totals.scannedChars + m.needleChars;
+    console.log(
+      `leak scan: 30 runners ${small.work} steps over ${small.bytes} characters (${small.secrets} secrets), ${small.totals.scanners} scanner, build + scans ${cost(small)} for ${size(small)} characters scanned and looked for; ` +
+        `60 runners ${large.work} steps over ${large.bytes} (${large.secrets} secrets), ${large.totals.scanners} scanner, build + scans ${cost(large)} for ${size(large)}`,
+    );
     // Secrets and bytes both double; a scan comparing each with each would quadruple.
     expect(large.secrets / small.secrets).toBeGreaterThan(1.7);
     expect(large.work / small.work).toBeLessThan(2.3);
-    expect(large.work).toBeLessThan(large.bytes * 3);
+    // Each file is read as written and folded (line breaks removed): at most twice its bytes.
+    expect(large.totals.scannedChars).toBeLessThanOrEqual(2 * large.bytes);
+    expect(large.work).toBeLessThan(large.totals.scannedChars * 3);
+    // One scanner per run, whatever the fleet (one per file made the build files × secrets),
+    // and all its work, building included, linear in what it reads and what it looks for.
+    expect([small.totals.scanners, large.totals.scanners]).toEqual([1, 1]);
+    expect(large.needleChars / small.needleChars).toBeGreaterThan(1.7);
+    expect(cost(large) / cost(small)).toBeLessThan(2.3);
+    expect(cost(large)).toBeLessThan(size(large) * 4);
     // Runners add no role and no path: the access matrix does not grow with them.
     expect(large.evaluations).toBe(small.evaluations);
     expect(large.statements).toBe(small.statements);

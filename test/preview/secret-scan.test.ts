@@ -1,6 +1,8 @@
 import { createHash } from "crypto";
 import { findSecretLeaks } from "../../tools/preview/main";
-import { MIN_SCANNED_SECRET, SecretScanner, secretNeedles } from "../../tools/preview/secret-scan";
+import { collectMasked } from "../../tools/preview/run";
+import { rsaPrivateKeyPem } from "../config/secret-fixtures";
+import { base64Core, foldLines, MAX_EVERY_FORM_SECRET, MIN_BASE64_CORE, MIN_SCANNED_SECRET, SecretScanner, secretNeedles } from "../../tools/preview/secret-scan";
 
 /**
  * The leak scan: exactly as strict as comparing every form of every secret with every text,
@@ -15,14 +17,15 @@ const hex = (seed: string, bytes: number) => {
 };
 const b64 = (seed: string, bytes: number) => Buffer.from(hex(seed, bytes), "hex").toString("base64");
 
-/** The definition the scanner must agree with (the scan as it was before it was made linear). */
+/** The definition the scanner must agree with (the scan as it was before it was made linear): every form in every text, as written and folded. */
 function naiveLeaks(files: Record<string, string>, secrets: string[]): string[] {
-  const needles: string[] = [];
+  const needles = secretNeedles(secrets);
   for (const s of secrets) {
     if (s.length < MIN_SCANNED_SECRET || s === "[secret]") continue;
-    needles.push(s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1));
+    // The forms the scan always had are among them.
+    for (const n of [s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1)]) expect(needles).toContain(n);
   }
-  return Object.keys(files).filter((f) => needles.some((n) => n.length >= MIN_SCANNED_SECRET && files[f].includes(n))).sort();
+  return Object.keys(files).filter((f) => needles.some((n) => files[f].includes(n) || foldLines(files[f]).includes(n))).sort();
 }
 
 /** Like the runners' user-data: a long common text, one key per machine, and its masked copy. */
@@ -97,8 +100,12 @@ describe("the leak scan finds exactly what comparing every form with every text 
     const secrets = Array.from({ length: 0x10000 }, (_, c) => `secret-${String.fromCharCode(c)}-value`);
     const needles = new Set(secretNeedles(secrets));
     expect(secrets.filter((s) => !needles.has(JSON.stringify(s).slice(1, -1)))).toEqual([]);
-    expect(secretNeedles(["\ud83d\ude00 paired surrogates", "a\u2028b\u2029 line separators"]).sort()).toEqual(
-      ["\ud83d\ude00 paired surrogates", "a\u2028b\u2029 line separators"].flatMap((s) => [s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1)]).filter((n, i, all) => all.indexOf(n) === i).sort(),
+    const odd = ["\ud83d\ude00 paired surrogates", "a\u2028b\u2029 line separators"];
+    expect(secretNeedles(odd).sort()).toEqual(
+      odd
+        .flatMap((s) => [s, Buffer.from(s).toString("base64"), JSON.stringify(s).slice(1, -1), base64Core(s, 0), base64Core(s, 1), base64Core(s, 2)])
+        .filter((n, i, all) => all.indexOf(n) === i)
+        .sort(),
     );
   });
 
@@ -108,6 +115,93 @@ describe("the leak scan finds exactly what comparing every form with every text 
     const text = `a ${secret} b ${Buffer.from(secret).toString("base64")} c ${secret}`;
     expect(scanner.masked(text)).toBe("a [secret] b [secret] c [secret]");
     expect(scanner.masked("nothing here")).toBe("nothing here");
+  });
+});
+
+describe("the leak scan finds a secret however it was encoded or wrapped", () => {
+  const secret = "tk_live_9f8e7d6c5b4a39281706f5e4"; // 32 bytes
+  const pem = `-----BEGIN EC PRIVATE KEY-----\n${b64("pem-body", 121).match(/.{1,64}/g)!.join("\n")}\n-----END EC PRIVATE KEY-----\n`;
+  const body = pem.split("\n").slice(1, -2).join("");
+
+  test("base64 of a larger text: the secret at any of the three byte alignments, followed by anything", () => {
+    const scanner = new SecretScanner([secret]);
+    for (let before = 0; before < 6; before++) {
+      for (let after = 0; after < 4; after++) {
+        const text = Buffer.from(`${"{\"t\":\"".slice(0, before)}${secret}${"\"}\n".slice(0, after)}`).toString("base64");
+        expect({ before, after, leaks: scanner.leaks(`data: ${text}\n`) }).toEqual({ before, after, leaks: true });
+        expect(scanner.masked(`data: ${text}\n`)).toContain("[secret]");
+      }
+    }
+  });
+
+  test("long secrets: an RSA key at any alignment by the cores of part of its body; a document by the secrets in it", () => {
+    const rsa = rsaPrivateKeyPem("ALIGN");
+    const token = "tok-7c1d9e3a5b2f4e6d8a0c";
+    const doc = `#cloud-config\n${"packages: [qemu-system-x86]\n".repeat(60)}token: ${token}\n`;
+    expect(rsa.length).toBeGreaterThan(MAX_EVERY_FORM_SECRET);
+    expect(doc.length).toBeGreaterThan(MAX_EVERY_FORM_SECRET);
+    const scanner = new SecretScanner([rsa, doc, token]);
+    for (const before of ["", "a", "ab"]) {
+      expect(scanner.leaks(Buffer.from(`${before}key: ${rsa} end`).toString("base64"))).toBe(true);
+      expect(scanner.leaks(Buffer.from(`${before}${doc}more`).toString("base64"))).toBe(true);
+    }
+    // The cores of a document are not needles (its parts' are); its public lines are no leak.
+    expect(scanner.leaks(Buffer.from(`ab${doc.slice(0, 400)}`).toString("base64"))).toBe(false);
+  });
+
+  test("each alignment's core is the characters that depend on the secret alone; a secret too short for a 16-character core has none", () => {
+    for (let offset = 0; offset < 3; offset++) {
+      const core = base64Core(secret, offset);
+      for (const filler of [0x00, 0xff, 0x5a]) {
+        for (const next of [[], [0x00], [0xff, 0xff]]) {
+          const bytes = Buffer.from([...Array(offset).fill(filler), ...Buffer.from(secret), ...next]);
+          expect(bytes.toString("base64")).toContain(core);
+        }
+      }
+      expect(core.length).toBeGreaterThanOrEqual(Math.floor((Buffer.byteLength(secret) * 8) / 6) - 2);
+    }
+    // 12 bytes give a 16-character core at offset 0 only (its base64 whole), 15 at offsets 1
+    // and 2; 11 bytes give 13 to 14. Cores under 16 characters are not looked for (too likely
+    // to match other base64): such a secret is found in base64 only at offset 0, standing alone.
+    expect(secretNeedles(["abcdefghijkl"]).sort()).toEqual(["YWJjZGVmZ2hpamts", "abcdefghijkl"]);
+    expect(secretNeedles(["abcdefghijk"]).sort()).toEqual(["YWJjZGVmZ2hpams=", "abcdefghijk"]);
+    expect([1, 2].map((k) => base64Core("abcdefghijkl", k).length)).toEqual([15, 15]);
+    expect(MIN_BASE64_CORE).toBe(16);
+    for (const n of secretNeedles([secret])) expect(n.length).toBeGreaterThanOrEqual(MIN_SCANNED_SECRET);
+  });
+
+  test("split by line folds: base64 wrapped at 64 or 76 columns, indented; a PEM re-wrapped, re-indented or unwrapped", () => {
+    const scanner = new SecretScanner([secret, pem]);
+    const encoded = Buffer.from(`header ${secret} trailer, long enough to wrap`).toString("base64");
+    const wrapped = (text: string, width: number, indent = "", eol = "\n") => text.match(new RegExp(`.{1,${width}}`, "g"))!.map((l) => indent + l).join(eol);
+    const texts: Record<string, string> = {
+      "base64 at 64": wrapped(encoded, 64),
+      "base64 at 76, CRLF": wrapped(encoded, 76, "", "\r\n"),
+      "base64 at 20, indented": `key: |\n${wrapped(encoded, 20, "    ")}\n`,
+      "secret split by a fold": `value: ${secret.slice(0, 13)}\n  ${secret.slice(13)}\n`,
+      "PEM re-wrapped at 76": `-----BEGIN EC PRIVATE KEY-----\n${wrapped(body, 76)}\n-----END EC PRIVATE KEY-----\n`,
+      "PEM re-indented": `content: |\n${pem.split("\n").map((l) => `      ${l}`).join("\n")}`,
+      "PEM body unwrapped": `key = "${body}"`,
+      "PEM body JSON-escaped in a string": JSON.stringify({ pem: pem.replace(/\n/g, "\n") }),
+    };
+    const found = Object.keys(texts).filter((k) => scanner.leaks(texts[k]));
+    expect(found).toEqual(Object.keys(texts));
+    expect(scanner.leakingFiles(texts)).toEqual(Object.keys(texts).sort());
+    // Masking a folded match masks the characters it came from, the breaks between them too.
+    for (const k of Object.keys(texts)) expect({ k, leaks: scanner.leaks(scanner.masked(texts[k])) }).toEqual({ k, leaks: false });
+    expect(scanner.masked(texts["secret split by a fold"])).toBe("value: [secret]\n");
+  });
+
+  test("a PEM's armor lines are not secrets: a file holding one is not a leak, its body is", () => {
+    const real = `write_files:\n  - path: /etc/salt/pki/minion/minion.pem\n    content: |\n${pem.split("\n").map((l) => (l ? `      ${l}` : l)).join("\n")}`;
+    const masked = `write_files:\n  - path: /etc/salt/pki/minion/minion.pem\n    content: "[secret]"\n`;
+    const collected = new Set<string>();
+    collectMasked(real, masked, collected);
+    expect([...collected]).toEqual(expect.arrayContaining(pem.split("\n").slice(1, -2).filter((l) => l.length >= 16)));
+    expect([...collected].filter((l) => l.startsWith("-----"))).toEqual([]);
+    const scanner = new SecretScanner([...collected, pem]);
+    expect(scanner.leaks("# the minion's key:\n-----BEGIN EC PRIVATE KEY-----\n[secret]\n-----END EC PRIVATE KEY-----\n")).toBe(false);
+    expect(scanner.leaks(`x ${body} y`)).toBe(true);
   });
 });
 
@@ -137,9 +231,11 @@ describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
     const counts = [10, 100, 1000, 3000];
     const works = counts.map(work);
     console.log(`leak scan of ${text.length} characters: ${counts.map((c, i) => `${c} secrets -> ${works[i]} steps`).join(", ")}`);
+    // The text is read as written and folded: at most twice its length.
+    const scanned = text.length + foldLines(text).length;
     for (const w of works) {
-      expect(w).toBeGreaterThanOrEqual(text.length);
-      expect(w).toBeLessThanOrEqual(2 * text.length);
+      expect(w).toBeGreaterThanOrEqual(scanned);
+      expect(w).toBeLessThanOrEqual(2 * scanned);
     }
   });
 
@@ -148,7 +244,7 @@ describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
       const f = fleet(n);
       const scanner = new SecretScanner(f.secrets);
       expect(scanner.leakingFiles(f.files)).toEqual([]);
-      return { work: scanner.work, bytes: Object.values(f.files).reduce((a, t) => a + t.length, 0) };
+      return { work: scanner.work, bytes: scanner.scannedChars, buildWork: scanner.buildWork, needleChars: scanner.needles.reduce((a, n) => a + n.length, 0) };
     };
     const small = work(50);
     const large = work(100);
@@ -157,6 +253,13 @@ describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
     expect(huge.work / large.work).toBeLessThan(2.2);
     // Bounded by the bytes: the real user-data (a secret) shares kilobytes with each masked file.
     expect(huge.work).toBeLessThan(huge.bytes * 3);
+    // Building the automaton too: about twice the work for twice the needles, and bounded by
+    // their length (finding each anchor compares a needle with its sorted neighbours only;
+    // comparing it with every other needle made the build quadratic).
+    console.log(`automaton build: ${[small, large, huge].map((w) => `${w.needleChars} needle characters -> ${w.buildWork} steps`).join(", ")}`);
+    expect(large.buildWork / small.buildWork).toBeLessThan(2.2);
+    expect(huge.buildWork / large.buildWork).toBeLessThan(2.2);
+    expect(huge.buildWork).toBeLessThan(huge.needleChars * 4);
   });
 
   test("findSecretLeaks does not search each text once per secret", () => {

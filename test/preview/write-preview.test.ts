@@ -90,6 +90,17 @@ describe("writePreview", () => {
     expect(fs.statSync(path.join(dir, "resources.json")).nlink).toBe(1);
   });
 
+  test("an existing tree ends with the modes a fresh run gives: directories and files alike", async () => {
+    const fresh = await writePreview(fs.mkdtempSync(path.join(root, "fresh-")), "production", FILES);
+    const modes = (dir: string) => Object.fromEntries(["", "machines", "machines/a", "machines/b", ...Object.keys(FILES)].map((rel) => [rel, fs.statSync(path.join(dir, rel)).mode & 0o7777]));
+    const dir = await writePreview(root, "production", FILES);
+    for (const rel of ["", "machines", "machines/a"]) fs.chmodSync(path.join(dir, rel), 0o700);
+    fs.chmodSync(path.join(dir, "machines/b"), 0o775);
+    await writePreview(root, "production", FILES);
+    expect(modes(dir)).toEqual(modes(fresh));
+    expect(modes(dir)["machines"]).toBe(0o777 & ~process.umask());
+  });
+
   test("out/<stack> itself a link: the link is replaced by a directory, its target untouched", async () => {
     fs.symlinkSync(outside, path.join(root, "production"));
     const dir = await writePreview(root, "production", FILES);

@@ -9,7 +9,8 @@ import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts, saltRefWa
 import { pinnedTreeLine, pinnedTreeStatus } from "./pinned-tree";
 import { blastRadiusCheck, computeBlastRadius, renderBlastRadiusMarkdown } from "./blast-radius";
 import { PreviewRun, runPreview } from "./run";
-import { MIN_SCANNED_SECRET, SecretScanner } from "./secret-scan";
+import { SecretScanner } from "./secret-scan";
+import { secretsSeenByMocks } from "./mock-runtime";
 import { DrillResult, drillPassed, oversizedUserData, renderDrillMarkdown, replacementDrill } from "./drill";
 import { readStackInput, StackFileError } from "./stack-files";
 import { phase, reportPhases } from "./phases";
@@ -58,12 +59,22 @@ export interface PreviewOutput {
   /** The replacement drill (both providers) and how long it took (printed, never written: files stay byte-identical). */
   drill: DrillResult;
   drillMs: number;
+  /** report.md for these checks (printedSummary renders it again when the printed text changes the leak verdict). */
+  renderReport: (checks: PreviewCheck[]) => string;
 }
+
+/** The leak check's name: one verdict for every written file and the printed summary. */
+export const LEAK_CHECK = "no secret value in any written file";
+
+/** Secret values of the run in progress (generated ones too), for scrubbing an error that ends it; never printed. */
+let runSecrets: Iterable<string> = [];
 
 /** Everything the preview writes, as file path (relative to out/<stack>) -> content. */
 export async function buildPreview(root: string, stack: string, configFile?: string): Promise<PreviewOutput> {
   const input = readStackInput(root, stack, configFile);
+  runSecrets = input.secretValues;
   const run = await runPreview(input);
+  runSecrets = run.secretValues;
   const c = run.config;
 
   const matrix = await computeAccessMatrix(run.resources, { stack: c.stack, accountId: c.identity.accountId, region: c.identity.region, queues: Object.keys(c.queues).sort(), deployTargets: deployTargetsOf(c.queues) });
@@ -124,10 +135,11 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   phase("files");
 
   // The last line of defence: no secret value may appear in anything written or printed.
-  // One automaton over every form of every secret, built once; each text is read once.
+  // One automaton over every form of every secret, built once; each text is read once as
+  // written and once folded (line breaks and the indentation after them removed).
   const scanner = new SecretScanner(run.secretValues);
   const leakCheck = (leaks: string[]): PreviewCheck => ({
-    name: "no secret value in any written file",
+    name: LEAK_CHECK,
     ok: leaks.length === 0,
     detail: leaks.length ? `found in ${leaks.join(", ")}` : `${run.secretValues.size} secret values scanned`,
   });
@@ -135,14 +147,18 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   checks.push(leakCheck(leaking));
   phase("leak scan");
   // The access matrix's own headings sit one level below the report's.
-  files["report.md"] = renderReport(run, checks, renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 "), renderDrillMarkdown(drill, c.provider), renderBlastRadiusMarkdown(blast));
+  const matrixMarkdown = renderAccessMatrixMarkdown(matrix).replace(/^(#+) /gm, "#$1 ");
+  const drillMarkdown = renderDrillMarkdown(drill, c.provider);
+  const blastMarkdown = renderBlastRadiusMarkdown(blast);
+  const report = (k: PreviewCheck[]) => renderReport(run, k, matrixMarkdown, drillMarkdown, blastMarkdown);
+  files["report.md"] = report(checks);
   if (scanner.leaks(files["report.md"])) leaking.push("report.md");
   leaking.sort();
   checks[checks.length - 1] = leakCheck(leaking);
   // Never write a file that would leak.
   for (const f of leaking) delete files[f];
   phase("report");
-  return { run, checks, files, scanner, drill, drillMs };
+  return { run, checks, files, scanner, drill, drillMs, renderReport: report };
 }
 
 export function findSecretLeaks(files: Record<string, string>, secrets: Iterable<string>): string[] {
@@ -153,13 +169,16 @@ export function findSecretLeaks(files: Record<string, string>, secrets: Iterable
 const WRITE_CONCURRENCY = 16;
 /** What a file the preview creates gets: 0644 less the umask. */
 const FILE_MODE = 0o644;
+/** What a directory the preview creates gets (mkdir's default): 0777 less the umask. */
+const DIR_MODE = 0o777;
 
 /**
  * Makes out/<stack> hold exactly `files`, and nothing else. What the previous run wrote is
  * written over in place where it is what this run writes too (a real directory, or a regular
  * file with one link and the mode a new file gets); anything else there (a stale file, a
  * symbolic link, a file with other links or another mode, a directory in a file's place) is
- * removed first, so nothing is followed through it and no other name's content changes; the
+ * removed first, so nothing is followed through it and no other name's content changes; a kept
+ * directory gets the mode a fresh run gives it; the
  * files are opened with O_NOFOLLOW besides. Removing the old tree and creating it anew was a
  * second at 1000 runners (two thousand unlinks and rmdirs, a thousand mkdirs).
  */
@@ -170,6 +189,7 @@ export async function writePreview(outDir: string, stack: string, files: Record<
   const wantedDirs = new Set<string>([dir]);
   for (const [file] of entries) for (let d = path.dirname(file); d.startsWith(dir + path.sep) && !wantedDirs.has(d); d = path.dirname(d)) wantedDirs.add(d);
   const newFileMode = FILE_MODE & ~process.umask();
+  const newDirMode = DIR_MODE & ~process.umask();
   const keep = (p: string): boolean => {
     let st: fs.Stats;
     try {
@@ -178,6 +198,8 @@ export async function writePreview(outDir: string, stack: string, files: Record<
       return false;
     }
     if (wantedDirs.has(p) && st.isDirectory()) {
+      // Kept, with the mode a fresh run gives it (a directory left 0700 stays no other way).
+      if ((st.mode & 0o7777) !== newDirMode) fs.chmodSync(p, newDirMode);
       for (const name of fs.readdirSync(p)) {
         const child = path.join(p, name);
         if (!keep(child)) fs.rmSync(child, { recursive: true, force: true });
@@ -216,43 +238,60 @@ export function summary(out: PreviewOutput, dir: string): string {
 }
 
 /**
- * The summary as printed: scanned like every written file. Should it carry a secret (the
- * output directory's name could), the leak check fails and every occurrence is masked.
+ * The summary as printed: scanned like every written file. Should it carry a secret (a line
+ * added to it could), the leak check fails, every occurrence is masked, and report.md is
+ * rendered again with that verdict (or not written, should it leak): the report and the
+ * summary never disagree. Call it before writing out.files.
  */
 export function printedSummary(out: PreviewOutput, dir: string, more: string[] = []): string {
   const whole = () => [summary(out, dir), ...more].join("\n");
   const text = whole();
   if (!out.scanner.leaks(text)) return text;
-  const i = out.checks.findIndex((k) => k.name === "no secret value in any written file");
+  const i = out.checks.findIndex((k) => k.name === LEAK_CHECK);
   const where = out.checks[i].ok ? [] : [out.checks[i].detail.replace(/^found in /, "")];
   out.checks[i] = { ...out.checks[i], ok: false, detail: `found in ${[...where, "the printed summary"].join(", ")}` };
+  if ("report.md" in out.files) {
+    const report = out.renderReport(out.checks);
+    if (out.scanner.leaks(report)) delete out.files["report.md"];
+    else out.files["report.md"] = report;
+  }
   return out.scanner.masked(whole());
+}
+
+/** Refusal of an output path whose name holds a secret (nothing is created: a directory name is printed and logged everywhere). */
+export function outputPathProblem(out: PreviewOutput, outDir: string, stack: string): string | undefined {
+  const dir = path.join(outDir, stack);
+  return out.scanner.leaks(dir) || out.scanner.leaks(path.resolve(dir)) ? "the output directory's path holds a secret value; choose another --out" : undefined;
 }
 
 /**
  * One clear message for an error that is not a config error (e.g. a builder's input check
  * failing inside an apply): its name and message on one line, never a stack trace or an
- * object dump, and every known secret value replaced by [secret].
+ * object dump, and every form of every known secret value (the leak scan's: plain, base64 at
+ * any alignment, JSON-escaped, split by line folds) replaced by [secret].
  */
-export function describeFailure(e: unknown, secrets: Iterable<string> = []): string {
+export function describeFailure(e: unknown, secrets: Iterable<string> | SecretScanner = []): string {
   let text = e instanceof Error ? e.message : typeof e === "string" ? e : "unknown error";
   const problems = (e as { problems?: unknown } | null)?.problems;
   if (Array.isArray(problems) && problems.every((p) => typeof p === "string")) {
     // BootstrapInputError and kin: the list, after what failed.
     text = `${text.split("\n")[0].replace(/:$/, "")}: ${problems.join("; ")}`;
   }
-  for (const s of [...secrets].filter((x) => x.length >= MIN_SCANNED_SECRET).sort((a, b) => b.length - a.length)) text = text.split(s).join("[secret]");
+  const scanner = secrets instanceof SecretScanner ? secrets : new SecretScanner(secrets);
   const name = e instanceof Error && e.name && e.name !== "Error" ? `${e.name}: ` : "";
-  return `${name}${text.replace(/\s*\n\s*/g, " ").trim()}`;
+  // Masked before the line breaks go (a secret with breaks) and after (one split by a break).
+  return scanner.masked(`${name}${scanner.masked(text).replace(/\s*\n\s*/g, " ").trim()}`);
 }
 
-/** Secret values of the stack and overlay, for scrubbing messages only; never printed. */
+/** Secret values of the stack and overlay, and every one the run has seen so far, for scrubbing messages only; never printed. */
 function knownSecrets(args: Args): string[] {
+  let stack: string[] = [];
   try {
-    return readStackInput(process.cwd(), args.stack, args.configFile).secretValues;
+    stack = readStackInput(process.cwd(), args.stack, args.configFile).secretValues;
   } catch {
-    return [];
+    // An unreadable stack file has no secrets to scrub.
   }
+  return [...stack, ...runSecrets, ...secretsSeenByMocks()];
 }
 
 async function main(): Promise<number> {
@@ -274,7 +313,14 @@ async function main(): Promise<number> {
     const out = await buildPreview(process.cwd(), args.stack, args.configFile);
     const saltMaster = out.run.config.saltMaster;
     const pinned = `  ${pinnedTreeLine(pinnedTreeStatus(process.cwd(), saltMaster.ref, Boolean(saltMaster.followBranch)))}`;
-    // Every printed line goes through the leak scan, the pinned-tree line included.
+    // A path that names a secret is refused before anything is created or printed.
+    const refused = outputPathProblem(out, args.outDir, args.stack);
+    if (refused) {
+      process.stderr.write(`ci-fleet preview: ${refused}\n`);
+      return 2;
+    }
+    // Every printed line goes through the leak scan, the pinned-tree line included; a leak
+    // there fails the check in report.md too (printedSummary renders it again).
     const text = printedSummary(out, path.join(args.outDir, args.stack), [pinned]);
     await writePreview(args.outDir, args.stack, out.files);
     process.stdout.write(text + "\n");

@@ -368,6 +368,13 @@ export interface MockRunOptions {
   leanSdk?: boolean;
 }
 
+let latestMocks: RecordingMocks | undefined;
+
+/** Every secret value the latest mock run has seen so far (generated keys too): for scrubbing an error that ends it. */
+export function secretsSeenByMocks(): string[] {
+  return latestMocks ? [...latestMocks.secretValues] : [];
+}
+
 /**
  * Runs `program` inside a root stack under the recording mocks and waits until every
  * registration has been recorded.
@@ -375,6 +382,7 @@ export interface MockRunOptions {
 export async function runUnderMocks<T>(options: MockRunOptions, program: () => T): Promise<{ result: T; mocks: RecordingMocks }> {
   const project = options.project ?? "ci-fleet";
   const mocks = new RecordingMocks(options.account, new Set(options.replaced ?? []));
+  latestMocks = mocks;
   pulumi.runtime.setAllConfig(options.config ?? {}, options.secretKeys ?? []);
   await pulumi.runtime.setMocks(mocks, project, options.stack, true);
   stubResourceHookRegistration(mocks);

@@ -139,12 +139,19 @@ export async function runPreview(input: StackInput): Promise<PreviewRun> {
   };
 }
 
-/** Lines that differ between the real and the masked rendering carry secrets. */
-function collectMasked(real: string, masked: string, into: Set<string>): void {
+/** A PEM's armor line (`-----BEGIN EC PRIVATE KEY-----`): the same in every PEM of its kind, no secret. */
+const PEM_ARMOR = /^-----(BEGIN|END) [A-Z0-9 ]+-----$/;
+
+/**
+ * Lines that differ between the real and the masked rendering carry secrets; a PEM's armor
+ * lines do not (only its body is secret: as a secret, an armor line flagged every file
+ * holding any PEM of that kind).
+ */
+export function collectMasked(real: string, masked: string, into: Set<string>): void {
   const maskedLines = new Set(masked.split("\n"));
   for (const line of real.split("\n")) {
     const t = line.trim();
-    if (!maskedLines.has(line) && t.length >= 16 && !t.includes(SECRET_MASK)) into.add(t);
+    if (!maskedLines.has(line) && t.length >= 16 && !t.includes(SECRET_MASK) && !PEM_ARMOR.test(t)) into.add(t);
   }
 }
 
