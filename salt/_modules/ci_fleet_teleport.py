@@ -28,13 +28,17 @@ import time
 __virtualname__ = "ci_fleet_teleport"
 
 TOKEN_DIR = "/var/lib/ci-fleet/teleport-join-tokens"
-# Nodes this module has locked (one empty file per host id), so a lock is created once.
-LOCK_DIR = "/var/lib/ci-fleet/teleport-locks"
 # The Teleport process's own host id (lib/utils ReadHostUUID: <data_dir>/host_uuid).
 HOST_UUID_FILE = "/var/lib/teleport/host_uuid"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-# A node's host id: a UUID (token/iam joins) or <account>-<instance id> (ec2 joins).
-HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
+# A node's host id as this module writes it into a server_info name (`si-<host id>`): a UUID
+# (token/iam joins) or <account>-<instance id> (ec2 joins). Labels are only ever assigned to a
+# host id a machine itself reported (own_host_id), so this stays strict.
+HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}\Z")
+# Any host id Teleport can hold (the legacy join RPCs take the client's: any string) can be
+# locked: it goes to tctl as ONE argv element (`--server-id=<id>`, no shell), so all that is
+# refused is what no argv element can carry (NUL) or a log line should not (other controls).
+LOCKABLE_HOST_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,4096}\Z")
 # Labels the master assigns: `dynamic/<name>` (api/types/server_info.go fixLabels gives every
 # label of an `si-` server_info this prefix), plain values.
 ASSIGNED_LABEL_KEY = re.compile(r"^dynamic/[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -125,10 +129,13 @@ def host_ca_certificates(nonce=None):
     return _answer("host_ca_certificates", nonce, text)
 
 
-def node_names(nonce=None):
-    """Hostnames of the SSH nodes joined to the cluster."""
-    names = sorted(node["spec"]["hostname"] for node in json.loads(_tctl("nodes", "ls", "--format=json")))
-    return _answer("node_names", nonce, names)
+def own_host_id(nonce=None):
+    """This machine's own Teleport host id: the content of <data_dir>/host_uuid (Teleport 18
+    lib/utils/hostid: FileName = "host_uuid", GetPath(dataDir)), or None when this machine's
+    Teleport never joined. Called by the master on every machine (targeted by minion id, the
+    answer signed with that minion's own Salt key): the master records a machine's node only
+    from the machine's own answer, never from what a node announces."""
+    return _answer("own_host_id", nonce, {"host_id": _own_host_id() or None})
 
 
 def nodes(nonce=None):
@@ -139,8 +146,15 @@ def nodes(nonce=None):
     out = []
     for node in json.loads(_tctl("nodes", "ls", "--format=json") or "[]"):
         metadata, spec = node.get("metadata", {}), node.get("spec", {})
+        # spec.cmd_labels: the node's ssh_service.commands (api/types/server.go GetAllLabels =
+        # CombineLabels(metadata.labels, spec.cmd_labels), a command label winning): RBAC matches
+        # on them as on any label, so the master must see them (it configures no commands).
+        commands = spec.get("cmd_labels") or {}
+        cmd_labels = {str(k): str((v or {}).get("result", "")) if isinstance(v, dict) else str(v)
+                      for k, v in (commands.items() if isinstance(commands, dict) else [])}
         out.append({"name": metadata.get("name"), "hostname": spec.get("hostname"), "addr": spec.get("addr"),
-                    "labels": dict(metadata.get("labels") or {}), "self": bool(own) and metadata.get("name") == own})
+                    "labels": dict(metadata.get("labels") or {}), "cmd_labels": cmd_labels,
+                    "self": bool(own) and metadata.get("name") == own})
     return _answer("nodes", nonce, sorted(out, key=lambda n: n["name"] or ""))
 
 
@@ -169,21 +183,43 @@ def assign_labels(host_id, labels, nonce=None):
     return _answer("assign_labels", nonce, True)
 
 
+def _locks_on(host_id):
+    """The names of the locks Teleport holds on server `host_id` (`tctl get locks`: LockV2,
+    spec.target.server_id), whatever made them."""
+    names = []
+    for lock in json.loads(_tctl("get", "locks", "--format=json") or "[]"):
+        if ((lock.get("spec") or {}).get("target") or {}).get("server_id") == host_id:
+            names.append((lock.get("metadata") or {}).get("name"))
+    return names
+
+
 def lock_node(host_id, message, nonce=None):
     """Lock the Teleport server `host_id` (`tctl lock --server-id`): the auth service refuses
-    its certificates from then on. Once per host id; a human removes the lock."""
-    if not HOST_ID.match(str(host_id)):
-        raise ValueError("lock_node takes a Teleport host id")
+    its certificates from then on. Any host id Teleport can hold (LOCKABLE_HOST_ID); no lock is
+    created twice, and no marker is trusted: Teleport's own list of locks says whether one is in
+    force (a human's `tctl rm lock/<name>` means the next round locks it again). Answers True only
+    when a lock on it is listed afterwards; raises otherwise (the master reports the failure)."""
+    if not isinstance(host_id, str) or not LOCKABLE_HOST_ID.match(host_id):
+        raise ValueError("lock_node takes a Teleport host id (no control characters)")
     if host_id == _own_host_id():
         raise ValueError("refusing to lock the auth service's own host")
-    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    marker = os.path.join(LOCK_DIR, host_id)
-    if os.path.exists(marker):
-        return _answer("lock_node", nonce, False)
-    _tctl("lock", "--server-id=%s" % host_id, "--message=%s" % str(message)[:200])
-    with open(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w"):
-        pass
+    if not _locks_on(host_id):
+        _tctl("lock", "--server-id=" + host_id, "--message=%s" % str(message)[:200].replace("\n", " "))
+    if not _locks_on(host_id):
+        raise RuntimeError("tctl lock ran but Teleport lists no lock on that server id")
     return _answer("lock_node", nonce, True)
+
+
+def forget_host(host_id, nonce=None):
+    """Delete the server_info `si-<host_id>` (`tctl rm server_info/si-<id>`; tool/tctl/common
+    resource_command.go KindServerInfo -> DeleteServerInfo): the labels the master gave that
+    node are gone. The caller (the master's forget_teleport_host) has locked it first."""
+    if not HOST_ID.match(str(host_id)):
+        raise ValueError("forget_host takes a Teleport host id")
+    infos = json.loads(_tctl("get", "server_info", "--format=json") or "[]")
+    if any((i.get("metadata") or {}).get("name") == "si-%s" % host_id for i in infos):
+        _tctl("rm", "server_info/si-%s" % host_id)
+    return _answer("forget_host", nonce, True)
 
 
 def node_token(ttl="15m", nonce=None):

@@ -2,8 +2,9 @@
 
   salt-run ci_fleet.reconcile                      all of the below (master schedule, 5 min)
   salt-run ci_fleet.refresh_teleport_ca_pins       record the cluster's CA pins (nodes' pillar)
-  salt-run ci_fleet.join_teleport_nodes            join minions whose Teleport agent is not joined
+  salt-run ci_fleet.join_teleport_nodes            one join token per minion, ever (equinix-metal)
   salt-run ci_fleet.assign_teleport_labels         give each joined node its labels; lock impostors
+  salt-run ci_fleet.forget_teleport_host <minion>  lock + unlabel its host id; allow one new token
   salt-run ci_fleet.register_github_runners [minion=ID]   (also the reactor, per runner)
   salt-run ci_fleet.deregister_stale               remove GitHub runners that are no minion
 
@@ -122,11 +123,18 @@ STATE_DIR = "/var/lib/ci-fleet/orchestration"
 GATE_FILE = "reactor-gate.json"
 GITHUB_BUDGET_FILE = "github-budget.json"
 GITHUB_TOKEN_FILE = "github-installation-token.json"
-# minion id -> the Teleport host id its node was matched by (hostname AND pillar address) at its
-# first join (Orchestrator.assign_teleport_labels). Teleport 18's legacy join RPCs sign a host
-# certificate for any host id the client asks for with the `token` and `iam` methods, so the
-# host id a node announces proves nothing by itself; this record is what the master checks it
-# against (locks, and no second join token for a recorded machine: forget_teleport_host).
+# The master's own record of Teleport enrolment (issue 12, review of 3876af1), never taken from
+# what a node announces: {"hosts": {minion id: host id}, "minted": {minion id: unix time},
+# "retired": [host id, ...]}.
+# - hosts: the host id the machine ITSELF reported (ci_fleet_teleport.own_host_id, its
+#   <data_dir>/host_uuid, the answer signed with its own accepted Salt key), recorded once a node
+#   under that id is listed with the machine's hostname AND pillar address. Teleport 18's legacy
+#   join RPCs sign a host certificate for any host id the client asks for (`token`, `iam`), so a
+#   node's announced id, name or address proves nothing by itself.
+# - minted: a join token was minted for that minion at that time (equinix-metal): one token per
+#   minion, ever, until a human runs forget_teleport_host.
+# - retired: host ids forget_teleport_host locked; never recorded again, locked when listed.
+# A record written before this format ({minion id: host id}) is read as its `hosts`.
 TELEPORT_HOSTS_FILE = "teleport_hosts.json"
 # The reactor (ci-fleet/github-runner/unregistered, any minion can send it as often as it likes)
 # builds no orchestrator (pillar of the master and every GitHub minion) and asks nobody anything
@@ -195,6 +203,20 @@ def accepted_minion_key(pki_dir, minion_id):
             return handle.read()
     except OSError:
         return None
+
+
+def teleport_record(raw):
+    """TELEPORT_HOSTS_FILE as {"hosts", "minted", "retired"} (see there), or None when it is
+    unreadable or malformed (callers fail closed). {} (no file yet) is an empty record."""
+    if raw is None or not isinstance(raw, dict):
+        return None
+    if raw and not any(k in raw for k in ("hosts", "minted", "retired")):
+        raw = {"hosts": raw}    # the flat {minion id: host id} of the previous release
+    record = {"hosts": raw.get("hosts") or {}, "minted": raw.get("minted") or {}, "retired": raw.get("retired") or []}
+    if not (isinstance(record["hosts"], dict) and all(isinstance(v, str) for v in record["hosts"].values())
+            and isinstance(record["minted"], dict) and isinstance(record["retired"], list)):
+        return None
+    return record
 
 
 def verified_teleport_answer(public_key_pem, minion_id, fun, nonce, answer):
@@ -601,7 +623,8 @@ class Orchestrator:
                  sleep=time.sleep, join_timeout=120, inline=None, clock=lambda: _monotonic(),
                  run_budget_seconds=RUN_BUDGET_SECONDS, stop_requested=lambda: False,
                  expected_of=lambda minion_id: None, ca_pins=None, teleport_key=None,
-                 nonce=lambda: secrets.token_hex(32), state_dir=None, wall_clock=lambda: _wall_clock()):
+                 nonce=lambda: secrets.token_hex(32), state_dir=None, wall_clock=lambda: _wall_clock(),
+                 minion_key=None):
         self.stack = stack
         # aws: nodes join by the `ec2` method (AWS-attested), no token ever leaves the
         # Teleport machine; equinix-metal: a one-join token through the minion's own pillar.
@@ -620,6 +643,10 @@ class Orchestrator:
         # The Teleport minion's accepted Salt key (PEM) or None; read at each call (a replaced
         # Teleport machine's new key is accepted by the next highstate).
         self.teleport_key = teleport_key or (lambda: accepted_minion_key(MASTER_PKI_DIR, self.teleport_id))
+        # Any minion's accepted Salt key (PEM) or None: a machine's own Teleport host id is
+        # believed only signed with it (own_host_id).
+        self.minion_key = minion_key or (lambda minion_id: accepted_minion_key(MASTER_PKI_DIR, minion_id))
+        self._own_ids = {}
         self.nonce = nonce
         self.clock, self.run_budget_seconds, self.stop_requested = clock, run_budget_seconds, stop_requested
         self.started = clock()
@@ -637,10 +664,19 @@ class Orchestrator:
         return False
 
     # -- Teleport -----------------------------------------------------------------------
-    def _node_names(self):
-        """Joined node names, or None when the Teleport machine did not answer with a list."""
-        names = self._teleport_call("ci_fleet_teleport.node_names")
-        return names if isinstance(names, list) else None
+    def own_host_id(self, minion_id):
+        """(True, host id or None) from the machine's own answer (ci_fleet_teleport.own_host_id:
+        its <data_dir>/host_uuid; None: its Teleport never joined), published to that minion
+        alone and signed with its accepted Salt key for this call's nonce; (False, None) without
+        such an answer. Asked once per run."""
+        if minion_id not in self._own_ids:
+            answer = self._signed_call(minion_id, lambda: self.minion_key(minion_id), "ci_fleet_teleport.own_host_id")
+            host = answer.get("host_id") if isinstance(answer, dict) else None
+            if isinstance(answer, dict) and (host is None or (isinstance(host, str) and host)):
+                self._own_ids[minion_id] = (True, host)
+            else:
+                self._own_ids[minion_id] = (False, None)
+        return self._own_ids[minion_id]
 
     def refresh_teleport_ca_pins(self):
         """Record the cluster's CA pins, computed here from the host CA's TLS certificates that
@@ -662,15 +698,18 @@ class Orchestrator:
         return pins
 
     def join_teleport_nodes(self):
-        """equinix-metal: a node token for each minion Teleport does not list, delivered through
-        that minion's own pillar only and revoked as soon as the join is seen (a `token`-method
-        token stays valid until its ttl or deletion however often it is used). Whether a minion
-        needs one is decided from Teleport's node list, never from the minion: a rooted runner
-        that stops its agent gets a token in its own pillar, bound to nothing it could not
-        already claim; a minion's grains are never read; and a minion whose host id the master
-        recorded (it joined once) gets no second token (forget_teleport_host). aws: nothing to
-        mint; nodes join with the stack's `ec2` token, each under the host id the auth service
-        derives from its instance. Any other provider: fail closed."""
+        """equinix-metal: ONE node join token per minion, ever, delivered through that minion's
+        own pillar only and revoked as soon as the join is seen (a `token`-method token stays
+        valid until its ttl or deletion however often it is used). Whether a minion gets one
+        rests on the master's own record (TELEPORT_HOSTS_FILE), never on what Teleport's nodes
+        announce: a minion with a token minted (`minted`) or a host id recorded (`hosts`) gets
+        none until a human runs forget_teleport_host; any other minion is asked for its own host
+        id (own_host_id, signed): one that reports one joined already (a machine enrolled by an
+        earlier release) gets none, one that reports none gets one, recorded as minted BEFORE it
+        is delivered. A rooted runner can so obtain at most the one token its machine was
+        always going to get. aws: nothing to mint; nodes join with the stack's `ec2` token,
+        each under the host id the auth service derives from its instance. Any other provider:
+        fail closed."""
         if self.provider == "aws":
             return []
         if self.provider != "equinix-metal":
@@ -680,32 +719,50 @@ class Orchestrator:
             # A node without a pin would trust whatever answers at the auth address: no joins.
             log.warning("the Teleport CA pins are not known yet: no Teleport joins this round")
             return []
-        joined = self._node_names()
-        if joined is None:
-            # Fail closed: without the list, every minion would look unjoined and get a token.
+        nodes = self._teleport_call("ci_fleet_teleport.nodes")
+        if not isinstance(nodes, list):
+            # The Teleport machine is down or answers junk: no joins (nothing could be seen).
             log.warning("%s did not list its nodes: no Teleport joins this round", self.teleport_id)
             return []
-        with self._teleport_hosts() as (recorded, _):
+        listed = {n.get("name") for n in nodes if isinstance(n, dict)}
+        with self._teleport_hosts() as (record, _):
             pass
-        if recorded is None:
+        if record is None:
             log.error("the record of Teleport host ids (%s) is unreadable: no Teleport joins this round", TELEPORT_HOSTS_FILE)
             return []
         done = []
         for minion_id in sorted(self.minions):
-            if self.minions[minion_id].get("role") == "teleport" or minion_id in joined:
+            if self.minions[minion_id].get("role") == "teleport":
                 continue
-            if minion_id in recorded:
-                # Joined once already (its host id is recorded): a second token would let whoever
-                # holds that machine now join under any host id (legacy RegisterUsingToken).
-                log.warning("%s joined Teleport once as host id %s and is not listed now: no new join token; "
-                            "after a human checked the machine: salt-run ci_fleet.forget_teleport_host %s",
-                            minion_id, recorded[minion_id], minion_id)
+            if minion_id in record["hosts"] or minion_id in record["minted"]:
+                if record["hosts"].get(minion_id) in listed:
+                    continue
+                log.warning("%s was enrolled in Teleport (host id %s, token minted at %s) and its node is not listed: "
+                            "no join token; after a human checked the machine: salt-run ci_fleet.forget_teleport_host %s",
+                            minion_id, record["hosts"].get(minion_id), record["minted"].get(minion_id), minion_id)
                 continue
             if self._must_stop("Teleport joins"):
                 return done
+            answered, own = self.own_host_id(minion_id)
+            if not answered:
+                log.warning("%s did not report its Teleport host id: no join token this round", minion_id)
+                continue
+            if own is not None and own not in record["retired"]:
+                log.info("%s reports Teleport host id %s (joined already): no join token", minion_id, own)
+                continue
+            if self._must_stop("Teleport joins"):
+                return done
+            with self._teleport_hosts() as (record, save):
+                if record is None or minion_id in record["hosts"] or minion_id in record["minted"]:
+                    continue
+                record["minted"][minion_id] = int(self.wall_clock())
+                save(record)
             token = self._teleport_call("ci_fleet_teleport.node_token", kwarg={"ttl": "15m"})
             if not isinstance(token, str) or not TOKEN_PATTERN.match(token):
                 log.warning("%s gave no usable node token: no Teleport joins this round", self.teleport_id)
+                with self._teleport_hosts() as (record, save):
+                    if record is not None and record["minted"].pop(minion_id, None) is not None:
+                        save(record)   # none was minted: the minion may have one later
                 return done
             try:
                 self.inline.put(minion_id, "teleport_join_token", token)
@@ -720,15 +777,22 @@ class Orchestrator:
                 self.local(minion_id, "file.remove", arg=[TELEPORT_TOKEN_FILE])
         return done
 
+    @contextlib.contextmanager
     def _teleport_hosts(self):
-        """(record, save) of TELEPORT_HOSTS_FILE under its lock: minion id -> host id; the record
-        is None when the file is unreadable (callers fail closed)."""
-        return _locked_state(self.state_dir or STATE_DIR, TELEPORT_HOSTS_FILE)
+        """(record, save) of TELEPORT_HOSTS_FILE under its lock, as teleport_record gives it; the
+        record is None when the file is unreadable (callers fail closed)."""
+        with _locked_state(self.state_dir or STATE_DIR, TELEPORT_HOSTS_FILE) as (raw, save):
+            yield teleport_record(raw), save
 
     def _wait_joined(self, minion_id):
+        """True once the machine itself reports a host id (own_host_id, asked afresh) that
+        Teleport lists: a node announcing its hostname proves nothing (anyone may)."""
         waited = 0
         while waited <= self.join_timeout:
-            if minion_id in (self._node_names() or []):
+            self._own_ids.pop(minion_id, None)
+            answered, own = self.own_host_id(minion_id)
+            nodes = self._teleport_call("ci_fleet_teleport.nodes") if answered and own else None
+            if isinstance(nodes, list) and own in {n.get("name") for n in nodes if isinstance(n, dict)}:
                 return True
             self.sleep(5)
             waited += 5
@@ -749,69 +813,100 @@ class Orchestrator:
         does not verify (another key, an earlier call's nonce, a changed result, unsigned) is
         refused: an error logged and None, so nothing is decided from it. Labels, locks, join
         tokens and CA pins are decided only from answers that pass this."""
+        return self._signed_call(self.teleport_id, self.teleport_key, fun, arg, kwarg)
+
+    def _signed_call(self, target, key, fun, arg=(), kwarg=None):
+        """`target`'s answer to a job published to it alone, believed only when signed with its
+        accepted key (key()) for this call's fresh nonce (see _teleport_call), or None."""
         nonce = self.nonce()
-        answers = self.local(self.teleport_id, fun, arg=list(arg), kwarg=dict(kwarg or {}, nonce=nonce)) or {}
-        strangers = sorted(str(m) for m in answers if m != self.teleport_id)
+        answers = self.local(target, fun, arg=list(arg), kwarg=dict(kwarg or {}, nonce=nonce)) or {}
+        strangers = sorted(str(m) for m in answers if m != target)
         if strangers:
             log.warning("%s job to %s was also answered by %s: ignored (only %s's signed answer counts)",
-                        fun, self.teleport_id, ", ".join(strangers)[:300], self.teleport_id)
-        if self.teleport_id not in answers:
+                        fun, target, ", ".join(strangers)[:300], target)
+        if target not in answers:
             return None
         try:
-            return verified_teleport_answer(self.teleport_key(), self.teleport_id, fun, nonce, answers[self.teleport_id])
+            return verified_teleport_answer(key(), target, fun, nonce, answers[target])
         except ValueError as error:
             log.error("refusing %s's answer to %s: %s (forged return?); nothing decided from it",
-                      self.teleport_id, fun, error)
+                      target, fun, error)
             return None
 
     def assign_teleport_labels(self):
-        """Give every joined machine the labels the roles select on, through the auth service.
+        """Give every joined machine the labels the roles select on, through the auth service,
+        and lock every node that is not the machine it claims to be.
 
-        Teleport 18 lets a node announce any label, `dynamic/` ones included (its config labels
-        override the auth service's); no label is beyond a rooted node's reach. So:
-        - a node gets machine M's labels (server_info `si-<host id>`, `dynamic/` keys) only if
-          it is the one node Teleport lists with M's hostname AND M's SSH address, both taken
-          from M's pillar: the proxy dials that address and checks the node's host certificate
-          there (proxy_checks_host_keys), so an impostor claiming M's name and address never
-          receives a session; the Teleport machine's own node is recognised by its host id;
-        - an assignment, once made, is never changed (a rejoined or replaced machine gets a new
-          host id, and the old one is no longer listed);
-        - a node announcing any `dynamic/` label its assignment does not give it is locked
-          (`tctl lock --server-id`): the auth service then refuses its certificates;
-        - so is an impostor: a node whose hostname is no machine of this stack's index (the
-          master's own, from the pillar documents), that claims the Teleport machine's name
-          without being the auth service's own node, or that is not yet assigned and announces
-          a machine's hostname at another address than that machine's pillar names. The cluster
-          serves this stack alone (its own auth service, joins only with this stack's tokens),
-          so every node it lists is expected to be one of the index; none is exempt. A
-          replaced machine's old node (same name, old address) is locked too: it is gone.
-        Host ids (issue 12.3): Teleport 18's legacy join RPCs sign a host certificate for the
-        host id the client asks for (`token` and `iam` methods), so a rooted runner with a valid
-        join can join under another machine's host id. The host id each machine's node was
-        matched by (hostname AND pillar address) is recorded at its first join
-        (TELEPORT_HOSTS_FILE); then a node under a recorded host id that announces another
-        hostname or address is locked (the machine's own record with it: fail closed), and so
-        is another host id announcing a recorded machine's name while the recorded node is
-        listed. The auth service's own host id under another hostname or address cannot be
-        locked (that locks the auth service): it is reported in "control_plane", with an error.
-        A recorded host id that is no longer listed gives way to the one node matching the
-        machine's hostname and address (a replaced machine). An unreadable record: nothing.
-        Returns {"assigned": [...], "locked": [...], "ambiguous": [...], "control_plane": [...]}."""
-        result = {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []}
+        Teleport 18 lets a node announce any label (its config labels, `dynamic/` ones included,
+        and command labels: RBAC matches GetAllLabels = metadata.labels + spec.cmd_labels) and,
+        on the legacy join RPCs (`token`, `iam`), any host id. So nothing a node announces is
+        believed by itself. A machine M's node is the listed node whose host id is M's TRUTH:
+        the host id recorded for M (TELEPORT_HOSTS_FILE `hosts`), else the one M itself reports
+        (own_host_id: its <data_dir>/host_uuid, signed with M's own Salt key). That node gets
+        M's labels (server_info `si-<host id>`, `dynamic/` keys) and is recorded as M only if it
+        announces M's hostname AND M's pillar address (the proxy dials that address and checks
+        the host certificate there, proxy_checks_host_keys). An assignment, once made, is never
+        changed. Locked (`tctl lock --server-id`, verified by listing Teleport's locks):
+        - a node under a retired host id (forget_teleport_host);
+        - a node announcing command labels (ci-fleet configures no ssh_service.commands);
+        - a node whose hostname is no machine of this stack, or the Teleport machine's name
+          without being the auth service's own node;
+        - a node announcing machine M's hostname under another host id than M's truth (M told
+          the master its own id, or that it never joined), or, while M did not answer, at
+          another address than M's pillar names;
+        - a node under a recorded host id that announces another hostname or address;
+        - a node announcing a `dynamic/` label its assignment does not give it.
+        The auth service's own host id misused cannot be locked (that locks the auth service):
+        reported in "control_plane", with an error. A lock that fails (or is not listed
+        afterwards) is an error in "errors" and "lock_failed". On aws, a machine that reports no
+        host id is named in "errors" (an ec2 join is refused more than aws_iid_ttl, 6 h, after
+        the instance's launch: stop and start it). An unreadable record: nothing.
+        Two nodes at M's name and address are no longer ambiguous: the one under M's truth is M.
+        Returns {"assigned", "locked", "lock_failed", "control_plane", "errors"}."""
+        result = {"assigned": [], "locked": [], "lock_failed": [], "control_plane": [], "errors": []}
         nodes = self._teleport_call("ci_fleet_teleport.nodes")
         infos = self._teleport_call("ci_fleet_teleport.server_infos")
         if not isinstance(nodes, list) or not isinstance(infos, dict):
             log.warning("%s did not list its nodes and server infos: no Teleport labels this round", self.teleport_id)
             return result
-        with self._teleport_hosts() as (recorded, save):
-            if recorded is None:
+        nodes = [n for n in nodes if isinstance(n, dict)]
+        with self._teleport_hosts() as (record, save):
+            if record is None:
                 log.error("the record of Teleport host ids (%s) is unreadable: no Teleport labels or locks this round",
                           TELEPORT_HOSTS_FILE)
                 return result
-            self._assign_and_lock(nodes, infos, recorded, save, result)
+            self._assign_and_lock(nodes, infos, record, save, result)
         return result
 
-    def _assign_and_lock(self, nodes, infos, recorded, save, result):
+    def _truths(self, record, listed, expected_of):
+        """minion id -> the host id its node must have, for every machine but the Teleport one:
+        the recorded one while a node under it is listed at the machine's hostname and pillar
+        address; otherwise (unrecorded, or a replaced / moved machine) the machine's own signed
+        answer (None: it reports it never joined, or reports a retired id). Machines that did not
+        answer keep their recorded id; unrecorded ones are left out."""
+        truths, asking = {}, True
+        for minion_id in sorted(self.minions):
+            if self.minions[minion_id].get("role") == "teleport":
+                continue
+            recorded = record["hosts"].get(minion_id)
+            if recorded is not None:
+                node = listed.get(recorded)
+                expected = expected_of(minion_id)
+                if node is not None and expected and node.get("hostname") == minion_id \
+                        and node.get("addr") == expected.get("addr"):
+                    truths[minion_id] = recorded
+                    continue
+            # Each question may wait MINION_CALL_DEADLINE_SECONDS for a silent minion: within the
+            # run's budget only (those left unasked are "no answer" this round).
+            asking = asking and (minion_id in self._own_ids or not self._must_stop("Teleport host id questions"))
+            answered, own = self.own_host_id(minion_id) if asking else (False, None)
+            if answered:
+                truths[minion_id] = None if own in record["retired"] else own
+            elif recorded is not None:
+                truths[minion_id] = recorded
+        return truths
+
+    def _assign_and_lock(self, nodes, infos, record, save, result):
         assignments = {host: dict(labels) for host, labels in infos.items() if isinstance(labels, dict)}
         expectations = {}
 
@@ -820,49 +915,56 @@ class Orchestrator:
                 expectations[minion_id] = self.expected_of(minion_id)
             return expectations[minion_id]
 
-        listed = {n.get("name") for n in nodes if not n.get("self")}
-        changed = False
-        for minion_id in sorted(self.minions):
-            teleport = self.minions[minion_id].get("role") == "teleport"
-            if teleport:
-                named = [n for n in nodes if n.get("self")]
-            else:
-                named = [n for n in nodes if not n.get("self") and n.get("hostname") == minion_id]
-            if not teleport and recorded.get(minion_id) in listed and recorded[minion_id] in assignments:
-                continue    # its recorded node is listed and labelled; others are checked below
-            if not named or (teleport and all(n.get("name") in assignments for n in named)):
-                continue    # nothing listed under this name, or already assigned: no pillar read
+        def want_of(minion_id):
             expected = expected_of(minion_id)
             if not expected or not expected.get("labels"):
+                return None, None
+            return ({k: v for k, v in expected["labels"].items() if k.startswith(ASSIGNED_LABEL_PREFIX)},
+                    expected.get("addr"))
+
+        listed = {n.get("name"): n for n in nodes if not n.get("self")}
+        truths = self._truths(record, listed, expected_of)
+        changed = False
+        for minion_id in sorted(self.minions):
+            if self.minions[minion_id].get("role") == "teleport":
+                node = next((n for n in nodes if n.get("self")), None)
+                if node is None or node.get("name") in assignments or node.get("cmd_labels"):
+                    continue
+                want, _ = want_of(minion_id)
+                if want and self._teleport_call("ci_fleet_teleport.assign_labels", [node.get("name"), want]) is True:
+                    assignments[node.get("name")] = want
+                    result["assigned"].append(minion_id)
                 continue
-            want = {k: v for k, v in expected["labels"].items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
-            candidates = [n for n in named if n.get("self") or n.get("addr") == expected.get("addr")]
-            if len(candidates) != 1:
-                if len(candidates) > 1:
-                    log.error("%d Teleport nodes claim %s at %s: no labels for any of them",
-                              len(candidates), minion_id, expected.get("addr"))
-                    result["ambiguous"].append(minion_id)
+            host = truths.get(minion_id)
+            if minion_id not in truths:
+                continue    # no record and no answer: nothing assigned or recorded this round
+            if host is None:
+                if self.provider == "aws":
+                    message = ("%s has not joined Teleport: an ec2 join is refused more than 6 h (aws_iid_ttl) after "
+                               "the instance's launch; if it was launched longer ago, stop and start the instance" % minion_id)
+                    log.error(message)
+                    result["errors"].append(message)
                 continue
-            host = candidates[0].get("name")
-            if not teleport and recorded.get(minion_id) in listed and host != recorded[minion_id]:
-                continue    # the recorded node is still listed: this other host id is found below
-            if host in assignments:
-                if assignments[host] != want or (host in recorded.values() and recorded.get(minion_id) != host):
-                    continue    # never changed: another machine's node; found below
-            elif self._teleport_call("ci_fleet_teleport.assign_labels", [host, want]) is True:
+            node = listed.get(host)
+            if node is None or node.get("cmd_labels"):
+                continue
+            want, addr = want_of(minion_id)
+            if not want or node.get("hostname") != minion_id or node.get("addr") != addr:
+                continue    # not (or no longer) the machine's name and address: locked below if recorded
+            if host not in assignments:
+                if self._teleport_call("ci_fleet_teleport.assign_labels", [host, want]) is not True:
+                    continue
                 assignments[host] = want
                 result["assigned"].append(minion_id)
-            else:
-                continue
-            if not teleport and recorded.get(minion_id) != host:
-                if minion_id in recorded:
-                    log.warning("%s's recorded Teleport host id %s is no longer listed: now recorded as %s",
-                                minion_id, recorded[minion_id], host)
-                recorded[minion_id] = host
+            if record["hosts"].get(minion_id) != host:
+                if minion_id in record["hosts"]:
+                    log.warning("%s reports Teleport host id %s (recorded: %s, not listed at its name and address): "
+                                "now recorded as %s", minion_id, host, record["hosts"][minion_id], host)
+                record["hosts"][minion_id] = host
                 changed = True
         if changed:
-            save(recorded)
-        owner = {host: minion_id for minion_id, host in recorded.items()}
+            save(record)
+        owner = {host: minion_id for minion_id, host in record["hosts"].items()}
         for node in nodes:
             host = node.get("name")
             if node.get("self"):
@@ -872,9 +974,7 @@ class Orchestrator:
                               "service; a human must check the runners and the Teleport machine)", host, reason)
                     result["control_plane"].append(host)
                 continue
-            reason = self._impostor_reason(node, host in assignments, expected_of)
-            if reason is None:
-                reason = self._host_id_reason(node, owner, recorded, [n for n in nodes if not n.get("self")], expected_of)
+            reason = self._lock_reason(node, owner, truths, record, expected_of)
             announced = {k: v for k, v in (node.get("labels") or {}).items() if k.startswith(ASSIGNED_LABEL_PREFIX)}
             given = assignments.get(host, {})
             if reason is None and not all(given.get(k) == v for k, v in announced.items()):
@@ -882,37 +982,58 @@ class Orchestrator:
                 log.error("Teleport node %s (%r) announces %s; the fleet gave it %s", host, node.get("hostname"), announced, given)
             if reason is None:
                 continue
-            log.error("locking Teleport node %s: %s", host, reason)
-            if self._teleport_call("ci_fleet_teleport.lock_node", [host, "ci-fleet: " + reason]) is not None:
+            log.error("locking Teleport node %s: %s", repr(host)[:140], reason)
+            if self._teleport_call("ci_fleet_teleport.lock_node", [host, "ci-fleet: " + reason]) is True:
                 result["locked"].append(host)
+            else:
+                message = ("Teleport node %s was NOT locked (%s): lock it by hand (tctl lock --server-id=<id>) "
+                           "and check the Teleport machine" % (repr(host)[:140], reason))
+                log.error(message)
+                result["lock_failed"].append(host)
+                result["errors"].append(message)
 
-    def _host_id_reason(self, node, owner, recorded, listed_nodes, expected_of):
-        """Why a listed node contradicts the record of host ids, or None."""
-        listed = {n.get("name") for n in listed_nodes}
+    def _lock_reason(self, node, owner, truths, record, expected_of):
+        """Why a listed node (not the auth service's own) must be locked, or None. Every fact
+        compared against is the master's own: its index, the machines' pillar, the record and
+        each machine's own signed answer."""
         host, hostname = node.get("name"), node.get("hostname")
+        shown = repr(hostname)[:80]
+        if host in record["retired"]:
+            return "host id %s was retired by forget_teleport_host" % repr(host)[:140]
+        if node.get("cmd_labels"):
+            # ci-fleet configures no ssh_service.commands; RBAC would match their results.
+            return "node announces command labels %s (ci-fleet configures none)" % (
+                ", ".join(sorted(str(k) for k in node["cmd_labels"]))[:200])
+        spec = self.minions.get(hostname) if isinstance(hostname, str) else None
+        if spec is None:
+            return "hostname %s is no machine of stack %s" % (shown, self.stack)
+        if spec.get("role") == "teleport":
+            return "hostname %s is the Teleport machine's, but this node is not its auth service's own" % shown
         machine = owner.get(host)
         if machine is not None:
             expected = expected_of(machine)
             addr = expected.get("addr") if expected else None
             if hostname != machine or addr is None or node.get("addr") != addr:
-                return "host id %s joined as %s at %s; this node announces hostname %s at %s" % (
-                    host, machine, addr, repr(hostname)[:80], repr(node.get("addr"))[:60])
+                return "host id %s is %s's at %s; this node announces hostname %s at %s" % (
+                    host, machine, addr, shown, repr(node.get("addr"))[:60])
             return None
-        if isinstance(hostname, str) and recorded.get(hostname) in listed:
-            # Only while the recorded node still matches the machine (its name and pillar
-            # address): a recorded node that no longer does is locked itself, and a newcomer at
-            # the machine's name and address is then its replacement (the proxy dials that
-            # address and checks the host certificate there, so it can be no one else's node).
-            expected = expected_of(hostname)
-            addr = expected.get("addr") if expected else None
-            if any(n.get("name") == recorded[hostname] and n.get("hostname") == hostname and n.get("addr") == addr
-                   for n in listed_nodes):
-                return "%s joined as host id %s (still listed); this node announces that name under host id %s" % (
-                    hostname, recorded[hostname], repr(host)[:80])
+        if hostname in truths:
+            truth = truths[hostname]
+            if truth is None:
+                return "hostname %s, but that machine reports it never joined Teleport" % shown
+            if truth != host:
+                return "hostname %s, but that machine's host id is %s; this node's is %s" % (shown, truth, repr(host)[:140])
+        expected = expected_of(hostname)
+        if expected and expected.get("addr") and node.get("addr") != expected["addr"]:
+            return "hostname %s announced at %s; that machine's address is %s" % (
+                shown, repr(node.get("addr"))[:60], expected["addr"])
         return None
 
     def _control_plane_reason(self, node, expected_of):
         """Why the auth service's own node (its host id) is announced by something else, or None."""
+        if node.get("cmd_labels"):
+            return "announces command labels %s (ci-fleet configures none)" % (
+                ", ".join(sorted(str(k) for k in node["cmd_labels"]))[:200])
         expected = expected_of(self.teleport_id)
         addr = expected.get("addr") if expected else None
         if node.get("hostname") != self.teleport_id or (addr is not None and node.get("addr") != addr):
@@ -920,23 +1041,35 @@ class Orchestrator:
                 repr(node.get("hostname"))[:80], repr(node.get("addr"))[:60], self.teleport_id, addr)
         return None
 
-    def _impostor_reason(self, node, assigned, expected_of):
-        """Why a listed node (not the auth service's own) is no machine of this stack, or None.
-        Every fact compared against comes from the master's index and the machine's pillar."""
-        hostname = node.get("hostname")
-        shown = repr(hostname)[:80]
-        spec = self.minions.get(hostname) if isinstance(hostname, str) else None
-        if spec is None:
-            return "hostname %s is no machine of stack %s" % (shown, self.stack)
-        if spec.get("role") == "teleport":
-            return "hostname %s is the Teleport machine's, but this node is not its auth service's own" % shown
-        if assigned:
-            return None     # it matched the machine's hostname and address when it was assigned
-        expected = expected_of(hostname)
-        if expected and expected.get("addr") and node.get("addr") != expected["addr"]:
-            return "hostname %s announced at %s; that machine's address is %s" % (
-                shown, repr(node.get("addr"))[:60], expected["addr"])
-        return None
+    def forget_teleport_host(self, minion_id):
+        """A human checked machine `minion_id` (or rebuilt it with /var/lib/teleport wiped): lock
+        its recorded host id (verified), delete its server_info `si-<id>` and retire the id (never
+        recorded again, locked whenever listed), then drop the record, so the next round may mint
+        it ONE join token. Nothing changes unless the lock and the deletion succeeded. True when
+        there was a record."""
+        with self._teleport_hosts() as (record, save):
+            if record is None:
+                log.error("the record of Teleport host ids (%s) is unreadable: nothing forgotten", TELEPORT_HOSTS_FILE)
+                return False
+            if minion_id not in record["hosts"] and minion_id not in record["minted"]:
+                return False
+            old = record["hosts"].get(minion_id)
+            if old is not None:
+                reason = "ci-fleet: forget_teleport_host %s (a human re-enrols the machine)" % minion_id
+                if self._teleport_call("ci_fleet_teleport.lock_node", [old, reason]) is not True:
+                    log.error("could not lock %s's host id %s: nothing forgotten", minion_id, old)
+                    return False
+                if self._teleport_call("ci_fleet_teleport.forget_host", [old]) is not True:
+                    log.error("could not delete the server_info of %s's host id %s: nothing forgotten", minion_id, old)
+                    return False
+                if old not in record["retired"]:
+                    record["retired"].append(old)
+            record["hosts"].pop(minion_id, None)
+            record["minted"].pop(minion_id, None)
+            save(record)
+        log.warning("forgot the Teleport host id %s of %s (locked, labels deleted): it may be given one join token again",
+                    old, minion_id)
+        return True
 
     # -- GitHub Actions -------------------------------------------------------------------
     def github_runner_ids(self):
@@ -1334,20 +1467,15 @@ def _orchestrator():
                         inline=InlinePillar(INLINE_PILLAR_DIR), stop_requested=_restart_pending,
                         expected_of=_pillar_teleport_expectation,
                         teleport_key=lambda: accepted_minion_key(__opts__.get("pki_dir") or MASTER_PKI_DIR,  # noqa: F821
-                                                                 "%s-teleport" % stack))
+                                                                 "%s-teleport" % stack),
+                        minion_key=lambda minion_id: accepted_minion_key(
+                            __opts__.get("pki_dir") or MASTER_PKI_DIR, minion_id))  # noqa: F821
 
 
 def forget_teleport_host(minion_id):
-    """salt-run ci_fleet.forget_teleport_host <minion id>: drop the machine's recorded Teleport
-    host id (after a human checked it, or it was rebuilt with its Teleport state wiped), so
-    the next round may mint it a join token again. True when there was a record."""
-    with _locked_state(STATE_DIR, TELEPORT_HOSTS_FILE) as (recorded, save):
-        if not recorded or minion_id not in recorded:
-            return False
-        del recorded[minion_id]
-        save(recorded)
-    log.warning("forgot the Teleport host id of %s: it may be given a join token again", minion_id)
-    return True
+    """salt-run ci_fleet.forget_teleport_host <minion id>: Orchestrator.forget_teleport_host."""
+    with _orchestration_lock("forget_teleport_host") as go:
+        return _orchestrator().forget_teleport_host(minion_id) if go else False
 
 
 def join_teleport_nodes():

@@ -9,7 +9,9 @@ rendered teleport.yaml, no labels). Prints {"assigned": {hostname: labels}, "loc
 import importlib.util
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -38,6 +40,8 @@ def main(documents_file, stack):
     infos, locked = {}, []
 
     def local(tgt, fun, arg=(), kwarg=None):
+        if fun == "ci_fleet_teleport.own_host_id":   # every machine reports its own node's host id
+            return {tgt: {"host_id": "host-" + tgt}}
         assert tgt == teleport, tgt
         if fun == "ci_fleet_teleport.nodes":
             return {tgt: nodes}
@@ -56,16 +60,21 @@ def main(documents_file, stack):
     # Issue 12: the Teleport minion signs its answers with its Salt key (the real module, a real key).
     sys.path.insert(0, os.path.join(ROOT, "test", "teleport"))
     import signed_answers
-    keys = signed_answers.TeleportKeys(teleport)
+    keys = signed_answers.FleetKeys(signed_answers.TeleportKeys(teleport))
 
     def signed(tgt, fun, arg=(), kwarg=None):
-        return {m: keys.sign(fun, kwarg, v) for m, v in local(tgt, fun, arg, kwarg).items()}
+        return {m: keys.sign(m, fun, kwarg, v) for m, v in local(tgt, fun, arg, kwarg).items()}
 
-    orchestrator = runner.Orchestrator(stack, master_pillar, {}, signed,
-                                       expected_of=lambda m: runner.teleport_expectation(documents.get(m)),
-                                       teleport_key=lambda: keys.public_pem)
-    orchestrator.teleport_id = teleport
-    orchestrator.assign_teleport_labels()
+    state_dir = tempfile.mkdtemp(prefix="ci-fleet-probe-state-")   # never the master's real state
+    try:
+        orchestrator = runner.Orchestrator(stack, master_pillar, {}, signed,
+                                           expected_of=lambda m: runner.teleport_expectation(documents.get(m)),
+                                           teleport_key=lambda: keys[teleport].public_pem,
+                                           minion_key=lambda m: keys[m].public_pem, state_dir=state_dir)
+        orchestrator.teleport_id = teleport
+        orchestrator.assign_teleport_labels()
+    finally:
+        shutil.rmtree(state_dir, True)
     by_host = {n["name"]: n["hostname"] for n in nodes}
     print(json.dumps({"assigned": {by_host[h]: labels for h, labels in infos.items()}, "locked": locked}, sort_keys=True))
 

@@ -48,6 +48,7 @@ orchestration = load_runner()
 sys.path.insert(0, os.path.join(ROOT, "test", "teleport"))
 import signed_answers  # noqa: E402
 TELEPORT_KEYS = signed_answers.TeleportKeys("prod-teleport", SALT)
+FLEET_KEYS = signed_answers.FleetKeys(TELEPORT_KEYS, SALT)
 orchestration.MASTER_PKI_DIR = TELEPORT_KEYS.master_pki_dir
 
 STACK = "prod"
@@ -108,6 +109,11 @@ def minion_document(minion_id):
     return {"ci_fleet": {"teleport": {"labels": labels, "node_config": ssh}}}
 
 
+# Each machine's own <data_dir>/host_uuid in the tests' honest fleet (what own_host_id reports).
+HOST_UUIDS = {"prod-salt-master": "h-master", "prod-default-r1": "h-d1", "prod-default-r2": "h-d2",
+              "prod-release-r1": "h-r1"}
+
+
 def node(host, hostname, addr=None, labels=None, own=False):
     """One node as ci_fleet_teleport.nodes returns it (tctl nodes ls: what the node announced)."""
     return {"name": host, "hostname": hostname, "addr": addr or "%s:3022" % ADDRESSES.get(hostname, "10.9.9.9"),
@@ -139,20 +145,33 @@ class FakeLocalClient:
     {"ret": ..., "retcode": ...} and a non-answer is still False."""
 
     def __init__(self, down=(), active=(), joined=(), teleport_down=False, nodes=None, server_infos=None,
-                 files=None):
+                 files=None, host_uuids=None, refuse_locks=()):
         self.down, self.active = set(down), set(active)   # active: the runner unit runs
         # (minion, path) -> what file.readdir / file.read answer (a slot's inbox, its state.json);
         # any other path raises on the minion (retcode 1), as Salt's file module does.
         self.files = dict(files or {})
-        self.joined, self.teleport_down = list(joined), teleport_down
+        self.teleport_down = teleport_down
         self.publications = []
         self.tokens = 0
-        # The Teleport machine's view: nodes (host id, announced hostname/address/labels) and
-        # the server_info assignments (host id -> labels); locks it was asked to create.
-        self.nodes = list(nodes or [])
+        # ONE model of the Teleport cluster: nodes (host id, announced hostname/address/labels;
+        # `joined` names become honest nodes h-<name>), the server_info assignments (host id ->
+        # labels), the locks Teleport holds (a lock in refuse_locks fails, as tctl can), and each
+        # machine's own <data_dir>/host_uuid (default: the first node announcing its name).
+        self.nodes = list(nodes or []) + [node("h-%s" % name, name) for name in joined]
         self.server_infos = dict(server_infos or {})
-        self.locks = []
+        self.locks, self.refuse_locks, self.forgotten = [], set(refuse_locks), []
+        if host_uuids is None:
+            host_uuids = {}
+            for n in self.nodes:
+                if not n.get("self") and n.get("hostname") in MINIONS:
+                    host_uuids.setdefault(n["hostname"], n["name"])
+        self.host_uuids = dict(host_uuids)
         self.hung, self.hung_polls, self.clock, self.poll_seconds = set(), 0, None, 0.5
+
+    @property
+    def joined(self):
+        """The hostnames Teleport lists: derived from `nodes`, never kept apart from it."""
+        return [n.get("hostname") for n in self.nodes]
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", jid="", full_return=False,
             kwarg=None, **kwargs):
@@ -166,9 +185,14 @@ class FakeLocalClient:
         if fun in ("file.readdir", "file.read") and (tgt, list(arg)[0]) not in self.files:
             error = "ERROR: %s: no such file or directory" % list(arg)[0]
             return {tgt: {"ret": error, "retcode": 1, "jid": "1"}} if full_return else {tgt: error}
+        module = TELEPORT_KEYS.module    # the real module's own refusal of a host id (it raises)
+        lockable = getattr(module, "LOCKABLE_HOST_ID", None) or module.HOST_ID
+        if fun == "ci_fleet_teleport.lock_node" and (list(arg)[0] in self.refuse_locks or not lockable.match(str(list(arg)[0]))):
+            # The module raises (tctl failed, or no lock listed afterwards): an error return.
+            return {tgt: {"ret": "RuntimeError: tctl lock failed", "retcode": 1, "jid": "1"}} if full_return else {tgt: "ERROR"}
         value = self.execute(tgt, fun, list(arg), dict(kwarg or {}))
-        if tgt == "prod-teleport":
-            value = TELEPORT_KEYS.sign(fun, kwarg, value)
+        if fun.startswith("ci_fleet_teleport."):
+            value = FLEET_KEYS.sign(tgt, fun, kwarg, value)
         return {tgt: {"ret": value, "retcode": 0, "jid": "1"}} if full_return else {tgt: value}
 
     def cmd_iter_no_block(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", ret="", kwarg=None, **kwargs):
@@ -192,8 +216,14 @@ class FakeLocalClient:
         if fun == "ci_fleet_teleport.host_ca_certificates":   # tctl auth export --type=tls-host
             with open(os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")) as handle:
                 return handle.read()
-        if fun == "ci_fleet_teleport.node_names":
-            return list(self.joined)
+        if fun == "ci_fleet_teleport.node_names":       # the hostnames of the same `nodes`
+            return sorted(str(h) for h in self.joined)
+        if fun == "ci_fleet_teleport.own_host_id":      # any machine: its own host_uuid
+            return {"host_id": self.host_uuids.get(tgt)}
+        if fun == "ci_fleet_teleport.forget_host":
+            self.forgotten.append(arg[0])
+            self.server_infos.pop(arg[0], None)
+            return True
         if fun == "ci_fleet_teleport.node_token":
             self.tokens += 1
             return "%s%04d" % (JOIN_TOKEN_PREFIX, self.tokens)
@@ -204,14 +234,16 @@ class FakeLocalClient:
         if fun == "ci_fleet_teleport.assign_labels":
             self.server_infos[arg[0]] = dict(arg[1])
             return True
-        if fun == "ci_fleet_teleport.lock_node":
-            self.locks.append(arg[0])
+        if fun == "ci_fleet_teleport.lock_node":       # verified: no lock made twice
+            if arg[0] not in self.locks:
+                self.locks.append(arg[0])
             return True
         if fun.startswith("grains."):
             # A rooted minion answers whatever it likes; the orchestration must never ask.
             return {"id": "prod-release-r1", "role": "salt-master", "queue": "release"}
         if fun == "state.apply" and arg == ["teleport.node"]:
-            self.joined.append(tgt)
+            self.nodes.append(node("h-%s" % tgt, tgt))
+            self.host_uuids[tgt] = "h-%s" % tgt
         if fun == "service.status":
             return tgt in self.active
         if fun == "file.file_exists":
@@ -1226,7 +1258,7 @@ class RestartPendingTest(unittest.TestCase):
         orchestrator = orchestration.Orchestrator(
             STACK, {"ci_fleet": {"provider": "equinix-metal"}, "ci_fleet_master": {"minions": minions}}, {}, orchestration.salt_local(client),
             sleep=sleep, join_timeout=120, inline=orchestration.InlinePillar(self.inline_dir),
-            clock=lambda: now[0], run_budget_seconds=300)
+            clock=lambda: now[0], run_budget_seconds=300, state_dir=os.path.join(self.dir, "state"))
         with self.assertLogs(orchestration.log, "WARNING") as logs:
             self.assertEqual(orchestrator.join_teleport_nodes(), [])
         started = [p["tgt"] for p in client.publications if p["fun"] == "state.apply"]
@@ -1368,21 +1400,18 @@ class RootedRunnerTeleportTest(unittest.TestCase):
         self.assertNotIn("h-rogue", client.server_infos)
 
     def test_an_impostor_of_a_machines_name_gets_none_of_its_labels(self):
-        # The rooted runner joins a second node announcing prod-release-r1's hostname:
-        # - at its own address: not M's address, so not M (and the proxy would dial M's address);
-        # - at M's address too: two nodes claim M, none gets M's labels (fail closed).
-        for impostor_addr, expect_ambiguous in (("10.0.1.10:3022", False), ("10.0.1.12:3022", True)):
+        # The rooted runner joins a second node announcing prod-release-r1's hostname, at its own
+        # address or at M's address too: M itself reports its host id (h-r1, signed with its own
+        # Salt key), so the other node is no one's: locked, and M gets its labels either way.
+        for impostor_addr in ("10.0.1.10:3022", "10.0.1.12:3022"):
             nodes = self.honest_nodes() + [node("h-impostor", "prod-release-r1", addr=impostor_addr)]
-            client = FakeLocalClient(nodes=nodes)
+            client = FakeLocalClient(nodes=nodes, host_uuids=HOST_UUIDS)
             with Harness(client, FakeGitHubHTTP(), self.inline_dir):
-                if expect_ambiguous:
-                    with self.assertLogs(orchestration.log, "ERROR"):
-                        result = orchestration.assign_teleport_labels()
-                else:
+                with self.assertLogs(orchestration.log, "ERROR"):
                     result = orchestration.assign_teleport_labels()
             self.assertNotIn("h-impostor", client.server_infos)
-            self.assertEqual(result["ambiguous"], ["prod-release-r1"] if expect_ambiguous else [])
-            self.assertEqual("h-r1" in client.server_infos, not expect_ambiguous)
+            self.assertEqual(client.locks, ["h-impostor"])
+            self.assertEqual(client.server_infos["h-r1"], assigned_labels("prod-release-r1"))
 
     def test_a_runner_claiming_the_teleport_machine_is_not_taken_for_it(self):
         nodes = self.honest_nodes() + [node("h-fake-teleport", "prod-teleport")]
@@ -1396,7 +1425,8 @@ class RootedRunnerTeleportTest(unittest.TestCase):
         client = FakeLocalClient(nodes=self.honest_nodes(), teleport_down=True)
         with Harness(client, FakeGitHubHTTP(), self.inline_dir):
             with self.assertLogs(orchestration.log, "WARNING"):
-                self.assertEqual(orchestration.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []})
+                self.assertEqual(orchestration.assign_teleport_labels(),
+                                 {"assigned": [], "locked": [], "lock_failed": [], "control_plane": [], "errors": []})
         self.assertEqual(client.server_infos, {})
 
 

@@ -17,7 +17,6 @@ def load_module(token_dir, tctl):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.TOKEN_DIR = token_dir
-    module.LOCK_DIR = os.path.join(os.path.dirname(token_dir), "locks")
     module.HOST_UUID_FILE = os.path.join(os.path.dirname(token_dir), "host_uuid")
     with open(module.HOST_UUID_FILE, "w") as handle:
         handle.write("own-host\n")
@@ -31,12 +30,22 @@ NODES_JSON = json.dumps([
      "spec": {"hostname": "prod-teleport", "addr": "10.0.0.6:3022"}},
     {"kind": "node", "version": "v2", "metadata": {"name": "1f2e", "labels": {"role": "runner", "dynamic/queue": "default"}},
      "spec": {"hostname": "prod-default-r1", "addr": "10.0.1.10:3022"}},
+    # ssh_service.commands (api/types CommandLabelV2: period, command, result): RBAC's GetAllLabels
+    # merges their results over metadata.labels.
+    {"kind": "node", "version": "v2", "metadata": {"name": "9c9c", "labels": {}},
+     "spec": {"hostname": "prod-default-r2", "addr": "10.0.1.11:3022",
+              "cmd_labels": {"dynamic/queue": {"period": "1m0s", "command": ["echo", "release"], "result": "release"}}}},
 ])
 
 
 class FakeTctl:
     def __init__(self):
         self.calls, self.tokens, self.counter = [], set(), 0
+        # The locks Teleport holds (LockV2 as `tctl get locks --format=json` prints them), the
+        # server_infos; `refuse_lock`: tctl lock exits 0 yet no lock is listed.
+        self.locks, self.refuse_lock = [], False
+        self.infos = [{"kind": "server_info", "metadata": {"name": "si-1f2e"}, "spec": {"new_labels": {"dynamic/queue": "default"}}},
+                      {"kind": "server_info", "metadata": {"name": "aws-123-i-0abc"}, "spec": {"new_labels": {"aws/x": "y"}}}]
 
     def __call__(self, argv, python_shell, output_loglevel, hide_output, stdin=None):
         assert argv[0] == "tctl" and python_shell is False and hide_output is True
@@ -45,10 +54,19 @@ class FakeTctl:
         if argv[1:] == ["nodes", "ls", "--format=json"]:
             return {"retcode": 0, "stdout": NODES_JSON, "stderr": ""}
         if argv[1:] == ["get", "server_info", "--format=json"]:
-            return {"retcode": 0, "stdout": json.dumps([
-                {"kind": "server_info", "metadata": {"name": "si-1f2e"}, "spec": {"new_labels": {"dynamic/queue": "default"}}},
-                {"kind": "server_info", "metadata": {"name": "aws-123-i-0abc"}, "spec": {"new_labels": {"aws/x": "y"}}}]), "stderr": ""}
-        if argv[1:3] == ["create", "-f"] or argv[1] == "lock":
+            return {"retcode": 0, "stdout": json.dumps(self.infos), "stderr": ""}
+        if argv[1:] == ["get", "locks", "--format=json"]:
+            return {"retcode": 0, "stdout": json.dumps(self.locks), "stderr": ""}
+        if argv[1] == "lock":
+            assert argv[2].startswith("--server-id=") and argv[3].startswith("--message=") and len(argv) == 4
+            if not self.refuse_lock:
+                self.locks.append({"kind": "lock", "version": "v2", "metadata": {"name": "lock-%d" % len(self.locks)},
+                                   "spec": {"target": {"server_id": argv[2][len("--server-id="):]}}})
+            return {"retcode": 0, "stdout": "", "stderr": ""}
+        if argv[1] == "rm" and argv[2].startswith("server_info/"):
+            self.infos = [i for i in self.infos if i["metadata"]["name"] != argv[2][len("server_info/"):]]
+            return {"retcode": 0, "stdout": "", "stderr": ""}
+        if argv[1:3] == ["create", "-f"]:
             return {"retcode": 0, "stdout": "", "stderr": ""}
         if argv[1:3] == ["tokens", "add"]:
             self.counter += 1
@@ -108,8 +126,11 @@ class TeleportLabelsModule(unittest.TestCase):
     def test_nodes_are_host_ids_with_what_each_announced_and_the_own_host_marked(self):
         self.assertEqual(self.module.nodes(), [
             {"name": "1f2e", "hostname": "prod-default-r1", "addr": "10.0.1.10:3022",
-             "labels": {"role": "runner", "dynamic/queue": "default"}, "self": False},
-            {"name": "own-host", "hostname": "prod-teleport", "addr": "10.0.0.6:3022", "labels": {"role": "teleport"}, "self": True},
+             "labels": {"role": "runner", "dynamic/queue": "default"}, "cmd_labels": {}, "self": False},
+            {"name": "9c9c", "hostname": "prod-default-r2", "addr": "10.0.1.11:3022", "labels": {},
+             "cmd_labels": {"dynamic/queue": "release"}, "self": False},
+            {"name": "own-host", "hostname": "prod-teleport", "addr": "10.0.0.6:3022", "labels": {"role": "teleport"},
+             "cmd_labels": {}, "self": True},
         ])
 
     def test_server_infos_are_the_si_assignments_only(self):
@@ -128,13 +149,47 @@ class TeleportLabelsModule(unittest.TestCase):
 
     def test_a_node_is_locked_once_by_its_server_id_and_never_the_auth_service_itself(self):
         self.assertTrue(self.module.lock_node("1f2e", "announced labels"))
-        self.assertEqual(self.tctl.calls[-1], ["lock", "--server-id=1f2e", "--message=announced labels"])
-        self.assertFalse(self.module.lock_node("1f2e", "again"))
+        self.assertEqual(self.tctl.calls[-2], ["lock", "--server-id=1f2e", "--message=announced labels"])
+        self.assertEqual(self.tctl.calls[-1], ["get", "locks", "--format=json"])   # verified, not assumed
+        # Locked already (Teleport lists it): True, no second lock.
+        self.assertTrue(self.module.lock_node("1f2e", "again"))
         self.assertEqual(len([c for c in self.tctl.calls if c[0] == "lock"]), 1)
         with self.assertRaises(ValueError):
             self.module.lock_node("own-host", "x")
+
+    def test_any_host_id_teleport_can_hold_is_locked_as_one_argv_element(self):
+        # The legacy join RPCs take the client's host id: `_`, `.`, long, even `--user=admin`
+        # (3876af1 refused these: nothing was locked).
+        for host in ("evil_1", "a.b", "x" * 300, "--user=admin", "id with spaces"):
+            self.assertTrue(self.module.lock_node(host, "impostor"))
+            self.assertEqual(self.tctl.calls[-2], ["lock", "--server-id=" + host, "--message=impostor"])
+        for bad in ("", "a\nb", "trailing\n", "nul\x00", None, 7):
+            with self.assertRaises(ValueError):
+                self.module.lock_node(bad, "x")
+
+    def test_a_removed_lock_is_made_again_and_a_lock_teleport_does_not_list_raises(self):
+        self.assertTrue(self.module.lock_node("1f2e", "first"))
+        self.tctl.locks = []                          # a human ran `tctl rm lock/<name>`
+        self.assertTrue(self.module.lock_node("1f2e", "again"))   # 3876af1: its marker said "done"
+        self.assertEqual(len([c for c in self.tctl.calls if c[0] == "lock"]), 2)
+        self.tctl.refuse_lock = True
+        with self.assertRaises(RuntimeError):
+            self.module.lock_node("9c9c", "x")
+
+    def test_own_host_id_is_the_data_dirs_host_uuid_or_none(self):
+        self.assertEqual(self.module.own_host_id(), {"host_id": "own-host"})
+        os.remove(self.module.HOST_UUID_FILE)
+        self.assertEqual(self.module.own_host_id(), {"host_id": None})
+        self.assertEqual(self.module.HOST_UUID_FILE.rsplit("/", 1)[1], "host_uuid")
+
+    def test_forget_host_deletes_the_si_server_info(self):
+        self.assertTrue(self.module.forget_host("1f2e"))
+        self.assertIn(["rm", "server_info/si-1f2e"], self.tctl.calls)
+        self.assertEqual(self.module.server_infos(), {})
+        self.assertTrue(self.module.forget_host("1f2e"))          # gone already: nothing to delete
+        self.assertEqual(len([c for c in self.tctl.calls if c[0] == "rm"]), 1)
         with self.assertRaises(ValueError):
-            self.module.lock_node("--user=admin", "x")
+            self.module.forget_host("../x")
 
 
 if __name__ == "__main__":

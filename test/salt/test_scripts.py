@@ -36,6 +36,7 @@ orchestration = load("ci_fleet_runner", "_runners/ci_fleet.py")
 sys.path.insert(0, os.path.join(ROOT, "test", "teleport"))
 import signed_answers  # noqa: E402  (the real module signs, with a real key)
 TELEPORT_KEYS = signed_answers.TeleportKeys("prod-teleport", SALT)
+FLEET_KEYS = signed_answers.FleetKeys(TELEPORT_KEYS, SALT)   # own_host_id: signed by each machine
 orchestration.MASTER_PKI_DIR = TELEPORT_KEYS.master_pki_dir
 
 
@@ -320,16 +321,18 @@ class FakeLocal:
     def __call__(self, tgt, fun, arg=(), kwarg=None):
         # The master's per-call nonce is not recorded; the Teleport minion signs its answer for it.
         plain = {k: v for k, v in (kwarg or {}).items() if k != "nonce"} or None
-        return {m: TELEPORT_KEYS.sign(fun, kwarg, v) if m == "prod-teleport" else v
-                for m, v in self.answer(tgt, fun, arg, plain).items()}
+        return {m: FLEET_KEYS.sign(m, fun, kwarg, v) for m, v in self.answer(tgt, fun, arg, plain).items()}
 
     def answer(self, tgt, fun, arg=(), kwarg=None):
         self.calls.append((tgt, fun, list(arg), kwarg))
         if fun == "ci_fleet_teleport.host_ca_certificates":   # issue 12: no join without CA pins
             with open(os.path.join(ROOT, "test", "teleport", "fixtures", "teleport-host-ca.pem")) as handle:
                 return {tgt: handle.read()}
-        if fun == "ci_fleet_teleport.node_names":
-            return {tgt: list(self.joined)}
+        if fun == "ci_fleet_teleport.nodes":   # one model: the joined machines' nodes
+            return {tgt: [{"name": "h-%s" % m, "hostname": m, "addr": None, "labels": {}, "self": False}
+                          for m in self.joined]}
+        if fun == "ci_fleet_teleport.own_host_id":
+            return {tgt: {"host_id": "h-%s" % tgt if tgt in self.joined else None}}
         if fun == "ci_fleet_teleport.node_token":
             return {tgt: "JOIN-TOKEN-%04d" % len(self.calls)}
         if fun == "state.apply" and arg == ["teleport.node"]:
@@ -379,7 +382,7 @@ class OrchestrationTest(unittest.TestCase):
             return original(tgt, fun, arg, kwarg)
 
         orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, spy, sleep=lambda s: None,
-                                          inline=self.inline)
+                                          inline=self.inline, state_dir=os.path.join(self.dir, "state"))
         self.assertEqual(orch.join_teleport_nodes(), ["prod-default-r2", "prod-release-r1", "prod-salt-master"])
         applies = [c for c in local.calls if c[1] == "state.apply"]
         self.assertEqual([c[0] for c in applies], ["prod-default-r2", "prod-release-r1", "prod-salt-master"])
@@ -399,7 +402,7 @@ class OrchestrationTest(unittest.TestCase):
                                         "labels": [{"name": "queue-default"}]}])
         local = FakeLocal()
         orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, local, self.github(http),
-                                          inline=self.inline)
+                                          inline=self.inline, state_dir=os.path.join(self.dir, "state"))
         self.assertEqual(orch.register_github_runners(), ["prod-default-r2"])
         apply = [c for c in local.calls if c[1] == "state.apply"]
         # The config goes through the minion's pillar file (test/orchestration), not the publication.
@@ -428,7 +431,7 @@ class OrchestrationTest(unittest.TestCase):
             gh_runner(5, "someone-elses-runner", "default")])
         # prod-default-r1's unit runs (offline is then a blip): a current minion's runner is kept.
         orch = orchestration.Orchestrator("prod", MASTER_PILLAR, RUNNER_PILLAR, FakeLocal(active={"prod-default-r1"}),
-                                          self.github(http), inline=self.inline)
+                                          self.github(http), inline=self.inline, state_dir=os.path.join(self.dir, "state"))
         self.assertEqual(orch.deregister_stale_github_runners(), ["prod-default-r9", "prod-release-r4"])
         deletes = [c[1] for c in http.calls if c[0] == "DELETE"]
         self.assertEqual(deletes, [orchestration.GITHUB_API + "/orgs/example-org/actions/runners/2",

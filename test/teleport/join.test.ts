@@ -5,7 +5,7 @@ import * as path from "path";
 import * as zlib from "zlib";
 import { parse, parseAllDocuments } from "yaml";
 import { teleportNodeLabels, TELEPORT_ASSIGNED_LABEL_PREFIX, TELEPORT_JOIN_TOKEN_PATH } from "../../infra/teleport/config";
-import { teleportEc2JoinPolicy, TELEPORT_EC2_IID_TTL } from "../../infra/teleport/resources";
+import { TELEPORT_EC2_IID_TTL } from "../../infra/teleport/resources";
 import type { TeleportRole } from "../../infra/teleport/roles";
 import type { PreviewRun } from "../../tools/preview/run";
 import { previewStack, ROOT } from "../support/preview";
@@ -125,20 +125,58 @@ describe.each([
     else expect(tokens.map((t) => t.spec.join_method)).toEqual(["ec2"]);
   });
 
-  test("no join token lets a client choose its host id: no `iam` or `token` method token on aws, and the auth service can check ec2 joins", () => {
+  test("which join lets a client choose its host id: none on aws (ec2 only, checked by the auth service); on equinix-metal every join does", () => {
     const methods = r.resources.filter((d) => d.kind === "token").map((t) => t.spec.join_method);
-    expect(methods.filter((m) => m === "iam" || m === "token")).toEqual([]);
     // The Teleport machine's role: the auth service calls ec2:DescribeInstances itself (lib/join/ec2join checkInstanceRunning).
     const teleportInstance = r.run.resources.find((res) => res.type === "aws:ec2/instance:Instance" && (res.inputs.tags as Record<string, string>)?.Name === r.teleportId);
     const ec2Policies = r.run.resources.filter((res) => res.type === "aws:iam/rolePolicy:RolePolicy" && res.inputs.name === "teleport-ec2-join");
     if (provider === "equinix-metal") {
-      expect({ teleportInstance, ec2Policies }).toEqual({ teleportInstance: undefined, ec2Policies: [] });
+      // The truth on equinix-metal: no token resource at all; every node joins with the `token`
+      // method (a token the master mints, one per machine until forget_teleport_host), whose
+      // legacy join RPC signs whatever host id the client asks for. What holds the host id is
+      // the master's record of each machine's own host_uuid (test_teleport_trust.py
+      // TeleportReviewFindingsTest), not the join.
+      expect({ methods, teleportInstance, ec2Policies }).toEqual({ methods: [], teleportInstance: undefined, ec2Policies: [] });
+      expect(Object.values(r.nodeConfigs).map((c) => c.teleport.join_params.method)).toEqual(Object.values(r.nodeConfigs).map(() => "token"));
       return;
     }
+    expect(methods).toEqual(["ec2"]);
     const profile = r.run.resources.find((res) => res.type === "aws:iam/instanceProfile:InstanceProfile" && res.inputs.name === teleportInstance!.inputs.iamInstanceProfile)!;
+    // Written out, not recomputed by the function that rendered it.
     expect(ec2Policies.map((p) => ({ role: p.outputs.role ?? p.inputs.role, policy: JSON.parse(p.inputs.policy as string) }))).toEqual([
-      { role: profile.inputs.role, policy: teleportEc2JoinPolicy(r.run.config.aws!.region) },
+      {
+        role: profile.inputs.role,
+        policy: {
+          Version: "2012-10-17",
+          Statement: [
+            {
+              Sid: "Ec2JoinInstanceIsRunning",
+              Effect: "Allow",
+              Action: "ec2:DescribeInstances",
+              Resource: "*",
+              Condition: { StringEquals: { "aws:RequestedRegion": r.run.config.aws!.region } },
+            },
+          ],
+        },
+      },
     ]);
+  });
+
+  test("the master reads each machine's host id where that machine's Teleport keeps it (<data_dir>/host_uuid)", () => {
+    // lib/utils/hostid: FileName = "host_uuid", GetPath(dataDir) = filepath.Join(dataDir, FileName).
+    const module = fs.readFileSync(path.join(ROOT, "salt/_modules/ci_fleet_teleport.py"), "utf8");
+    const file = /^HOST_UUID_FILE = "([^"]+)"$/m.exec(module)?.[1];
+    for (const [id, config] of [[r.teleportId, r.auth], ...Object.entries(r.nodeConfigs)] as [string, any][]) {
+      expect({ id, file }).toEqual({ id, file: `${config.teleport.data_dir}/host_uuid` });
+    }
+  });
+
+  test("no teleport.yaml configures ssh_service.commands (a command label would be an impostor signal, locked)", () => {
+    // RBAC matches GetAllLabels = CombineLabels(metadata.labels, spec.cmd_labels), a command's
+    // result winning (api/types/server.go): the master locks any node announcing one.
+    for (const [id, config] of [[r.teleportId, r.auth], ...Object.entries(r.nodeConfigs)] as [string, any][]) {
+      expect({ id, ssh: config.ssh_service.enabled, commands: config.ssh_service.commands }).toEqual({ id, ssh: true, commands: undefined });
+    }
   });
 
   test("no token, static or otherwise, is in any teleport.yaml", () => {

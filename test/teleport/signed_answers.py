@@ -30,14 +30,14 @@ def rsa_key_pair():
 class TeleportKeys:
     """The Teleport minion's key (minion side) and the master's accepted copy, in a temp dir."""
 
-    def __init__(self, minion_id="prod-teleport", salt_root=None):
+    def __init__(self, minion_id="prod-teleport", salt_root=None, master_pki_dir=None):
         self.minion_id = minion_id
         self.dir = tempfile.mkdtemp(prefix="ci-fleet-teleport-keys-")
         atexit.register(shutil.rmtree, self.dir, True)
         self.minion_pki_dir = os.path.join(self.dir, "minion")
-        self.master_pki_dir = os.path.join(self.dir, "master")
+        self.master_pki_dir = master_pki_dir or os.path.join(self.dir, "master")
         os.makedirs(self.minion_pki_dir, mode=0o700)
-        os.makedirs(os.path.join(self.master_pki_dir, "minions"), mode=0o700)
+        os.makedirs(os.path.join(self.master_pki_dir, "minions"), mode=0o700, exist_ok=True)
         private, public = rsa_key_pair()
         with open(os.open(os.path.join(self.minion_pki_dir, "minion.pem"), os.O_WRONLY | os.O_CREAT, 0o400), "wb") as handle:
             handle.write(private)
@@ -57,3 +57,21 @@ class TeleportKeys:
         if not fun.startswith("ci_fleet_teleport.") or nonce is None:
             return value
         return self.module._answer(fun.split(".", 1)[1], nonce, value)
+
+
+class FleetKeys:
+    """Every minion's key pair, made on first use, all accepted in one master pki_dir (the one of
+    `teleport`): each minion signs its answers to ci_fleet_teleport.* as the real module does
+    (a machine's own Teleport host id is believed only signed with its own key)."""
+
+    def __init__(self, teleport, salt_root=None):
+        self.keys = {teleport.minion_id: teleport}
+        self.master_pki_dir, self.salt_root = teleport.master_pki_dir, salt_root
+
+    def __getitem__(self, minion_id):
+        if minion_id not in self.keys:
+            self.keys[minion_id] = TeleportKeys(minion_id, self.salt_root, self.master_pki_dir)
+        return self.keys[minion_id]
+
+    def sign(self, minion_id, fun, kwarg, value):
+        return self[minion_id].sign(fun, kwarg, value)

@@ -230,17 +230,20 @@ class ForgedReturnsTest(unittest.TestCase):
                                                    "ci_fleet_master": {"minions": fleet.MINIONS}},
                                           {}, orchestration.salt_local(client), sleep=lambda s: None,
                                           inline=orchestration.InlinePillar(self.inline_dir),
-                                          ca_pins=orchestration.CaPinStore(self.pins_file))
+                                          ca_pins=orchestration.CaPinStore(self.pins_file),
+                                          state_dir=os.path.join(self.dir, "state"))
 
     def test_a_strangers_extra_return_no_longer_vetoes_labels_locks_joins_or_pins(self):
-        nodes = TeleportImpostorTest.honest_nodes() + [fleet.node("h-rogue", "prod-rogue")]
-        client = ForgedReturns(nodes=nodes, joined=["prod-default-r2", "prod-release-r1", "prod-salt-master"])
+        # prod-default-r1 has not joined yet (its own host_uuid: none); one consistent model.
+        nodes = [n for n in TeleportImpostorTest.honest_nodes() if n["name"] != "h-d1"] + [fleet.node("h-rogue", "prod-rogue")]
+        client = ForgedReturns(nodes=nodes)
         with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
             with self.assertLogs(orchestration.log, "WARNING") as logs:
                 self.assertEqual(orchestration.refresh_teleport_ca_pins(), self.genuine_pins)
                 self.assertEqual(orchestration.join_teleport_nodes(), ["prod-default-r1"])
                 result = orchestration.assign_teleport_labels()
         self.assertEqual(sorted(result["assigned"]), sorted(fleet.MINIONS))
+        self.assertEqual(client.server_infos["h-prod-default-r1"], fleet.assigned_labels("prod-default-r1"))
         self.assertEqual(result["locked"], ["h-rogue"])
         self.assertEqual(client.locks, ["h-rogue"])
         self.assertEqual(client.server_infos["h-r1"], fleet.assigned_labels("prod-release-r1"))
@@ -265,7 +268,7 @@ class ForgedReturnsTest(unittest.TestCase):
         orchestrator = self.orchestrator(client)
         with self.assertLogs(orchestration.log, "ERROR") as logs:
             self.assertEqual(orchestrator.refresh_teleport_ca_pins(), self.genuine_pins)
-            self.assertEqual(orchestrator.assign_teleport_labels(), {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []})
+            self.assertEqual(orchestrator.assign_teleport_labels(), {"assigned": [], "locked": [], "lock_failed": [], "control_plane": [], "errors": []})
         self.assertEqual(store.get(), self.genuine_pins)
         self.assertNotIn(rogue_pin, store.get())
         refusals = [line for line in logs.output if "refusing %s's answer" % TELEPORT in line]
@@ -295,7 +298,7 @@ class ForgedReturnsTest(unittest.TestCase):
         client = ForgedUnderTeleportId(lambda fun, kwarg, genuine: recorded.get(fun, genuine), nodes=nodes)
         with self.assertLogs(orchestration.log, "ERROR") as logs:
             result = self.orchestrator(client).assign_teleport_labels()
-        self.assertEqual(result, {"assigned": [], "locked": [], "ambiguous": [], "control_plane": []})
+        self.assertEqual(result, {"assigned": [], "locked": [], "lock_failed": [], "control_plane": [], "errors": []})
         refusals = [line for line in logs.output if "refusing %s's answer to ci_fleet_teleport.nodes" % TELEPORT in line]
         self.assertEqual(len(refusals), 1, logs.output)
         # The nonce is the master's: fresh for every call, never reused.
@@ -439,7 +442,7 @@ class TeleportImpostorTest(unittest.TestCase):
         with self.assertLogs(orchestration.log, "ERROR"):
             client, result, messages = self.run_round(nodes)
         self.assertEqual(client.locks, ["h-impostor"])
-        self.assertIn("that machine's address is 10.0.1.12:3022", messages["h-impostor"])
+        self.assertIn("that machine's host id is h-r1", messages["h-impostor"])
         self.assertEqual(client.server_infos["h-r1"], fleet.assigned_labels("prod-release-r1"))
 
     def test_a_node_claiming_the_teleport_machines_name_is_locked(self):
@@ -454,14 +457,16 @@ class TeleportImpostorTest(unittest.TestCase):
         client, _, _ = self.run_round(nodes)
         self.assertEqual(client.locks, [])
 
-    def test_two_nodes_at_the_machines_name_and_address_are_ambiguous_not_locked(self):
-        # Both pass every check the master can make: neither gets labels (fail closed); a human
-        # decides which to lock.
+    def test_two_nodes_at_the_machines_name_and_address_the_one_the_machine_does_not_report_is_locked(self):
+        # Both pass every check on what they announce; the machine itself (its host_uuid, signed
+        # with its own Salt key) names its node: h-r1 is labelled, the twin locked. On 3876af1
+        # neither got labels and neither was locked ("ambiguous").
         nodes = self.honest_nodes() + [fleet.node("h-twin", "prod-release-r1")]
         with self.assertLogs(orchestration.log, "ERROR"):
-            client, result, _ = self.run_round(nodes)
-        self.assertEqual(result["ambiguous"], ["prod-release-r1"])
-        self.assertEqual(client.locks, [])
+            client, result, messages = self.run_round(nodes)
+        self.assertEqual(client.locks, ["h-twin"])
+        self.assertIn("that machine's host id is h-r1", messages["h-twin"])
+        self.assertEqual(client.server_infos["h-r1"], fleet.assigned_labels("prod-release-r1"))
 
 
 class TeleportHostIdTakeoverTest(unittest.TestCase):
@@ -490,8 +495,9 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
 
     honest_nodes = staticmethod(TeleportImpostorTest.honest_nodes)
 
-    def run_round(self, nodes, server_infos=None, provider="equinix-metal"):
-        client = fleet.FakeLocalClient(nodes=nodes, server_infos=server_infos)
+    def run_round(self, nodes, server_infos=None, provider="equinix-metal", host_uuids=None):
+        client = fleet.FakeLocalClient(nodes=nodes, server_infos=server_infos,
+                                       host_uuids=dict(fleet.HOST_UUIDS, **(host_uuids or {})))
         with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir, provider=provider):
             result = orchestration.assign_teleport_labels()
         messages = {p["arg"][0]: p["arg"][1] for p in client.publications if p["fun"] == "ci_fleet_teleport.lock_node"}
@@ -504,7 +510,7 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
 
     def recorded(self):
         with open(self.hosts_file) as handle:
-            return json.load(handle)
+            return json.load(handle)["hosts"]
 
     def test_the_master_records_each_machines_host_id_at_its_first_join_root_only(self):
         self.first_join()
@@ -530,7 +536,7 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
             client, result, messages = self.run_round(nodes, infos)
         self.assertEqual(client.locks, ["h-r1"])
         self.assertEqual(result["locked"], ["h-r1"])
-        self.assertIn("joined as prod-release-r1 at 10.0.1.12:3022", messages["h-r1"])
+        self.assertIn("host id h-r1 is prod-release-r1's at 10.0.1.12:3022", messages["h-r1"])
 
     def test_a_node_under_the_salt_masters_host_id_with_another_hostname_is_locked(self):
         infos = self.first_join()
@@ -539,7 +545,7 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
         with self.assertLogs(orchestration.log, "ERROR"):
             client, _, messages = self.run_round(nodes, infos)
         self.assertEqual(client.locks, ["h-master"])
-        self.assertIn("joined as prod-salt-master", messages["h-master"])
+        self.assertIn("host id h-master is prod-salt-master's", messages["h-master"])
 
     def test_another_host_id_under_a_recorded_machines_name_and_address_is_locked(self):
         # Before the record this was "ambiguous" (a human decides); now the master knows which
@@ -549,8 +555,7 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
         with self.assertLogs(orchestration.log, "ERROR"):
             client, result, messages = self.run_round(nodes, infos)
         self.assertEqual(client.locks, ["h-twin"])
-        self.assertIn("prod-release-r1 joined as host id h-r1", messages["h-twin"])
-        self.assertEqual(result["ambiguous"], [])
+        self.assertIn("that machine's host id is h-r1", messages["h-twin"])
 
     def test_while_the_recorded_node_is_listed_no_other_host_id_is_given_the_machines_labels(self):
         # Even with its server_info gone (a human removed it), the record keeps prod-release-r1
@@ -564,31 +569,31 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
         self.assertNotIn("h-new", client.server_infos)
         self.assertEqual(self.recorded()["prod-release-r1"], "h-r1")
         # h-r1 now announces another address: locked. h-new sits at the machine's own name and
-        # address (the proxy would dial the real machine and find h-r1's certificate there): not
-        # locked, not labelled; once h-r1 is gone it is taken for the replacement.
-        self.assertEqual(client.locks, ["h-r1"])
+        # address, but the machine itself reports h-r1: h-new is no one's, locked too.
+        self.assertEqual(client.locks, ["h-r1", "h-new"])
 
     def test_a_replaced_machine_is_recorded_anew_once_its_old_node_is_gone(self):
         # aws: a replaced instance joins by `ec2` under a new host id (<account>-<instance id>).
         infos = self.first_join()
         nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"] + [fleet.node("h-r1-new", "prod-release-r1")]
-        client, result, _ = self.run_round(nodes, infos, provider="aws")
+        with self.assertLogs(orchestration.log, "WARNING"):
+            client, result, _ = self.run_round(nodes, infos, provider="aws", host_uuids={"prod-release-r1": "h-r1-new"})
         self.assertEqual(client.locks, [])
         self.assertEqual(self.recorded()["prod-release-r1"], "h-r1-new")
         self.assertEqual(client.server_infos["h-r1-new"], fleet.assigned_labels("prod-release-r1"))
 
     def test_a_replacement_is_not_locked_while_the_old_node_at_the_old_address_is_still_listed(self):
         # aws: the new instance (pillar: the machine's address) joins while the old instance's
-        # node (old address) has not expired yet: the old one is locked, the new one is not, and
-        # it is recorded and labelled once the old node is gone.
+        # node (old address) has not expired yet: the machine reports its new host id, so the
+        # old one is locked, the new one labelled and recorded at once.
         infos = self.first_join()
         nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"]
         nodes += [fleet.node("h-r1", "prod-release-r1", addr="10.0.1.99:3022"), fleet.node("h-r1-new", "prod-release-r1")]
         with self.assertLogs(orchestration.log, "ERROR"):
-            client, _, _ = self.run_round(nodes, infos, provider="aws")
+            client, _, _ = self.run_round(nodes, infos, provider="aws", host_uuids={"prod-release-r1": "h-r1-new"})
         self.assertEqual(client.locks, ["h-r1"])
         nodes = [n for n in nodes if n["name"] != "h-r1"]
-        client, _, _ = self.run_round(nodes, dict(client.server_infos), provider="aws")
+        client, _, _ = self.run_round(nodes, dict(client.server_infos), provider="aws", host_uuids={"prod-release-r1": "h-r1-new"})
         self.assertEqual(client.locks, [])
         self.assertEqual(self.recorded()["prod-release-r1"], "h-r1-new")
         self.assertEqual(client.server_infos["h-r1-new"], fleet.assigned_labels("prod-release-r1"))
@@ -633,6 +638,171 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
             with self.assertLogs(orchestration.log, "ERROR"):
                 self.assertEqual(orchestration.join_teleport_nodes(), [])
         self.assertEqual(client.tokens, 0)
+
+
+class HiddenJoin(fleet.FakeLocalClient):
+    """The rooted runner joins with the token it is given but announces another hostname (its
+    node is never listed under its own name)."""
+
+    def execute(self, tgt, fun, arg, kwarg):
+        if fun == "state.apply" and arg == ["teleport.node"] and tgt == ROOTED:
+            self.nodes.append(fleet.node("h-hidden-%d" % len(self.nodes), "not-%s" % tgt, addr="10.0.1.10:3022"))
+            return True
+        return super().execute(tgt, fun, arg, kwarg)
+
+
+class TeleportReviewFindingsTest(unittest.TestCase):
+    """The independent review of 3876af1 (issue 12): its probe scenarios S1..S5
+    (/tmp/rev12t-probe/probe.py) and findings 3, 4 and 6, each failing on 3876af1. The decision
+    to mint rests on the master's own record (one token per minion until forget_teleport_host);
+    a machine's node is the one under the host id the machine ITSELF reports (own_host_id,
+    signed with its own Salt key); command labels are locked; a lock is verified and a failed
+    one reported."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.inline_dir = os.path.join(self.dir, "inline")
+        self.hosts_file = os.path.join(self.dir, "state", "teleport_hosts.json")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    honest_nodes = staticmethod(TeleportImpostorTest.honest_nodes)
+
+    def recorded(self):
+        with open(self.hosts_file) as handle:
+            raw = json.load(handle)
+        return raw.get("hosts", raw)    # 3876af1 wrote the flat {minion: host id}
+
+    def round(self, client, provider="equinix-metal"):
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir, provider=provider):
+            joined = orchestration.join_teleport_nodes()
+            result = orchestration.assign_teleport_labels()
+        return joined, result
+
+    def test_s1_a_runner_that_hides_its_hostname_gets_one_join_token_ever(self):
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-d1"]
+        client = HiddenJoin(nodes=nodes, host_uuids=dict(fleet.HOST_UUIDS, **{"prod-default-r1": None}))
+        with self.assertLogs(orchestration.log, "WARNING"):
+            for _ in range(4):
+                self.round(client)
+        self.assertEqual(client.tokens, 1)     # 3876af1: 4 (one each 5-minute round)
+        # the node it joined under another name is no machine of the stack: locked.
+        self.assertEqual(client.locks, ["h-hidden-4"])
+
+    def test_s2_a_node_announcing_an_unjoined_machines_name_and_address_is_locked_and_the_machine_joins(self):
+        # prod-release-r1 has not joined (its host_uuid: none); the rooted runner, token in hand,
+        # registers a node announcing prod-release-r1's hostname at its pillar address.
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-r1"] + [fleet.node("h-evil", "prod-release-r1")]
+        client = fleet.FakeLocalClient(nodes=nodes, host_uuids=dict(fleet.HOST_UUIDS, **{"prod-release-r1": None}))
+        with self.assertLogs(orchestration.log, "ERROR"):
+            joined, result = self.round(client)
+        self.assertEqual(joined, ["prod-release-r1"])       # 3876af1: [] (its name was "joined")
+        self.assertEqual(client.tokens, 1)
+        self.assertNotIn("h-evil", client.server_infos)     # 3876af1: the release labels
+        self.assertIn("h-evil", client.locks)
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-prod-release-r1")
+        self.assertEqual(client.server_infos["h-prod-release-r1"], fleet.assigned_labels("prod-release-r1"))
+
+    def test_s3_a_host_id_with_an_underscore_is_locked_and_a_refused_lock_is_an_error_in_the_result(self):
+        forged = fleet.node("evil_1", "prod-salt-master", addr="10.0.1.10:3022",
+                            labels={"dynamic/role": "salt-master", "dynamic/stack": "prod"})
+        client = fleet.FakeLocalClient(nodes=self.honest_nodes() + [forged], host_uuids=fleet.HOST_UUIDS)
+        with self.assertLogs(orchestration.log, "ERROR"):
+            _, result = self.round(client)
+        self.assertEqual(client.locks, ["evil_1"])          # 3876af1: the module refused it, silently
+        self.assertEqual(result["locked"], ["evil_1"])
+        # Teleport refuses the lock (tctl fails, or lists no lock afterwards): an error, not "locked".
+        client = fleet.FakeLocalClient(nodes=self.honest_nodes() + [forged], host_uuids=fleet.HOST_UUIDS,
+                                       refuse_locks={"evil_1"})
+        with self.assertLogs(orchestration.log, "ERROR") as logs:
+            _, result = self.round(client)
+        self.assertEqual((result["locked"], result["lock_failed"]), ([], ["evil_1"]))
+        self.assertIn("was NOT locked", result["errors"][0])
+        self.assertIn("NOT locked", "\n".join(logs.output))
+
+    def test_s4_upgrade_day_a_labelled_runner_renamed_to_another_runner_is_locked_and_gets_no_token(self):
+        # Nodes labelled by the previous release (server_info present), no record yet; the rooted
+        # prod-default-r1 (h-d1) now announces prod-release-r1's name at that machine's address.
+        infos = {h: fleet.assigned_labels(m) for m, h in fleet.HOST_UUIDS.items()}
+        infos["h-teleport"] = fleet.assigned_labels(TELEPORT)
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-d1"] + [fleet.node("h-d1", "prod-release-r1")]
+        client = fleet.FakeLocalClient(nodes=nodes, server_infos=infos, host_uuids=fleet.HOST_UUIDS)
+        with self.assertLogs(orchestration.log, "ERROR"):
+            for _ in range(3):
+                self.round(client)
+        self.assertIn("h-d1", client.locks)                 # 3876af1: never locked
+        self.assertEqual(client.tokens, 0)                  # 3876af1: 3 (its own name is not listed)
+        self.assertNotEqual(self.recorded().get("prod-default-r1"), "h-d1")
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1")
+
+    def test_s5_forget_locks_the_old_host_id_deletes_its_labels_and_allows_one_new_token(self):
+        client = fleet.FakeLocalClient(nodes=self.honest_nodes(), host_uuids=fleet.HOST_UUIDS)
+        self.round(client)
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1")
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "WARNING"):
+                self.assertTrue(orchestration.forget_teleport_host("prod-release-r1"))
+        self.assertEqual(client.locks, ["h-r1"])            # 3876af1: not locked
+        self.assertNotIn("h-r1", client.server_infos)       # 3876af1: si-h-r1 kept
+        # The old node is still listed at the machine's name and address, and the machine (not
+        # wiped) still reports it: never recorded again. The machine may get one token.
+        with self.assertLogs(orchestration.log, "ERROR"):
+            self.round(client)
+            self.round(client)
+        self.assertNotEqual(self.recorded().get("prod-release-r1"), "h-r1")   # 3876af1: recorded again
+        self.assertNotIn("h-r1", client.server_infos)
+        self.assertEqual(client.tokens, 1)
+
+    def test_a_failed_lock_keeps_forget_from_forgetting(self):
+        client = fleet.FakeLocalClient(nodes=self.honest_nodes(), host_uuids=fleet.HOST_UUIDS)
+        self.round(client)
+        client.refuse_locks.add("h-r1")
+        with fleet.Harness(client, fleet.FakeGitHubHTTP(), self.inline_dir):
+            with self.assertLogs(orchestration.log, "ERROR"):
+                self.assertFalse(orchestration.forget_teleport_host("prod-release-r1"))
+        self.assertEqual(self.recorded()["prod-release-r1"], "h-r1")
+        self.assertIn("h-r1", client.server_infos)
+
+    def test_command_labels_on_any_node_are_locked(self):
+        # ssh_service.commands named dynamic/queue echoing `release`: RBAC sees GetAllLabels
+        # (CombineLabels: the command label wins), so the node would pass the release roles.
+        for key in ("dynamic/queue", "queue", "anything"):
+            nodes = [n for n in self.honest_nodes() if n["name"] != "h-d1"]
+            nodes.append(dict(fleet.node("h-d1", "prod-default-r1"), cmd_labels={key: "release"}))
+            client = fleet.FakeLocalClient(nodes=nodes, host_uuids=fleet.HOST_UUIDS)
+            with self.assertLogs(orchestration.log, "ERROR"):
+                _, result = self.round(client)
+            self.assertEqual(client.locks, ["h-d1"], key)   # 3876af1: not locked
+            self.assertNotIn("h-d1", client.server_infos)
+
+    def test_aws_a_machine_that_never_joined_is_named_in_the_rounds_errors(self):
+        # An ec2 join more than 6 h (aws_iid_ttl) after launch is refused; nothing else tells.
+        nodes = [n for n in self.honest_nodes() if n["name"] != "h-d1"]
+        client = fleet.FakeLocalClient(nodes=nodes, host_uuids=dict(fleet.HOST_UUIDS, **{"prod-default-r1": None}))
+        with self.assertLogs(orchestration.log, "ERROR"):
+            _, result = self.round(client, provider="aws")
+        self.assertEqual(len(result["errors"]), 1)
+        self.assertIn("prod-default-r1", result["errors"][0])
+        self.assertIn("stop and start the instance", result["errors"][0])
+        self.assertEqual(client.tokens, 0)
+        # a non-fleet instance joining with the stack's ec2 token: no machine of the stack, locked.
+        client = fleet.FakeLocalClient(nodes=self.honest_nodes() + [fleet.node("123-i-0other", "ip-10-0-9-9")],
+                                       host_uuids=fleet.HOST_UUIDS)
+        with self.assertLogs(orchestration.log, "ERROR"):
+            _, result = self.round(client, provider="aws")
+        self.assertEqual(client.locks, ["123-i-0other"])
+
+    def test_a_record_of_the_previous_release_is_read_as_its_hosts(self):
+        os.makedirs(os.path.dirname(self.hosts_file), mode=0o700)
+        with open(self.hosts_file, "w") as handle:
+            json.dump({"prod-default-r1": "h-d1"}, handle)
+        client = fleet.FakeLocalClient(nodes=[n for n in self.honest_nodes() if n["name"] != "h-d1"],
+                                       host_uuids=dict(fleet.HOST_UUIDS, **{"prod-default-r1": None}))
+        with self.assertLogs(orchestration.log, "WARNING"):
+            self.round(client)
+        self.assertEqual(client.tokens, 0)
+        self.assertEqual(self.recorded()["prod-default-r1"], "h-d1")
 
 
 class TeleportModuleTest(unittest.TestCase):
