@@ -50,7 +50,9 @@ runner-job_vm_service-unit-reload-cmd-run:
 {%- for n in range(1, slots + 1) %}
 
 {#- Not restarted by a changed config or image (that would kill a job): the launcher reads its
-    config at each start, and a slot restarts itself after every job's VM. #}
+    config at each start and again between VMs (after one is destroyed, before the next is
+    prepared), so a rebuilt golden image, whose build deletes the older ones, is used by the next
+    VM; a running VM keeps its open backing file (docs/job-vm.md "The slot loop"). #}
 runner-job_vm_service-slot-{{ n }}-service-running:
   service.running:
     - name: ci-job-slot@{{ n }}.service

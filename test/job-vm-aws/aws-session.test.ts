@@ -53,6 +53,21 @@ function mintArgv(configText: string, n: number, seq: number): string[] {
   return JSON.parse(run.stdout) as string[];
 }
 
+/** Where the real launcher raises its per-slot alarm for a rendered config (aws.alarmDir or its default). */
+function launcherAlarmDir(configText: string): string {
+  const run = spawnSync(PYTHON, ["-c", [
+    "import sys, tempfile",
+    `sys.path.insert(0, ${JSON.stringify(path.join(ROOT, "test/support"))})`,
+    "from load_script import load",
+    `m = load("ci_job_slot_seam", ${JSON.stringify(LAUNCHER)})`,
+    "f = tempfile.NamedTemporaryFile('w', suffix='.json'); f.write(sys.stdin.read()); f.flush()",
+    "cfg = m.load_config(f.name)",
+    "print(cfg['aws'].get('alarmDir', m.AWS_ALARM_DIR))",
+  ].join("\n")], { input: configText, encoding: "utf8" });
+  if (run.status !== 0) throw new Error(`the launcher refuses the rendered config: ${run.stderr}`);
+  return run.stdout.trim();
+}
+
 /** The timer's argv without the options only the timer has (its file, the file's group, its alarm). */
 function withoutFileOptions(argv: string[]): string[] {
   const out: string[] = [];
@@ -84,6 +99,9 @@ describe.each(["production", "production-aws"])("the seam on %s: each VM's sessi
       expect({ id, region: cfg.aws?.region, command: cfg.aws?.command }).toEqual({ id, region: r.documents[id].ci_fleet.aws.region, command: withoutFileOptions(execStart) });
       // The host's session file is nowhere in the launcher's config: a VM never gets it.
       expect({ id, mentionsHostFile: files[JOB_VM.config].includes(output) }).toEqual({ id, mentionsHostFile: false });
+      // Issue 15 review (2): a slot whose VMs cannot get a session raises the fleet's alarm in
+      // the directory the host's timer writes aws-session.alarm to.
+      expect({ id, alarmDir: launcherAlarmDir(files[JOB_VM.config]) }).toEqual({ id, alarmDir: execStart[execStart.indexOf("--alarm-dir") + 1] });
       const argv = mintArgv(files[JOB_VM.config], 2, 17);
       expect(argv.slice(-3)).toEqual(["--stdout", "--duration", "900"]);
       expect(argv.filter((a) => TIMER_FILE_OPTIONS.includes(a))).toEqual([]);

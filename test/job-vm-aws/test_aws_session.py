@@ -752,5 +752,180 @@ class BothEnds(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(tmp)), sorted(["calls", "mint"] + [n for n in os.listdir(tmp) if n.startswith("job-vm-")]))
 
 
+
+class ReviewFindings(unittest.TestCase):
+    """Issue 15 review (2, 3, 4): the fleet's alarm when per-VM minting fails, the handoff's line
+    while its input waits, a hung mint killed with everything it started, abbreviated options."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+        self.ev = Events(start=1_800_000_000.0)
+        self.clock = self.ev.clock
+        self.addCleanup(self.ev.restore)
+
+    def minter(self, vm, mint, alarm):
+        return slot_mod.AwsMinter(["/x/mint", "--stdout"], vm, refresh=300, clock=lambda: self.clock[0],
+                                  spawn=mint, alarm=alarm)
+
+    def run_for(self, minter, seconds):
+        end = self.clock[0] + seconds
+        while self.clock[0] < end:
+            minter.tick()
+            self.clock[0] += 1.0
+
+    def test_minting_that_fails_for_3_minutes_raises_the_fleets_alarm_and_a_success_clears_it(self):
+        alarms = os.path.join(self.tmp, "alarms")
+        cfg = slot_mod.load_config(base_config(self.tmp, aws={"region": "eu-west-1", "command": AWS_COMMAND, "alarmDir": alarms}))
+        slot = slot_mod.Slot(cfg, 4)
+        alarm = slot_mod.aws_alarm(cfg, slot)
+        alarm.clock = lambda: self.clock[0]
+        self.assertIs(slot_mod.aws_alarm(cfg, slot), alarm, "one per slot: it outlives each VM's minter")
+        path = os.path.join(alarms, "job-vm-aws-session-s4.alarm")
+        self.assertEqual(alarm.path, path)
+        # Each Vm's minter reports to the slot's alarm.
+        vm = slot_mod.Vm(cfg, slot, 1)
+        vm.aws_sock = socket.socketpair()[0]
+        self.addCleanup(vm.aws_sock.close)
+        vm.check_aws_session()
+        self.assertIs(vm.aws.alarm, alarm)
+        vm.aws.stop()  # (it found no minting program: one failure, forgotten here)
+        alarm.failing_since = None
+        mint = FakeMint(self.clock)
+        mint.plan = ["fail"] * 100
+        first = self.minter(1, mint, alarm)
+        self.run_for(first, 120)  # failing for 2 minutes: no alarm yet (a blip)
+        self.assertFalse(os.path.exists(path))
+        first.stop()  # the VM is replaced; the next one keeps failing: the failure is continuous
+        second = self.minter(2, mint, alarm)
+        self.run_for(second, 120)
+        self.assertTrue(os.path.exists(path))
+        raised = [e for e in self.ev.list("aws-session-alarm") if e["event"] == "aws-session-alarm"]
+        self.assertEqual(len(raised), 1)
+        self.assertGreaterEqual(raised[0]["failingFor"], 180)
+        self.assertLessEqual(raised[0]["failingFor"], 180 + 60)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("job slot 4: no AWS session", text)
+        self.assertNotIn(SECRET, text)
+        mint.plan = ["ok"]
+        self.run_for(second, 70)
+        self.assertFalse(os.path.exists(path), "removed at the next success")
+        self.assertEqual([e["event"] for e in self.ev.list("aws-session-alarm")], ["aws-session-alarm", "aws-session-alarm-cleared"])
+        second.stop()
+
+    def test_a_handoff_whose_input_waits_says_so_in_the_jobs_log_once(self):
+        cfg = slot_mod.load_config(base_config(self.tmp))
+        slot = slot_mod.Slot(cfg, 0)
+        slot_mod.ensure_dirs(slot)
+        self.ev.restore()
+        saved = slot_mod.HANDOFF_UNCLAIMED_NOTICE_SECONDS if hasattr(slot_mod, "HANDOFF_UNCLAIMED_NOTICE_SECONDS") else None
+        slot_mod.HANDOFF_UNCLAIMED_NOTICE_SECONDS = 0.5
+        self.addCleanup(setattr, slot_mod, "HANDOFF_UNCLAIMED_NOTICE_SECONDS", saved)
+        import signal as sig
+        for s in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+            self.addCleanup(sig.signal, s, sig.getsignal(s))
+
+        def slot_takes_it_late():
+            time.sleep(1.5)  # the VM had no session yet: the input waited in the inbox
+            name = next(n for n in os.listdir(slot.inbox) if not n.startswith("."))
+            os.unlink(os.path.join(slot.inbox, name))
+            with open(os.path.join(slot.outbox, name + ".log"), "wb") as f:
+                f.write(b"the job ran\n")
+            with open(os.path.join(slot.outbox, name + ".exit"), "w") as f:
+                f.write("0 exited\n")
+        t = threading.Thread(target=slot_takes_it_late)
+        t.start()
+        out = io.BytesIO()
+        stdin, sys.stdin = sys.stdin, io.TextIOWrapper(io.BytesIO(b"{}"))
+        stderr, sys.stderr = sys.stderr, io.StringIO()
+        try:
+            code = slot_mod.cmd_handoff(cfg, slot, None, out=out)
+        finally:
+            sys.stdin, sys.stderr = stdin, stderr
+            t.join()
+        self.assertEqual(code, 0)
+        lines = out.getvalue().decode().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r"^\[ci-fleet: job slot 0 has not taken this job after .* no AWS session yet")
+        self.assertEqual(lines[1], "the job ran")
+
+    def test_a_hung_mint_is_killed_with_everything_it_started(self):
+        # A stand-in for ci-fleet-aws-session whose signing helper hangs: it starts a child
+        # (`sleep`, in the helper's place) and waits for it; its pid goes to a file.
+        mint = os.path.join(self.tmp, "mint")
+        pidfile = os.path.join(self.tmp, "helper.pid")
+        with open(mint, "w") as f:
+            f.write("#!/bin/sh\nsleep 300 &\necho $! >%s\nwait\n" % pidfile)
+        os.chmod(mint, 0o755)
+        self.ev.restore()
+        minter = slot_mod.AwsMinter([mint], 1)
+        minter.tick()
+        for _ in range(100):
+            if os.path.exists(pidfile) and os.path.getsize(pidfile):
+                break
+            time.sleep(0.05)
+        with open(pidfile) as f:
+            helper_pid = int(f.read())
+        group = minter.child.pid
+        self.addCleanup(lambda: os.path.exists("/proc/%d" % helper_pid) and os.kill(helper_pid, 9))
+        minter.stop()
+
+        def alive(pid):
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+
+        def in_group(pgid):
+            left = []
+            for p in os.listdir("/proc"):
+                if p.isdigit():
+                    try:
+                        with open("/proc/%s/stat" % p) as f:
+                            fields = f.read().rsplit(")", 1)[1].split()
+                    except (FileNotFoundError, ProcessLookupError):
+                        continue
+                    if int(fields[2]) == pgid and fields[0] != "Z":
+                        left.append(int(p))
+            return left
+        for _ in range(40):
+            if not alive(helper_pid):
+                break
+            time.sleep(0.05)
+        self.assertFalse(alive(helper_pid), "the signing helper outlived the killed mint")
+        self.assertNotEqual(os.getpgid(0), group, "the mint runs in a process group of its own")
+        self.assertEqual(in_group(group), [])
+
+    def test_refused_options_are_refused_abbreviated_and_with_equals(self):
+        for extra, problem in ((["--dur", "3600"], "--duration"), (["--out", "/x"], "--output"),
+                               (["--alarm", "/a"], "--alarm-dir"), (["--std"], "--stdout"), (["--gr=ci"], "--group"),
+                               (["--duration=3600"], "--duration"), (["--s"], "--stdout")):
+            with self.assertRaises(slot_mod.UsageError, msg=extra) as e:
+                slot_mod.load_config(base_config(self.tmp, aws={"region": "eu-west-1", "command": AWS_COMMAND + extra}))
+            self.assertIn("must not contain", str(e.exception))
+            self.assertIn(problem, str(e.exception))
+        # --session-name only as itself (the launcher extends the next argument per VM).
+        base = AWS_COMMAND[:5]
+        for extra in (["--session-name=abc"], ["--session", "abc"], ["--session-n=abc"]):
+            with self.assertRaises(slot_mod.UsageError, msg=extra) as e:
+                slot_mod.load_config(base_config(self.tmp, aws={"region": "eu-west-1", "command": base + extra}))
+            self.assertIn("--session-name only as itself", str(e.exception))
+        # What the host's timer runs is still accepted.
+        slot_mod.load_config(base_config(self.tmp, aws={"region": "eu-west-1", "command": AWS_COMMAND}))
+        slot_mod.load_config(base_config(self.tmp, aws={"region": "us-east-1", "command": RA_COMMAND}))
+
+    def test_the_helper_takes_no_abbreviated_option(self):
+        common = ["--source", "assume-role", "--role-arn", "arn:r", "--region", "eu-west-1", "--session-name", "m-1.s0.v1", "--stdout"]
+        for extra in (["--dur", "3600"], ["--out", "/x"], ["--session-n=abc"]):
+            stderr, sys.stderr = sys.stderr, io.StringIO()
+            try:
+                with self.assertRaises(SystemExit, msg=extra):
+                    helper.main(common + extra)
+                self.assertIn("unrecognized arguments", sys.stderr.getvalue())
+            finally:
+                sys.stderr = stderr
+
 if __name__ == "__main__":
     unittest.main(verbosity=1)

@@ -356,5 +356,175 @@ class AfterTheExitReport(Harness):
             self.assertEqual(f.read(), output)
 
 
+
+# A stand-in qemu-img that does what the real one does with a missing backing file: "Could not
+# open backing image" and exit 1 (then the overlay it names is made).
+FAKE_QEMU_IMG = """#!/bin/sh
+for a; do prev=$cur; cur=$a; [ "$prev" = -b ] && base=$a; done
+echo "$(date +%s.%N) $(date +%s.%N) qemu-img $* | " >>{calls}
+[ -f "$base" ] || {{ echo "qemu-img: Could not open backing image '$base'" >&2; exit 1; }}
+for a; do prev=$cur; cur=$a; done; : >"$prev"
+"""
+
+
+class GuestThatRebuilds(GuestThatLingers):
+    """A guest whose job runs while the golden image is rebuilt: `during` runs when the job comes."""
+
+    def __init__(self, console, job_port, log_port, during):
+        super().__init__(console, job_port, log_port, b"")
+        self.during = during
+
+    def run(self):
+        try:
+            self.console.sendall(f"{MARKER}ready\n".encode())
+            self.job_port.recv(65536)
+            self.console.sendall(f"{MARKER}started\n".encode())
+            self.during()
+            self.console.sendall(f"{MARKER}exit 0\n".encode())
+            time.sleep(120)
+        except OSError:
+            pass
+
+
+class ConfigBetweenVms(Harness):
+    """Issue 15 review (1): a rebuilt golden image. The build deletes the old image; the slot reads
+    job-vm.json again between VMs, so its next VM is made on the new one, without a restart."""
+
+    def setUp(self):
+        super().setUp()
+        import signal
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.addCleanup(signal.signal, sig, signal.getsignal(sig))
+        for name in ("ip", "nft"):
+            self.fake(name, seconds=0)
+        with open(os.path.join(self.fakebin, "qemu-img"), "w") as f:
+            f.write(FAKE_QEMU_IMG.format(calls=self.calls))
+        os.chmod(os.path.join(self.fakebin, "qemu-img"), 0o755)
+        self.images = os.path.join(self.tmp, "images")
+        os.mkdir(self.images)
+        self.old = os.path.join(self.images, "golden-1.qcow2")
+        self.new = os.path.join(self.images, "golden-2.qcow2")
+        for path in (self.old, self.new):
+            with open(path, "w"):
+                pass
+        self.path = base_config(self.tmp, image=self.old)
+        with open(self.path) as f:
+            self.original = f.read()
+        self.cfg = slot_mod.load_config(self.path)
+        self.during = [lambda: None]
+        saved = slot_mod.Runner.new_vm
+        slot_mod.Runner.new_vm = lambda runner, selftest=False: self.new_vm(runner, selftest)
+        self.addCleanup(setattr, slot_mod.Runner, "new_vm", saved)
+        saved_delays = getattr(slot_mod, "CONFIG_RETRY_DELAYS", None)  # None: the old launcher
+        slot_mod.CONFIG_RETRY_DELAYS = (0.3, 0.3)
+        self.addCleanup(setattr, slot_mod, "CONFIG_RETRY_DELAYS", saved_delays)
+
+    def new_vm(test, runner, selftest=False):  # noqa: N805 - the test, then the Runner
+        """The real Vm and its real prepare (the stand-in qemu-img), then a fake QEMU and guest."""
+        runner.seq += 1
+        vm = slot_mod.Vm(runner.cfg, test.slot, runner.seq, selftest, runner.previous_overlay)
+        runner.vm = vm
+        vm.prepare()
+        pairs = [socket.socketpair() for _ in range(3)]
+        vm.serial, vm.job_sock, vm.log_sock = (p[0] for p in pairs)
+        vm.serial.setblocking(False)
+        vm.log_sock.setblocking(False)
+        vm.proc = FakeQemu()
+        vm.check_firewall = lambda: None
+        during = test.during.pop(0) if test.during else (lambda: None)
+        GuestThatRebuilds(*(p[1] for p in pairs), during).start()
+        return vm
+
+    def rewrite(self, text):
+        tmp = self.path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.path)
+
+    def rebuild(self):
+        """What the image build and runner.job_vm_config do: the new image in the config, the old one gone."""
+        with open(self.path) as f:
+            cfg = json.load(f)
+        cfg["image"] = self.new
+        self.rewrite(json.dumps(cfg))
+        os.unlink(self.old)
+
+    def run_jobs(self, n):
+        for i in range(n):
+            with open(os.path.join(self.slot.inbox, f"job-{i + 1}"), "w") as f:
+                f.write("{}")
+        # The launcher as the unit runs it (`run --config ... --slot 1`), ended by SIGTERM (exit
+        # 143) if it has not done its jobs within 30 s: the old launcher retried a VM on the
+        # deleted image for ever.
+        import signal
+        stop = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))
+        stop.start()
+        try:
+            return slot_mod.main(["run", "--config", self.path, "--slot", str(self.slot.n), "--jobs", str(n)])
+        finally:
+            stop.cancel()
+
+    def bases(self):
+        return [c[2].split(" -b ")[1].split(" ")[0] for c in self.recorded() if c[2].startswith("qemu-img create")]
+
+    def outcomes(self, n):
+        got = []
+        for i in range(n):
+            with open(os.path.join(self.slot.outbox, f"job-{i + 1}.exit")) as f:
+                got.append(f.read())
+        return got
+
+    def test_the_next_vm_uses_the_rebuilt_image_and_the_deleted_one_fails_nothing(self):
+        self.during = [self.rebuild]
+        self.assertEqual(self.run_jobs(2), 0)
+        self.assertEqual(self.bases(), [self.old, self.new])
+        self.assertEqual(self.outcomes(2), ["0 exited\n", "0 exited\n"])
+        names = [e["event"] for e in self.event_list()]
+        self.assertNotIn("vm-failed", names)
+        self.assertEqual([e["image"] for e in self.event_list() if e["event"] == "config-reloaded"], [self.new])
+
+    def test_an_unusable_config_keeps_the_current_one_while_its_image_exists(self):
+        self.during = [lambda: self.rewrite('{"image": "relative.qcow2"')]
+        self.assertEqual(self.run_jobs(2), 0)
+        self.assertEqual(self.bases(), [self.old, self.old])
+        refused = [e for e in self.event_list() if e["event"] == "config-refused"]
+        self.assertEqual(len(refused), 1)
+        self.assertEqual(refused[0]["kept"], self.old)
+
+    def test_an_unusable_config_and_the_image_gone_waits_with_backoff_for_a_usable_one(self):
+        def broken_rebuild():
+            self.rewrite("{not json")
+            os.unlink(self.old)
+
+            def fixed():
+                time.sleep(1.0)
+                self.rebuild_after_break()
+            threading.Thread(target=fixed, daemon=True).start()
+        self.during = [broken_rebuild]
+        self.assertEqual(self.run_jobs(2), 0)
+        # No VM is made on the missing image: the slot waits for a usable config, then uses it.
+        self.assertEqual(self.bases(), [self.old, self.new])
+        unusable = [e for e in self.event_list() if e["event"] == "config-unusable"]
+        self.assertGreaterEqual(len(unusable), 2)
+        self.assertEqual([e["attempt"] for e in unusable][:2], [1, 2])
+        self.assertTrue(all(e["image"] == self.old and "cannot read config" in e["why"] for e in unusable))
+        self.assertNotIn("vm-failed", [e["event"] for e in self.event_list()])
+
+    def rebuild_after_break(self):
+        self.rewrite(self.original.replace(self.old, self.new))
+
+    def test_a_changed_state_dir_takes_a_restart_and_is_refused_between_vms(self):
+        def move():
+            with open(self.path) as f:
+                cfg = json.load(f)
+            cfg["stateDir"] = os.path.join(self.tmp, "elsewhere")
+            self.rewrite(json.dumps(cfg))
+        self.during = [move]
+        self.assertEqual(self.run_jobs(2), 0)
+        refused = [e for e in self.event_list() if e["event"] == "config-refused"]
+        self.assertEqual(len(refused), 1)
+        self.assertIn("stateDir changed", refused[0]["why"])
+        self.assertEqual(self.bases(), [self.old, self.old])
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

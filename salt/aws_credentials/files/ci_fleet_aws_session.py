@@ -182,7 +182,8 @@ def refresh(args, gid, now=None, fetch=None, log=print):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ci-fleet-aws-session")
+    # No abbreviations (`--dur`, `--out`): the slot launcher refuses options by name in aws.command.
+    parser = argparse.ArgumentParser(prog="ci-fleet-aws-session", allow_abbrev=False)
     parser.add_argument("--source", choices=["roles-anywhere", "assume-role"], required=True)
     parser.add_argument("--role-arn", required=True)
     parser.add_argument("--output")
