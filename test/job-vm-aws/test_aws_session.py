@@ -30,6 +30,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from load_script import GUEST, LAUNCHER, ROOT, SALT, load  # noqa: E402
+from launcher_config import base_config  # noqa: E402
 
 
 slot_mod = load("ci_job_slot_aws", LAUNCHER)
@@ -66,17 +67,6 @@ def test_group():
         except KeyError:
             continue
     raise RuntimeError("no group nogroup/users/daemon on this machine")
-
-
-def base_config(tmp, **extra):
-    cfg = {"image": "/var/lib/ci-fleet/golden.qcow2", "cpus": 1, "memoryMiB": 128, "diskGiB": 1,
-           "maxJobSeconds": 60, "accel": "tcg", "stateDir": os.path.join(tmp, "state"),
-           "runDir": os.path.join(tmp, "run"), "network": {"base": "10.213.0.0/16", "blockedCidrs": [], "dns": []}}
-    cfg.update(extra)
-    path = os.path.join(tmp, "job-vm-%d.json" % len(os.listdir(tmp)))
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return path
 
 
 def read_frames_from(sock):
@@ -750,7 +740,6 @@ class BothEnds(unittest.TestCase):
         self.assertEqual(calls, [["--session-name", "minion-1.s3.v9", "--stdout", "--duration", "900"]] * 2)
         # Nothing of the session was written on the host: only the fake's own call log.
         self.assertEqual(sorted(os.listdir(tmp)), sorted(["calls", "mint"] + [n for n in os.listdir(tmp) if n.startswith("job-vm-")]))
-
 
 
 class ReviewFindings(unittest.TestCase):

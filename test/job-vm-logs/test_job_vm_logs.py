@@ -24,22 +24,12 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from load_script import GUEST, LAUNCHER, ROOT, load  # noqa: E402
+from launcher_config import base_config  # noqa: E402
 PYTHON = sys.executable or "/usr/bin/python3"
 
 
 slot_mod = load("ci_job_slot_logs", LAUNCHER)
 guest = load("ci_job_guest_logs", GUEST)
-
-
-def base_config(tmp, **extra):
-    cfg = {"image": "/var/lib/ci-fleet/golden.qcow2", "cpus": 1, "memoryMiB": 128, "diskGiB": 1,
-           "maxJobSeconds": 60, "accel": "tcg", "stateDir": os.path.join(tmp, "state"),
-           "runDir": os.path.join(tmp, "run"), "network": {"base": "10.213.0.0/16", "blockedCidrs": [], "dns": []}}
-    cfg.update(extra)
-    path = os.path.join(tmp, "job-vm-%d.json" % len(os.listdir(tmp)))
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return path
 
 
 class FakeQemu:

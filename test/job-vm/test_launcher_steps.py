@@ -21,23 +21,13 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from load_script import LAUNCHER, load  # noqa: E402
+from launcher_config import base_config  # noqa: E402
 
 slot_mod = load("ci_job_slot_steps", LAUNCHER)
 MARKER = slot_mod.MARKER
 # Each stand-in command takes this long: far more than a real one, so that time shows how many
 # ran one after the other (not how fast this machine is).
 STEP_SECONDS = 1.0
-
-
-def base_config(tmp, **extra):
-    cfg = {"image": "/var/lib/ci-fleet/golden.qcow2", "cpus": 1, "memoryMiB": 128, "diskGiB": 1,
-           "maxJobSeconds": 60, "accel": "tcg", "stateDir": os.path.join(tmp, "state"),
-           "runDir": os.path.join(tmp, "run"), "network": {"base": "10.213.0.0/16", "blockedCidrs": [], "dns": []}}
-    cfg.update(extra)
-    path = os.path.join(tmp, "job-vm.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return path
 
 
 class FakeQemu:
@@ -354,7 +344,6 @@ class AfterTheExitReport(Harness):
         self.assertEqual(code, 7)
         with open(os.path.join(self.slot.outbox, "handoff-1.log"), "rb") as f:
             self.assertEqual(f.read(), output)
-
 
 
 # A stand-in qemu-img that does what the real one does with a missing backing file: "Could not
