@@ -2,7 +2,7 @@ import { createHash } from "crypto";
 import { findSecretLeaks } from "../../tools/preview/main";
 import { collectMasked } from "../../tools/preview/run";
 import { rsaPrivateKeyPem } from "../config/secret-fixtures";
-import { base64Core, foldLines, MAX_EVERY_FORM_SECRET, MIN_BASE64_CORE, MIN_SCANNED_SECRET, SecretScanner, secretNeedles } from "../../tools/preview/secret-scan";
+import { ANCHOR, base64Core, foldLines, MAX_EVERY_FORM_SECRET, MIN_BASE64_CORE, MIN_SCANNED_SECRET, SecretScanner, secretNeedles, windowHash } from "../../tools/preview/secret-scan";
 
 /**
  * The leak scan: exactly as strict as comparing every form of every secret with every text,
@@ -94,6 +94,45 @@ describe("the leak scan finds exactly what comparing every form with every text 
     const leaked = { ...files, "machines/runner-3/user-data": machine(3).real, "b64.txt": Buffer.from(machine(5).real).toString("base64") };
     expect(scanner.leakingFiles(leaked)).toEqual(naiveLeaks(leaked, secrets));
     expect(scanner.leakingFiles(leaked)).toEqual(["b64.txt", "machines/runner-3/user-data"]);
+  });
+
+  test("agrees with the naive scan on random texts over a small alphabet: overlapping, repeated and prefix needles", () => {
+    // Two letters: windows of every needle occur everywhere, so every hit is verified, and
+    // needles overlap, repeat and prefix one another.
+    let seed = 12345;
+    const rand = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const word = (length: number) => Array.from({ length }, () => "ab"[rand(2)]).join("");
+    for (let round = 0; round < 40; round++) {
+      const secrets = Array.from({ length: 1 + rand(6) }, () => word(MIN_SCANNED_SECRET + rand(5)));
+      const files = Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`f${i}`, Array.from({ length: 3 }, () => word(rand(14))).join("\n  ")]));
+      expect(new SecretScanner(secrets).leakingFiles(files)).toEqual(naiveLeaks(files, secrets));
+    }
+  });
+
+  test("a window whose hash is an anchor's but whose characters differ is verified, and is no leak", () => {
+    // Two different windows of ANCHOR characters with one hash (a birthday search over 32 bits).
+    const seen = new Map<number, string>();
+    let collision: [string, string] | undefined;
+    for (let i = 0; !collision; i++) {
+      const w = createHash("sha256").update(String(i)).digest("hex").slice(0, ANCHOR);
+      const h = windowHash(w, ANCHOR);
+      const other = seen.get(h);
+      if (other !== undefined && other !== w) collision = [other, w];
+      seen.set(h, w);
+    }
+    const [a, b] = collision;
+    expect(a).not.toBe(b);
+    expect(windowHash(a, ANCHOR)).toBe(windowHash(b, ANCHOR));
+    const secret = `${a}-the-rest-of-the-secret`;
+    const scanner = new SecretScanner([secret]);
+    const lookalike = `text ${b}-the-rest-of-the-secret end`;
+    expect(scanner.leaks(lookalike)).toBe(false);
+    // It was compared (the work counts the characters compared), not skipped.
+    const before = scanner.work;
+    scanner.leaks(lookalike.replace(/\n/g, ""));
+    expect(scanner.work - before).toBeGreaterThan(lookalike.length);
+    expect(scanner.leaks(`${lookalike} ${secret}`)).toBe(true);
+    expect(scanner.masked(`${b} ${a}-the-rest-of-the-secret`)).toBe(`${b} [secret]`);
   });
 
   test("the JSON-escaped form of a secret with any character JSON escapes, and of one with none", () => {
@@ -209,13 +248,16 @@ describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
   const { files } = fleet(40);
   const text = Object.values(files).join("\n");
 
-  test("the automaton has at most 8 states per needle, however long the needles and their shared prefixes", () => {
+  test("nearly every needle has an anchor of its own, however long the needles and their shared prefixes", () => {
     const { secrets } = fleet(40);
     const scanner = new SecretScanner(secrets);
-    // Building it is most of the scan's cost at fleet scale (60 000 needles at 1000 runners):
-    // anchors of 24 characters made three times the states for no fewer verifications.
-    expect(scanner.states).toBeLessThanOrEqual(8 * scanner.needles.length + 1);
-    expect(scanner.states).toBeGreaterThan(scanner.needles.length);
+    // The whole user-data documents share kilobytes of prefix: anchored at their starts they
+    // would share one anchor, and every masked user-data (which starts the same) would be
+    // compared with every one of them.
+    // Only a document's plain and JSON-escaped forms may share one (they agree up to its first
+    // line break, where both are told from the other machines' documents): 934 anchors for 1049 needles.
+    expect(scanner.anchors).toBeLessThanOrEqual(scanner.needles.length);
+    expect(scanner.anchors).toBeGreaterThanOrEqual(0.85 * scanner.needles.length);
   });
 
   test("the same text costs the same whatever the number of secrets", () => {
@@ -225,8 +267,8 @@ describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
       scanner.leaks(text);
       return scanner.work;
     };
-    // Each character is one step forward, plus failure steps that never outnumber the
-    // forward ones (Aho-Corasick): at most twice the bytes, however many secrets. The scan
+    // Each character is one step, plus a probe of the anchor table when its window's slot is
+    // in use (the table is at most half full): at most twice the bytes, however many secrets. The scan
     // that compared every needle with every text did 1000 times more work for 1000 times the secrets.
     const counts = [10, 100, 1000, 3000];
     const works = counts.map(work);
@@ -253,10 +295,10 @@ describe("the leak scan costs the bytes it reads, not bytes × secrets", () => {
     expect(huge.work / large.work).toBeLessThan(2.2);
     // Bounded by the bytes: the real user-data (a secret) shares kilobytes with each masked file.
     expect(huge.work).toBeLessThan(huge.bytes * 3);
-    // Building the automaton too: about twice the work for twice the needles, and bounded by
+    // Building the anchor table too: about twice the work for twice the needles, and bounded by
     // their length (finding each anchor compares a needle with its sorted neighbours only;
     // comparing it with every other needle made the build quadratic).
-    console.log(`automaton build: ${[small, large, huge].map((w) => `${w.needleChars} needle characters -> ${w.buildWork} steps`).join(", ")}`);
+    console.log(`anchor table build: ${[small, large, huge].map((w) => `${w.needleChars} needle characters -> ${w.buildWork} steps`).join(", ")}`);
     expect(large.buildWork / small.buildWork).toBeLessThan(2.2);
     expect(huge.buildWork / large.buildWork).toBeLessThan(2.2);
     expect(huge.buildWork).toBeLessThan(huge.needleChars * 4);

@@ -135,7 +135,7 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   phase("files");
 
   // The last line of defence: no secret value may appear in anything written or printed.
-  // One automaton over every form of every secret, built once; each text is read once as
+  // One table of anchors of every form of every secret, built once; each text is read once as
   // written and once folded (line breaks and the indentation after them removed).
   const scanner = new SecretScanner(run.secretValues);
   const leakCheck = (leaks: string[]): PreviewCheck => ({

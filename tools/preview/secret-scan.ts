@@ -15,16 +15,19 @@
  * every form with every file costs O(N²). This scanner costs O(bytes scanned + needle
  * bytes), whatever the number of secrets:
  *
- * - each needle gets an anchor: the window of at most ANCHOR characters that ends where the
- *   needle first differs from every other needle (so needles with a long common prefix,
- *   such as the runners' user-data, get anchors of their own, not one shared anchor);
- * - one Aho-Corasick automaton over all anchors, built once, reads each text once (twice
- *   when it has line breaks: as written and folded);
- * - an anchor found is verified against its needle(s) in place.
+ * - each needle gets an anchor: the ANCHOR characters that end where the needle first differs
+ *   from every other needle (so needles with a long common prefix, such as the runners'
+ *   user-data, get anchors of their own, not one shared anchor);
+ * - the anchors go into one hash table, keyed by a rolling hash of ANCHOR characters, built
+ *   once; each text is read once (twice when it has line breaks: as written and folded),
+ *   the rolling hash of every window of ANCHOR characters looked up as it goes;
+ * - a window whose hash is an anchor's is verified against that anchor's needle(s) in place
+ *   (a hash collision fails the verification: the scan finds exactly what comparing every
+ *   needle at every position would).
  *
- * `work` counts what the scan did (automaton steps, failure-link steps, characters
- * compared while verifying), `buildWork` what building the automaton did (needle characters
- * made, characters compared to find anchors, trie steps, failure-link steps), and SCAN_TOTALS
+ * `work` counts what the scan did (characters read, table slots probed, characters compared
+ * while verifying), `buildWork` what building the table did (needle characters made,
+ * characters compared to find anchors, anchor characters hashed, table slots probed), and SCAN_TOTALS
  * both over every scanner built (and how many were built): deterministic cost measures for
  * tests, independent of timing.
  */
@@ -37,12 +40,13 @@ export const MIN_SCANNED_SECRET = 8;
 /** What the preview writes wherever a secret would be; never itself a needle. */
 const MASK = "[secret]";
 /**
- * Longest anchor: long enough to be specific (an anchor ends where its needle first differs
- * from every other, so even short anchors rarely match where no needle is), short enough to
- * keep the automaton small: at 1000 runners, 8 characters make 0.3 million states where 24
- * made 1.1 million, and the scan does no more verifying.
+ * Anchor length (every needle is at least this long: MIN_SCANNED_SECRET): long enough to be
+ * specific (an anchor ends where its needle first differs from every other, so even short
+ * anchors rarely occur where no needle is), short enough that the hash of a window is cheap.
+ * The Aho-Corasick automaton this table replaced had 0.7 million states at 1000 runners and
+ * took as long to build as the scan took to read every file.
  */
-const ANCHOR = 8;
+export const ANCHOR = 8;
 /** Shortest base64 core looked for: 16 characters are 96 bits of the secret, not ordinary text. */
 export const MIN_BASE64_CORE = 16;
 /**
@@ -160,6 +164,24 @@ function commonPrefix(a: string, b: string, cost: { work: number }): number {
   return i;
 }
 
+/** Multiplier of the rolling hash (odd, so no character's bits are shifted out of every window). */
+const HASH_BASE = 0x01000193;
+/** HASH_BASE to the power ANCHOR - 1 (mod 2^32): the weight of the character leaving a window. */
+const HASH_OUT = (() => {
+  let p = 1;
+  for (let i = 1; i < ANCHOR; i++) p = Math.imul(p, HASH_BASE);
+  return p;
+})();
+/** Spreads a window's hash over the table (whose slot is the product's high bits, which depend on every bit of the hash). */
+const SPREAD = 0x9e3779b1;
+
+/** The rolling hash of `text`'s ANCHOR characters ending just before `end` (exported for tests). */
+export function windowHash(text: string, end: number): number {
+  let h = 0;
+  for (let p = end - ANCHOR; p < end; p++) h = (Math.imul(h, HASH_BASE) + text.charCodeAt(p)) | 0;
+  return h;
+}
+
 export class SecretScanner {
   /** Deterministic cost of every scan so far (see the file comment). */
   work = 0;
@@ -167,22 +189,19 @@ export class SecretScanner {
   readonly buildWork: number;
   /** Characters read by every scan so far (folded copies included). */
   scannedChars = 0;
-  /** States of the automaton (the root included): its size, for tests. */
-  readonly states: number;
+  /** Slots of the anchor table in use (one per distinct anchor hash): its size, for tests. */
+  readonly anchors: number;
   readonly needles: readonly string[];
   /** Per needle: where its anchor ends (exclusive) within the needle. */
   private readonly anchorEnd: Int32Array;
-  // The automaton: states 0..size-1, state 0 the root.
-  private readonly root: Int32Array; // root transitions by UTF-16 code unit (-1: none)
-  private readonly keyState: Int32Array; // open-addressed transition table: (state, char) -> next
-  private readonly keyChar: Uint16Array;
-  private readonly keyNext: Int32Array;
+  // The anchor table, open addressing: slot -> the anchor hash it holds and the first of the
+  // needles with that hash (a linked list through needleNext; -1: slot empty).
+  private readonly shift: number;
   private readonly mask: number;
-  private readonly fail: Int32Array;
-  /** Nearest state on the failure chain (itself included) that ends an anchor, else -1. */
-  private readonly outState: Int32Array;
-  /** Needles whose anchor ends at a state: a linked list through needleNext. */
-  private readonly needleHead: Int32Array;
+  private readonly slotHash: Int32Array;
+  private readonly slotHead: Int32Array;
+  /** One bit per slot, set when the slot is used: a window that hits no anchor (nearly every one) reads only this small bitmap. */
+  private readonly used: Uint8Array;
   private readonly needleNext: Int32Array;
 
   constructor(secrets: Iterable<string>) {
@@ -194,100 +213,37 @@ export class SecretScanner {
     // whole needle if it is a prefix of another), keeping its last ANCHOR characters.
     this.anchorEnd = new Int32Array(needles.length);
     const lcp = needles.map((n, i) => (i === 0 ? 0 : commonPrefix(needles[i - 1], n, build)));
-    let total = 1;
     needles.forEach((n, i) => {
       const unique = Math.min(n.length, Math.max(lcp[i], i + 1 < needles.length ? lcp[i + 1] : 0) + 1);
-      this.anchorEnd[i] = Math.max(unique, Math.min(n.length, ANCHOR));
-      total += Math.min(ANCHOR, this.anchorEnd[i]);
+      this.anchorEnd[i] = Math.max(unique, ANCHOR);
     });
 
-    let capacity = 16;
-    while (capacity < total * 2) capacity <<= 1;
-    this.mask = capacity - 1;
-    this.keyState = new Int32Array(capacity).fill(-1);
-    this.keyChar = new Uint16Array(capacity);
-    this.keyNext = new Int32Array(capacity);
-    this.root = new Int32Array(65536).fill(-1);
-    this.fail = new Int32Array(total);
-    this.outState = new Int32Array(total).fill(-1);
-    this.needleHead = new Int32Array(total).fill(-1);
+    let bits = 4;
+    while (1 << bits < needles.length * 4) bits++;
+    this.shift = 32 - bits;
+    this.mask = (1 << bits) - 1;
+    this.slotHash = new Int32Array(1 << bits);
+    this.slotHead = new Int32Array(1 << bits).fill(-1);
+    this.used = new Uint8Array(Math.max(1, (1 << bits) >> 3));
     this.needleNext = new Int32Array(needles.length).fill(-1);
-    // Children lists, for the breadth-first pass that sets the failure links.
-    const firstChild = new Int32Array(total).fill(-1);
-    const sibling = new Int32Array(total).fill(-1);
-    const edgeChar = new Uint16Array(total);
-
-    let size = 1;
+    let anchors = 0;
     needles.forEach((n, i) => {
-      const end = this.anchorEnd[i];
-      let state = 0;
-      for (let p = Math.max(0, end - ANCHOR); p < end; p++) {
-        build.work++;
-        const c = n.charCodeAt(p);
-        let next = this.step(state, c);
-        if (next < 0) {
-          next = size++;
-          this.setStep(state, c, next);
-          edgeChar[next] = c;
-          sibling[next] = firstChild[state];
-          firstChild[state] = next;
-        }
-        state = next;
+      const h = windowHash(n, this.anchorEnd[i]);
+      build.work += ANCHOR;
+      let slot = Math.imul(h, SPREAD) >>> this.shift;
+      while (this.slotHead[slot] !== -1 && this.slotHash[slot] !== h) (slot = (slot + 1) & this.mask), build.work++;
+      if (this.slotHead[slot] === -1) {
+        anchors++;
+        this.slotHash[slot] = h;
+        this.used[slot >> 3] |= 1 << (slot & 7);
       }
-      this.needleNext[i] = this.needleHead[state];
-      this.needleHead[state] = i;
+      this.needleNext[i] = this.slotHead[slot];
+      this.slotHead[slot] = i;
     });
-
-    this.states = size;
-
-    // Failure links, breadth first.
-    const queue = new Int32Array(size);
-    let head = 0;
-    let tail = 0;
-    for (let child = firstChild[0]; child >= 0; child = sibling[child]) {
-      this.fail[child] = 0;
-      queue[tail++] = child;
-    }
-    while (head < tail) {
-      const state = queue[head++];
-      this.outState[state] = this.needleHead[state] >= 0 ? state : this.outState[this.fail[state]];
-      for (let child = firstChild[state]; child >= 0; child = sibling[child]) {
-        const c = edgeChar[child];
-        let f = this.fail[state];
-        build.work++;
-        while (f > 0 && this.step(f, c) < 0) (f = this.fail[f]), build.work++;
-        const target = this.step(f, c);
-        this.fail[child] = target >= 0 && target !== child ? target : 0;
-        queue[tail++] = child;
-      }
-    }
+    this.anchors = anchors;
     this.buildWork = build.work;
     SCAN_TOTALS.scanners++;
     SCAN_TOTALS.buildWork += build.work;
-  }
-
-  private slot(state: number, c: number): number {
-    return (Math.imul(state, 0x9e3779b1) ^ Math.imul(c, 0x85ebca6b)) & this.mask;
-  }
-
-  private step(state: number, c: number): number {
-    if (state === 0) return this.root[c];
-    for (let s = this.slot(state, c); this.keyState[s] !== -1; s = (s + 1) & this.mask) {
-      if (this.keyState[s] === state && this.keyChar[s] === c) return this.keyNext[s];
-    }
-    return -1;
-  }
-
-  private setStep(state: number, c: number, next: number): void {
-    if (state === 0) {
-      this.root[c] = next;
-      return;
-    }
-    let s = this.slot(state, c);
-    while (this.keyState[s] !== -1) s = (s + 1) & this.mask;
-    this.keyState[s] = state;
-    this.keyChar[s] = c;
-    this.keyNext[s] = next;
   }
 
   /** Does `needle` occur in `text` starting at `start`? Counts the characters compared. */
@@ -304,44 +260,38 @@ export class SecretScanner {
    * when `found` returns true.
    */
   private scan(text: string, found: (start: number, end: number) => boolean): boolean {
-    // The transition lookup (step) inlined, with every table in a local: this loop is the scan.
-    const { root, keyState, keyChar, keyNext, mask, fail, outState, needleHead, needleNext, needles, anchorEnd } = this;
-    let state = 0;
+    // Every table in a local: this loop is the scan.
+    const { shift, mask, slotHash, slotHead, used, needleNext, needles, anchorEnd } = this;
     let work = 0;
     this.scannedChars += text.length;
     SCAN_TOTALS.scannedChars += text.length;
-    for (let i = 0; i < text.length; i++) {
-      const c = text.charCodeAt(i);
-      let next = -1;
-      for (;;) {
-        work++;
-        if (state === 0) {
-          next = root[c];
+    if (text.length < ANCHOR) {
+      this.addWork(text.length);
+      return false;
+    }
+    let h = windowHash(text, ANCHOR);
+    for (let i = ANCHOR - 1; ; ) {
+      work++;
+      let slot = Math.imul(h, SPREAD) >>> shift;
+      if (used[slot >> 3] & (1 << (slot & 7))) {
+        for (; slotHead[slot] !== -1; slot = (slot + 1) & mask) {
+          work++;
+          if (slotHash[slot] !== h) continue;
+          for (let n = slotHead[slot]; n >= 0; n = needleNext[n]) {
+            const needle = needles[n];
+            const start = i + 1 - anchorEnd[n];
+            if (this.verify(text, needle, start) && found(start, start + needle.length)) {
+              this.addWork(work);
+              return true;
+            }
+          }
           break;
         }
-        for (let s = (Math.imul(state, 0x9e3779b1) ^ Math.imul(c, 0x85ebca6b)) & mask; keyState[s] !== -1; s = (s + 1) & mask) {
-          if (keyState[s] === state && keyChar[s] === c) {
-            next = keyNext[s];
-            break;
-          }
-        }
-        if (next >= 0) break;
-        state = fail[state];
       }
-      state = next < 0 ? 0 : next;
-      for (let out = outState[state]; out >= 0; out = outState[fail[out]]) {
-        work++;
-        for (let n = needleHead[out]; n >= 0; n = needleNext[n]) {
-          const needle = needles[n];
-          const start = i + 1 - anchorEnd[n];
-          if (this.verify(text, needle, start) && found(start, start + needle.length)) {
-            this.addWork(work);
-            return true;
-          }
-        }
-      }
+      if (++i >= text.length) break;
+      h = (Math.imul(h - Math.imul(text.charCodeAt(i - ANCHOR), HASH_OUT), HASH_BASE) + text.charCodeAt(i)) | 0;
     }
-    this.addWork(work);
+    this.addWork(work + ANCHOR - 1);
     return false;
   }
 
