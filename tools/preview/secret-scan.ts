@@ -109,21 +109,27 @@ const PEM_CHUNK_START = 24;
 const PEM_CHUNK_MIN = 32;
 const WHOLE_PEM = /^\s*(-----BEGIN [A-Z0-9 ]+-----[A-Za-z0-9+/=\s]*-----END [A-Z0-9 ]+-----\s*)+$/;
 
-/** The forms of each secret the scan looks for (deduplicated, each at least MIN_SCANNED_SECRET long). */
+/**
+ * The forms of each secret the scan looks for (each at least MIN_SCANNED_SECRET long, each
+ * once per secret; two secrets may share a form, which the scanner keeps once: a Set of every
+ * form, kilobytes each, cost more than the rest of this function).
+ */
 export function secretNeedles(secrets: Iterable<string>): string[] {
-  const needles = new Set<string>();
+  const needles: string[] = [];
   let everyForm = false;
+  let forms: string[] = [];
   const add = (n: string, min = MIN_SCANNED_SECRET) => {
-    if (n.length < min) return;
-    needles.add(n);
+    if (n.length < min || forms.includes(n)) return;
+    forms.push(n);
     // As found in a folded text (a secret with line breaks, e.g. a PEM).
     if (everyForm && hasBreak(n)) {
       const folded = foldLines(n);
-      if (folded.length >= min) needles.add(folded);
+      if (folded.length >= min && !forms.includes(folded)) forms.push(folded);
     }
   };
   for (const s of secrets) {
     if (s.length < MIN_SCANNED_SECRET || s === MASK) continue;
+    forms = [];
     const pem = WHOLE_PEM.test(s);
     everyForm = s.length <= MAX_EVERY_FORM_SECRET;
     add(s);
@@ -146,8 +152,9 @@ export function secretNeedles(secrets: Iterable<string>): string[] {
         if (!everyForm && chunk.length >= PEM_CHUNK_MIN) for (let offset = 0; offset < 3; offset++) add(base64Core(chunk, offset), MIN_BASE64_CORE);
       }
     }
+    for (const f of forms) needles.push(f);
   }
-  return [...needles];
+  return needles;
 }
 
 /** Length of the common prefix of `a` and `b`; adds the characters compared to `cost.work` (at least 1). */
@@ -205,18 +212,49 @@ export class SecretScanner {
   private readonly needleNext: Int32Array;
 
   constructor(secrets: Iterable<string>) {
-    const needles = secretNeedles(secrets).sort();
-    this.needles = needles;
-    const build = { work: needles.reduce((a, n) => a + n.length, 0) };
+    const all = secretNeedles(secrets);
+    const build = { work: all.reduce((a, n) => a + n.length, 0) };
 
-    // Anchors: the shortest prefix that tells a needle from its sorted neighbours (the
-    // whole needle if it is a prefix of another), keeping its last ANCHOR characters.
-    this.anchorEnd = new Int32Array(needles.length);
-    const lcp = needles.map((n, i) => (i === 0 ? 0 : commonPrefix(needles[i - 1], n, build)));
-    needles.forEach((n, i) => {
-      const unique = Math.min(n.length, Math.max(lcp[i], i + 1 < needles.length ? lcp[i + 1] : 0) + 1);
-      this.anchorEnd[i] = Math.max(unique, ANCHOR);
-    });
+    // Anchors: the shortest prefix that tells a needle from every other (the whole needle if
+    // it is a prefix of another), keeping its last ANCHOR characters. Needles are grouped by
+    // the hash of their first ANCHOR characters: needles of two groups differ within those,
+    // so a needle's anchor depends only on its own group's needles, and only groups of more
+    // than one (a few: the documents' forms, the keys of one kind) are sorted, their repeats
+    // dropped, and each needle compared with its sorted neighbours.
+    const groups = new Map<number, string[]>();
+    for (const n of all) {
+      const h = windowHash(n, ANCHOR);
+      build.work += ANCHOR;
+      const group = groups.get(h);
+      if (group) group.push(n);
+      else groups.set(h, [n]);
+    }
+    const needles: string[] = [];
+    const ends: number[] = [];
+    for (const group of groups.values()) {
+      if (group.length === 1) {
+        needles.push(group[0]);
+        ends.push(ANCHOR);
+        continue;
+      }
+      group.sort();
+      const distinct: string[] = [];
+      const lcp: number[] = [];
+      for (const n of group) {
+        const previous = distinct[distinct.length - 1];
+        const shared = previous === undefined ? 0 : commonPrefix(previous, n, build);
+        if (previous !== undefined && shared === n.length && shared === previous.length) continue;
+        distinct.push(n);
+        lcp.push(shared);
+      }
+      distinct.forEach((n, i) => {
+        const unique = Math.min(n.length, Math.max(lcp[i], i + 1 < distinct.length ? lcp[i + 1] : 0) + 1);
+        needles.push(n);
+        ends.push(Math.max(unique, ANCHOR));
+      });
+    }
+    this.needles = needles;
+    this.anchorEnd = Int32Array.from(ends);
 
     let bits = 4;
     while (1 << bits < needles.length * 4) bits++;
