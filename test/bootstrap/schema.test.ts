@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import * as path from "path";
 import { promisify } from "util";
+import { gunzipSync, gzipSync } from "zlib";
 import type { ValidateFunction } from "ajv";
 import * as YAML from "yaml";
 import {
@@ -111,6 +112,16 @@ describe("size: every user-data fits 16 KiB as its provider receives it", () => 
   const gzipBytes = (text: string) => gzipUserData(text).length;
   /** What the provider is handed: Equinix Metal's API takes the text as is; EC2 gets gzip (its limit applies before base64). */
   const received = (provider: string, text: string) => (provider === "aws" ? gzipBytes(text) : Buffer.byteLength(text));
+
+  it("gzipUserData is gzip at level 9 of the UTF-8 text, the same on every call, and each caller's own copy", () => {
+    const text = Object.values(userData)[0]!;
+    const first = gzipUserData(text);
+    expect(first.equals(gzipSync(Buffer.from(text, "utf8"), { level: 9 }))).toBe(true);
+    expect(gunzipSync(first).toString("utf8")).toBe(text);
+    first.fill(0);
+    expect(gzipUserData(text).equals(gzipSync(Buffer.from(text, "utf8"), { level: 9 }))).toBe(true);
+    expect(gzipUserData(`${text}\n`).length).not.toBe(0);
+  });
 
   it("every document, the master's with a deploy key and (equinix-metal) Roles Anywhere material, fits on its provider", () => {
     for (const [name, text] of Object.entries(userData)) {
