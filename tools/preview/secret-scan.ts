@@ -5,9 +5,10 @@
  * looked for in three forms: plain, base64 and JSON-escaped. Base64 at any alignment: inside
  * a larger base64 text the secret starts 0, 1 or 2 bytes into a 3-byte group, and each
  * alignment's stable core (the characters that depend on the secret's bytes alone) is a
- * needle, when at least MIN_BASE64_CORE long (a secret shorter than 13 bytes has no core that
- * long: only its standalone base64 is looked for). A PEM's body (its base64, without armor
- * lines and line breaks) is a needle of its own. Each text is read twice when it has line
+ * needle, when at least MIN_BASE64_CORE long (a secret shorter than 12 bytes has no core that
+ * long, one of 12 bytes only at offset 0: at other alignments only its standalone base64 is
+ * looked for). A PEM's body (its base64, without armor lines, RFC 1421 header lines and line
+ * breaks) is a needle of its own. Each text is read twice when it has line
  * breaks: as written, and folded (every line break and the spaces or tabs after it removed),
  * so a secret split by a fold (base64 wrapped at 64 or 76 columns, a PEM re-wrapped,
  * re-indented or unwrapped) is found; needles are looked for folded too. A fleet of N runners has
@@ -39,6 +40,8 @@ export const SCAN_TOTALS = { scanners: 0, buildWork: 0, work: 0, scannedChars: 0
 export const MIN_SCANNED_SECRET = 8;
 /** What the preview writes wherever a secret would be; never itself a needle. */
 const MASK = "[secret]";
+/** Times masked() masks its own result again when that still leaks (see masked). */
+const MASK_ROUNDS = 3;
 /**
  * Anchor length (every needle is at least this long: MIN_SCANNED_SECRET): long enough to be
  * specific (an anchor ends where its needle first differs from every other, so even short
@@ -107,7 +110,9 @@ export function base64Core(secret: string, offset: number): string {
 /** A long PEM's first body line from this character on (at least PEM_CHUNK_MIN of them): its base64 cores are looked for (see secretNeedles). */
 const PEM_CHUNK_START = 24;
 const PEM_CHUNK_MIN = 32;
-const WHOLE_PEM = /^\s*(-----BEGIN [A-Z0-9 ]+-----[A-Za-z0-9+/=\s]*-----END [A-Z0-9 ]+-----\s*)+$/;
+/** RFC 1421 header lines of a legacy encrypted PEM (`Proc-Type: 4,ENCRYPTED`, `DEK-Info: AES-128-CBC,…`): not its body. */
+const PEM_HEADER_LINE = /^[ \t]*[A-Za-z][A-Za-z0-9-]*:[^\n]*$/gm;
+const WHOLE_PEM = /^\s*(-----BEGIN [A-Z0-9 ]+-----(?:\s*[A-Za-z][A-Za-z0-9-]*:[^\n]*\n)*[A-Za-z0-9+/=\s]*-----END [A-Z0-9 ]+-----\s*)+$/;
 
 /**
  * The forms of each secret the scan looks for (each at least MIN_SCANNED_SECRET long, each
@@ -143,12 +148,13 @@ export function secretNeedles(secrets: Iterable<string>): string[] {
     if (pem) {
       const block = /-----BEGIN [A-Z0-9 ]+-----([\s\S]*?)-----END [A-Z0-9 ]+-----/g;
       for (let m = block.exec(s); m; m = block.exec(s)) {
-        const body = m[1].replace(/\s+/g, "");
+        const lines = m[1].replace(PEM_HEADER_LINE, "");
+        const body = lines.replace(/\s+/g, "");
         add(body, MIN_BASE64_CORE);
         // A long PEM (an RSA key): any base64 of a text holding it holds, at one of three
         // alignments, the cores of its first body line past the DER header (the same in
         // every key of its kind): cores of that, not of the whole PEM.
-        const chunk = (m[1].split(/\s+/).find((l) => l.length > 0) ?? "").slice(PEM_CHUNK_START);
+        const chunk = (lines.split(/\s+/).find((l) => l.length > 0) ?? "").slice(PEM_CHUNK_START);
         if (!everyForm && chunk.length >= PEM_CHUNK_MIN) for (let offset = 0; offset < 3; offset++) add(base64Core(chunk, offset), MIN_BASE64_CORE);
       }
     }
@@ -171,21 +177,44 @@ function commonPrefix(a: string, b: string, cost: { work: number }): number {
   return i;
 }
 
-/** Multiplier of the rolling hash (odd, so no character's bits are shifted out of every window). */
+/** Multiplier of the polynomial hash (odd, so no character's bits are shifted out of every window). */
 const HASH_BASE = 0x01000193;
-/** HASH_BASE to the power ANCHOR - 1 (mod 2^32): the weight of the character leaving a window. */
-const HASH_OUT = (() => {
+/** HASH_BASE to the power `n` (mod 2^32). */
+function basePower(n: number): number {
   let p = 1;
-  for (let i = 1; i < ANCHOR; i++) p = Math.imul(p, HASH_BASE);
+  for (let i = 0; i < n; i++) p = Math.imul(p, HASH_BASE);
   return p;
-})();
+}
+/** The weight of the first character of a window of ANCHOR characters, times HASH_BASE. */
+const WINDOW_POWER = basePower(ANCHOR);
 /** Spreads a window's hash over the table (whose slot is the product's high bits, which depend on every bit of the hash). */
 const SPREAD = 0x9e3779b1;
+/**
+ * Needles that may share one anchor window: a needle takes another window of its own (one
+ * still shared by fewer) when it can. Every hit of a window costs one step per needle
+ * sharing it, so a window shared by thousands (anchors of different needles can be the same
+ * 8 characters) made the scan cost the text times their number.
+ */
+const MAX_SHARED_ANCHOR = 4;
+/** Windows a needle tries, each way from where it first differs from the others, for one shared by fewer than MAX_SHARED_ANCHOR. */
+const ANCHOR_TRIES = 64;
 
-/** The rolling hash of `text`'s ANCHOR characters ending just before `end` (exported for tests). */
+/** The hash of `text`'s ANCHOR characters ending just before `end` (exported for tests). */
 export function windowHash(text: string, end: number): number {
   let h = 0;
   for (let p = end - ANCHOR; p < end; p++) h = (Math.imul(h, HASH_BASE) + text.charCodeAt(p)) | 0;
+  return h;
+}
+
+/**
+ * The prefix hashes of `text`: `h[k]` is the hash of its first k characters, so that of
+ * `text[a, b)` is `h[b] - h[a] * HASH_BASE^(b - a)` (mod 2^32): any window, any needle-long
+ * span, in one step.
+ */
+function prefixHashes(text: string): Int32Array {
+  const h = new Int32Array(text.length + 1);
+  let v = 0;
+  for (let i = 0; i < text.length; i++) h[i + 1] = v = (Math.imul(v, HASH_BASE) + text.charCodeAt(i)) | 0;
   return h;
 }
 
@@ -210,6 +239,13 @@ export class SecretScanner {
   /** One bit per slot, set when the slot is used: a window that hits no anchor (nearly every one) reads only this small bitmap. */
   private readonly used: Uint8Array;
   private readonly needleNext: Int32Array;
+  /**
+   * Per needle: the hash of the whole needle, and HASH_BASE to the power of its length, made
+   * when its anchor is first hit (most never are: hashing every needle was a fifth of the build).
+   */
+  private readonly needleHash: Int32Array;
+  private readonly needlePower: Int32Array;
+  private readonly needleHashed: Uint8Array;
 
   constructor(secrets: Iterable<string>) {
     const all = secretNeedles(secrets);
@@ -262,19 +298,41 @@ export class SecretScanner {
     this.mask = (1 << bits) - 1;
     this.slotHash = new Int32Array(1 << bits);
     this.slotHead = new Int32Array(1 << bits).fill(-1);
+    const slotShared = new Int32Array(1 << bits);
     this.used = new Uint8Array(Math.max(1, (1 << bits) >> 3));
     this.needleNext = new Int32Array(needles.length).fill(-1);
-    let anchors = 0;
-    needles.forEach((n, i) => {
-      const h = windowHash(n, this.anchorEnd[i]);
-      build.work += ANCHOR;
+    this.needleHash = new Int32Array(needles.length);
+    this.needlePower = new Int32Array(needles.length);
+    this.needleHashed = new Uint8Array(needles.length);
+    /** The slot holding hash `h`, or the empty slot where it would go. */
+    const slotOf = (h: number): number => {
       let slot = Math.imul(h, SPREAD) >>> this.shift;
       while (this.slotHead[slot] !== -1 && this.slotHash[slot] !== h) (slot = (slot + 1) & this.mask), build.work++;
+      return slot;
+    };
+    let anchors = 0;
+    needles.forEach((n, i) => {
+      // The window where the needle first differs from the others, else the nearest one
+      // (later, then earlier) that fewer than MAX_SHARED_ANCHOR needles share, else the
+      // least shared of those tried.
+      const first = this.anchorEnd[i];
+      let end = first;
+      let slot = slotOf(windowHash(n, first));
+      const sharedBy = (at: number) => (this.slotHead[at] === -1 ? 0 : slotShared[at]);
+      for (let k = 1; sharedBy(slot) >= MAX_SHARED_ANCHOR && k <= 2 * ANCHOR_TRIES; k++) {
+        const e = k <= ANCHOR_TRIES ? first + k : first - (k - ANCHOR_TRIES);
+        if (e > n.length || e < ANCHOR) continue;
+        build.work += ANCHOR;
+        const candidate = slotOf(windowHash(n, e));
+        if (sharedBy(candidate) < sharedBy(slot)) (slot = candidate), (end = e);
+      }
+      this.anchorEnd[i] = end;
       if (this.slotHead[slot] === -1) {
         anchors++;
-        this.slotHash[slot] = h;
+        this.slotHash[slot] = windowHash(n, end);
         this.used[slot >> 3] |= 1 << (slot & 7);
       }
+      slotShared[slot]++;
       this.needleNext[i] = this.slotHead[slot];
       this.slotHead[slot] = i;
     });
@@ -284,9 +342,22 @@ export class SecretScanner {
     SCAN_TOTALS.buildWork += build.work;
   }
 
+  private hashNeedle(i: number): void {
+    const n = this.needles[i];
+    let hash = 0;
+    let power = 1;
+    for (let p = 0; p < n.length; p++) {
+      hash = (Math.imul(hash, HASH_BASE) + n.charCodeAt(p)) | 0;
+      power = Math.imul(power, HASH_BASE);
+    }
+    this.needleHash[i] = hash;
+    this.needlePower[i] = power;
+    this.needleHashed[i] = 1;
+    this.addWork(n.length);
+  }
+
   /** Does `needle` occur in `text` starting at `start`? Counts the characters compared. */
   private verify(text: string, needle: string, start: number): boolean {
-    if (start < 0 || start + needle.length > text.length) return false;
     let i = 0;
     while (i < needle.length && text.charCodeAt(start + i) === needle.charCodeAt(i)) i++;
     this.addWork(i + 1);
@@ -295,11 +366,16 @@ export class SecretScanner {
 
   /**
    * Reads `text` once, calling `found(start, end)` for every needle occurrence; stops early
-   * when `found` returns true.
+   * when `found` returns true. A hit of an anchor is checked against each needle sharing it
+   * by the hash of the text's span the needle would cover (one step, whatever its length:
+   * comparing characters from the needle's start cost the needle's length at every hit, the
+   * text's length times the needle's for a needle starting with a run such as a `#` banner);
+   * only an equal hash is compared character by character when `exact` (a leak is reported
+   * only when certain; masking takes the hash's word, which can only mask more).
    */
-  private scan(text: string, found: (start: number, end: number) => boolean): boolean {
+  private scan(text: string, exact: boolean, found: (start: number, end: number) => boolean): boolean {
     // Every table in a local: this loop is the scan.
-    const { shift, mask, slotHash, slotHead, used, needleNext, needles, anchorEnd } = this;
+    const { shift, mask, slotHash, slotHead, used, needleNext, needles, anchorEnd, needleHash, needlePower } = this;
     let work = 0;
     this.scannedChars += text.length;
     SCAN_TOTALS.scannedChars += text.length;
@@ -307,29 +383,34 @@ export class SecretScanner {
       this.addWork(text.length);
       return false;
     }
-    let h = windowHash(text, ANCHOR);
-    for (let i = ANCHOR - 1; ; ) {
+    const prefix = prefixHashes(text);
+    work += text.length;
+    for (let end = ANCHOR; end <= text.length; end++) {
       work++;
+      const h = (prefix[end] - Math.imul(prefix[end - ANCHOR], WINDOW_POWER)) | 0;
       let slot = Math.imul(h, SPREAD) >>> shift;
-      if (used[slot >> 3] & (1 << (slot & 7))) {
-        for (; slotHead[slot] !== -1; slot = (slot + 1) & mask) {
+      if (!(used[slot >> 3] & (1 << (slot & 7)))) continue;
+      for (; slotHead[slot] !== -1; slot = (slot + 1) & mask) {
+        work++;
+        if (slotHash[slot] !== h) continue;
+        for (let n = slotHead[slot]; n >= 0; n = needleNext[n]) {
           work++;
-          if (slotHash[slot] !== h) continue;
-          for (let n = slotHead[slot]; n >= 0; n = needleNext[n]) {
-            const needle = needles[n];
-            const start = i + 1 - anchorEnd[n];
-            if (this.verify(text, needle, start) && found(start, start + needle.length)) {
-              this.addWork(work);
-              return true;
-            }
+          const needle = needles[n];
+          const start = end - anchorEnd[n];
+          const stop = start + needle.length;
+          if (start < 0 || stop > text.length) continue;
+          if (!this.needleHashed[n]) this.hashNeedle(n);
+          if (((prefix[stop] - Math.imul(prefix[start], needlePower[n])) | 0) !== needleHash[n]) continue;
+          if (exact && !this.verify(text, needle, start)) continue;
+          if (found(start, stop)) {
+            this.addWork(work);
+            return true;
           }
-          break;
         }
+        break;
       }
-      if (++i >= text.length) break;
-      h = (Math.imul(h - Math.imul(text.charCodeAt(i - ANCHOR), HASH_OUT), HASH_BASE) + text.charCodeAt(i)) | 0;
     }
-    this.addWork(work + ANCHOR - 1);
+    this.addWork(work);
     return false;
   }
 
@@ -340,8 +421,8 @@ export class SecretScanner {
 
   /** True when any form of any secret occurs in `text`, as written or folded (see foldLines). */
   leaks(text: string): boolean {
-    if (this.scan(text, () => true)) return true;
-    return hasBreak(text) && this.scan(foldLines(text), () => true);
+    if (this.scan(text, true, () => true)) return true;
+    return hasBreak(text) && this.scan(foldLines(text), true, () => true);
   }
 
   /** The names of the files (sorted) in which any form of any secret occurs. */
@@ -354,16 +435,30 @@ export class SecretScanner {
   /**
    * `text` with every occurrence of any form of any secret replaced by the mask; one found
    * in the folded text masks the characters it came from, the line breaks between them too.
+   * Masking can itself make a leak (the mask's own characters completing a secret, or the
+   * indentation after a masked line break no longer folded away): masked again, at most
+   * MASK_ROUNDS times, and if something still leaks the whole text is the mask.
    */
   masked(text: string): string {
+    let out = text;
+    for (let round = 0; round < MASK_ROUNDS; round++) {
+      const next = this.maskedOnce(out);
+      if (next === out) return out;
+      out = next;
+      if (!this.leaks(out)) return out;
+    }
+    return MASK;
+  }
+
+  private maskedOnce(text: string): string {
     const ranges: [number, number][] = [];
-    this.scan(text, (start, end) => {
+    this.scan(text, false, (start, end) => {
       ranges.push([start, end]);
       return false;
     });
     if (hasBreak(text)) {
       const positions: number[] = [];
-      this.scan(foldLines(text, positions), (start, end) => {
+      this.scan(foldLines(text, positions), false, (start, end) => {
         ranges.push([positions[start], positions[end - 1] + 1]);
         return false;
       });
