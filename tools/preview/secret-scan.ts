@@ -18,16 +18,18 @@
  *
  * - each needle gets an anchor: the ANCHOR characters that end where the needle first differs
  *   from every other needle (so needles with a long common prefix, such as the runners'
- *   user-data, get anchors of their own, not one shared anchor);
- * - the anchors go into one hash table, keyed by a rolling hash of ANCHOR characters, built
- *   once; each text is read once (twice when it has line breaks: as written and folded),
- *   the rolling hash of every window of ANCHOR characters looked up as it goes;
- * - a window whose hash is an anchor's is verified against that anchor's needle(s) in place
- *   (a hash collision fails the verification: the scan finds exactly what comparing every
- *   needle at every position would).
+ *   user-data, get anchors of their own, not one shared anchor), or a window near it when
+ *   MAX_SHARED_ANCHOR needles already share that one;
+ * - the anchors go into one hash table, keyed by a polynomial hash of ANCHOR characters,
+ *   built once; each text's prefix hashes are computed once (twice when it has line breaks:
+ *   as written and folded), and the hash of every window of ANCHOR characters looked up;
+ * - a window whose hash is an anchor's is checked against each needle sharing that anchor by
+ *   the hash of the span the needle would cover (one step), and an equal hash is compared
+ *   character by character: a hash collision fails that comparison, so the scan finds
+ *   exactly what comparing every needle at every position would.
  *
- * `work` counts what the scan did (characters read, table slots probed, characters compared
- * while verifying), `buildWork` what building the table did (needle characters made,
+ * `work` counts what the scan did (characters hashed, windows looked up, table slots probed,
+ * needles checked, needle characters hashed and compared), `buildWork` what building the table did (needle characters made,
  * characters compared to find anchors, anchor characters hashed, table slots probed), and SCAN_TOTALS
  * both over every scanner built (and how many were built): deterministic cost measures for
  * tests, independent of timing.
