@@ -126,16 +126,19 @@ export function secretNeedles(secrets: Iterable<string>): string[] {
   let everyForm = false;
   let forms: string[] = [];
   const add = (n: string, min = MIN_SCANNED_SECRET) => {
-    if (n.length < min || forms.includes(n)) return;
+    // Never the mask itself (a secret "[secret]\n" folds to it): every masked file would leak.
+    if (n.length < min || n === MASK || forms.includes(n)) return;
     forms.push(n);
     // As found in a folded text (a secret with line breaks, e.g. a PEM).
     if (everyForm && hasBreak(n)) {
       const folded = foldLines(n);
-      if (folded.length >= min && !forms.includes(folded)) forms.push(folded);
+      if (folded.length >= min && folded !== MASK && !forms.includes(folded)) forms.push(folded);
     }
   };
   for (const s of secrets) {
-    if (s.length < MIN_SCANNED_SECRET || s === MASK) continue;
+    // The mask itself, up to line folds and surrounding whitespace, is written wherever a
+    // secret was: as a needle it would flag every masked file (and masking could not end).
+    if (s.length < MIN_SCANNED_SECRET || foldLines(s).trim() === MASK) continue;
     forms = [];
     const pem = WHOLE_PEM.test(s);
     everyForm = s.length <= MAX_EVERY_FORM_SECRET;
@@ -229,6 +232,11 @@ export class SecretScanner {
   scannedChars = 0;
   /** Slots of the anchor table in use (one per distinct anchor hash): its size, for tests. */
   readonly anchors: number;
+  /** Needles kept out of the table because another needle is their prefix (see the constructor). */
+  readonly covered: number;
+  /** Per needle: the needles whose longest needle prefix it is (a linked list through childNext). */
+  private readonly childHead: Int32Array;
+  private readonly childNext: Int32Array;
   readonly needles: readonly string[];
   /** Per needle: where its anchor ends (exclusive) within the needle. */
   private readonly anchorEnd: Int32Array;
@@ -269,10 +277,16 @@ export class SecretScanner {
     }
     const needles: string[] = [];
     const ends: number[] = [];
+    // A needle that has another as its prefix is found through that one (the longest such):
+    // it occurs only where its prefix does. Such needles stay out of the anchor table (a chain
+    // of secrets each extending the last, `token=0…0`, put every one on one window of zeros);
+    // masking checks them where their prefix was found.
+    const parents: number[] = [];
     for (const group of groups.values()) {
       if (group.length === 1) {
         needles.push(group[0]);
         ends.push(ANCHOR);
+        parents.push(-1);
         continue;
       }
       group.sort();
@@ -285,14 +299,30 @@ export class SecretScanner {
         distinct.push(n);
         lcp.push(shared);
       }
+      // The needles each a prefix of the last one (sorted order puts a prefix first): those of
+      // them not longer than the last's common prefix with this one are prefixes of this one.
+      const path: number[] = [];
       distinct.forEach((n, i) => {
         const unique = Math.min(n.length, Math.max(lcp[i], i + 1 < distinct.length ? lcp[i + 1] : 0) + 1);
+        while (path.length && needles[path[path.length - 1]].length > lcp[i]) path.pop();
+        parents.push(path.length ? path[path.length - 1] : -1);
+        path.push(needles.length);
         needles.push(n);
         ends.push(Math.max(unique, ANCHOR));
       });
     }
     this.needles = needles;
     this.anchorEnd = Int32Array.from(ends);
+    this.childHead = new Int32Array(needles.length).fill(-1);
+    this.childNext = new Int32Array(needles.length).fill(-1);
+    let covered = 0;
+    parents.forEach((parent, i) => {
+      if (parent < 0) return;
+      covered++;
+      this.childNext[i] = this.childHead[parent];
+      this.childHead[parent] = i;
+    });
+    this.covered = covered;
 
     let bits = 4;
     while (1 << bits < needles.length * 4) bits++;
@@ -314,6 +344,7 @@ export class SecretScanner {
     };
     let anchors = 0;
     needles.forEach((n, i) => {
+      if (parents[i] >= 0) return;
       // The window where the needle first differs from the others, else the nearest one
       // (later, then earlier) that fewer than MAX_SHARED_ANCHOR needles share, else the
       // least shared of those tried.
@@ -358,6 +389,16 @@ export class SecretScanner {
     this.addWork(n.length);
   }
 
+  /** Does needle `n` occur in `text` (whose prefix hashes are `prefix`) at `start`: by hash, and character by character when `exact`? */
+  private occursAt(text: string, prefix: Int32Array, n: number, start: number, exact: boolean): boolean {
+    const needle = this.needles[n];
+    const stop = start + needle.length;
+    if (stop > text.length) return false;
+    if (!this.needleHashed[n]) this.hashNeedle(n);
+    if (((prefix[stop] - Math.imul(prefix[start], this.needlePower[n])) | 0) !== this.needleHash[n]) return false;
+    return !exact || this.verify(text, needle, start);
+  }
+
   /** Does `needle` occur in `text` starting at `start`? Counts the characters compared. */
   private verify(text: string, needle: string, start: number): boolean {
     let i = 0;
@@ -377,7 +418,7 @@ export class SecretScanner {
    */
   private scan(text: string, exact: boolean, found: (start: number, end: number) => boolean): boolean {
     // Every table in a local: this loop is the scan.
-    const { shift, mask, slotHash, slotHead, used, needleNext, needles, anchorEnd, needleHash, needlePower } = this;
+    const { shift, mask, slotHash, slotHead, used, needleNext, needles, anchorEnd } = this;
     let work = 0;
     this.scannedChars += text.length;
     SCAN_TOTALS.scannedChars += text.length;
@@ -397,16 +438,25 @@ export class SecretScanner {
         if (slotHash[slot] !== h) continue;
         for (let n = slotHead[slot]; n >= 0; n = needleNext[n]) {
           work++;
-          const needle = needles[n];
           const start = end - anchorEnd[n];
-          const stop = start + needle.length;
-          if (start < 0 || stop > text.length) continue;
-          if (!this.needleHashed[n]) this.hashNeedle(n);
-          if (((prefix[stop] - Math.imul(prefix[start], needlePower[n])) | 0) !== needleHash[n]) continue;
-          if (exact && !this.verify(text, needle, start)) continue;
-          if (found(start, stop)) {
+          if (start < 0 || !this.occursAt(text, prefix, n, start, exact)) continue;
+          if (found(start, start + needles[n].length)) {
             this.addWork(work);
             return true;
+          }
+          // The needles that extend this one, found where it was.
+          const stack = [this.childHead[n]];
+          while (stack.length) {
+            const c = stack.pop()!;
+            if (c < 0) continue;
+            stack.push(this.childNext[c]);
+            work++;
+            if (!this.occursAt(text, prefix, c, start, exact)) continue;
+            if (found(start, start + needles[c].length)) {
+              this.addWork(work);
+              return true;
+            }
+            stack.push(this.childHead[c]);
           }
         }
         break;
