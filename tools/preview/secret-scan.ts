@@ -234,9 +234,14 @@ export class SecretScanner {
   readonly anchors: number;
   /** Needles kept out of the table because another needle is their prefix (see the constructor). */
   readonly covered: number;
-  /** Per needle: the needles whose longest needle prefix it is (a linked list through childNext). */
-  private readonly childHead: Int32Array;
-  private readonly childNext: Int32Array;
+  /**
+   * Per needle with extensions (the needles whose longest needle prefix it is): their lengths,
+   * shortest first, and the extensions by their whole hash. Where the needle is found, each
+   * length is one look-up, whatever the number of extensions (a list of them, tried one by
+   * one, cost masking the text times their number).
+   */
+  private readonly extensionLengths = new Map<number, { length: number; power: number }[]>();
+  private readonly extensionsByHash = new Map<number, Map<number, number[]>>();
   readonly needles: readonly string[];
   /** Per needle: where its anchor ends (exclusive) within the needle. */
   private readonly anchorEnd: Int32Array;
@@ -313,15 +318,22 @@ export class SecretScanner {
     }
     this.needles = needles;
     this.anchorEnd = Int32Array.from(ends);
-    this.childHead = new Int32Array(needles.length).fill(-1);
-    this.childNext = new Int32Array(needles.length).fill(-1);
+    this.needleHash = new Int32Array(needles.length);
+    this.needlePower = new Int32Array(needles.length);
+    this.needleHashed = new Uint8Array(needles.length);
     let covered = 0;
     parents.forEach((parent, i) => {
       if (parent < 0) return;
       covered++;
-      this.childNext[i] = this.childHead[parent];
-      this.childHead[parent] = i;
+      build.work += this.hashNeedle(i);
+      const lengths = this.extensionLengths.get(parent) ?? [];
+      if (!lengths.some((l) => l.length === needles[i].length)) lengths.push({ length: needles[i].length, power: this.needlePower[i] });
+      this.extensionLengths.set(parent, lengths);
+      const byHash = this.extensionsByHash.get(parent) ?? new Map<number, number[]>();
+      byHash.set(this.needleHash[i], [...(byHash.get(this.needleHash[i]) ?? []), i]);
+      this.extensionsByHash.set(parent, byHash);
     });
+    for (const lengths of this.extensionLengths.values()) lengths.sort((a, b) => a.length - b.length);
     this.covered = covered;
 
     let bits = 4;
@@ -333,9 +345,6 @@ export class SecretScanner {
     const slotShared = new Int32Array(1 << bits);
     this.used = new Uint8Array(Math.max(1, (1 << bits) >> 3));
     this.needleNext = new Int32Array(needles.length).fill(-1);
-    this.needleHash = new Int32Array(needles.length);
-    this.needlePower = new Int32Array(needles.length);
-    this.needleHashed = new Uint8Array(needles.length);
     /** The slot holding hash `h`, or the empty slot where it would go. */
     const slotOf = (h: number): number => {
       let slot = Math.imul(h, SPREAD) >>> this.shift;
@@ -375,7 +384,8 @@ export class SecretScanner {
     SCAN_TOTALS.buildWork += build.work;
   }
 
-  private hashNeedle(i: number): void {
+  /** Sets needle `i`'s hash and power; returns the characters hashed. */
+  private hashNeedle(i: number): number {
     const n = this.needles[i];
     let hash = 0;
     let power = 1;
@@ -386,7 +396,7 @@ export class SecretScanner {
     this.needleHash[i] = hash;
     this.needlePower[i] = power;
     this.needleHashed[i] = 1;
-    this.addWork(n.length);
+    return n.length;
   }
 
   /** Does needle `n` occur in `text` (whose prefix hashes are `prefix`) at `start`: by hash, and character by character when `exact`? */
@@ -394,7 +404,7 @@ export class SecretScanner {
     const needle = this.needles[n];
     const stop = start + needle.length;
     if (stop > text.length) return false;
-    if (!this.needleHashed[n]) this.hashNeedle(n);
+    if (!this.needleHashed[n]) this.addWork(this.hashNeedle(n));
     if (((prefix[stop] - Math.imul(prefix[start], this.needlePower[n])) | 0) !== this.needleHash[n]) return false;
     return !exact || this.verify(text, needle, start);
   }
@@ -444,19 +454,27 @@ export class SecretScanner {
             this.addWork(work);
             return true;
           }
-          // The needles that extend this one, found where it was.
-          const stack = [this.childHead[n]];
-          while (stack.length) {
-            const c = stack.pop()!;
-            if (c < 0) continue;
-            stack.push(this.childNext[c]);
-            work++;
-            if (!this.occursAt(text, prefix, c, start, exact)) continue;
-            if (found(start, start + needles[c].length)) {
-              this.addWork(work);
-              return true;
+          // The needles that extend this one, found where it was (and theirs, where they are).
+          const matched = [n];
+          while (matched.length) {
+            const p = matched.pop()!;
+            const lengths = this.extensionLengths.get(p);
+            if (!lengths) continue;
+            const byHash = this.extensionsByHash.get(p)!;
+            for (const { length, power } of lengths) {
+              work++;
+              const stop = start + length;
+              if (stop > text.length) break;
+              for (const c of byHash.get((prefix[stop] - Math.imul(prefix[start], power)) | 0) ?? []) {
+                work++;
+                if (exact && !this.verify(text, needles[c], start)) continue;
+                if (found(start, stop)) {
+                  this.addWork(work);
+                  return true;
+                }
+                matched.push(c);
+              }
             }
-            stack.push(this.childHead[c]);
           }
         }
         break;
