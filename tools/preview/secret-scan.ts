@@ -201,6 +201,8 @@ const SPREAD = 0x9e3779b1;
  * 8 characters) made the scan cost the text times their number.
  */
 const MAX_SHARED_ANCHOR = 4;
+/** Extensions of a needle checked one by one where it is found; more are looked up by length and hash. */
+const FEW_EXTENSIONS = 8;
 /** Windows a needle tries, each way from where it first differs from the others, for one shared by fewer than MAX_SHARED_ANCHOR. */
 const ANCHOR_TRIES = 64;
 
@@ -234,14 +236,17 @@ export class SecretScanner {
   readonly anchors: number;
   /** Needles kept out of the table because another needle is their prefix (see the constructor). */
   readonly covered: number;
+  /** Per needle: its extensions (the needles whose longest needle prefix it is), a linked list through extensionNext, and how many. */
+  private readonly extensionHead: Int32Array;
+  private readonly extensionNext: Int32Array;
+  private readonly extensionCount: Int32Array;
   /**
-   * Per needle with extensions (the needles whose longest needle prefix it is): their lengths,
-   * shortest first, and the extensions by their whole hash. Where the needle is found, each
-   * length is one look-up, whatever the number of extensions (a list of them, tried one by
-   * one, cost masking the text times their number).
+   * For a needle with more than FEW_EXTENSIONS extensions, made when it is first found: their
+   * lengths, shortest first, and the extensions by their whole hash, so that each length is
+   * one look-up where the needle is found, whatever the number of extensions (tried one by one,
+   * 8000 of them made masking take 17 s).
    */
-  private readonly extensionLengths = new Map<number, { length: number; power: number }[]>();
-  private readonly extensionsByHash = new Map<number, Map<number, number[]>>();
+  private readonly extensionIndex = new Map<number, { lengths: { length: number; power: number }[]; byHash: Map<number, number[]> }>();
   readonly needles: readonly string[];
   /** Per needle: where its anchor ends (exclusive) within the needle. */
   private readonly anchorEnd: Int32Array;
@@ -321,19 +326,17 @@ export class SecretScanner {
     this.needleHash = new Int32Array(needles.length);
     this.needlePower = new Int32Array(needles.length);
     this.needleHashed = new Uint8Array(needles.length);
+    this.extensionHead = new Int32Array(needles.length).fill(-1);
+    this.extensionNext = new Int32Array(needles.length).fill(-1);
+    this.extensionCount = new Int32Array(needles.length);
     let covered = 0;
     parents.forEach((parent, i) => {
       if (parent < 0) return;
       covered++;
-      build.work += this.hashNeedle(i);
-      const lengths = this.extensionLengths.get(parent) ?? [];
-      if (!lengths.some((l) => l.length === needles[i].length)) lengths.push({ length: needles[i].length, power: this.needlePower[i] });
-      this.extensionLengths.set(parent, lengths);
-      const byHash = this.extensionsByHash.get(parent) ?? new Map<number, number[]>();
-      byHash.set(this.needleHash[i], [...(byHash.get(this.needleHash[i]) ?? []), i]);
-      this.extensionsByHash.set(parent, byHash);
+      this.extensionNext[i] = this.extensionHead[parent];
+      this.extensionHead[parent] = i;
+      this.extensionCount[parent]++;
     });
-    for (const lengths of this.extensionLengths.values()) lengths.sort((a, b) => a.length - b.length);
     this.covered = covered;
 
     let bits = 4;
@@ -382,6 +385,21 @@ export class SecretScanner {
     this.buildWork = build.work;
     SCAN_TOTALS.scanners++;
     SCAN_TOTALS.buildWork += build.work;
+  }
+
+  private extensionIndexOf(p: number): { lengths: { length: number; power: number }[]; byHash: Map<number, number[]> } {
+    let index = this.extensionIndex.get(p);
+    if (index) return index;
+    index = { lengths: [], byHash: new Map() };
+    for (let c = this.extensionHead[p]; c >= 0; c = this.extensionNext[c]) {
+      if (!this.needleHashed[c]) this.addWork(this.hashNeedle(c));
+      const length = this.needles[c].length;
+      if (!index.lengths.some((l) => l.length === length)) index.lengths.push({ length, power: this.needlePower[c] });
+      index.byHash.set(this.needleHash[c], [...(index.byHash.get(this.needleHash[c]) ?? []), c]);
+    }
+    index.lengths.sort((a, b) => a.length - b.length);
+    this.extensionIndex.set(p, index);
+    return index;
   }
 
   /** Sets needle `i`'s hash and power; returns the characters hashed. */
@@ -458,22 +476,27 @@ export class SecretScanner {
           const matched = [n];
           while (matched.length) {
             const p = matched.pop()!;
-            const lengths = this.extensionLengths.get(p);
-            if (!lengths) continue;
-            const byHash = this.extensionsByHash.get(p)!;
-            for (const { length, power } of lengths) {
-              work++;
-              const stop = start + length;
-              if (stop > text.length) break;
-              for (const c of byHash.get((prefix[stop] - Math.imul(prefix[start], power)) | 0) ?? []) {
+            if (this.extensionCount[p] === 0) continue;
+            const candidates: number[] = [];
+            if (this.extensionCount[p] <= FEW_EXTENSIONS) {
+              for (let c = this.extensionHead[p]; c >= 0; c = this.extensionNext[c]) work++, candidates.push(c);
+            } else {
+              const index = this.extensionIndexOf(p);
+              for (const { length, power } of index.lengths) {
                 work++;
-                if (exact && !this.verify(text, needles[c], start)) continue;
-                if (found(start, stop)) {
-                  this.addWork(work);
-                  return true;
-                }
-                matched.push(c);
+                const stop = start + length;
+                if (stop > text.length) break;
+                candidates.push(...(index.byHash.get((prefix[stop] - Math.imul(prefix[start], power)) | 0) ?? []));
               }
+            }
+            for (const c of candidates) {
+              work++;
+              if (!this.occursAt(text, prefix, c, start, exact)) continue;
+              if (found(start, start + needles[c].length)) {
+                this.addWork(work);
+                return true;
+              }
+              matched.push(c);
             }
           }
         }
