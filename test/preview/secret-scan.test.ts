@@ -274,6 +274,15 @@ describe("the leak scan finds a secret however it was encoded or wrapped", () =>
     }
   });
 
+  test("a secret wrapped with blanks left at the ends of its lines is found (first review, LOW)", () => {
+    const secret = b64("wrapped-with-trailing-blanks", 60);
+    const scanner = new SecretScanner([secret]);
+    const wrapped = secret.match(/.{1,20}/g)!.join("  \n    ");
+    expect(scanner.leaks(`key: |\n    ${wrapped}\t\r\n`)).toBe(true);
+    expect(scanner.masked(`key: ${wrapped} end`)).toBe("key: [secret] end");
+    expect(foldLines("ab \t\n  cd\n")).toBe("abcd");
+  });
+
   test("a PEM's armor lines are not secrets: a file holding one is not a leak, its body is", () => {
     const real = `write_files:\n  - path: /etc/salt/pki/minion/minion.pem\n    content: |\n${pem.split("\n").map((l) => (l ? `      ${l}` : l)).join("\n")}`;
     const masked = `write_files:\n  - path: /etc/salt/pki/minion/minion.pem\n    content: "[secret]"\n`;

@@ -9,7 +9,7 @@
  * long, one of 12 bytes only at offset 0: at other alignments only its standalone base64 is
  * looked for). A PEM's body (its base64, without armor lines, RFC 1421 header lines and line
  * breaks) is a needle of its own. Each text is read twice when it has line
- * breaks: as written, and folded (every line break and the spaces or tabs after it removed),
+ * breaks: as written, and folded (every line break and the spaces or tabs around it removed),
  * so a secret split by a fold (base64 wrapped at 64 or 76 columns, a PEM re-wrapped,
  * re-indented or unwrapped) is found; needles are looked for folded too. A fleet of N runners has
  * O(N) secrets (keys, user-data, pillar documents) and O(N) bytes of output, so comparing
@@ -70,8 +70,9 @@ const isBreak = (c: number) => c === 10 || c === 13;
 const isIndent = (c: number) => c === 32 || c === 9;
 
 /**
- * `text` with every line break (CR or LF) and the spaces and tabs that follow it removed;
- * with `positions`, where each character of the result was in `text`. Linear.
+ * `text` with every line break (CR or LF) and the spaces and tabs around it removed (a
+ * wrapped line's trailing blanks, the next line's indentation); with `positions`, where each
+ * character of the result was in `text`. Linear.
  */
 export function foldLines(text: string, positions?: number[]): string {
   let out = "";
@@ -81,8 +82,10 @@ export function foldLines(text: string, positions?: number[]): string {
       i++;
       continue;
     }
-    out += text.slice(from, i);
-    if (positions) for (let p = from; p < i; p++) positions.push(p);
+    let end = i;
+    while (end > from && isIndent(text.charCodeAt(end - 1))) end--;
+    out += text.slice(from, end);
+    if (positions) for (let p = from; p < end; p++) positions.push(p);
     while (i < text.length && (isBreak(text.charCodeAt(i)) || isIndent(text.charCodeAt(i)))) {
       // Indentation only after a break: a break, its indentation, a break, its indentation...
       i++;
