@@ -25,38 +25,12 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from load_script import GUEST, LAUNCHER, ROOT, load  # noqa: E402
 from launcher_config import base_config  # noqa: E402
+from fake_qemu import FakeQemu  # noqa: E402
 PYTHON = sys.executable or "/usr/bin/python3"
 
 
 slot_mod = load("ci_job_slot_logs", LAUNCHER)
 guest = load("ci_job_guest_logs", GUEST)
-
-
-class FakeQemu:
-    """What Vm needs of a Popen: alive until killed (or the fake guest powers off)."""
-
-    def __init__(self):
-        self.pid = os.getpid()
-        self.returncode = None
-        self.killed = threading.Event()
-        self.lock = threading.Lock()
-
-    def poll(self):
-        return self.returncode
-
-    def kill(self):
-        with self.lock:
-            if self.returncode is None:
-                self.returncode = -9
-        self.killed.set()
-
-    def poweroff(self):
-        with self.lock:
-            if self.returncode is None:
-                self.returncode = 0
-
-    def wait(self, timeout=None):
-        return self.returncode
 
 
 class FakeGuest(threading.Thread):

@@ -22,39 +22,13 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from load_script import LAUNCHER, load  # noqa: E402
 from launcher_config import base_config  # noqa: E402
+from fake_qemu import FakeQemu  # noqa: E402
 
 slot_mod = load("ci_job_slot_steps", LAUNCHER)
 MARKER = slot_mod.MARKER
 # Each stand-in command takes this long: far more than a real one, so that time shows how many
 # ran one after the other (not how fast this machine is).
 STEP_SECONDS = 1.0
-
-
-class FakeQemu:
-    """What Vm needs of a Popen: alive until killed (or the fake guest powers off)."""
-
-    def __init__(self):
-        self.pid = os.getpid()
-        self.returncode = None
-        self.lock = threading.Lock()
-        self.killed_at = None
-
-    def poll(self):
-        return self.returncode
-
-    def kill(self):
-        with self.lock:
-            if self.returncode is None:
-                self.returncode = -9
-                self.killed_at = time.time()
-
-    def poweroff(self):
-        with self.lock:
-            if self.returncode is None:
-                self.returncode = 0
-
-    def wait(self, timeout=None):
-        return self.returncode
 
 
 class Harness(unittest.TestCase):

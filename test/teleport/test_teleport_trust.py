@@ -394,13 +394,13 @@ class SignedAnswerModuleTest(unittest.TestCase):
                 self.module._answer("nodes", bad, [])
 
 
-class TeleportImpostorTest(unittest.TestCase):
-    """A node with a valid host certificate (a rooted runner re-joining with its own `iam` token
-    under new host ids, or anyone with a join token) that is not the machine it claims."""
+class TeleportRoundCase(unittest.TestCase):
+    """A master's state directory of its own per test, and the stack's honest nodes."""
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()
         self.inline_dir = os.path.join(self.dir, "inline")
+        self.hosts_file = os.path.join(self.dir, "state", "teleport_hosts.json")
 
     def tearDown(self):
         shutil.rmtree(self.dir)
@@ -410,6 +410,11 @@ class TeleportImpostorTest(unittest.TestCase):
         return [fleet.node("h-master", "prod-salt-master"), fleet.node("h-teleport", TELEPORT, own=True),
                 fleet.node("h-d1", "prod-default-r1"), fleet.node("h-d2", "prod-default-r2"),
                 fleet.node("h-r1", "prod-release-r1")]
+
+
+class TeleportImpostorTest(TeleportRoundCase):
+    """A node with a valid host certificate (a rooted runner re-joining with its own `iam` token
+    under new host ids, or anyone with a join token) that is not the machine it claims."""
 
     def run_round(self, nodes, server_infos=None):
         client = fleet.FakeLocalClient(nodes=nodes, server_infos=server_infos)
@@ -469,7 +474,7 @@ class TeleportImpostorTest(unittest.TestCase):
         self.assertEqual(client.server_infos["h-r1"], fleet.assigned_labels("prod-release-r1"))
 
 
-class TeleportHostIdTakeoverTest(unittest.TestCase):
+class TeleportHostIdTakeoverTest(TeleportRoundCase):
     """Issue 12.3 (independent review, finding A): with the `token` and `iam` join methods
     Teleport 18's legacy join RPCs sign a host certificate for whatever host id the client asks
     for (lib/auth/join.go `generateCerts`: `HostID: req.HostID`; only the new join service and
@@ -484,16 +489,6 @@ class TeleportHostIdTakeoverTest(unittest.TestCase):
       host id announced under another hostname or address;
     - on equinix-metal mints no second join token for a machine whose host id it recorded, so
       a runner rooted after its join has no token to join with at all."""
-
-    def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.inline_dir = os.path.join(self.dir, "inline")
-        self.hosts_file = os.path.join(self.dir, "state", "teleport_hosts.json")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir)
-
-    honest_nodes = staticmethod(TeleportImpostorTest.honest_nodes)
 
     def run_round(self, nodes, server_infos=None, provider="equinix-metal", host_uuids=None):
         client = fleet.FakeLocalClient(nodes=nodes, server_infos=server_infos,
@@ -651,23 +646,13 @@ class HiddenJoin(fleet.FakeLocalClient):
         return super().execute(tgt, fun, arg, kwarg)
 
 
-class TeleportReviewFindingsTest(unittest.TestCase):
+class TeleportReviewFindingsTest(TeleportRoundCase):
     """The independent review of 3876af1 (issue 12): its probe scenarios S1..S5
     (/tmp/rev12t-probe/probe.py) and findings 3, 4 and 6, each failing on 3876af1. The decision
     to mint rests on the master's own record (one token per minion until forget_teleport_host);
     a machine's node is the one under the host id the machine ITSELF reports (own_host_id,
     signed with its own Salt key); command labels are locked; a lock is verified and a failed
     one reported."""
-
-    def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.inline_dir = os.path.join(self.dir, "inline")
-        self.hosts_file = os.path.join(self.dir, "state", "teleport_hosts.json")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir)
-
-    honest_nodes = staticmethod(TeleportImpostorTest.honest_nodes)
 
     def recorded(self):
         with open(self.hosts_file) as handle:
