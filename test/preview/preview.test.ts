@@ -4,26 +4,11 @@ import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import { buildPreview, findSecretLeaks, writePreview } from "../../tools/preview/main";
-import { overlayFile, previewStack, ROOT, stackConfig } from "../support/preview";
-import { githubClientId, githubClientSecret, opensshPrivateKey, rsaPrivateKeyPem } from "../config/secret-fixtures";
+import { overlayFile, plantedSecrets, previewStack, ROOT, stackConfig } from "../support/preview";
+import { githubClientId, githubClientSecret, opensshPrivateKey } from "../config/secret-fixtures";
 
 const run = promisify(execFile);
 
-/**
- * Planted secrets: long, unique, and searched for in every file the preview writes. Each is
- * shaped like the real value (the config check refuses malformed secrets), distinct per tag.
- */
-function plantedSecrets(tag: string): Record<string, unknown> {
-  return {
-    "ci-fleet:teleportGithubClientId": githubClientId(tag),
-    "ci-fleet:teleportGithubClientSecret": githubClientSecret(tag),
-    "ci-fleet:githubAppPrivateKey": rsaPrivateKeyPem(tag),
-    "ci-fleet:queueSecrets": {
-      infra: { buildkite: { "agent-token": `${tag}-bk-token-infra-5566778899` }, global: { env: { NPM_TOKEN: `${tag}-npm-token-$(rm -rf /)-'"` } } },
-      release: { buildkite: { "agent-token": `${tag}-bk-token-release-1122334455` } },
-    },
-  };
-}
 const PLANTED = plantedSecrets("PLANTED");
 
 const DEPLOY_KEY = (tag: string) => opensshPrivateKey(tag);

@@ -4,8 +4,25 @@ import * as fs from "fs";
 import * as os from "os";
 import { runPreview, PreviewRun } from "../../tools/preview/run";
 import { readStackInput } from "../../tools/preview/stack-files";
+import { githubClientId, githubClientSecret, rsaPrivateKeyPem } from "../config/secret-fixtures";
 
 export const ROOT = path.resolve(__dirname, "../..");
+
+/**
+ * Planted secrets: long, unique, and searched for in every file the preview writes. Each is
+ * shaped like the real value (the config check refuses malformed secrets), distinct per tag.
+ */
+export function plantedSecrets(tag: string): Record<string, unknown> {
+  return {
+    "ci-fleet:teleportGithubClientId": githubClientId(tag),
+    "ci-fleet:teleportGithubClientSecret": githubClientSecret(tag),
+    "ci-fleet:githubAppPrivateKey": rsaPrivateKeyPem(tag),
+    "ci-fleet:queueSecrets": {
+      infra: { buildkite: { "agent-token": `${tag}-bk-token-infra-5566778899` }, global: { env: { NPM_TOKEN: `${tag}-npm-token-$(rm -rf /)-'"` } } },
+      release: { buildkite: { "agent-token": `${tag}-bk-token-release-1122334455` } },
+    },
+  };
+}
 
 /** Writes an overlay file (a stack-file-shaped `config:` map) and returns its path. */
 export function overlayFile(config: Record<string, unknown>): string {

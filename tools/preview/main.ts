@@ -8,7 +8,7 @@ import { accessMatrixPassed, computeAccessMatrix, deployTargetsOf, renderAccessM
 import { machinesPerQueue, PreviewCheck, renderReport, resourceCounts, saltRefWarning } from "./report";
 import { pinnedTreeLine, pinnedTreeStatus } from "./pinned-tree";
 import { blastRadiusCheck, computeBlastRadius, renderBlastRadiusMarkdown } from "./blast-radius";
-import { PreviewRun, runPreview } from "./run";
+import { PreviewRun, PreviewRunOptions, runPreview } from "./run";
 import { SecretScanner } from "./secret-scan";
 import { secretsSeenByMocks } from "./mock-runtime";
 import { DrillResult, drillPassed, oversizedUserData, renderDrillMarkdown, replacementDrill } from "./drill";
@@ -70,10 +70,10 @@ export const LEAK_CHECK = "no secret value in any written file";
 let runSecrets: Iterable<string> = [];
 
 /** Everything the preview writes, as file path (relative to out/<stack>) -> content. */
-export async function buildPreview(root: string, stack: string, configFile?: string): Promise<PreviewOutput> {
+export async function buildPreview(root: string, stack: string, configFile?: string, options: PreviewRunOptions = {}): Promise<PreviewOutput> {
   const input = readStackInput(root, stack, configFile);
   runSecrets = input.secretValues;
-  const run = await runPreview(input);
+  const run = await runPreview(input, options);
   runSecrets = run.secretValues;
   const c = run.config;
 

@@ -154,6 +154,8 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
   constructor(
     private readonly account: MockAccount,
     private readonly replaced: ReadonlySet<string> = new Set(),
+    /** Mixed into every secret the mocks generate (private keys), nothing else: see MockRunOptions. */
+    private readonly generatedSecretSeed = "",
   ) {}
 
   /**
@@ -320,7 +322,7 @@ export class RecordingMocks implements pulumi.runtime.Mocks {
       case "aws:cloudwatch/eventRule:EventRule":
         return { id: named, arn: `arn:aws:events:${region}:${accountId}:rule/${inputs.eventBusName ?? "default"}/${named}` };
       case "tls:index/privateKey:PrivateKey": {
-        const pem = fakePem(inputs.algorithm === "RSA" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY", `${seed}:private`, inputs.algorithm === "RSA" ? 1190 : 121);
+        const pem = fakePem(inputs.algorithm === "RSA" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY", `${seed}:private${this.generatedSecretSeed}`, inputs.algorithm === "RSA" ? 1190 : 121);
         return {
           id: h.slice(0, 40),
           privateKeyPem: wrapSecret(pem),
@@ -366,6 +368,12 @@ export interface MockRunOptions {
   replaced?: readonly string[];
   /** false: the SDK's own eager outputs and leak tracking (see leanRuntime), for the test that both give the same run. */
   leanSdk?: boolean;
+  /**
+   * Changes every secret the mocks generate (the private keys) and nothing else, as another
+   * `pulumi up` would: two runs that differ only here (and in the stack's secret values) must
+   * write the same files (test/preview/non-interference.test.ts).
+   */
+  generatedSecretSeed?: string;
 }
 
 let latestMocks: RecordingMocks | undefined;
@@ -381,7 +389,7 @@ export function secretsSeenByMocks(): string[] {
  */
 export async function runUnderMocks<T>(options: MockRunOptions, program: () => T): Promise<{ result: T; mocks: RecordingMocks }> {
   const project = options.project ?? "ci-fleet";
-  const mocks = new RecordingMocks(options.account, new Set(options.replaced ?? []));
+  const mocks = new RecordingMocks(options.account, new Set(options.replaced ?? []), options.generatedSecretSeed);
   latestMocks = mocks;
   pulumi.runtime.setAllConfig(options.config ?? {}, options.secretKeys ?? []);
   await pulumi.runtime.setMocks(mocks, project, options.stack, true);

@@ -68,11 +68,19 @@ function compareResources(a: CapturedResource, b: CapturedResource): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : a.type < b.type ? -1 : a.type > b.type ? 1 : 0;
 }
 
-export async function runPreview(input: StackInput): Promise<PreviewRun> {
+/** For tests: `generatedSecretSeed` changes the secrets the mocks generate (see MockRunOptions). */
+export interface PreviewRunOptions {
+  generatedSecretSeed?: string;
+}
+
+export async function runPreview(input: StackInput, options: PreviewRunOptions = {}): Promise<PreviewRun> {
   let program: ReturnType<typeof createFleet> | undefined;
   let configError: FleetConfigError | undefined;
   const { mocks } = await runUnderMocks(
-    { project: input.project, stack: input.stack, account: accountFrom(input.config, input.project), config: input.config, secretKeys: input.secretKeys },
+    {
+      project: input.project, stack: input.stack, account: accountFrom(input.config, input.project), config: input.config, secretKeys: input.secretKeys,
+      generatedSecretSeed: options.generatedSecretSeed,
+    },
     () => {
       try {
         program = createFleet({ offlinePreview: true });
