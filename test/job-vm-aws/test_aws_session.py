@@ -395,6 +395,22 @@ class LauncherSending(unittest.TestCase):
         self.assertIsNone(vm.aws_sock)
         self.assertTrue(vm.aws.stopped)
 
+    def test_a_refresh_refused_because_qemu_closed_the_port_is_the_vms_end_not_an_unavailable_session(self):
+        # QEMU closes its end of the port only when it exits (a crash, or the guest's power-off
+        # before the launcher kills it at the exit report): the send is refused at once.
+        self.vm.reports.append("ready")
+        self.check()  # the mint starts
+        self.assertEqual(len(self.check(1)), 1)
+        self.peer.close()
+        self.clock[0] += 300
+        self.vm.check_aws_session()  # the refresh starts
+        self.vm.check_aws_session()  # its session is refused
+        self.vm.check_aws_session()
+        events = [(e["event"], e.get("reason")) for e in self.ev.list() if e["event"].startswith("aws-session-") and e["event"] not in ("aws-session-minted", "aws-session-sent")]
+        self.assertEqual(events, [("aws-session-dropped", "the VM ended (BrokenPipeError)")])
+        self.assertIsNone(self.vm.aws_sock)
+        self.assertTrue(self.vm.aws.stopped)
+
     def test_a_session_that_expired_before_ready_is_not_sent(self):
         self.check()
         self.check(0.1)
