@@ -1,22 +1,49 @@
 // Non-interference: what the preview writes and prints must not depend on any secret value.
-// Two runs of each production stack differ only in their secrets: every stack secret (planted,
-// with values of different lengths) and every secret the program generates (the mocks' private
-// keys, through generatedSecretSeed). Every written file and the printed summary must come out
-// byte for byte the same. Unlike the leak scan, this needs no list of forms a secret may take:
-// a fragment, a hash, a re-encoding or a length of a secret would each make the runs differ.
+// Two runs of each production stack differ only in their secrets: every secret the stack can
+// hold, wholly different values of different lengths (no shared prefix or suffix), and every
+// secret the program generates (the mocks' private keys, generatedSecretSeed, in the main run
+// and the replacement drill's). Every written file and the printed summary must come out byte
+// for byte the same. Unlike the leak scan, this needs no list of forms a secret may take: a
+// fragment, a hash, a re-encoding of a secret would each make the runs differ. Not covered:
+// error paths (a refused config prints problems; test/preview/secret-errors.test.ts masks them).
 import * as crypto from "crypto";
 import { buildPreview, PreviewOutput, printedSummary } from "../../tools/preview/main";
-import { overlayFile, plantedSecrets, ROOT, stackConfig } from "../support/preview";
-import { opensshPrivateKey } from "../config/secret-fixtures";
+import * as runModule from "../../tools/preview/run";
+import { overlayFile, ROOT, stackConfig } from "../support/preview";
+import { githubClientId, githubClientSecret, opensshPrivateKey, rsaPrivateKeyPem } from "../config/secret-fixtures";
 
 const STACKS = ["production", "production-aws"];
 const PRIVATE_KEY_PEM = /^-----BEGIN (RSA |EC )?PRIVATE KEY-----\n/;
 const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
 
-/** The stack's secrets under `tag`, with a private salt repository so the master's user-data carries its deploy key too. */
-function secretsTagged(stack: string, tag: string): string {
+/** A token of `length` characters wholly of `tag`: two tags share no prefix, suffix or middle. */
+function token(tag: string, what: string, length: number): string {
+  let out = "";
+  for (let i = 0; out.length < length; i++) out += crypto.createHash("sha256").update(`${tag}:${what}:${i}`).digest("hex");
+  return out.slice(0, length);
+}
+
+/**
+ * Every secret the stack can hold, under `tag`, tokens `length` long: a private salt repository
+ * (so the master's user-data carries its deploy key), a pipeline's env value and SSH key too.
+ */
+function secretsTagged(stack: string, tag: string, length: number): string {
   const saltMaster = { ...(stackConfig(stack)["ci-fleet:saltMaster"] as object), repository: "git@github.com:example-metal/ci-fleet.git" };
-  return overlayFile({ ...plantedSecrets(tag), "ci-fleet:saltMaster": saltMaster, "ci-fleet:saltRepositoryDeployKey": opensshPrivateKey(tag) });
+  return overlayFile({
+    "ci-fleet:teleportGithubClientId": githubClientId(tag),
+    "ci-fleet:teleportGithubClientSecret": githubClientSecret(tag),
+    "ci-fleet:githubAppPrivateKey": rsaPrivateKeyPem(tag),
+    "ci-fleet:queueSecrets": {
+      infra: {
+        buildkite: { "agent-token": token(tag, "bk-infra", length) },
+        global: { env: { NPM_TOKEN: `${token(tag, "npm", length)}-$(rm -rf /)-'"` } },
+        infrastructure: { env: { DEPLOY_TOKEN: token(tag, "deploy", length) }, ssh: { key: opensshPrivateKey(`${tag}-pipeline`) } },
+      },
+      release: { buildkite: { "agent-token": token(tag, "bk-release", length) } },
+    },
+    "ci-fleet:saltMaster": saltMaster,
+    "ci-fleet:saltRepositoryDeployKey": opensshPrivateKey(tag),
+  });
 }
 
 /**
@@ -82,8 +109,8 @@ describe.each(STACKS)("the %s preview does not depend on any secret value", (sta
   let first: PreviewOutput;
   let second: PreviewOutput;
   beforeAll(async () => {
-    first = await buildPreview(ROOT, stack, secretsTagged(stack, "FIRST"), { generatedSecretSeed: "first" });
-    second = await buildPreview(ROOT, stack, secretsTagged(stack, "SECOND-RUN-LONGER"), { generatedSecretSeed: "second" });
+    first = await buildPreview(ROOT, stack, secretsTagged(stack, "FIRST", 32), { generatedSecretSeed: "first" });
+    second = await buildPreview(ROOT, stack, secretsTagged(stack, "SECOND", 47), { generatedSecretSeed: "second" });
   }, 300_000);
 
   test("the two runs really hold different secrets: every machine's user-data and every generated key differ, no secret is missing", () => {
@@ -109,11 +136,21 @@ describe.each(STACKS)("the %s preview does not depend on any secret value", (sta
   });
 });
 
-test("the comparison sees what a secret changes: the unmasked user-data of the two runs differs, line by line", async () => {
-  // The control: the same comparison over what the preview keeps in memory only (the real
-  // user-data) finds every machine's secrets, so an equal result above is the masking's.
-  const a = await buildPreview(ROOT, "production", secretsTagged("production", "FIRST"), { generatedSecretSeed: "first" });
-  const b = await buildPreview(ROOT, "production", secretsTagged("production", "SECOND-RUN-LONGER"), { generatedSecretSeed: "second" });
-  const diff = differences(a.run.userData, b.run.userData);
-  expect(Object.keys(diff).sort()).toEqual(Object.keys(a.run.userData).sort());
+test("the check sees a value derived from a secret: a sha256 of the GitHub client secret in a resource's plain input (which the leak scan cannot find) makes the runs differ", async () => {
+  const real = runModule.runPreview;
+  const spy = jest.spyOn(runModule, "runPreview").mockImplementation(async (input, options) => {
+    const run = await real(input, options);
+    const secret = input.config["ci-fleet:teleportGithubClientSecret"];
+    const [first] = run.resources;
+    first.inputs = { ...first.inputs, secretDigest: crypto.createHash("sha256").update(secret).digest("hex") };
+    return run;
+  });
+  try {
+    const a = await buildPreview(ROOT, "production", secretsTagged("production", "FIRST", 32), { generatedSecretSeed: "first" });
+    const b = await buildPreview(ROOT, "production", secretsTagged("production", "SECOND", 47), { generatedSecretSeed: "second" });
+    expect(a.checks.find((k) => k.name === "no secret value in any written file")?.ok).toBe(true);
+    expect(differences(visible(a), visible(b))).toEqual({ "resources.json": expect.stringMatching(/^line \d+ differs$/) });
+  } finally {
+    spy.mockRestore();
+  }
 }, 300_000);

@@ -5,6 +5,7 @@ import { controlPlaneNames } from "../../infra/fleet/control-plane-dns";
 import { createFleet } from "../../infra/program";
 import { CapturedResource, runUnderMocks } from "./mock-runtime";
 import { StackInput } from "./stack-files";
+import type { PreviewRunOptions } from "./run";
 
 /**
  * The replacement drill: replacing the Salt master and the Teleport machine must touch no
@@ -127,7 +128,7 @@ interface Snapshot {
 export type DrillProgram = () => unknown;
 const theProgram: DrillProgram = () => createFleet({ offlinePreview: true });
 
-async function runOnce(input: StackInput, config: Record<string, string>, replaced: string[], program: DrillProgram): Promise<Snapshot> {
+async function runOnce(input: StackInput, config: Record<string, string>, replaced: string[], program: DrillProgram, options: PreviewRunOptions): Promise<Snapshot> {
   let configError: FleetConfigError | undefined;
   const identity = isObj(parseJson(config[`${input.project}:identity`])) ? (parseJson(config[`${input.project}:identity`]) as Obj) : {};
   const { mocks } = await runUnderMocks(
@@ -138,6 +139,7 @@ async function runOnce(input: StackInput, config: Record<string, string>, replac
       config,
       secretKeys: input.secretKeys,
       replaced,
+      generatedSecretSeed: options.generatedSecretSeed,
     },
     () => {
       try {
@@ -193,13 +195,13 @@ function otherPlan(plans: Obj, provider: MachineProviderName, current: string): 
   return { plans: { ...plans, [DRILL_PLAN]: moved }, plan: DRILL_PLAN };
 }
 
-async function drillProvider(input: StackInput, provider: MachineProviderName, base: Record<string, string>, program: DrillProgram): Promise<ProviderDrill> {
+async function drillProvider(input: StackInput, provider: MachineProviderName, base: Record<string, string>, program: DrillProgram, options: PreviewRunOptions): Promise<ProviderDrill> {
   const ns = input.project;
   const result: ProviderDrill = { provider, replaced: [], runnersCompared: [], runnersChanged: [], problems: [], sizes: [] };
   const config = { ...base, [`${ns}:provider`]: provider };
   let before: Snapshot;
   try {
-    before = await runOnce(input, config, [], program);
+    before = await runOnce(input, config, [], program, options);
   } catch (e) {
     if (e instanceof FleetConfigError) {
       result.notConfigured = `the stack cannot run on ${provider} as configured (${e.problems.length} config problem${e.problems.length === 1 ? "" : "s"}: ${e.problems.map((p) => `${p.path}: ${p.message}`).join("; ")})`;
@@ -223,7 +225,7 @@ async function drillProvider(input: StackInput, provider: MachineProviderName, b
     [`${ns}:teleport`]: JSON.stringify({ ...teleport, plan: moved.plan }),
   };
   const control = before.machines.filter((m) => m.role !== "runner");
-  const after = await runOnce(input, drilled, control.map((m) => m.name), program);
+  const after = await runOnce(input, drilled, control.map((m) => m.name), program, options);
 
   const dnsConfig = parseJson(config[`${ns}:dns`]);
   const zone = isObj(dnsConfig) ? String(dnsConfig.zone) : "";
@@ -274,14 +276,14 @@ async function drillProvider(input: StackInput, provider: MachineProviderName, b
   return result;
 }
 
-/** Runs the drill for every provider (sequentially: the mock runtime is process-global). */
-export async function replacementDrill(input: StackInput, program: DrillProgram = theProgram): Promise<DrillResult> {
+/** Runs the drill for every provider (sequentially: the mock runtime is process-global); `options` as the preview's run. */
+export async function replacementDrill(input: StackInput, program: DrillProgram = theProgram, options: PreviewRunOptions = {}): Promise<DrillResult> {
   const ns = input.project;
   const queues = parseJson(input.config[`${ns}:queues`]);
   const reduced = isObj(queues) ? reducedQueues(queues) : { queues: {}, runners: 0 };
   const base = { ...input.config, [`${ns}:queues`]: JSON.stringify(reduced.queues) };
   const providers: ProviderDrill[] = [];
-  for (const provider of MACHINE_PROVIDERS) providers.push(await drillProvider(input, provider, base, program));
+  for (const provider of MACHINE_PROVIDERS) providers.push(await drillProvider(input, provider, base, program, options));
   return { providers, fleetRunners: reduced.runners, drillRunners: Object.keys(reduced.queues).length };
 }
 

@@ -84,7 +84,7 @@ export async function buildPreview(root: string, stack: string, configFile?: str
   // Replacing the control plane touches no runner, and every user-data fits 16 KiB as each
   // provider receives it: checked for both providers (tools/preview/drill.ts), whatever the current one.
   const drillStart = performance.now();
-  const drill = await replacementDrill(input);
+  const drill = await replacementDrill(input, undefined, options);
   const drillMs = performance.now() - drillStart;
   phase("drill");
   const received = (m: PreviewRun["machines"][number]) => (c.provider === "aws" ? m.gzipBytes : m.userDataBytes);
