@@ -21,6 +21,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import stat
 import sys
 import tempfile
@@ -409,6 +410,21 @@ class LauncherSending(unittest.TestCase):
         events = [(e["event"], e.get("reason")) for e in self.ev.list() if e["event"].startswith("aws-session-") and e["event"] not in ("aws-session-minted", "aws-session-sent")]
         self.assertEqual(events, [("aws-session-dropped", "the VM ended (BrokenPipeError)")])
         self.assertIsNone(self.vm.aws_sock)
+        self.assertTrue(self.vm.aws.stopped)
+
+    def test_a_vm_whose_qemu_ended_before_its_first_session_is_failed_as_a_vm_that_ended(self):
+        # QEMU exited (status 3) with the guest ready and no session sent yet: the VM is replaced,
+        # and the failure says what the job loop says of a VM that ended (its exit, its console).
+        self.vm.proc = subprocess.Popen(["/bin/sh", "-c", "exit 3"])
+        self.vm.tail = b"guest console: kernel panic\n"
+        self.vm.reports.append("ready")
+        self.check()  # the mint starts
+        self.peer.close()
+        with self.assertRaises(slot_mod.VmFailed) as failed:
+            self.vm.check_aws_session()  # its session is refused
+        self.assertRegex(str(failed.exception), r"^the VM ended \(qemu exit 3\) before its first AWS session; qemu: .*; console:\nguest console: kernel panic$")
+        self.assertEqual([(e["event"], e.get("reason")) for e in self.ev.list() if e["event"] in ("aws-session-dropped", "aws-session-unavailable")],
+                         [("aws-session-dropped", "the VM ended (BrokenPipeError)")])
         self.assertTrue(self.vm.aws.stopped)
 
     def test_a_session_that_expired_before_ready_is_not_sent(self):

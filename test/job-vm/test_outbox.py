@@ -80,5 +80,26 @@ class Outbox(unittest.TestCase):
         self.assertEqual(os.listdir(self.slot.outbox), ["gh-job-10.exit"])
 
 
+    def test_a_file_that_cannot_be_removed_fails_neither_the_outcome_nor_the_slot(self):
+        stuck = self.put("handoff-9-9-bb.log", HOUR * 2)
+        self.put("gh-job-11.exit", HOUR * 2)
+        real_unlink = os.unlink
+
+        def refusing_unlink(p, *a, **kw):
+            if p == stuck:
+                raise PermissionError(1, "Operation not permitted")  # e.g. an immutable file
+            return real_unlink(p, *a, **kw)
+        os.unlink = refusing_unlink
+        try:
+            slot_mod.write_outcome(self.slot, "gh-job-12", 0, "exited")
+        finally:
+            os.unlink = real_unlink
+        with open(os.path.join(self.slot.outbox, "gh-job-12.exit")) as f:
+            self.assertEqual(f.read(), "0 exited\n")
+        self.assertEqual(sorted(os.listdir(self.slot.outbox)), ["gh-job-12.exit", "handoff-9-9-bb.log"])
+        pruned = [json.loads(line) for line in self.events.getvalue().splitlines()][-1]
+        self.assertEqual({k: pruned[k] for k in ("event", "files", "failed", "why")},
+                         {"event": "outbox-pruned", "files": 1, "failed": 1, "why": "Operation not permitted"})
+
 if __name__ == "__main__":
     unittest.main()
