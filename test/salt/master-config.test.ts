@@ -294,33 +294,43 @@ describe.each(["production", "production-aws"])("the Salt master's config on %s"
       const bin = path.join(dir, "bin");
       fs.mkdirSync(bin);
       const log = path.join(dir, "systemctl.log");
-      fs.writeFileSync(path.join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${log}\n`, { mode: 0o755 });
+      // The shared holders (orchestration runs) hold the lock until the script releases them:
+      // each touches held<n> under the lock, then waits for release<n>. No sleep stands in for
+      // "the holder has the lock" or "the restart has started"; each is waited for (bounded).
+      const held = (n: number) => path.join(dir, `held${n}`);
+      const release = (n: number) => path.join(dir, `release${n}`);
+      // A restart that did not wait for the first holder runs before release1 exists.
+      fs.writeFileSync(path.join(bin, "systemctl"), `#!/bin/sh\necho "$*" >> ${log}\n[ -e ${release(1)} ] || echo restarted-while-held\n`, { mode: 0o755 });
       const tmpLock = path.join(dir, "orchestration.lock");
       const tmpPending = path.join(dir, "restart-pending");
       const command = String(restart.args.name).split(lock).join(tmpLock).split(pending).join(tmpPending);
-      // A shared holder (an orchestration run) for 2 s; the restart must see the marker meanwhile.
+      const holder = (n: number) => `flock -s ${tmpLock} sh -c 'touch ${held(n)}; until [ -e ${release(n)} ]; do sleep 0.05; done' &`;
+      const waitFor = (file: string) => `i=0; until [ -e ${file} ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done`;
       const script = [
-        `flock -s ${tmpLock} sleep 2 &`,
-        "sleep 0.3",
+        holder(1),
+        waitFor(held(1)),
         `( ${command} ) & restart=$!`,
-        "sleep 0.5",
+        waitFor(tmpPending),
         `test -f ${tmpPending} && echo "pending-while-waiting mode=$(stat -c %a ${tmpPending})"`,
         `test -f ${log} && echo restarted-too-early`,
+        `touch ${release(1)}`,
         'wait $restart; echo "status=$?"',
         `test -f ${tmpPending} && echo marker-left-behind`,
         `cat ${log}`,
-        // A holder that outlasts the wait: flock fails, the marker still goes.
-        `flock -s ${tmpLock} sleep 3 & sleep 0.3`,
+        // A holder that outlasts the wait (released only after the restart gave up): flock fails, the marker still goes.
+        holder(2),
+        waitFor(held(2)),
         `( ${command.replace("-w 900", "-w 1")} ); echo "timeout-status=$?"`,
         `test -f ${tmpPending} && echo marker-left-after-timeout`,
+        `touch ${release(2)}`,
         "wait",
       ].join("\n");
-      const proc = spawnSync("/bin/sh", ["-c", script], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, timeout: 20_000 });
+      const proc = spawnSync("/bin/sh", ["-c", script], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, timeout: 120_000 });
       expect(proc.stdout.trim().split("\n")).toEqual(["pending-while-waiting mode=600", "status=0", "restart salt-master", "timeout-status=1"]);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
-  }, 30_000);
+  }, 150_000);
 
   test("a repository change does not restart the master; changed runner modules restart it only under the orchestration lock", () => {
     // file_roots / pillar_roots / orch and reactor sls are read from disk per request: no restart.
