@@ -1,7 +1,7 @@
 // The launcher's pieces that need no VM: the nftables ruleset it renders (loaded with the
 // real `nft -c`), config checking, and the handoff a job source uses. Root for nft and the slot's
 // root-only directories; fails (never skips) without them.
-import { spawn, spawnSync } from "child_process";
+import { ChildProcess, spawn, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
@@ -111,6 +111,20 @@ describe("config checking", () => {
 });
 
 describe("handoff", () => {
+  /** The name the handoff renamed its input to in `inbox`, waited for up to 60 s (Python compiles
+   * the whole launcher first; a loaded host is slow), or undefined once the child has exited. The
+   * rename comes after the handoff installs its signal handlers, so it also says a SIGTERM is caught. */
+  async function renamedInto(inbox: string, child: ChildProcess): Promise<string | undefined> {
+    let exited = child.exitCode !== null || child.signalCode !== null;
+    child.once("exit", () => (exited = true));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const name = fs.readdirSync(inbox).find((f) => !f.startsWith("."));
+      if (name !== undefined || exited || Date.now() > deadline) return name;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
   test("renames the input into the inbox (never a partial file), waits for its outcome and exits with its code", async () => {
     requireJobVmPrerequisites();
     const cfg = config();
@@ -120,12 +134,11 @@ describe("handoff", () => {
     fs.mkdirSync(outbox, { recursive: true });
     const child = spawn(PYTHON, [LAUNCHER, "handoff", "--config", cfg, "--slot", "7"], { stdio: ["pipe", "ignore", "pipe"] });
     child.stdin.end('{"kind":"buildkite","env":{"BUILDKITE_JOB_ID":"j-1"}}');
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
     const done = new Promise<number | null>((resolve) => child.on("close", resolve));
-    let name: string | undefined;
-    for (let i = 0; i < 200 && !name; i++) {
-      name = fs.readdirSync(inbox).find((f) => !f.startsWith("."));
-      if (!name) await new Promise((r) => setTimeout(r, 25));
-    }
+    const name = await renamedInto(inbox, child);
+    expect({ name, stderr }).toEqual({ name: expect.any(String), stderr: expect.any(String) }); // stderr says why not
     expect(name).toMatch(/^handoff-\d+-\d+-[0-9a-f]{8}$/);
     expect(fs.statSync(path.join(inbox, name!)).mode & 0o777).toBe(0o600);
     expect(fs.readFileSync(path.join(inbox, name!), "utf8")).toContain("j-1");
@@ -133,7 +146,7 @@ describe("handoff", () => {
     fs.writeFileSync(path.join(outbox, `${name}.exit`), "42 exited\n");
     expect(await done).toBe(42);
     expect(fs.existsSync(path.join(outbox, `${name}.exit`))).toBe(false);
-  });
+  }, 120_000);
 
   test("stopped before the slot took the input, it takes the input back", async () => {
     const cfg = config();
@@ -142,14 +155,17 @@ describe("handoff", () => {
     fs.mkdirSync(path.join(dir, "run/8/outbox"), { recursive: true });
     const child = spawn(PYTHON, [LAUNCHER, "handoff", "--config", cfg, "--slot", "8"], { stdio: ["pipe", "ignore", "pipe"] });
     child.stdin.end("x");
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
     const done = new Promise<number | null>((resolve) => child.on("close", resolve));
-    for (let i = 0; i < 200 && fs.readdirSync(inbox).filter((f) => !f.startsWith(".")).length === 0; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    // Signalled only once the input is in the inbox: the slot could take it from then on, and the
+    // handoff's handler is in place (a SIGTERM before it would just kill Python).
+    const name = await renamedInto(inbox, child);
+    expect({ name, stderr }).toEqual({ name: expect.stringMatching(/^handoff-/), stderr: expect.any(String) }); // stderr says why not
     child.kill("SIGTERM");
     expect(await done).toBe(143);
     expect(fs.readdirSync(inbox)).toEqual([]);
-  });
+  }, 120_000);
 });
 
 // The launcher's own steps around each VM (issue 15, 9: its overhead per job): the host commands
