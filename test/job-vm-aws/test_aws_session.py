@@ -749,14 +749,14 @@ class BothEnds(unittest.TestCase):
         ev = Events()
         try:
             for n in (1, 2):
-                for _ in range(500):  # the real process runs: poll it
+                # The real process runs (a Python start each: slow on a loaded host): poll it, 60 s
+                # at most; the deadline only ends a test that has failed.
+                deadline = time.monotonic() + 60
+                while vm.aws_sent != n and time.monotonic() < deadline:
                     vm.check_aws_session()
-                    if vm.aws_sent == n:
-                        break
-                    time.sleep(0.01)
-                for _ in range(200):
-                    if session.written == n:
-                        break
+                    if vm.aws_sent != n:
+                        time.sleep(0.01)
+                while session.written != n and time.monotonic() < deadline:
                     time.sleep(0.01)
                 with open(root + guest.AWS_SESSION) as f:
                     self.assertEqual(json.load(f)["AccessKeyId"], "ASIAREAL%012d" % n)
@@ -847,17 +847,27 @@ class ReviewFindings(unittest.TestCase):
         for s in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
             self.addCleanup(sig.signal, s, sig.getsignal(s))
 
+        out = io.BytesIO()
+
         def slot_takes_it_late():
-            time.sleep(1.5)  # the VM had no session yet: the input waited in the inbox
+            # The VM had no session yet: the input waits in the inbox until the handoff has said so
+            # (60 s at most, however slow the host), then for two more notice periods (a repeated
+            # notice would show), then the slot takes it.
+            deadline = time.monotonic() + 60
+            while b"has not taken this job" not in out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(2 * slot_mod.HANDOFF_UNCLAIMED_NOTICE_SECONDS)
             name = next(n for n in os.listdir(slot.inbox) if not n.startswith("."))
             os.unlink(os.path.join(slot.inbox, name))
             with open(os.path.join(slot.outbox, name + ".log"), "wb") as f:
                 f.write(b"the job ran\n")
-            with open(os.path.join(slot.outbox, name + ".exit"), "w") as f:
+            # As the launcher's write_outcome: renamed in, so the handoff never reads half a file.
+            tmp = os.path.join(slot.outbox, f".{name}.exit.tmp")
+            with open(tmp, "w") as f:
                 f.write("0 exited\n")
+            os.replace(tmp, os.path.join(slot.outbox, name + ".exit"))
         t = threading.Thread(target=slot_takes_it_late)
         t.start()
-        out = io.BytesIO()
         stdin, sys.stdin = sys.stdin, io.TextIOWrapper(io.BytesIO(b"{}"))
         stderr, sys.stderr = sys.stderr, io.StringIO()
         try:
