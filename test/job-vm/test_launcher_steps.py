@@ -445,10 +445,10 @@ class ConfigBetweenVms(Harness):
             with open(os.path.join(self.slot.inbox, f"job-{i + 1}"), "w") as f:
                 f.write("{}")
         # The launcher as the unit runs it (`run --config ... --slot 1`), ended by SIGTERM (exit
-        # 143) if it has not done its jobs within 30 s: the old launcher retried a VM on the
-        # deleted image for ever.
+        # 143) if it has not done its jobs within 120 s (a few seconds' work: the bound only ends
+        # a run that never would): the old launcher retried a VM on the deleted image for ever.
         import signal
-        stop = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))
+        stop = threading.Timer(120, os.kill, (os.getpid(), signal.SIGTERM))
         stop.start()
         try:
             return slot_mod.main(["run", "--config", self.path, "--slot", str(self.slot.n), "--jobs", str(n)])
