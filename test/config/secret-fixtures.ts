@@ -5,7 +5,8 @@ import { createHash, generateKeyPairSync, KeyObject } from "crypto";
  * distinct per `tag`, for tests that plant or rotate secrets. Not a real credential.
  */
 
-function hex(tag: string, what: string, length: number): string {
+/** `length` hex digits wholly of `tag` and `what`: two tags share no prefix, suffix or middle. */
+export function hex(tag: string, what: string, length: number): string {
   let out = "";
   for (let i = 0; out.length < length; i++) out += createHash("sha256").update(`${tag}:${what}:${i}`).digest("hex");
   return out.slice(0, length);

@@ -10,18 +10,11 @@ import * as crypto from "crypto";
 import { buildPreview, PreviewOutput, printedSummary } from "../../tools/preview/main";
 import * as runModule from "../../tools/preview/run";
 import { overlayFile, ROOT, stackConfig } from "../support/preview";
-import { githubClientId, githubClientSecret, opensshPrivateKey, rsaPrivateKeyPem } from "../config/secret-fixtures";
+import { githubClientId, githubClientSecret, hex, opensshPrivateKey, rsaPrivateKeyPem } from "../config/secret-fixtures";
 
 const STACKS = ["production", "production-aws"];
 const PRIVATE_KEY_PEM = /^-----BEGIN (RSA |EC )?PRIVATE KEY-----\n/;
 const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
-
-/** A token of `length` characters wholly of `tag`: two tags share no prefix, suffix or middle. */
-function token(tag: string, what: string, length: number): string {
-  let out = "";
-  for (let i = 0; out.length < length; i++) out += crypto.createHash("sha256").update(`${tag}:${what}:${i}`).digest("hex");
-  return out.slice(0, length);
-}
 
 /**
  * Every secret the stack can hold, under `tag`, tokens `length` long: a private salt repository
@@ -35,11 +28,11 @@ function secretsTagged(stack: string, tag: string, length: number): string {
     "ci-fleet:githubAppPrivateKey": rsaPrivateKeyPem(tag),
     "ci-fleet:queueSecrets": {
       infra: {
-        buildkite: { "agent-token": token(tag, "bk-infra", length) },
-        global: { env: { NPM_TOKEN: `${token(tag, "npm", length)}-$(rm -rf /)-'"` } },
-        infrastructure: { env: { DEPLOY_TOKEN: token(tag, "deploy", length) }, ssh: { key: opensshPrivateKey(`${tag}-pipeline`) } },
+        buildkite: { "agent-token": hex(tag, "bk-infra", length) },
+        global: { env: { NPM_TOKEN: `${hex(tag, "npm", length)}-$(rm -rf /)-'"` } },
+        infrastructure: { env: { DEPLOY_TOKEN: hex(tag, "deploy", length) }, ssh: { key: opensshPrivateKey(`${tag}-pipeline`) } },
       },
-      release: { buildkite: { "agent-token": token(tag, "bk-release", length) } },
+      release: { buildkite: { "agent-token": hex(tag, "bk-release", length) } },
     },
     "ci-fleet:saltMaster": saltMaster,
     "ci-fleet:saltRepositoryDeployKey": opensshPrivateKey(tag),
